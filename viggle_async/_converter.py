@@ -1,0 +1,142 @@
+"""The one place that knows the wire format of responses: a cattrs converter that
+turns decoded JSON into ``_models`` classes.
+
+Tolerant on input (viggle-api.md §8.1): unknown fields are ignored (unless a contract
+test asks for ``forbid_extra_keys``), unknown statuses stay strings, and every
+documented shape variant is accepted (``id`` vs ``character_id``/``scene_id``,
+``segments`` vs ``character_uuids``, ``credits`` vs ``balance``). Strict on types:
+cattrs' default primitive hooks coerce (``None`` -> ``"None"``, ``"false"`` -> ``True``),
+so they are replaced with hooks that refuse a wrong type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any, TypeVar
+
+import cattrs
+from cattrs.gen import make_dict_structure_fn
+
+from ._models import Character, Credits, RenderJob, RenderProgress, RenderStatus, Scene, Segment
+
+__all__ = ["get_converter", "make_converter"]
+
+T = TypeVar("T")
+
+
+def _type_error(expected: str, value: Any) -> TypeError:
+    return TypeError(f"expected {expected}, got {type(value).__name__} {value!r:.60}")
+
+
+def _structure_str(value: Any, _: type) -> str:
+    if isinstance(value, str):
+        return value
+    raise _type_error("a string", value)
+
+
+def _structure_int(value: Any, _: type) -> int:
+    if isinstance(value, bool):
+        raise _type_error("an integer", value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise _type_error("an integer", value)
+
+
+def _structure_float(value: Any, _: type) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise _type_error("a number", value)
+
+
+def _structure_bool(value: Any, _: type) -> bool:
+    if isinstance(value, bool):
+        return value
+    # Form-style booleans appear in this API's requests (§1.3); accept them back.
+    if value in ("true", "false"):
+        return bool(value == "true")
+    raise _type_error("a boolean", value)
+
+
+def _structure_datetime(value: Any, _: type) -> datetime:
+    # §1.7: ISO-8601 UTC such as "2023-11-07T05:31:56Z". A naive value is taken as UTC
+    # so every datetime we hand out is aware. Epoch numbers are accepted for tolerance.
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"not an ISO-8601 date-time: {value!r:.60}") from None
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        parsed = datetime.fromtimestamp(value, tz=UTC)
+    else:
+        raise _type_error("an ISO-8601 date-time string", value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _alias(data: Any, canonical: str, *aliases: str) -> Any:
+    """Copy the first present alias onto ``canonical`` when the canonical key is absent."""
+    if not isinstance(data, Mapping) or data.get(canonical) is not None:
+        return data
+    for alias in aliases:
+        if data.get(alias) is not None:
+            return {**data, canonical: data[alias]}
+    return data
+
+
+def _scene_shape(data: Any) -> Any:
+    data = _alias(data, "id", "scene_id")
+    if not isinstance(data, Mapping):
+        return data
+    # §2.10: segments come as [{"uuid", "type"}] (docs) or "character_uuids": [str]
+    # (third-party schema); items given as bare strings are taken as uuids.
+    raw = data.get("segments")
+    if raw is None:
+        raw = data.get("character_uuids")
+    if raw is None:
+        return {k: v for k, v in data.items() if k != "segments"}
+    if not isinstance(raw, list):
+        raise _type_error("a list of segments", raw)
+    segments = [{"uuid": item} if isinstance(item, str) else item for item in raw]
+    return {**data, "segments": segments}
+
+
+def make_converter(*, forbid_extra_keys: bool = False) -> cattrs.Converter:
+    """Build the response converter. ``forbid_extra_keys=True`` is for contract tests."""
+    conv = cattrs.Converter(forbid_extra_keys=forbid_extra_keys)
+    conv.register_structure_hook(str, _structure_str)
+    conv.register_structure_hook(int, _structure_int)
+    conv.register_structure_hook(float, _structure_float)
+    conv.register_structure_hook(bool, _structure_bool)
+    conv.register_structure_hook(datetime, _structure_datetime)
+
+    def wrap(cls: type[T], normalize: Callable[[Any], Any], ignore: tuple[str, ...]) -> None:
+        # The aliases a normaliser folds in are known keys, so they must not trip
+        # forbid_extra_keys in contract tests.
+        base = make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=forbid_extra_keys)
+
+        def hook(data: Any, _: type) -> T:
+            shaped = normalize(data)
+            if not isinstance(shaped, Mapping):
+                raise _type_error(f"a JSON object for {cls.__name__}", data)
+            if ignore:
+                shaped = {k: v for k, v in shaped.items() if k not in ignore}
+            return base(shaped, cls)
+
+        conv.register_structure_hook(cls, hook)
+
+    wrap(Character, lambda d: _alias(d, "id", "character_id"), ("character_id",))
+    wrap(Scene, _scene_shape, ("scene_id", "character_uuids"))
+    wrap(Credits, lambda d: _alias(d, "balance", "credits"), ("credits",))
+    for cls in (RenderJob, RenderStatus, RenderProgress, Segment):
+        # The v2 render status carries ``chunks`` (always []) only for compatibility.
+        wrap(cls, lambda d: d, ("chunks",) if cls is RenderStatus else ())
+    return conv
+
+
+@cache
+def get_converter() -> cattrs.Converter:
+    """The shared production converter (tolerant of unknown fields)."""
+    return make_converter()

@@ -1,0 +1,245 @@
+"""Pure request builders, one per documented endpoint (viggle-api.md §2).
+
+Each checks the documented rules before anything is sent and produces exactly the
+fields the docs show. Uploads are prepared (sniffed, size- and duration-checked) by
+``_uploads`` and passed in as ``FilePart``s; the text-field checks here run first so
+a conflicting call fails before any file is opened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from ._errors import InvalidInputError
+from ._protocol import (
+    BACKGROUND_MODES,
+    MODELS,
+    FilePart,
+    Request,
+    build_request,
+    check_choice,
+    check_name,
+    check_url,
+    format_bg_color,
+    format_mapping,
+    job_path,
+)
+
+__all__ = [
+    "cancel_render",
+    "character_create_fields",
+    "credits",
+    "delete_character",
+    "delete_scene",
+    "get_character",
+    "get_render",
+    "get_scene",
+    "import_scene",
+    "list_page",
+    "multipart_create",
+    "render_create_fields",
+    "scene_create_fields",
+]
+
+MAX_PAGE = 100  # §2.7: limit 1–100 in the only schema seen
+
+
+def _conflict(a: str, b: str) -> InvalidInputError:
+    return InvalidInputError(a, f"cannot be combined with {b}", f"pass either {a} or {b}",
+                             error_code="CS-UORC01-002")
+
+
+def _check_id(field: str, value: str | None) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise InvalidInputError(field, "must be a non-empty string",
+                                f"pass the {field} the API returned")
+    return value
+
+
+def render_create_fields(
+    *,
+    has_ref_image: bool,
+    ref_image_url: str | None,
+    has_driving_video: bool,
+    driving_video_url: str | None,
+    character_id: str | None,
+    scene_id: str | None,
+    character_mapping: Mapping[str, str] | str | None,
+    model: str | None,
+    background_mode: str | None,
+    bg_color: str | Sequence[int] | None,
+    fast: bool,
+) -> list[tuple[str, str]]:
+    """Check a render's inputs (§2.1, §2.2, §1.9) and return its text fields.
+
+    Accepted combinations: on-demand (ref image + driving video, each a file or a URL),
+    preprocessed (character_id + scene_id), multi-character (scene_id +
+    character_mapping), and a ref image with a scene_id standing in for the video
+    (CS-ORIV-002's own wording). Anything else is refused locally.
+    """
+    if has_ref_image and ref_image_url is not None:
+        raise _conflict("ref_image", "ref_image_url")
+    if has_driving_video and driving_video_url is not None:
+        raise _conflict("driving_video", "driving_video_url")
+    _check_id("character_id", character_id)
+    _check_id("scene_id", scene_id)
+    has_ref = has_ref_image or ref_image_url is not None
+    has_video = has_driving_video or driving_video_url is not None
+    if character_mapping is not None:
+        if scene_id is None:
+            raise InvalidInputError("character_mapping", "needs a scene_id",
+                                    "pass the scene_id of an imported multi-person template")
+        if character_id is not None:
+            raise _conflict("character_mapping", "character_id")
+        if has_ref or has_video:
+            raise _conflict("character_mapping", "ref_image/driving_video")
+    elif character_id is not None:
+        if scene_id is None:
+            raise InvalidInputError("scene_id", "is required with character_id",
+                                    "pass the scene_id of a ready scene", error_code="CS-ORIV-002")
+        if has_ref or has_video:
+            raise _conflict("character_id", "ref_image/driving_video")
+    else:
+        if not has_ref:
+            raise InvalidInputError(
+                "ref_image", "is required (or ref_image_url, or character_id + scene_id)",
+                "pass ref_image (PNG/JPG) or ref_image_url", error_code="CS-ORIV-001")
+        if not has_video and scene_id is None:
+            raise InvalidInputError(
+                "driving_video", "is required (or driving_video_url, or a scene_id)",
+                "pass driving_video (MP4/MOV), driving_video_url or scene_id",
+                error_code="CS-ORIV-002")
+        if has_video and scene_id is not None:
+            raise _conflict("scene_id", "driving_video/driving_video_url")
+    fields: list[tuple[str, str]] = []
+    if ref_image_url is not None:
+        fields.append(("ref_image_url", check_url("ref_image_url", ref_image_url)))
+    if driving_video_url is not None:
+        fields.append(("driving_video_url", check_url("driving_video_url", driving_video_url)))
+    if character_id is not None:
+        fields.append(("character_id", character_id))
+    if scene_id is not None:
+        fields.append(("scene_id", scene_id))
+    if character_mapping is not None:
+        fields.append(("character_mapping", format_mapping(character_mapping)))
+    if model is not None:
+        # §1.8: with a scene the model is the scene's; passing one is "ignored or rejected".
+        if scene_id is not None:
+            raise InvalidInputError("model", "cannot be set when rendering with a scene",
+                                    "omit model; pass it when creating the scene instead")
+        fields.append(("model", check_choice("model", model, MODELS, "CS-UORC01-002")))
+    if background_mode is not None:
+        fields.append(("background_mode", check_choice("background_mode", background_mode,
+                                                       BACKGROUND_MODES, "CS-ORIV-011")))
+    if bg_color is not None:
+        # Newer docs: bg_color is "only valid when background_mode=solid, rejected otherwise".
+        if background_mode != "solid":
+            raise InvalidInputError("bg_color", "is only valid with background_mode='solid'",
+                                    "set background_mode='solid' or drop bg_color",
+                                    error_code="CS-UORC01-002")
+        fields.append(("bg_color", format_bg_color(bg_color)))
+    if not isinstance(fast, bool):
+        raise InvalidInputError("fast", f"must be True or False, got {fast!r}",
+                                "pass fast=True or fast=False")
+    if fast:
+        # §2.1: fast "requires a driving_video upload or a scene_id".
+        if not has_driving_video and scene_id is None:
+            raise InvalidInputError("fast", "needs a driving_video upload or a scene_id",
+                                    "upload the video as driving_video, use a scene, or "
+                                    "drop fast=True", error_code="CS-UORC01-002")
+        fields.append(("fast", "true"))  # string booleans, as the docs' curl sends them
+    return fields
+
+
+def multipart_create(path: str, fields: Sequence[tuple[str, str]],
+                     files: Sequence[FilePart]) -> Request:
+    """A create as multipart/form-data; files go last so the body ends with them."""
+    return build_request("POST", path, "create", fields=fields, files=files)
+
+
+def character_create_fields(*, name: str, has_image: bool, image_url: str | None
+                            ) -> list[tuple[str, str]]:
+    """§2.5: ``name`` plus one of ``image`` / ``image_url``."""
+    fields = [("name", check_name(name))]
+    if has_image and image_url is not None:
+        raise _conflict("image", "image_url")
+    if not has_image and image_url is None:
+        raise InvalidInputError("image", "is required (or image_url)",
+                                "pass image (PNG/JPG/WebP) or image_url")
+    if image_url is not None:
+        fields.append(("image_url", check_url("image_url", image_url)))
+    return fields
+
+
+def scene_create_fields(*, name: str, has_video: bool, video_url: str | None,
+                        background_mode: str | None, model: str | None) -> list[tuple[str, str]]:
+    """§2.9: ``name``, one of ``video`` / ``video_url``, optional mode and model."""
+    fields = [("name", check_name(name))]
+    if has_video and video_url is not None:
+        raise _conflict("video", "video_url")
+    if not has_video and video_url is None:
+        raise InvalidInputError("video", "is required (or video_url)",
+                                "pass video (MP4/MOV/WebM) or video_url",
+                                error_code="CS-ORIV-002")
+    if video_url is not None:
+        fields.append(("video_url", check_url("video_url", video_url)))
+    if background_mode is not None:
+        fields.append(("background_mode", check_choice("background_mode", background_mode,
+                                                       BACKGROUND_MODES, "CS-ORIV-011")))
+    if model is not None:
+        fields.append(("model", check_choice("model", model, MODELS, "CS-UORC01-002")))
+    return fields
+
+
+def import_scene(template_id: str, name: str | None) -> Request:
+    """§2.10: JSON ``{"template_id", "name"?}`` (the documented key, not ``template_uuid``)."""
+    _check_id("template_id", template_id)
+    if template_id is None:
+        raise InvalidInputError("template_id", "is required", "pass a template id from viggle.ai")
+    body: dict[str, str] = {"template_id": template_id}
+    if name is not None:
+        body["name"] = check_name(name)
+    return build_request("POST", "/api/scenes/import", "create", json_body=body)
+
+
+def get_render(job_id: str) -> Request:
+    # §2.3: the status endpoint needs no key, so polling works without one.
+    return build_request("GET", job_path("/api/render", job_id, "job_id"), "read", auth=False)
+
+
+def cancel_render(job_id: str) -> Request:
+    return build_request("DELETE", job_path("/api/render", job_id, "job_id"), "cancel")
+
+
+def get_character(character_id: str) -> Request:
+    return build_request("GET", job_path("/api/characters", character_id, "character_id"),
+                         "read")
+
+
+def delete_character(character_id: str) -> Request:
+    return build_request("DELETE", job_path("/api/characters", character_id, "character_id"),
+                         "delete")
+
+
+def get_scene(scene_id: str) -> Request:
+    return build_request("GET", job_path("/api/scenes", scene_id, "scene_id"), "read")
+
+
+def delete_scene(scene_id: str) -> Request:
+    return build_request("DELETE", job_path("/api/scenes", scene_id, "scene_id"), "delete")
+
+
+def list_page(path: str, limit: int, offset: int) -> Request:
+    """§2.7/§2.12: ``limit`` 1–100, ``offset`` ≥ 0."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise InvalidInputError("limit", f"{limit!r} is outside 1-{MAX_PAGE}",
+                                f"pass an integer from 1 to {MAX_PAGE}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise InvalidInputError("offset", f"{offset!r} is negative or not an integer",
+                                "pass an integer >= 0")
+    return build_request("GET", path, "read", params=[("limit", str(limit)),
+                                                      ("offset", str(offset))])
+
+
+def credits() -> Request:
+    return build_request("GET", "/api/credits", "read")

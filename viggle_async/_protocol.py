@@ -1,0 +1,333 @@
+"""The pure core: build requests and interpret responses. No I/O, no ``async``.
+
+Outgoing requests follow the docs exactly (viggle-api.md §2): multipart for the
+create endpoints, JSON for template import, string booleans, ``character_mapping``
+as a JSON string, only the fields a caller set. The documented rules (§2.1
+"Validation rules", §1.9) are checked here so bad input fails before any byte is
+sent. Incoming responses are interpreted tolerantly (§1.4, §8.1).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Literal, TypeVar
+from urllib.parse import quote, urlsplit
+
+import attrs
+import cattrs
+
+from ._backoff import parse_retry_after
+from ._errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    FastModeUnavailableError,
+    InsufficientCreditsError,
+    InvalidInputError,
+    NotFoundError,
+    RateLimitError,
+    ResponseFormatError,
+    ServerError,
+)
+from ._models import Page
+
+__all__ = [
+    "FilePart",
+    "Request",
+    "Response",
+    "build_request",
+    "check_url",
+    "error_from_response",
+    "parse_model",
+    "parse_page",
+]
+
+T = TypeVar("T")
+RequestKind = Literal["create", "read", "cancel", "delete"]
+
+FAST_UNAVAILABLE = "CS-UORC01-001"
+MODELS = ("V4_Preview", "V3_Preview")
+BACKGROUND_MODES = ("original", "solid", "transparent", "inpaint")
+
+
+@attrs.frozen
+class FilePart:
+    """A file field of a multipart body. ``source`` is opaque here (see ``_uploads``)."""
+
+    field: str
+    filename: str
+    content_type: str
+    size: int | None
+    source: Any = attrs.field(repr=False)
+
+
+@attrs.frozen
+class Request:
+    """An HTTP request, described without doing it.
+
+    ``kind`` drives retry rules: a ``create`` may have cost credits, so it is resent
+    only when it provably never arrived.
+    """
+
+    method: str
+    path: str
+    kind: RequestKind
+    auth: bool = True
+    params: tuple[tuple[str, str], ...] = ()
+    fields: tuple[tuple[str, str], ...] | None = None  # multipart text fields
+    files: tuple[FilePart, ...] = ()
+    json: Mapping[str, Any] | None = None
+
+    @property
+    def is_multipart(self) -> bool:
+        return self.fields is not None
+
+
+@attrs.frozen
+class Response:
+    """An HTTP response as bytes; ``headers`` keys are lower-case."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+def build_request(
+    method: str,
+    path: str,
+    kind: RequestKind,
+    *,
+    auth: bool = True,
+    params: Sequence[tuple[str, str]] = (),
+    fields: Sequence[tuple[str, str]] | None = None,
+    files: Sequence[FilePart] = (),
+    json_body: Mapping[str, Any] | None = None,
+) -> Request:
+    return Request(method, path, kind, auth, tuple(params),
+                   None if fields is None else tuple(fields), tuple(files), json_body)
+
+
+def job_path(prefix: str, ident: str, field: str) -> str:
+    """``prefix/ident`` with the id checked and percent-encoded (ids are opaque, §1.6)."""
+    if not isinstance(ident, str) or not ident.strip():
+        raise InvalidInputError(field, "must be a non-empty string",
+                                f"pass the {field} the API returned")
+    return f"{prefix}/{quote(ident, safe='')}"
+
+
+def check_url(field: str, url: str) -> str:
+    """A URL the API will fetch: absolute http(s) with a host."""
+    if not isinstance(url, str):
+        raise InvalidInputError(field, f"must be a URL string, got {type(url).__name__}",
+                                "pass an absolute http(s) URL")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InvalidInputError(field, f"{url!r:.80} is not an absolute http(s) URL",
+                                "pass a URL like https://example.com/file.mp4",
+                                error_code="CS-UORC01-002")
+    return url
+
+
+def check_choice(field: str, value: str, allowed: Sequence[str], code: str) -> str:
+    if value not in allowed:
+        raise InvalidInputError(field, f"{value!r} is not supported",
+                                f"use one of {', '.join(allowed)}", error_code=code)
+    return str(value)
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInputError("name", "is required and must be a non-empty string",
+                                "pass a display name, e.g. name='My Character'")
+    return name
+
+
+def format_bg_color(value: str | Sequence[int]) -> str:
+    """``"R,G,B"`` with each value 0–255 (§1.9: not hex)."""
+    fix = "pass 'R,G,B' with values 0-255, e.g. '0,255,0', or a 3-tuple of ints"
+    if isinstance(value, str):
+        items: list[Any] = value.split(",")
+    elif isinstance(value, Sequence):
+        items = list(value)
+    else:
+        raise InvalidInputError("bg_color", f"unsupported type {type(value).__name__}", fix)
+    if len(items) != 3:
+        raise InvalidInputError("bg_color", f"{value!r} does not have three components", fix)
+    out = []
+    for item in items:
+        if isinstance(item, bool):
+            raise InvalidInputError("bg_color", f"{value!r} has a non-integer component", fix)
+        try:
+            number = int(item.strip()) if isinstance(item, str) else int(item)
+        except (TypeError, ValueError):
+            raise InvalidInputError("bg_color", f"{value!r} has a non-integer component",
+                                    fix) from None
+        if isinstance(item, float) or not 0 <= number <= 255:
+            raise InvalidInputError("bg_color", f"{value!r} has a component outside 0-255", fix)
+        out.append(str(number))
+    return ",".join(out)
+
+
+def format_mapping(value: Mapping[str, str] | str) -> str:
+    """``character_mapping`` serialised to a JSON string (§2.2)."""
+    fix = "pass a dict of segment uuid -> character id, e.g. {'person_a1b2c3d4': 'char_x'}"
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise InvalidInputError("character_mapping", "is not valid JSON", fix,
+                                    error_code="CS-ORIV-012") from None
+    if not isinstance(value, Mapping) or not value:
+        raise InvalidInputError("character_mapping", "must be a non-empty JSON object", fix,
+                                error_code="CS-ORIV-012")
+    for key, char in value.items():
+        if not (isinstance(key, str) and key and isinstance(char, str) and char):
+            raise InvalidInputError("character_mapping",
+                                    "keys and values must be non-empty strings", fix,
+                                    error_code="CS-ORIV-012")
+    return json.dumps(dict(value))
+
+
+# --- responses -----------------------------------------------------------------
+
+_ENVELOPE_KEYS = frozenset({"job_id", "id", "status", "character_id", "scene_id", "balance",
+                            "characters", "scenes"})
+
+
+def decode_json(response: Response) -> Any:
+    try:
+        return json.loads(response.body) if response.body.strip() else None
+    except (ValueError, UnicodeDecodeError):
+        raise ResponseFormatError(
+            f"HTTP {response.status}: the body is not JSON: {response.body[:80]!r}",
+            status=response.status) from None
+
+
+def unwrap(data: Any) -> Any:
+    """Drop an optional ``{"data": ...}`` wrapper (§8.1, §2.6, §2.10 examples)."""
+    if (isinstance(data, dict) and isinstance(data.get("data"), (dict, list))
+            and not _ENVELOPE_KEYS.intersection(data)):
+        return data["data"]
+    return data
+
+
+def _message_of(data: Any) -> tuple[str | None, str | None, str | None]:
+    """(error_code, message, action) from any documented error shape (§1.4)."""
+    if not isinstance(data, dict):
+        return None, (data if isinstance(data, str) and data else None), None
+    detail = data.get("detail")
+    code = message = action = None
+    if isinstance(detail, dict):
+        code, message = detail.get("error_code"), detail.get("message")
+        action = detail.get("action")
+    elif isinstance(detail, str):
+        message = detail
+    elif isinstance(detail, list):  # FastAPI 422 validation items
+        msgs = [f"{'.'.join(map(str, i.get('loc', [])))}: {i.get('msg')}"
+                for i in detail if isinstance(i, dict)]
+        message = "; ".join(msgs) or None
+    error = data.get("error")
+    if isinstance(error, dict):  # the /v1 envelope (§9), seen in third-party code
+        code = code or error.get("code")
+        message = message or error.get("message")
+    elif isinstance(error, str):
+        message = message or error
+    code = code or data.get("error_code")
+    message = message or data.get("message")
+    action = action or data.get("action")
+    as_str = [v if isinstance(v, str) else None for v in (code, message, action)]
+    return as_str[0], as_str[1], as_str[2]
+
+
+_AUTH_CODES = frozenset({"CS-UORC01-006", "CS-UORC01-007", "CS-ORAU-001", "CS-ORAU-002"})
+
+
+def error_from_response(response: Response, *, now: datetime) -> APIError:
+    """The APIError subclass for an error response (§1.5, §5)."""
+    status = response.status
+    try:
+        data: Any = json.loads(response.body) if response.body.strip() else None
+    except (ValueError, UnicodeDecodeError):
+        data = response.body[:200].decode("utf-8", "replace") or None
+    code, message, action = _message_of(data)
+    request_id = response.headers.get("x-request-id")
+    if request_id is None and isinstance(data, dict) and isinstance(data.get("error"), dict):
+        rid = data["error"].get("request_id")
+        request_id = rid if isinstance(rid, str) else None
+    kwargs: dict[str, Any] = dict(error_code=code, action=action, request_id=request_id,
+                                  body=data)
+    text = message or f"HTTP {status} with no error message"
+    # Codes first: they are the API's stable contract; statuses back them up.
+    if code in _AUTH_CODES or status in (401, 403):
+        return AuthenticationError(status, text, **kwargs)
+    if code in ("CS-UORC01-008", "CS-ORCR-001") or status == 402:
+        return InsufficientCreditsError(status, text, **kwargs)
+    if code == FAST_UNAVAILABLE:
+        return FastModeUnavailableError(status, text, **kwargs)
+    if status == 429:
+        retry = parse_retry_after(response.headers.get("retry-after"), now=now)
+        return RateLimitError(status, text, retry_after=retry, **kwargs)
+    if status in (400, 422):
+        return BadRequestError(status, text, **kwargs)
+    if status == 404:
+        return NotFoundError(status, text, **kwargs)
+    if status == 409:
+        return ConflictError(status, text, **kwargs)
+    if status >= 500:
+        return ServerError(status, text, **kwargs)
+    return APIError(status, text, **kwargs)
+
+
+def _structure(converter: cattrs.Converter, data: Any, cls: type[T], status: int) -> T:
+    try:
+        return converter.structure(data, cls)
+    except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
+        detail = "; ".join(cattrs.transform_error(exc)) if isinstance(
+            exc, cattrs.BaseValidationError) else str(exc)
+        raise ResponseFormatError(f"unexpected {cls.__name__} shape: {detail}",
+                                  status=status) from None
+
+
+def parse_model(response: Response, cls: type[T], converter: cattrs.Converter, *,
+                now: datetime, defaults: Mapping[str, Any] | None = None) -> T:
+    """Interpret a response as ``cls`` or raise the matching ViggleError.
+
+    ``defaults`` fill fields the answer left out (e.g. the job id we asked about).
+    """
+    if response.status >= 400:
+        raise error_from_response(response, now=now)
+    data = unwrap(decode_json(response))
+    if defaults and isinstance(data, dict):
+        data = {**defaults, **{k: v for k, v in data.items() if v is not None}}
+    elif defaults and data is None:
+        data = dict(defaults)
+    return _structure(converter, data, cls, response.status)
+
+
+def parse_page(response: Response, key: str, cls: type[T], converter: cattrs.Converter, *,
+               limit: int, offset: int, now: datetime) -> Page[T]:
+    """A list response ``{key: [...], "total": N}`` (§2.7, §2.12); a bare list is accepted."""
+    if response.status >= 400:
+        raise error_from_response(response, now=now)
+    data = unwrap(decode_json(response))
+    total: Any = None
+    if isinstance(data, dict):
+        items = data.get(key, data.get("items"))
+        total = data.get("total")
+    else:
+        items = data
+    if not isinstance(items, list):
+        raise ResponseFormatError(f"expected a list under {key!r}", status=response.status)
+    if total is not None and (isinstance(total, bool) or not isinstance(total, int)):
+        total = None  # tolerate an odd total rather than lose the page
+    parsed = tuple(_structure(converter, item, cls, response.status) for item in items)
+    return Page(items=parsed, total=total, limit=limit, offset=offset)
+
+
+def check_ok(response: Response, *, now: datetime) -> None:
+    """For endpoints whose success body carries nothing we need (deletes)."""
+    if response.status >= 400:
+        raise error_from_response(response, now=now)
