@@ -1,0 +1,32 @@
+"""Test helpers: a faithful fake Viggle server with fault injection, and sample media.
+
+``FakeViggle`` never imports the client, so it catches client bugs. See ``FakeSettings`` for
+the lifecycle formula and the doc-variant knobs, ``Faults`` for fault injection, and
+``Observations`` for what tests can assert on. ``python -m viggle_async.testing`` runs it.
+"""
+
+from ._config import DEFAULT_API_KEY, FakeSettings, Faults, RateLimit, Template
+from ._ledger import BalanceEntry
+from ._observe import CreateRecord, FilePart, Observations
+from ._samples import make_avi, make_jpeg, make_mp4, make_png, make_webm, make_webp, write_mp4
+from ._server import FakeViggle
+
+__all__ = [
+    "DEFAULT_API_KEY",
+    "BalanceEntry",
+    "CreateRecord",
+    "FakeSettings",
+    "FakeViggle",
+    "Faults",
+    "FilePart",
+    "Observations",
+    "RateLimit",
+    "Template",
+    "make_avi",
+    "make_jpeg",
+    "make_mp4",
+    "make_png",
+    "make_webm",
+    "make_webp",
+    "write_mp4",
+]

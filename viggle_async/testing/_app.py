@@ -1,0 +1,110 @@
+"""The API application: routes and the middleware that observes and injects faults."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from . import _assets, _render
+from ._common import DroppedConnection
+from ._errors import ApiError
+from ._store import STORE, Store
+
+__all__ = ["api_app"]
+
+_UNMATCHED = "<unmatched>"
+
+
+def _route(request: web.Request) -> tuple[str, str]:
+    resource = request.match_info.route.resource
+    return request.method, resource.canonical if resource is not None else _UNMATCHED
+
+
+def _selected(routes: frozenset[str] | None, route: tuple[str, str]) -> bool:
+    return routes is None or f"{route[0]} {route[1]}" in routes
+
+
+def _rate_limit(store: Store, request: web.Request, route: tuple[str, str]) -> None:
+    """Per-key token bucket (Faults.rate_limit); 429 with Retry-After when empty (§10.9)."""
+    limit = store.faults.rate_limit
+    if limit is None or not _selected(limit.routes, route):
+        return
+    header = request.headers.get("Authorization", "")
+    key = header.partition(" ")[2].strip()
+    now = store.settings.clock()
+    tokens, last = store.buckets.get(key, (float(limit.burst), now))
+    tokens = min(float(limit.burst), tokens + (now - last) * limit.rate)
+    if tokens >= 1.0:
+        store.buckets[key] = (tokens - 1.0, now)
+        return
+    store.buckets[key] = (tokens, now)
+    store.obs.rate_limited += 1
+    wait = (1.0 - tokens) / limit.rate if limit.rate > 0 else 60.0
+    # No rate-limit body is documented: a plain string detail, which clients must accept.
+    raise ApiError(
+        429,
+        "Rate limit exceeded, retry later",
+        headers={"Retry-After": str(max(1, math.ceil(wait)))},
+    )
+
+
+@web.middleware
+async def _middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    store = request.app[STORE]
+    route = _route(request)
+    store.obs.enter(route)
+    try:
+        faults = store.faults
+        if faults.latency_s > 0 and _selected(faults.latency_routes, route):
+            await asyncio.sleep(faults.latency_s)
+        store.settle()
+        try:
+            _rate_limit(store, request, route)
+            if (
+                request.method == "GET"
+                and faults.get_error_rate > 0
+                and store.error_rng.random() < faults.get_error_rate
+            ):
+                store.obs.injected_errors += 1
+                raise ApiError(faults.get_error_status, "Internal server error (injected)")
+            return await handler(request)
+        except ApiError as exc:
+            return web.json_response(exc.body(), status=exc.status, headers=exc.headers)
+        except DroppedConnection:
+            # The transport is already aborted; this response is never written.
+            return web.Response(status=499)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            # Router errors (unknown path, wrong method) in FastAPI's shape.
+            return web.json_response({"detail": exc.reason}, status=exc.status, headers=_allow(exc))
+    finally:
+        store.obs.leave(route)
+
+
+def _allow(exc: web.HTTPException) -> dict[str, str]:
+    allow = exc.headers.get("Allow")
+    return {"Allow": allow} if allow else {}
+
+
+def api_app(store: Store) -> web.Application:
+    app = web.Application(middlewares=[_middleware])
+    app[STORE] = store
+    r = app.router
+    r.add_post("/api/render", _render.create_render)
+    r.add_get("/api/render/{job_id}", _render.get_render)
+    r.add_delete("/api/render/{job_id}", _render.cancel_render)
+    r.add_post("/api/characters/preprocess", _assets.create_character)
+    r.add_get("/api/characters", _assets.list_characters)
+    r.add_get("/api/characters/{character_id}", _assets.get_character)
+    r.add_delete("/api/characters/{character_id}", _assets.delete_character)
+    r.add_post("/api/scenes/preprocess", _assets.create_scene)
+    r.add_post("/api/scenes/import", _assets.import_scene)
+    r.add_get("/api/scenes", _assets.list_scenes)
+    r.add_get("/api/scenes/{scene_id}", _assets.get_scene)
+    r.add_delete("/api/scenes/{scene_id}", _assets.delete_scene)
+    r.add_get("/api/credits", _assets.get_credits)
+    return app

@@ -1,0 +1,179 @@
+"""Settings and fault knobs of :class:`~viggle_async.testing.FakeViggle`.
+
+Both are mutable attrs classes: tests may change any field while the server runs and the next
+request sees it. Where viggle-api.md lists variants or unknowns, the default is the documented
+shape and the variant is a knob (see each field's comment).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Literal
+
+import attrs
+
+__all__ = ["DEFAULT_API_KEY", "FakeSettings", "Faults", "RateLimit", "Template"]
+
+DEFAULT_API_KEY = "sk-test-fake"
+
+
+@attrs.define
+class Template:
+    """A Viggle template that ``POST /api/scenes/import`` knows (§2.10).
+
+    ``segments`` lists person UUIDs for a multi-person template; a video template has none.
+    """
+
+    segments: tuple[str, ...] = ()
+    duration_s: float = 8.0
+    width: int = 720
+    height: int = 1280
+    fps: float = 30.0
+
+
+def _default_templates() -> dict[str, Template]:
+    return {
+        "tmpl-duo-dance": Template(segments=("person_a1b2c3d4", "person_e5f6g7h8")),
+        "tmpl-trio-walk": Template(
+            segments=("person_0a0a0a0a", "person_1b1b1b1b", "person_2c2c2c2c"), duration_s=12.0
+        ),
+        "tmpl-video-wave": Template(duration_s=5.0),
+    }
+
+
+def _default_keys() -> dict[str, int]:
+    return {DEFAULT_API_KEY: 10_000}
+
+
+def _before_clock_change(instance: FakeSettings, _: object, value: object) -> object:
+    # Let each running server read its simulated time with the old clock/scale first, so
+    # the change applies from now on and simulated time neither jumps nor goes back.
+    for listener in instance._clock_listeners:
+        listener()
+    return value
+
+
+@attrs.define
+class FakeSettings:
+    """Behaviour of the fake server.
+
+    Lifecycle timing is in *simulated* seconds; simulated time runs at ``time_scale`` simulated
+    seconds per ``clock()`` second. A render created at simulated time ``t0`` is::
+
+        queued      until t0 + queue_delay_s
+        processing  for (render_base_s + render_s_per_video_s * video_seconds) / (2 if fast)
+        complete    afterwards (or failed half-way through, see Faults.render_failure_rate)
+    """
+
+    #: API key -> starting balance. Keys added while running start with their value here.
+    api_keys: dict[str, int] = attrs.field(factory=_default_keys)
+    time_scale: float = attrs.field(default=1.0, on_setattr=_before_clock_change)
+    clock: Callable[[], float] = attrs.field(
+        default=time.monotonic, on_setattr=_before_clock_change
+    )
+
+    # Limits (§6 and §5.1).
+    max_video_seconds: float = 300.0
+    max_upload_bytes: int = 500 * 1024 * 1024
+    max_resolution: int = 4096
+    min_scene_seconds: float = 0.5
+    min_scene_pixels: int = 64
+    #: Max length of one text form field; a bigger one is a validation error (CS-UORC01-002).
+    max_field_bytes: int = 64 * 1024
+
+    #: Size of every CDN output file; streamed from a generator, never held in memory.
+    output_bytes: int = 64 * 1024
+    #: Duration assumed when the fake cannot read one: URL inputs (it never fetches) and WebM.
+    url_video_seconds: float = 10.0
+    #: Frames per second reported for uploaded scenes (the probe does not read fps).
+    scene_fps: float = 30.0
+
+    # Lifecycle timing, simulated seconds.
+    queue_delay_s: float = 2.0
+    render_base_s: float = 5.0
+    render_s_per_video_s: float = 2.0
+    character_pending_s: float = 1.0
+    character_processing_s: float = 4.0
+    scene_base_s: float = 2.0
+    scene_s_per_video_s: float = 0.5
+
+    # Documented variants (§1.2, §1.4, §3.1, §2.10, §10).
+    #: Wrap every success body in ``{"data": ...}`` as some doc samples read it (§2.6, §10.20).
+    wrap_data: bool = False
+    #: Emit the older ``rendering`` / ``merging`` statuses while processing (§3.1).
+    legacy_statuses: bool = False
+    #: Missing key: "object" -> CS-UORC01-006 envelope; "string" -> the auth page's plain detail.
+    auth_error_style: Literal["object", "string"] = "object"
+    #: "docs": ``id`` + ``segments``; "third_party": ``scene_id`` + ``character_uuids`` (§2.10).
+    import_response_style: Literal["docs", "third_party"] = "docs"
+    #: HTTP status for an unknown id on GET/DELETE (undocumented, §10.7).
+    not_found_status: int = 404
+    #: HTTP status when cancelling a job that already ended (undocumented, §2.4).
+    cancel_conflict_status: int = 409
+    #: Reject ``bg_color`` unless ``background_mode=solid`` (newer docs, §1.9); False: ignore it.
+    strict_bg_color: bool = True
+
+    templates: dict[str, Template] = attrs.field(factory=_default_templates)
+    _clock_listeners: list[Callable[[], object]] = attrs.field(
+        factory=list, init=False, repr=False, eq=False
+    )
+
+    def on_clock_change(self, listener: Callable[[], object]) -> None:
+        """Call ``listener`` just before ``time_scale`` or ``clock`` changes."""
+        self._clock_listeners.append(listener)
+
+    @property
+    def default_api_key(self) -> str:
+        """The first configured key."""
+        return next(iter(self.api_keys))
+
+
+@attrs.define
+class RateLimit:
+    """A per-key token bucket: ``rate`` requests per clock second, bursts up to ``burst``.
+
+    ``routes`` limits it to some ``"METHOD /route/{template}"`` strings; None means every
+    API route. Requests without a key share the bucket of the key ``""``.
+    """
+
+    rate: float
+    burst: int
+    routes: frozenset[str] | None = None
+
+
+@attrs.define
+class Faults:
+    """Faults to inject; all off by default. Randomness comes from ``random.Random(seed)``."""
+
+    #: CS-UORC01-001 for every fast submission.
+    fast_unavailable: bool = False
+    #: CS-UORC01-001 for the next N fast submissions (counts down).
+    fast_unavailable_next: int = 0
+    #: CS-UORC01-001 for fast submissions while ``clock() < fast_unavailable_until``.
+    fast_unavailable_until: float | None = None
+
+    #: 429 with Retry-After when the key's bucket is empty.
+    rate_limit: RateLimit | None = None
+
+    #: Fraction of API GETs answered with ``get_error_status`` instead of their result.
+    get_error_rate: float = 0.0
+    get_error_status: int = 503
+    #: Fraction of renders that end ``failed`` with CS-UORC01-009 (decided at create).
+    render_failure_rate: float = 0.0
+    #: Fraction of characters and scenes whose preprocessing ends ``failed``.
+    asset_failure_rate: float = 0.0
+
+    #: Real seconds added before answering (``latency_routes``: None means every API route).
+    latency_s: float = 0.0
+    latency_routes: frozenset[str] | None = None
+
+    #: Abort the connection of the next N create requests after ``drop_after_bytes`` of body.
+    drop_uploads: int = 0
+    drop_after_bytes: int = 64 * 1024
+
+    #: The first K CDN downloads send the full Content-Length but only part of the body.
+    truncate_downloads: int = 0
+    truncate_fraction: float = 0.5
+
+    seed: int = 0

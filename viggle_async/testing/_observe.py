@@ -1,0 +1,85 @@
+"""What the fake server saw, kept as plain attributes for tests to assert on."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Literal
+
+import attrs
+
+__all__ = ["CreateRecord", "FilePart", "Observations"]
+
+
+@attrs.frozen
+class FilePart:
+    """One uploaded file part as it arrived.
+
+    ``transfer`` is how the whole request body was framed: "content-length" or "chunked".
+    ``size`` counts the bytes read (less than the file when the upload was cut short).
+    """
+
+    name: str
+    filename: str | None
+    size: int
+    content_type: str | None
+    transfer: Literal["content-length", "chunked"]
+
+
+@attrs.define
+class CreateRecord:
+    """One create request (render, character, scene or import), accepted or not.
+
+    ``status`` is the HTTP status answered (0 when the connection was dropped); ``result_id``
+    the job, character or scene id created.
+    """
+
+    kind: Literal["render", "character", "scene", "import"]
+    api_key: str | None
+    fields: dict[str, str]
+    files: list[FilePart]
+    transfer: Literal["content-length", "chunked"]
+    status: int = 0
+    result_id: str | None = None
+    error_code: str | None = None
+
+
+@attrs.define
+class Observations:
+    """Counters and logs; ``reset()`` clears them all."""
+
+    #: (method, route template) -> requests received, e.g. ("GET", "/api/render/{job_id}").
+    request_counts: Counter[tuple[str, str]] = attrs.field(factory=Counter)
+    #: (method, route template) -> the most requests in flight at once.
+    peak_concurrency: dict[tuple[str, str], int] = attrs.field(factory=dict)
+    creates: list[CreateRecord] = attrs.field(factory=list)
+    #: Fast submissions answered CS-UORC01-001.
+    capacity_rejections: int = 0
+    #: Create requests whose connection was aborted mid-upload (Faults.drop_uploads).
+    dropped_uploads: int = 0
+    #: Requests answered 429 / injected 5xx.
+    rate_limited: int = 0
+    injected_errors: int = 0
+    #: Every Authorization header value the CDN received (a client must send none, §8.1).
+    cdn_auth_headers: list[str] = attrs.field(factory=list)
+    #: CDN downloads started / cut short by Faults.truncate_downloads.
+    cdn_downloads: int = 0
+    truncated_downloads: int = 0
+    _in_flight: Counter[tuple[str, str]] = attrs.field(factory=Counter)
+
+    def enter(self, route: tuple[str, str]) -> None:
+        self.request_counts[route] += 1
+        self._in_flight[route] += 1
+        current = self._in_flight[route]
+        if current > self.peak_concurrency.get(route, 0):
+            self.peak_concurrency[route] = current
+
+    def leave(self, route: tuple[str, str]) -> None:
+        self._in_flight[route] -= 1
+
+    def creates_of(self, kind: str) -> list[CreateRecord]:
+        return [c for c in self.creates if c.kind == kind]
+
+    def reset(self) -> None:
+        in_flight = self._in_flight
+        self.__init__()  # type: ignore[misc]
+        self._in_flight = in_flight

@@ -1,0 +1,257 @@
+"""``/api/render`` handlers: create (§2.1, §2.2), status (§2.3) and cancel (§2.4)."""
+
+from __future__ import annotations
+
+import json
+
+import attrs
+from aiohttp import web
+
+from ._common import (
+    MODELS,
+    billable,
+    check_image,
+    check_url,
+    check_video,
+    create_request,
+    field,
+    ok,
+    parse_background_mode,
+    parse_bool,
+)
+from ._errors import api_error, not_found
+from ._forms import Form
+from ._records import RenderJob, Scene, render_body
+from ._store import STORE, Store, new_id
+
+__all__ = ["cancel_render", "create_render", "get_render"]
+
+_FILE_FIELDS = frozenset({"ref_image", "driving_video"})
+
+
+@attrs.define
+class _Plan:
+    mode: str
+    seconds: float
+
+
+async def create_render(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    key = store.authenticate(request)
+    async with create_request(request, store, "render", key) as (form, record):
+        fast = parse_bool(form, "fast")
+        background_mode = parse_background_mode(form)
+        plan = _validate(store, key, form, fast, background_mode)
+        cost = billable(plan.seconds, fast)
+        # Capacity is checked before credits: a fast request that cannot run costs nothing.
+        if fast and store.fast_unavailable():
+            store.obs.capacity_rejections += 1
+            raise api_error("CS-UORC01-001")
+        job_id = new_id("job_")
+        now = store.now()
+        if not store.ledger.charge(key, cost, "render", job_id, store.clock.iso(now)):
+            raise api_error(
+                "CS-UORC01-008",
+                f"This render needs {cost} credits; the balance is {store.ledger.balance(key)}",
+            )
+        s = store.settings
+        started = now + s.queue_delay_s
+        processing = (s.render_base_s + s.render_s_per_video_s * plan.seconds) / (2 if fast else 1)
+        job = RenderJob(
+            job_id=job_id,
+            api_key=key,
+            mode="fast" if fast else plan.mode,
+            fast=fast,
+            background_mode=background_mode,
+            video_seconds=plan.seconds,
+            cost=cost,
+            created=now,
+            started=started,
+            finished=started + processing,
+            fails=store.fails(store.faults.render_failure_rate),
+        )
+        store.jobs[job_id] = job
+        if job.fails:
+            store.schedule_refund(job.fail_at, "render", job_id)
+        record.status, record.result_id = 200, job_id
+        return ok(
+            store,
+            {
+                "job_id": job_id,
+                "status": "queued",
+                "mode": job.mode,
+                "enqueued_at": store.clock.iso(now),
+            },
+        )
+
+
+def _validate(store: Store, key: str, form: Form, fast: bool, background_mode: str) -> _Plan:
+    """Pick the documented combination the form uses; reject the rest with CS-UORC01-002."""
+    for name in form.files:
+        if name not in _FILE_FIELDS:
+            raise api_error("CS-UORC01-002", f"Unexpected file part {name!r}")
+    for name in _FILE_FIELDS & form.fields.keys():
+        raise api_error("CS-UORC01-002", f"{name} must be sent as a file")
+    _check_bg_color(store, form, background_mode)
+    model = field(form, "model")
+    if model is not None and model not in MODELS:
+        raise api_error("CS-UORC01-002", f"Unknown model {model!r}; use one of {sorted(MODELS)}")
+
+    ref_file, ref_url = form.files.get("ref_image"), field(form, "ref_image_url")
+    drv_file, drv_url = form.files.get("driving_video"), field(form, "driving_video_url")
+    character_id, scene_id = field(form, "character_id"), field(form, "scene_id")
+    mapping = field(form, "character_mapping")
+    if ref_file and ref_url:
+        raise api_error("CS-UORC01-002", "Send ref_image or ref_image_url, not both")
+    if drv_file and drv_url:
+        raise api_error("CS-UORC01-002", "Send driving_video or driving_video_url, not both")
+    has_ref, has_drv = bool(ref_file or ref_url), bool(drv_file or drv_url)
+    if ref_url:
+        check_url("ref_image_url", ref_url)
+    if drv_url:
+        check_url("driving_video_url", drv_url)
+    if fast and not (drv_file or scene_id):
+        # §1.9 / §2.1: fast needs a driving_video upload or a scene_id.
+        raise api_error("CS-UORC01-002", "fast=true needs a driving_video upload or a scene_id")
+
+    if mapping is not None:  # multi-character render (§2.2)
+        if character_id or has_ref or has_drv:
+            raise api_error(
+                "CS-UORC01-002",
+                "character_mapping goes with scene_id only (no character_id, image or video)",
+            )
+        if not scene_id:
+            raise api_error("CS-ORIV-002", "character_mapping needs the scene_id of a template")
+        scene = _ready_scene(store, key, scene_id, model)
+        _check_mapping(store, key, scene, mapping)
+        return _Plan("preprocessed", scene.duration_s)
+    if character_id:  # preprocessed render (§2.1, mode 2)
+        if has_ref:
+            raise api_error("CS-UORC01-002", "Send character_id or a reference image, not both")
+        if has_drv:
+            # Undocumented combination (§10.15): a preprocessed character needs a scene.
+            raise api_error("CS-UORC01-002", "character_id goes with scene_id, not a video")
+        if not scene_id:
+            raise api_error("CS-ORIV-002", "character_id needs a scene_id")
+        _ready_character(store, key, character_id)
+        scene = _ready_scene(store, key, scene_id, model)
+        return _Plan("preprocessed", scene.duration_s)
+    if not has_ref:
+        raise api_error("CS-ORIV-001")
+    if ref_file:
+        check_image(ref_file)
+    if scene_id:  # reference image on a stored scene: CS-ORIV-002's "or provide scene_id"
+        if has_drv:
+            raise api_error("CS-UORC01-002", "Send a driving video or a scene_id, not both")
+        scene = _ready_scene(store, key, scene_id, model)
+        return _Plan("full_pipeline", scene.duration_s)
+    if drv_file:
+        return _Plan("full_pipeline", check_video(store, drv_file).duration_s)
+    if drv_url:
+        return _Plan("full_pipeline", store.settings.url_video_seconds)
+    raise api_error("CS-ORIV-002")
+
+
+def _check_bg_color(store: Store, form: Form, background_mode: str) -> None:
+    color = field(form, "bg_color")
+    if color is None:
+        return
+    if background_mode != "solid":
+        if store.settings.strict_bg_color:  # newer render-options page: "rejected otherwise"
+            raise api_error("CS-UORC01-002", "bg_color is only valid with background_mode=solid")
+        return
+    parts = color.split(",")
+    try:
+        values = [int(p.strip()) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != 3 or not all(0 <= v <= 255 for v in values):
+        raise api_error("CS-UORC01-002", f'bg_color must be "R,G,B" with 0-255, got {color!r}')
+
+
+def _ready_character(store: Store, key: str, ident: str) -> None:
+    char = store.character_of(key, ident)
+    if char is None:
+        raise api_error("CS-ORIV-008", f"Character {ident} not found")
+    status = char.status(store.now())
+    if status != "ready":
+        # Not documented: the docs only say the character must be ready (§2.1).
+        raise api_error("CS-UORC01-002", f"Character {ident} is {status}, not ready")
+
+
+def _ready_scene(store: Store, key: str, ident: str, model: str | None) -> Scene:
+    scene = store.scene_of(key, ident)
+    if scene is None:
+        raise api_error("CS-ORIV-009", f"Scene {ident} not found")
+    status = scene.status(store.now())
+    if status != "ready":
+        raise api_error("CS-ORIV-010", f"Scene {ident} is {status}, not ready")
+    if model is not None and model != scene.model:
+        # §1.8: the scene's model is final; a conflicting model is rejected (code undocumented).
+        raise api_error(
+            "CS-UORC01-002", f"Scene {ident} was preprocessed with {scene.model}, not {model}"
+        )
+    return scene
+
+
+def _check_mapping(store: Store, key: str, scene: Scene, raw: str) -> None:
+    try:
+        mapping = json.loads(raw)
+    except ValueError as exc:
+        raise api_error("CS-ORIV-012", f"character_mapping is not valid JSON: {exc}") from exc
+    if (
+        not isinstance(mapping, dict)
+        or not mapping
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items())
+    ):
+        raise api_error(
+            "CS-UORC01-002", "character_mapping must map segment UUIDs to character ids"
+        )
+    if not scene.segments:
+        raise api_error(
+            "CS-UORC01-002", "This scene has no person segments: render it with character_id"
+        )
+    unknown = sorted(set(mapping) - set(scene.segments))
+    if unknown:
+        raise api_error("CS-UORC01-002", f"Unknown segment UUIDs for this scene: {unknown}")
+    for character_id in mapping.values():
+        _ready_character(store, key, character_id)
+
+
+def _job_or_404(store: Store, request: web.Request) -> RenderJob:
+    job_id = request.match_info["job_id"]
+    job = store.jobs.get(job_id)
+    if job is None:
+        raise not_found("Job", job_id, store.settings.not_found_status)
+    return job
+
+
+async def get_render(request: web.Request) -> web.Response:
+    """No authentication: the docs say status may be polled without a key (§1.2, §2.3)."""
+    store = request.app[STORE]
+    job = _job_or_404(store, request)
+    return ok(store, _body(store, job))
+
+
+def _body(store: Store, job: RenderJob) -> dict[str, object]:
+    return render_body(
+        job, store.now(), store.clock, store.cdn_base, store.settings.legacy_statuses
+    )
+
+
+async def cancel_render(request: web.Request) -> web.Response:
+    """Cancel a queued or processing job and refund it (§2.4; shape is our choice)."""
+    store = request.app[STORE]
+    key = store.authenticate(request)
+    job = _job_or_404(store, request)
+    if job.api_key != key:
+        raise not_found("Job", job.job_id, store.settings.not_found_status)
+    status = job.status(store.now())
+    if job.is_terminal(store.now()):
+        raise api_error(
+            "CS-UORC01-002",
+            f"Job {job.job_id} is already {status} and cannot be cancelled",
+            status=store.settings.cancel_conflict_status,
+        )
+    store.cancel(job)
+    return ok(store, _body(store, job))
