@@ -8,6 +8,7 @@ import pytest
 _AIOHTTP = tuple(int(p) for p in aiohttp.__version__.split(".")[:2])
 
 
+@pytest.hookimpl(trylast=True)  # after -m has deselected what it will
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # aioresponses 0.7.9 fails every request on aiohttp >= 3.14. Never skip those tests
     # silently: on such an aiohttp they must be deselected explicitly with

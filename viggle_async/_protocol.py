@@ -17,6 +17,7 @@ from urllib.parse import quote, urlsplit
 
 import attrs
 import cattrs
+from cattrs.v import format_exception
 
 from ._backoff import parse_retry_after
 from ._errors import (
@@ -226,8 +227,7 @@ def _message_of(data: Any) -> tuple[str | None, str | None, str | None]:
     elif isinstance(detail, str):
         message = detail
     elif isinstance(detail, list):  # FastAPI 422 validation items
-        msgs = [f"{'.'.join(map(str, i.get('loc', [])))}: {i.get('msg')}"
-                for i in detail if isinstance(i, dict)]
+        msgs = [f"{_loc(i.get('loc'))}: {i.get('msg')}" for i in detail if isinstance(i, dict)]
         message = "; ".join(msgs) or None
     error = data.get("error")
     if isinstance(error, dict):  # the /v1 envelope (§9), seen in third-party code
@@ -240,6 +240,13 @@ def _message_of(data: Any) -> tuple[str | None, str | None, str | None]:
     action = action or data.get("action")
     as_str = [v if isinstance(v, str) else None for v in (code, message, action)]
     return as_str[0], as_str[1], as_str[2]
+
+
+def _loc(loc: Any) -> str:
+    """A validation item's ``loc``: a list of path parts, tolerated as a scalar too."""
+    if isinstance(loc, list):
+        return ".".join(map(str, loc))
+    return "" if loc is None else str(loc)
 
 
 _AUTH_CODES = frozenset({"CS-UORC01-006", "CS-UORC01-007", "CS-ORAU-001", "CS-ORAU-002"})
@@ -281,11 +288,16 @@ def error_from_response(response: Response, *, now: datetime) -> APIError:
     return APIError(status, text, **kwargs)
 
 
+def _describe(exc: BaseException, type_: type | None) -> str:
+    # cattrs' default says only "invalid value"; our hooks' messages say what was wrong.
+    return f"{format_exception(exc, type_)} ({exc})"
+
+
 def _structure(converter: cattrs.Converter, data: Any, cls: type[T], status: int) -> T:
     try:
         return converter.structure(data, cls)
     except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
-        detail = "; ".join(cattrs.transform_error(exc)) if isinstance(
+        detail = "; ".join(cattrs.transform_error(exc, format_exception=_describe)) if isinstance(
             exc, cattrs.BaseValidationError) else str(exc)
         raise ResponseFormatError(f"unexpected {cls.__name__} shape: {detail}",
                                   status=status) from None

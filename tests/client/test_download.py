@@ -1,0 +1,84 @@
+"""Downloads of outputs: complete or nothing, never with the API key (viggle-api.md §8.1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from viggle_async import DownloadError, InvalidInputError, ManualClock, ViggleClient
+from viggle_async.testing import FakeViggle, make_mp4, make_png
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+async def _finished(client: ViggleClient, fake: FakeViggle, clock: ManualClock) -> str:
+    job = await client.renders.create(ref_image=make_png(), driving_video=make_mp4(2.0))
+    await clock.advance(3600)
+    status = await client.renders.get(job.job_id)
+    assert status.cdn_url is not None
+    return status.cdn_url
+
+
+async def test_complete_download_matches_served_bytes(client: ViggleClient, fake: FakeViggle,
+                                                      clock: ManualClock,
+                                                      tmp_path: Path) -> None:
+    fake.settings.output_bytes = 3 * 2**20 + 123  # several chunks, odd tail
+    url = await _finished(client, fake, clock)
+    progress: list[tuple[int, int | None]] = []
+    dest = await client.download(url, tmp_path / "out.mp4",
+                                 on_progress=lambda n, t: progress.append((n, t)))
+    async with aiohttp.ClientSession() as raw, raw.get(url) as resp:
+        served = await resp.read()
+    assert dest.read_bytes() == served and len(served) == fake.settings.output_bytes
+    assert progress[-1] == (len(served), len(served))
+    assert fake.cdn_auth_headers == []
+    assert _names(tmp_path) == ["out.mp4"]
+
+
+async def test_truncated_body_leaves_no_file(client: ViggleClient, fake: FakeViggle,
+                                             clock: ManualClock, tmp_path: Path) -> None:
+    url = await _finished(client, fake, clock)
+    fake.faults.truncate_downloads = 1
+    with pytest.raises(DownloadError):
+        await client.download(url, tmp_path / "out.mp4")
+    assert _names(tmp_path) == []  # neither the file nor a temp file beside it
+    # The next download is whole.
+    dest = await client.download(url, tmp_path / "out.mp4")
+    assert dest.stat().st_size == fake.settings.output_bytes
+    assert fake.cdn_auth_headers == []
+
+
+async def test_failed_download_keeps_an_existing_file(client: ViggleClient, fake: FakeViggle,
+                                                      clock: ManualClock,
+                                                      tmp_path: Path) -> None:
+    url = await _finished(client, fake, clock)
+    dest = tmp_path / "out.mp4"
+    dest.write_bytes(b"previous")
+    fake.faults.truncate_downloads = 1
+    with pytest.raises(DownloadError):
+        await client.download(url, dest)
+    assert dest.read_bytes() == b"previous"
+    assert _names(tmp_path) == ["out.mp4"]
+
+
+async def test_error_status_raises_and_leaves_no_file(client: ViggleClient, fake: FakeViggle,
+                                                      tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match="404") as info:
+        await client.download(f"{fake.cdn_base_url}/outputs/job_x/output.mp4?sig=SECRET",
+                              tmp_path / "o.mp4")
+    assert "SECRET" not in str(info.value)  # signed URLs carry credentials in the query
+    assert _names(tmp_path) == []
+
+
+@pytest.mark.parametrize("url", ["ftp://cdn.example.com/o.mp4", "file:///etc/passwd",
+                                 "javascript:alert(1)", "//cdn.example.com/o.mp4", ""])
+async def test_non_http_urls_are_refused(client: ViggleClient, fake: FakeViggle,
+                                         tmp_path: Path, url: str) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        await client.download(url, tmp_path / "o.mp4")
+    assert info.value.field == "url"
+    assert _names(tmp_path) == []
