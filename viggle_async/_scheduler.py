@@ -1,0 +1,451 @@
+"""The shared poll scheduler: one dispatcher for every job being waited on.
+
+Render status (``GET /api/render/{job_id}``) needs no auth and the docs say to poll it every
+3-5 s until ``complete``/``failed`` (viggle-api.md §2.3, §4). For thousands of jobs a loop per
+job wastes requests and CPU, so one dispatcher keeps a heap of next-poll times and sends each
+poll as a short task, with:
+
+- at most ``max_in_flight`` polls in flight and at most ``max_rate`` polls started per second;
+- intervals that grow while a job's observed state is unchanged, shrink when it moves, and,
+  once ``progress_pct`` moves, aim at a fraction of the estimated remaining time so polls
+  cluster near the expected end;
+- jitter, so jobs submitted together do not poll in lockstep;
+- per-waiter deadlines, ``pause_until`` (a 429's Retry-After), and never two polls of one job
+  at once (a job is out of the heap while its poll runs);
+- no starvation: the heap is ordered by due time, ties first-come first-served.
+
+Time and randomness are parameters (a ``Clock`` and a ``rand()`` in [0, 1)).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Awaitable, Callable, Hashable
+from types import TracebackType
+from typing import Generic, TypeVar
+
+import anyio
+import attrs
+from anyio.abc import TaskGroup
+
+from ._clock import Clock
+
+__all__ = [
+    "PollDeadlineExceeded",
+    "PollPolicy",
+    "PollScheduler",
+    "PollSchedulerClosed",
+    "PollStats",
+    "PollView",
+]
+
+R = TypeVar("R")
+
+
+@attrs.frozen
+class PollView:
+    """What the scheduler needs to know about one poll result.
+
+    ``fingerprint`` is any hashable summary of the observed state (status, checkpoint,
+    progress); a change in it counts as movement.
+    """
+
+    terminal: bool
+    progress_pct: float | None = None
+    fingerprint: Hashable = None
+
+
+def _positive(_inst: object, attr: attrs.Attribute[float], value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attr.name} must be > 0, got {value!r}")
+
+
+@attrs.frozen
+class PollPolicy:
+    """Polling intervals, in seconds.
+
+    The first poll comes ``first_delay`` after ``wait`` (the docs poll every 3 s, §2.3).
+    While nothing changes the interval is multiplied by ``growth``; on a change it drops to at
+    most ``first_delay``. Once ``progress_pct`` has moved, the next poll comes after ``aim``
+    times the estimated remaining time. Every interval is clamped to
+    [``min_interval``, ``max_interval``] and then scaled by a random factor in
+    [1 - ``jitter``, 1 + ``jitter``].
+    """
+
+    first_delay: float = attrs.field(default=3.0, validator=_positive)
+    min_interval: float = attrs.field(default=1.0, validator=_positive)
+    max_interval: float = attrs.field(default=20.0, validator=_positive)
+    growth: float = attrs.field(default=1.5, validator=_positive)
+    jitter: float = attrs.field(default=0.1, validator=attrs.validators.and_(
+        attrs.validators.ge(0.0), attrs.validators.lt(1.0)))
+    aim: float = attrs.field(default=0.5, validator=_positive)
+
+    def __attrs_post_init__(self) -> None:
+        if self.min_interval > self.max_interval:
+            raise ValueError("min_interval must not exceed max_interval")
+        if self.growth < 1.0:
+            raise ValueError("growth must be >= 1")
+
+
+@attrs.frozen
+class PollStats:
+    """Counters for tests and benchmarks."""
+
+    polls_sent: int
+    polls_failed: int
+    in_flight: int
+    peak_in_flight: int
+    jobs: int
+    waiters: int
+
+
+class PollDeadlineExceeded(Exception, Generic[R]):
+    """A waiter's deadline passed before its job reached a terminal state.
+
+    ``last_result`` is the last poll result seen for the job (None if no poll answered yet).
+    """
+
+    def __init__(self, job_id: str, deadline: float, last_result: R | None) -> None:
+        super().__init__(f"job {job_id!r} not finished by its deadline ({deadline:.3f})")
+        self.job_id = job_id
+        self.deadline = deadline
+        self.last_result = last_result
+
+
+class PollSchedulerClosed(Exception):
+    """``wait`` was called outside the scheduler's context, or the context ended first."""
+
+
+class _Job(Generic[R]):
+    __slots__ = ("fingerprint", "gen", "interval", "job_id", "last", "p0", "polling", "seen",
+                 "t0", "waiters")
+
+    def __init__(self, job_id: str, interval: float) -> None:
+        self.job_id = job_id
+        self.waiters: list[_Waiter[R]] = []
+        self.polling = False
+        self.gen = 0  # a heap entry is live only while its gen matches
+        self.interval = interval
+        self.last: R | None = None
+        self.seen = False
+        self.fingerprint: Hashable = None
+        self.p0: float | None = None  # first progress sample of the current run, and its time
+        self.t0 = 0.0
+
+
+class _Waiter(Generic[R]):
+    __slots__ = ("done", "error", "event", "job", "on_update", "result")
+
+    def __init__(self, job: _Job[R], on_update: Callable[[R], None] | None) -> None:
+        self.job = job
+        self.on_update = on_update
+        self.event = anyio.Event()
+        self.done = False
+        self.error: BaseException | None = None
+        self.result: R
+
+
+class _Slot(Generic[R]):
+    """One poll worker's mailbox: the dispatcher sets ``job`` and then ``ready``."""
+
+    __slots__ = ("job", "ready")
+
+    def __init__(self) -> None:
+        self.job: _Job[R] | None = None
+        self.ready = anyio.Event()
+
+
+class PollScheduler(Generic[R]):
+    """Polls many jobs from one dispatcher; use as ``async with PollScheduler(...) as s``.
+
+    ``poll(job_id)`` fetches one status (retrying transient errors is its business);
+    ``read(result)`` summarises it as a ``PollView``. Polls run on ``max_in_flight`` worker
+    tasks (no task per job or per poll). Leaving the context cancels every poll and fails any
+    remaining waiter with ``PollSchedulerClosed``.
+    """
+
+    def __init__(
+        self,
+        poll: Callable[[str], Awaitable[R]],
+        read: Callable[[R], PollView],
+        *,
+        clock: Clock,
+        rand: Callable[[], float],
+        max_in_flight: int = 8,
+        max_rate: float = 20.0,
+        policy: PollPolicy | None = None,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be >= 1")
+        if not max_rate > 0:
+            raise ValueError("max_rate must be > 0 (math.inf for no cap)")
+        self._poll = poll
+        self._read = read
+        self._clock = clock
+        self._rand = rand
+        self._max_in_flight = max_in_flight
+        self._spacing = 0.0 if math.isinf(max_rate) else 1.0 / max_rate
+        self._policy = policy or PollPolicy()
+        self._jobs: dict[str, _Job[R]] = {}
+        self._heap: list[tuple[float, int, int, _Job[R]]] = []
+        self._deadlines: list[tuple[float, int, _Waiter[R]]] = []
+        self._seq = itertools.count()
+        self._tg: TaskGroup | None = None
+        self._closed = False
+        self._next_send = -math.inf  # earliest start of the next poll under the rate cap
+        self._paused_until = -math.inf
+        self._in_flight = 0
+        self._idle: list[_Slot[R]] = []
+        self._blocked_on_slots = False
+        self._wake_scope: anyio.CancelScope | None = None
+        self._wake_at = -math.inf
+        self._polls_sent = 0
+        self._polls_failed = 0
+        self._peak = 0
+
+    # -- context ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> PollScheduler[R]:
+        if self._tg is not None or self._closed:
+            raise RuntimeError("a PollScheduler can be entered only once")
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        for _ in range(self._max_in_flight):
+            slot: _Slot[R] = _Slot()
+            self._idle.append(slot)
+            tg.start_soon(self._worker, slot)
+        tg.start_soon(self._dispatch)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        self._closed = True
+        for job in list(self._jobs.values()):
+            for w in list(job.waiters):
+                self._finish(w, error=PollSchedulerClosed("the poll scheduler was closed"))
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        return await self._tg.__aexit__(exc_type, exc, tb)
+
+    # -- public ----------------------------------------------------------------------------
+
+    @property
+    def stats(self) -> PollStats:
+        return PollStats(
+            polls_sent=self._polls_sent,
+            polls_failed=self._polls_failed,
+            in_flight=self._in_flight,
+            peak_in_flight=self._peak,
+            jobs=len(self._jobs),
+            waiters=sum(len(j.waiters) for j in self._jobs.values()),
+        )
+
+    def pause_until(self, when: float) -> None:
+        """Start no poll before ``when`` (clock time); polls in flight carry on."""
+        # Only ever extends: a shorter Retry-After arriving later must not cut a pause short.
+        self._paused_until = max(self._paused_until, when)
+
+    async def wait(
+        self,
+        job_id: str,
+        *,
+        deadline: float | None = None,
+        on_update: Callable[[R], None] | None = None,
+        first_delay: float | None = None,
+    ) -> R:
+        """Poll ``job_id`` until terminal and return that result.
+
+        ``deadline`` (clock time) raises ``PollDeadlineExceeded`` with the last result seen.
+        ``on_update`` is called with each result whose fingerprint differs from the previous
+        one (the first included, the terminal one too); if it raises, this wait raises that.
+        ``first_delay`` overrides the policy's for a new job (e.g. 0 when resuming a known
+        job id). Several waits on one id share its polls. An exception from ``poll`` or
+        ``read`` ends the waits on that job only.
+        """
+        if self._tg is None or self._closed:
+            raise PollSchedulerClosed("wait() needs an open PollScheduler context")
+        now = self._clock.now()
+        job = self._jobs.get(job_id)
+        if job is None:
+            job = _Job(job_id, self._policy.first_delay)
+            self._jobs[job_id] = job
+            delay = self._policy.first_delay if first_delay is None else first_delay
+            self._schedule(job, now + delay * self._jitter())
+        waiter = _Waiter(job, on_update)
+        job.waiters.append(waiter)
+        if deadline is not None:
+            heapq.heappush(self._deadlines, (deadline, next(self._seq), waiter))
+            self._kick(deadline)
+        try:
+            await waiter.event.wait()
+        finally:
+            if not waiter.done:  # cancelled: forget this waiter, and the job if it was the last
+                self._finish(waiter)
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.result
+
+    # -- dispatcher ------------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        clock = self._clock
+        while True:
+            now = clock.now()
+            self._expire(now)
+            self._send_due(now)
+            wake = self._next_wake()
+            with anyio.CancelScope() as scope:
+                self._wake_scope, self._wake_at = scope, wake
+                if math.isinf(wake):
+                    await anyio.sleep_forever()
+                else:
+                    await clock.sleep_until(wake)
+            self._wake_scope, self._wake_at = None, -math.inf
+
+    def _kick(self, when: float = -math.inf) -> None:
+        """Wake the dispatcher if it sleeps past ``when``."""
+        if self._wake_scope is not None and when < self._wake_at:
+            self._wake_scope.cancel()
+            self._wake_scope, self._wake_at = None, -math.inf
+
+    def _expire(self, now: float) -> None:
+        dl = self._deadlines
+        while dl and dl[0][0] <= now:
+            deadline, _, waiter = heapq.heappop(dl)
+            if not waiter.done:
+                job = waiter.job
+                self._finish(waiter, error=PollDeadlineExceeded(job.job_id, deadline, job.last))
+
+    def _send_due(self, now: float) -> None:
+        heap = self._heap
+        self._blocked_on_slots = False
+        while heap:
+            due, _, gen, job = heap[0]
+            if gen != job.gen:
+                heapq.heappop(heap)
+                continue
+            if due > now or now < self._paused_until or now < self._next_send:
+                return
+            if not self._idle:
+                self._blocked_on_slots = True
+                return
+            heapq.heappop(heap)
+            self._next_send = max(self._next_send, now) + self._spacing
+            job.polling = True
+            self._in_flight += 1
+            self._polls_sent += 1
+            self._peak = max(self._peak, self._in_flight)
+            slot = self._idle.pop()
+            slot.job = job
+            slot.ready.set()
+
+    def _next_wake(self) -> float:
+        wake = self._deadlines[0][0] if self._deadlines else math.inf
+        if self._heap and not self._blocked_on_slots:
+            # A stale top entry only causes one early wake-up that pops it.
+            wake = min(wake, max(self._heap[0][0], self._paused_until, self._next_send))
+        return wake
+
+    async def _worker(self, slot: _Slot[R]) -> None:
+        while True:
+            await slot.ready.wait()
+            slot.ready = anyio.Event()
+            job, slot.job = slot.job, None
+            assert job is not None
+            try:
+                result = await self._poll(job.job_id)
+                view = self._read(result)
+            except Exception as exc:
+                self._polls_failed += 1
+                for w in list(job.waiters):
+                    self._finish(w, error=exc)
+            else:
+                # Nobody waits any more (cancelled mid-poll): the result is dropped below.
+                if job.waiters:
+                    self._observe(job, result, view)
+            finally:
+                job.polling = False
+                if not job.waiters and self._jobs.get(job.job_id) is job:
+                    del self._jobs[job.job_id]
+                self._in_flight -= 1
+                self._idle.append(slot)
+                if self._blocked_on_slots:
+                    self._kick()
+
+    # -- per-job logic ---------------------------------------------------------------------
+
+    def _observe(self, job: _Job[R], result: R, view: PollView) -> None:
+        now = self._clock.now()
+        moved = job.seen and view.fingerprint != job.fingerprint
+        changed = moved or not job.seen
+        job.seen, job.fingerprint, job.last = True, view.fingerprint, result
+        if changed:
+            for w in list(job.waiters):
+                if w.on_update is not None:
+                    try:
+                        w.on_update(result)
+                    except Exception as exc:
+                        self._finish(w, error=exc)
+        if view.terminal:
+            for w in list(job.waiters):
+                w.result = result
+                self._finish(w)
+            return
+        if job.waiters:
+            self._schedule(job, now + self._interval(job, view, moved, now) * self._jitter())
+
+    def _interval(self, job: _Job[R], view: PollView, moved: bool, now: float) -> float:
+        pol = self._policy
+        pct = view.progress_pct
+        interval: float | None = None
+        if pct is None:
+            job.p0 = None
+        elif job.p0 is None or pct < job.p0:
+            job.p0, job.t0 = pct, now  # first sample, or progress restarted
+        elif pct > job.p0 and now > job.t0:
+            # Average rate since the first sample is steadier than the last step's rate.
+            rate = (pct - job.p0) / (now - job.t0)
+            remaining = max(0.0, 100.0 - pct) / rate
+            if remaining > 0 or moved:
+                interval = remaining * pol.aim
+            # else: past the estimated end and nothing moves (e.g. a final merge): back off.
+        if interval is None:
+            if moved:
+                interval = min(job.interval / pol.growth, pol.first_delay)
+            else:
+                interval = job.interval * pol.growth
+        interval = min(max(interval, pol.min_interval), pol.max_interval)
+        job.interval = interval
+        return interval
+
+    def _jitter(self) -> float:
+        return 1.0 + self._policy.jitter * (2.0 * self._rand() - 1.0)
+
+    def _schedule(self, job: _Job[R], due: float) -> None:
+        job.gen += 1
+        heapq.heappush(self._heap, (due, next(self._seq), job.gen, job))
+        self._kick(due)
+
+    def _finish(self, waiter: _Waiter[R], *, error: BaseException | None = None) -> None:
+        """End one waiter: with ``error``, else with its ``result`` (unset if cancelled)."""
+        if waiter.done:
+            return
+        waiter.done = True
+        waiter.error = error
+        waiter.event.set()
+        job = waiter.job
+        job.waiters.remove(waiter)
+        if not job.waiters:
+            job.gen += 1  # unschedule
+            # A poll in flight is left to finish (its result is dropped) rather than cancelled:
+            # that keeps the job registered until then, so a new wait() on the same id joins
+            # it instead of polling it twice at once.
+            if not job.polling:
+                del self._jobs[job.job_id]
