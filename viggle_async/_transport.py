@@ -80,9 +80,9 @@ class _UploadPayload(aiohttp.payload.Payload):
                 # Read one chunk ahead so we know which chunk is the last one.
                 following = await self._step(anext(stream, None))
                 if following is None:
-                    self.reached_last = True
                     if self._before_last is not None:
                         await self._before_last()
+                    self.reached_last = True  # only now may the request be complete
                 await self._step(writer.write(pending))
                 if self._on_progress is not None:
                     self._on_progress(len(pending))

@@ -1,0 +1,182 @@
+"""What the supervisor reports: one event class per kind of happening (h11 style),
+the final ``Outcome`` of each piece of work, and the awaitable handles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import attrs
+
+__all__ = [
+    "Backoff",
+    "CharacterHandle",
+    "Completed",
+    "Downloaded",
+    "Event",
+    "Failed",
+    "FastFallback",
+    "Handle",
+    "Outcome",
+    "OutcomeState",
+    "Progress",
+    "Queued",
+    "RenderHandle",
+    "SceneHandle",
+    "Submitted",
+    "Uploading",
+]
+
+OutcomeState = Literal[
+    "complete",       # finished; outputs downloaded where asked
+    "failed",         # the job (or a dependency, or a download) failed
+    "cancelled",      # the job was cancelled
+    "not_submitted",  # never sent: budget, 402, bad input, or the run was stopped
+    "ambiguous",      # a create may have reached the API with no answer; not resent
+    "skipped",        # already finished in an earlier run (from the journal)
+]
+
+
+@attrs.frozen
+class Outcome:
+    """The final word on one piece of work."""
+
+    key: str
+    kind: str  # "render" | "character" | "scene"
+    state: OutcomeState
+    job_id: str | None = None
+    asset_id: str | None = None  # the character or scene id
+    status: str | None = None  # the API's final status string
+    outputs: tuple[Path, ...] = ()
+    credits: int | None = None  # estimated credits this work spent
+    attempts: int = 0  # create requests sent
+    fast: bool = False  # submitted in fast mode
+    fallback_used: bool = False  # gave up on fast and submitted standard
+    error: str | None = None
+    error_code: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.state in ("complete", "skipped")
+
+
+@attrs.frozen
+class Queued:
+    key: str
+    kind: str
+
+
+@attrs.frozen
+class Uploading:
+    key: str
+    sent: int
+    total: int | None
+
+
+@attrs.frozen
+class Submitted:
+    key: str
+    job_id: str
+    attempts: int
+    fast: bool
+
+
+@attrs.frozen
+class Progress:
+    key: str
+    job_id: str
+    status: str
+    progress_pct: float | None
+    checkpoint: str | None = None
+
+
+@attrs.frozen
+class Backoff:
+    """A create is waiting: ``cause`` is "capacity", "rate_limit" or "connect"."""
+
+    key: str
+    cause: str
+    delay: float
+
+
+@attrs.frozen
+class FastFallback:
+    key: str
+    attempts: int
+
+
+@attrs.frozen
+class Downloaded:
+    key: str
+    path: Path
+    bytes: int
+
+
+@attrs.frozen
+class Completed:
+    key: str
+    outcome: Outcome
+
+
+@attrs.frozen
+class Failed:
+    key: str
+    outcome: Outcome
+
+
+Event = (Queued | Uploading | Submitted | Progress | Backoff | FastFallback | Downloaded
+         | Completed | Failed)
+
+
+class Handle:
+    """Scheduled work; ``await handle`` gives its ``Outcome`` once it is final."""
+
+    kind = "work"
+
+    def __init__(self, key: str):
+        self.key = key
+        self._done = anyio.Event()
+        self._outcome: Outcome | None = None
+        self.value: Any = None  # the finished asset (Character / Scene), when there is one
+
+    def __repr__(self) -> str:
+        state = self._outcome.state if self._outcome else "pending"
+        return f"<{type(self).__name__} key={self.key!r} {state}>"
+
+    @property
+    def done(self) -> bool:
+        return self._outcome is not None
+
+    @property
+    def outcome(self) -> Outcome:
+        if self._outcome is None:
+            raise RuntimeError(f"{self.key!r} has not finished yet; await the handle")
+        return self._outcome
+
+    def _set(self, outcome: Outcome) -> None:
+        if self._outcome is None:
+            self._outcome = outcome
+            self._done.set()
+
+    async def wait(self) -> Outcome:
+        await self._done.wait()
+        assert self._outcome is not None
+        return self._outcome
+
+    def __await__(self) -> Generator[Any, None, Outcome]:
+        return self.wait().__await__()
+
+
+class RenderHandle(Handle):
+    kind = "render"
+
+
+class CharacterHandle(Handle):
+    kind = "character"
+
+
+class SceneHandle(Handle):
+    kind = "scene"
