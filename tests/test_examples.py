@@ -21,3 +21,17 @@ def test_render_one_downloads_a_clip(tmp_path: Path) -> None:
     assert len(outputs) == 1 and outputs[0].stat().st_size > 0
     # Nothing half-written is left behind.
     assert list(out.glob(".*.part")) == []
+
+
+def test_bulk_folder_renders_all_and_resumes_from_its_journal(tmp_path: Path) -> None:
+    out = tmp_path / "bulk"
+    cmd = [sys.executable, str(EXAMPLES / "bulk_folder.py"), "--out", str(out)]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=False)
+    assert first.returncode == 0, first.stderr
+    assert "done: {'complete': 12}" in first.stdout
+    assert len(list(out.glob("*-render.mp4"))) == 12
+    # Same journal, same keys: nothing is submitted again.
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=False)
+    assert second.returncode == 0, second.stderr
+    assert "done: {'skipped': 12}; credits: 0" in second.stdout
+    assert "Submitted(" not in second.stdout
