@@ -167,7 +167,8 @@ class AiohttpTransport:
         except aiohttp.ClientConnectorError as exc:
             raise ConnectError(f"cannot connect to {_origin(url)}: {exc.os_error}") from None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            reached = started or any(p.reached_last for p in payloads)
+            # Only the body's final part decides: earlier parts finishing proves nothing.
+            reached = started or (bool(payloads) and payloads[-1].reached_last)
             where = f"{request.method} {request.path}"
             if any(p.stalled for p in payloads):
                 raise UploadStalledError(
