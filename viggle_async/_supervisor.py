@@ -156,7 +156,13 @@ class Supervisor:
         try:
             if exc_info[0] is not None and self._cancel_remote:
                 await self._cancel_running()
-            return await self._tg.__aexit__(*exc_info)
+            try:
+                return await self._tg.__aexit__(*exc_info)
+            except BaseException:
+                # Cancelled (or failed) while waiting for the work: the same as above.
+                if self._cancel_remote:
+                    await self._cancel_running()
+                raise
         finally:
             await self._scheduler.__aexit__(None, None, None)
             for stream in self._subscribers:
@@ -164,7 +170,8 @@ class Supervisor:
 
     async def _cancel_running(self) -> None:
         with anyio.CancelScope(shield=True), anyio.move_on_after(30):
-            for key, job_id in list(self._running_jobs.items()):
+            while self._running_jobs:
+                key, job_id = self._running_jobs.popitem()
                 try:
                     await self.client.renders.cancel(job_id)
                     self._emit(Failed(key, Outcome(key, "render", "cancelled", job_id=job_id,
@@ -204,7 +211,14 @@ class Supervisor:
         self._emit(Queued(handle.key, handle.kind))
 
         async def run() -> None:
-            outcome = await work()
+            try:
+                outcome = await work()
+            except BaseException:
+                # Cancelled (or crashed): whoever awaits the handle still gets an answer.
+                # The job may go on at the API unless cancel_remote reached it.
+                handle._set(Outcome(handle.key, handle.kind, "cancelled",
+                                    error="the supervisor stopped before this work finished"))
+                raise
             handle._set(outcome)
             self._emit(Completed(handle.key, outcome) if outcome.ok
                        else Failed(handle.key, outcome))
@@ -364,8 +378,12 @@ class Supervisor:
                     # capacity) or never connected, so no job exists. replace=True because
                     # _resume already decided; the journal still refuses a key with a job id.
                     await self._journal.record_intent(key, "render", fp, replace=True)
-                attempts += 1
                 async with self._uploads:
+                    if self._stopped:  # a 402 arrived while we queued for a slot
+                        raise _NotSent("not_submitted", self._stopped, attempts=attempts)
+                    if fast and not probing and not self._gate.open:
+                        continue  # capacity ran out while we queued for a slot: probe first
+                    attempts += 1
                     job = await self.client.renders.submit(
                         prepared, before_last_bytes=mark_sending,
                         on_upload=lambda s, t: self._emit(Uploading(key, s, t)))
@@ -420,20 +438,23 @@ class Supervisor:
                                 status.checkpoint))
 
         self._running_jobs[key] = job_id
-        try:
-            while True:
-                try:
-                    return await self._scheduler.wait(job_id, deadline=deadline,
-                                                      on_update=update)
-                except RateLimitError as exc:
-                    self._scheduler.pause_until(self._clock.now() + (exc.retry_after or 5.0))
-                except (TransportError, APIError) as exc:
-                    if not _transient(exc):
-                        return f"status polling failed: {exc}"
-                except Exception as exc:  # the scheduler's deadline
-                    return f"gave up waiting: {exc}"
-        finally:
-            self._running_jobs.pop(key, None)
+        # Not in a finally: a cancelled poll stays listed, so __aexit__ can cancel the job.
+        result = await self._poll_loop(job_id, deadline, update)
+        self._running_jobs.pop(key, None)
+        return result
+
+    async def _poll_loop(self, job_id: str, deadline: float | None,
+                         update: Callable[[RenderStatus], None]) -> RenderStatus | str:
+        while True:
+            try:
+                return await self._scheduler.wait(job_id, deadline=deadline, on_update=update)
+            except RateLimitError as exc:
+                self._scheduler.pause_until(self._clock.now() + (exc.retry_after or 5.0))
+            except (TransportError, APIError) as exc:
+                if not _transient(exc):
+                    return f"status polling failed: {exc}"
+            except Exception as exc:  # the scheduler's deadline
+                return f"gave up waiting: {exc}"
 
     async def _download(self, key: str, final: RenderStatus, output: str | Path | None,
                         mask_output: str | Path | None) -> tuple[Path, ...]:

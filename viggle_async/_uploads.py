@@ -82,7 +82,10 @@ class Upload:
             for pos in range(0, len(view), chunk_size):
                 yield bytes(view[pos:pos + chunk_size])
         elif self._kind == "path":
-            f = await anyio.to_thread.run_sync(open, self._value, "rb")
+            # Shielded: a cancel landing while the worker thread opens the file would
+            # otherwise drop the opened file unclosed.
+            with anyio.CancelScope(shield=True):
+                f = await anyio.to_thread.run_sync(open, self._value, "rb")
             try:
                 while chunk := await anyio.to_thread.run_sync(f.read, chunk_size):
                     yield chunk

@@ -16,7 +16,7 @@ SIZE = 256 * 2**20
 LIMIT_GROWTH = 48 * 2**20
 
 CHILD = textwrap.dedent("""
-    import asyncio, json, resource, sys
+    import asyncio, json, sys
     import psutil
     from viggle_async import Limits, ViggleClient
     from viggle_async.testing import make_png, write_mp4
@@ -32,7 +32,11 @@ CHILD = textwrap.dedent("""
             job = await client.renders.create(
                 ref_image=make_png(), driving_video=path,
                 on_upload=lambda n, total: sent.append((n, total)))
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+        # VmHWM, not ru_maxrss: ru_maxrss survives exec, so it would include the peak
+        # of the (forked) pytest parent; VmHWM belongs to this process's own memory.
+        with open("/proc/self/status") as f:
+            status = f.read()
+        peak = int(status.split("VmHWM:")[1].split()[0]) * 1024
         print(json.dumps({"growth": peak - before, "job": job.job_id,
                           "last": sent[-1], "calls": len(sent)}))
 

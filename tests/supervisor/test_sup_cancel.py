@@ -1,0 +1,65 @@
+"""Cancelling the supervisor block: local work stops at once; remote jobs are cancelled
+(and refunded, §2.4 / §7) only when asked."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import anyio
+import pytest
+from conftest import RENDER_KW
+
+from viggle_async import ManualClock, Submitted, Supervisor, ViggleClient
+from viggle_async.testing import FakeViggle
+
+JOBS = 6
+
+
+def _client_tasks() -> set[asyncio.Task[object]]:
+    """Running tasks, except the fake server's connection handlers (kept-alive sockets)."""
+    return {t for t in asyncio.all_tasks()
+            if "RequestHandler" not in getattr(t.get_coro(), "__qualname__", "")}
+
+
+async def _run_then_cancel(sup_kw: dict[str, object], clock: ManualClock,
+                           client: ViggleClient, png: Path, video: Path) -> list[str]:
+    """Submit JOBS renders, cancel the block once all are submitted; return job ids."""
+    job_ids: list[str] = []
+    tasks_before = _client_tasks()
+    async with clock.autojump():
+        with anyio.CancelScope() as scope:
+            async with Supervisor(client, **RENDER_KW, **sup_kw) as sup:  # type: ignore[arg-type]
+                events = sup.events()
+                handles = [sup.render(key=f"r{i}", ref_image=png, driving_video=video)
+                           for i in range(JOBS)]
+                async for event in events:
+                    if isinstance(event, Submitted):
+                        job_ids.append(event.job_id)
+                        if len(job_ids) == JOBS:
+                            scope.cancel()
+                            break
+    assert scope.cancelled_caught
+    assert not any(h.done and h.outcome.state == "complete" for h in handles)
+    # Nothing of ours is left running or sleeping.
+    assert clock.sleepers == 0
+    assert _client_tasks() == tasks_before
+    return job_ids
+
+
+@pytest.mark.parametrize("cancel_remote", [True, False])
+async def test_cancelling_the_block(
+    cancel_remote: bool, clock: ManualClock, fake: FakeViggle, client: ViggleClient,
+    png: Path, videos: dict[int, Path],
+) -> None:
+    job_ids = await _run_then_cancel({"cancel_remote": cancel_remote}, clock, client, png,
+                                     videos[4])
+    statuses = {fake.render_status(j)["status"] for j in job_ids}
+    if cancel_remote:
+        assert statuses == {"cancelled"}
+        assert fake.count("DELETE", "/api/render/{job_id}") == JOBS
+        assert fake.balance() == 10_000  # every 4-credit render refunded
+    else:
+        assert statuses <= {"queued", "processing"}
+        assert fake.count("DELETE", "/api/render/{job_id}") == 0
+        assert fake.balance() == 10_000 - JOBS * 4

@@ -1,0 +1,50 @@
+"""What a caller sees of one job: its events in order and a complete outcome."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+from conftest import RENDER_KW
+
+from viggle_async import (
+    Completed,
+    Event,
+    ManualClock,
+    Progress,
+    Queued,
+    Submitted,
+    Supervisor,
+    ViggleClient,
+)
+from viggle_async.testing import FakeViggle
+
+
+async def test_events_in_order_and_outcome_fields(
+    clock: ManualClock, fake: FakeViggle, client: ViggleClient, png: Path,
+    videos: dict[int, Path], tmp_path: Path,
+) -> None:
+    seen: list[Event] = []
+    sup = Supervisor(client, **RENDER_KW)
+    async with clock.autojump(), anyio.create_task_group() as tg, sup:
+        events = sup.events()
+
+        async def collect() -> None:
+            async for event in events:
+                seen.append(event)
+
+        tg.start_soon(collect)
+        handle = sup.render(key="solo", ref_image=png, driving_video=videos[3],
+                            output=tmp_path / "out.mp4")
+    mine = [e for e in seen if e.key == "solo"]
+    kinds = [type(e) for e in mine if isinstance(e, (Queued, Submitted, Progress, Completed))]
+    assert kinds[0] is Queued and kinds[1] is Submitted and kinds[-1] is Completed
+    assert Progress in kinds[2:-1] and set(kinds[2:-1]) == {Progress}
+    outcome = handle.outcome
+    submitted = next(e for e in mine if isinstance(e, Submitted))
+    assert outcome.state == "complete" and outcome.key == "solo"
+    assert outcome.job_id == submitted.job_id
+    assert outcome.credits == 3 and outcome.attempts == 1 and not outcome.fast
+    assert outcome.outputs == (tmp_path / "out.mp4",)
+    assert outcome.outputs[0].stat().st_size == fake.settings.output_bytes
+    assert fake.render_status(outcome.job_id)["status"] == "complete"

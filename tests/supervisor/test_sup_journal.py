@@ -1,0 +1,73 @@
+"""Resuming from a journal: finished work is skipped, submitted jobs are polled again,
+and a create that may have reached the server is never silently sent twice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import RENDER_KW
+
+from viggle_async import ManualClock, SQLiteJournal, Supervisor, ViggleClient
+from viggle_async._supervisor import fingerprint
+from viggle_async.testing import FakeViggle
+
+
+async def test_rerun_skips_finished_work(
+    clock: ManualClock, fake: FakeViggle, client: ViggleClient, png: Path,
+    videos: dict[int, Path], tmp_path: Path,
+) -> None:
+    journal = await SQLiteJournal.open(tmp_path / "j.sqlite")
+    sup = Supervisor(client, journal=journal, **RENDER_KW)
+    async with journal, clock.autojump(), sup:
+        first = [sup.render(key=f"r{i}", ref_image=png, driving_video=videos[1],
+                            output=tmp_path / f"r{i}.mp4") for i in range(5)]
+    assert {h.outcome.state for h in first} == {"complete"}
+    creates = fake.count("POST", "/api/render")
+    journal = await SQLiteJournal.open(tmp_path / "j.sqlite")
+    sup = Supervisor(client, journal=journal, **RENDER_KW)
+    async with journal, clock.autojump(), sup:
+        again = [sup.render(key=f"r{i}", ref_image=png, driving_video=videos[1],
+                            output=tmp_path / f"r{i}.mp4") for i in range(5)]
+    assert {h.outcome.state for h in again} == {"skipped"}
+    assert [h.outcome.job_id for h in again] == [h.outcome.job_id for h in first]
+    assert [h.outcome.outputs for h in again] == [h.outcome.outputs for h in first]
+    assert fake.count("POST", "/api/render") == creates
+
+
+async def test_submitted_entry_resumes_polling_and_sending_entry_is_ambiguous(
+    clock: ManualClock, fake: FakeViggle, client: ViggleClient, png: Path,
+    videos: dict[int, Path], tmp_path: Path,
+) -> None:
+    inputs = {"ref_image": png, "driving_video": videos[1]}
+    fp = fingerprint(await client.renders.prepare(**inputs))
+    path = tmp_path / "j.sqlite"
+    async with await SQLiteJournal.open(path) as journal:
+        # An earlier run that died after the server answered "submitted"...
+        job = await client.renders.create(**inputs)
+        await journal.record_intent("done-remotely", "render", fp)
+        await journal.mark_sending("done-remotely")
+        await journal.record_submitted("done-remotely", job.job_id)
+        # ...and one that died with the create's last bytes on the wire.
+        await journal.record_intent("maybe", "render", fp)
+        await journal.mark_sending("maybe")
+    creates = fake.count("POST", "/api/render")
+
+    async with await SQLiteJournal.open(path) as journal:
+        sup = Supervisor(client, journal=journal, **RENDER_KW)
+        async with clock.autojump(), sup:
+            resumed = sup.render(key="done-remotely", **inputs)
+            maybe = sup.render(key="maybe", **inputs)
+        assert resumed.outcome.state == "complete"
+        assert resumed.outcome.job_id == job.job_id
+        assert maybe.outcome.state == "ambiguous"
+        assert "resubmit_ambiguous" in (maybe.outcome.error or "")
+        assert fake.count("POST", "/api/render") == creates
+        entry = await journal.get("done-remotely")
+        assert entry is not None and entry.final_status == "complete"
+
+        # Asked explicitly, the ambiguous one is submitted (once).
+        sup = Supervisor(client, journal=journal, resubmit_ambiguous=True, **RENDER_KW)
+        async with clock.autojump(), sup:
+            retried = sup.render(key="maybe", **inputs)
+        assert retried.outcome.state == "complete"
+        assert fake.count("POST", "/api/render") == creates + 1
