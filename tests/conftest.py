@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import Any
+
 import aiohttp
 import pytest
+
+from viggle_async import ManualClock, ViggleClient
 
 _AIOHTTP = tuple(int(p) for p in aiohttp.__version__.split(".")[:2])
 
@@ -21,3 +26,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             f"aiohttp {aiohttp.__version__} cannot run the {len(marked)} aioresponses tests; "
             'run them on aiohttp 3.13 (pip install -c ci/constraints-all-tests.txt) or pass '
             '-m "not aioresponses"')
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """Manual time shared by a test's client and fake (``clock.autojump()`` skips waits)."""
+    return ManualClock()
+
+
+@pytest.fixture
+async def client(fake: Any, clock: ManualClock) -> AsyncIterator[ViggleClient]:
+    """A client on the requesting folder's ``fake`` server and the shared manual clock."""
+    async with ViggleClient(fake.api_key, base_url=fake.base_url, clock=clock) as c:
+        yield c

@@ -27,12 +27,10 @@ from ._backoff import RetryPolicy
 from ._clock import Clock, SystemClock
 from ._converter import get_converter
 from ._errors import (
-    APIError,
     ConfigurationError,
     ConnectError,
     InvalidInputError,
     RateLimitError,
-    ServerError,
     TransportError,
 )
 from ._protocol import Request, Response, check_url, error_from_response
@@ -239,7 +237,3 @@ class ViggleClient:
         await self._transport.download(url, target, on_progress=on_progress)
         return target
 
-
-def is_retryable_status(error: APIError) -> bool:
-    """True for the errors a read may retry (429 and 5xx)."""
-    return isinstance(error, (RateLimitError, ServerError))

@@ -13,13 +13,8 @@ import attrs
 import pytest
 from aiohttp import web
 
-from viggle_async import ManualClock, ViggleClient
+from viggle_async import ManualClock
 from viggle_async.testing import FakeViggle, make_png, write_mp4
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
 
 
 @pytest.fixture
@@ -28,12 +23,6 @@ async def fake(clock: ManualClock) -> AsyncIterator[FakeViggle]:
     # manual time sees a job 3 s further on, and ``clock.autojump()`` makes waits instant.
     async with FakeViggle(clock=clock.now) as server:
         yield server
-
-
-@pytest.fixture
-async def client(fake: FakeViggle, clock: ManualClock) -> AsyncIterator[ViggleClient]:
-    async with ViggleClient(fake.api_key, base_url=fake.base_url, clock=clock) as c:
-        yield c
 
 
 @attrs.frozen

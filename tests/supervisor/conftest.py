@@ -18,20 +18,9 @@ RENDER_KW = {"poll_policy": POLICY, "capacity_backoff": (0.5, 2.0), "asset_poll_
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
 async def fake(clock: ManualClock) -> AsyncIterator[FakeViggle]:
     async with FakeViggle(clock=clock.now, output_bytes=256) as server:
         yield server
-
-
-@pytest.fixture
-async def client(fake: FakeViggle, clock: ManualClock) -> AsyncIterator[ViggleClient]:
-    async with ViggleClient(fake.api_key, base_url=fake.base_url, clock=clock) as c:
-        yield c
 
 
 @pytest.fixture
