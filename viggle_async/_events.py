@@ -16,6 +16,7 @@ __all__ = [
     "CharacterHandle",
     "Completed",
     "Downloaded",
+    "Estimate",
     "Event",
     "Failed",
     "FastFallback",
@@ -61,6 +62,20 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.state in ("complete", "skipped")
+
+
+@attrs.frozen
+class Estimate:
+    """What a render would cost, worked out locally (no request sent).
+
+    ``credits`` is None when the length cannot be read locally (a URL or scene input
+    without ``estimated_seconds``).
+    """
+
+    credits: int | None
+    fast: bool
+    duration_s: float | None
+    upload_bytes: int | None
 
 
 @attrs.frozen

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -35,6 +36,7 @@ from ._events import (
     CharacterHandle,
     Completed,
     Downloaded,
+    Estimate,
     Event,
     Failed,
     FastFallback,
@@ -245,6 +247,22 @@ class Supervisor:
         self._start(handle, lambda: self._character(handle, name, image, image_url))
         return handle
 
+    async def estimate(self, *, character: object = None, scene: object = None,
+                       estimated_seconds: float | None = None, **inputs: Any) -> Estimate:
+        """Check a render's inputs and price it, sending nothing (a dry run).
+
+        Takes what ``render`` takes; ``character``/``scene`` may be handles (or anything
+        standing for one) not yet finished. Raises ``InvalidInputError`` on bad input.
+        Works outside ``async with``.
+        """
+        if character is not None:
+            inputs = {**inputs, "character_id": _PENDING}
+        if scene is not None:
+            inputs = {**inputs, "scene_id": _PENDING}
+        prepared = await self.client.renders.prepare(**inputs)
+        return Estimate(_cost(prepared, estimated_seconds), prepared.fast, prepared.duration_s,
+                        prepared.upload_bytes)
+
     # --- work ------------------------------------------------------------------------
 
     async def _render(self, key: str, inputs: dict[str, Any], character: Handle | None,
@@ -272,9 +290,7 @@ class Supervisor:
                 if isinstance(resumed, Outcome):
                     return resumed
                 job_id = resumed
-            cost = prepared.estimated_credits
-            if cost is None and est_seconds is not None:
-                cost = int(-(-est_seconds // 1)) * (2 if prepared.fast else 1)
+            cost = _cost(prepared, est_seconds)
             if job_id is None:
                 refusal = self._refuse(prepared, cost)
                 if refusal:
@@ -497,6 +513,20 @@ class Supervisor:
         handle.value = ready
         return Outcome(key, "character", "complete", asset_id=ready.id, status=ready.status,
                        credits=1, attempts=1)
+
+
+# Stands in for the id of a character or scene not created yet, in a dry run.
+_PENDING = "pending-dry-run"
+
+
+def _cost(prepared: PreparedCreate, est_seconds: float | None) -> int | None:
+    """Credits: ceil(seconds), x2 for fast (§7); from the local video or the caller's
+    estimate."""
+    if prepared.estimated_credits is not None:
+        return prepared.estimated_credits
+    if est_seconds is None:
+        return None
+    return math.ceil(est_seconds) * (2 if prepared.fast else 1)
 
 
 class _NotSent(Exception):

@@ -112,3 +112,25 @@ async def test_chunked_upload_is_recorded_as_chunked(api: Api, fake: FakeViggle)
         ("ref_image", len(make_png()), "chunked"),
         ("driving_video", len(video), "chunked"),
     ]
+
+
+async def test_stats_route_reports_what_the_server_saw(
+    api: Api, fake: FakeViggle, fake_session: aiohttp.ClientSession
+) -> None:
+    """A fake in another process is inspected over HTTP; the stats route is not API
+    traffic, so reading it changes no counter."""
+    form = aiohttp.FormData()
+    form.add_field("ref_image", make_png(), filename="a.png", content_type="image/png")
+    form.add_field("driving_video", make_mp4(3.0), filename="d.mp4", content_type="video/mp4")
+    code, body = await api.call("POST", "/api/render", data=form)
+    assert code == 200, body
+    for _ in range(2):
+        async with fake_session.get(fake.base_url + "/__fake__/stats") as resp:
+            stats = await resp.json()
+    assert stats["request_counts"] == {"POST /api/render": 1}
+    assert stats["peak_concurrency"] == {"POST /api/render": 1}
+    assert [(c["kind"], c["status"], c["result_id"]) for c in stats["creates"]] == [
+        ("render", 200, body["job_id"])
+    ]
+    assert stats["balance"] == fake.balance() == 10_000 - 3
+    assert fake.api_key not in str(stats)

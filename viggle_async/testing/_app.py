@@ -54,6 +54,8 @@ def _rate_limit(store: Store, request: web.Request, route: tuple[str, str]) -> N
 @web.middleware
 async def _middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     store = request.app[STORE]
+    if request.path.startswith(STATS_PATH):
+        return await handler(request)  # the fake's own introspection: not API traffic
     route = _route(request)
     store.obs.enter(route)
     try:
@@ -107,4 +109,20 @@ def api_app(store: Store) -> web.Application:
     r.add_get("/api/scenes/{scene_id}", _assets.get_scene)
     r.add_delete("/api/scenes/{scene_id}", _assets.delete_scene)
     r.add_get("/api/credits", _assets.get_credits)
+    r.add_get(STATS_PATH, _stats)
     return app
+
+
+# Outside /api so it can never be mistaken for a documented endpoint. For a fake server
+# run in another process (``python -m viggle_async.testing``): what it saw, as JSON.
+STATS_PATH = "/__fake__/stats"
+
+
+async def _stats(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    store.settle()
+    key = store.settings.default_api_key
+    store.account(key)
+    data = store.obs.snapshot()
+    data["balance"] = store.ledger.balance(key)  # of the default key; keys are not echoed
+    return web.json_response(data)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import attrs
 
@@ -75,6 +76,29 @@ class Observations:
 
     def leave(self, route: tuple[str, str]) -> None:
         self._in_flight[route] -= 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything above as plain JSON data (served at ``GET /__fake__/stats``), for
+        tests and benchmarks that run the fake server in another process."""
+        def routes(counts: Mapping[tuple[str, str], int]) -> dict[str, int]:
+            return {f"{m} {r}": n for (m, r), n in sorted(counts.items())}
+
+        return {
+            "request_counts": routes(self.request_counts),
+            "peak_concurrency": routes(self.peak_concurrency),
+            "creates": [
+                {"kind": c.kind, "status": c.status, "result_id": c.result_id,
+                 "error_code": c.error_code, "fields": dict(c.fields)}
+                for c in self.creates
+            ],
+            "capacity_rejections": self.capacity_rejections,
+            "dropped_uploads": self.dropped_uploads,
+            "rate_limited": self.rate_limited,
+            "injected_errors": self.injected_errors,
+            "cdn_auth_headers": len(self.cdn_auth_headers),
+            "cdn_downloads": self.cdn_downloads,
+            "truncated_downloads": self.truncated_downloads,
+        }
 
     def creates_of(self, kind: str) -> list[CreateRecord]:
         return [c for c in self.creates if c.kind == kind]
