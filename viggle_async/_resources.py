@@ -311,11 +311,17 @@ class Scenes(_Assets):
         return await self._send(prepared, self._client.parse_as(Scene, name=name),
                                 on_upload=on_upload, before_last_bytes=before_last_bytes)
 
-    async def import_template(self, template_id: str, name: str | None = None) -> Scene:
-        """Import a viggle.ai template; multi-person templates carry ``segments``."""
+    async def import_template(self, template_id: str, name: str | None = None, *,
+                              before_last_bytes: Callable[[], Awaitable[None]] | None = None
+                              ) -> Scene:
+        """Import a viggle.ai template; multi-person templates carry ``segments``.
+
+        ``before_last_bytes`` is awaited just before the request is sent (a journal's cue).
+        """
         request = ep.import_scene(template_id, name)
         defaults = {"name": name} if name is not None else {}
-        return await self._client._call(request, self._client.parse_as(Scene, **defaults))
+        return await self._client._call(request, self._client.parse_as(Scene, **defaults),
+                                        before_last_bytes=before_last_bytes)
 
     async def get(self, scene_id: str) -> Scene:
         return await self._client._call(ep.get_scene(scene_id),

@@ -8,7 +8,7 @@ from pathlib import Path
 from conftest import RENDER_KW
 
 from viggle_async import ManualClock, SQLiteJournal, Supervisor, ViggleClient
-from viggle_async._supervisor import fingerprint
+from viggle_async._submitter import fingerprint
 from viggle_async.testing import FakeViggle
 
 

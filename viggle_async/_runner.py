@@ -1,0 +1,316 @@
+"""How one piece of supervised work runs: resume from the journal, create through the
+shared ``Submitter``, poll through the shared scheduler, download, record the end.
+
+``Runner`` is the supervisor's working half; ``Supervisor`` adds the public surface and the
+lifecycle. Split so each stays readable; they share one object's state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import attrs
+
+from ._errors import (
+    APIError,
+    DownloadError,
+    NotFoundError,
+    RateLimitError,
+    TransportError,
+    ViggleError,
+)
+from ._events import Downloaded, Event, Handle, Outcome, Progress
+from ._journal import Journal, JournalEntry
+from ._models import RenderStatus, Scene, Segment
+from ._resources import PreparedCreate
+from ._scheduler import PollScheduler, PollView
+from ._submitter import NotSent, Submitter, fingerprint
+
+if TYPE_CHECKING:
+    from ._client import ViggleClient
+
+__all__ = ["Hook", "Runner", "cost_of", "fingerprint_text", "poll_view"]
+
+Hook = Callable[[], Awaitable[None]]
+
+
+class Runner:
+    """The work of a supervisor; its attributes are set by ``Supervisor.__init__``."""
+
+    client: ViggleClient
+    _clock: Any
+    _journal: Journal | None
+    _budget: float | None
+    _resubmit_ambiguous: bool
+    _render_timeout: float | None
+    _asset_poll: float
+    _active: anyio.Semaphore
+    credits_committed: int
+    _running_jobs: dict[str, str]
+    _sub: Submitter
+    _scheduler: PollScheduler[RenderStatus]
+
+    def _emit(self, event: Event) -> None:
+        raise NotImplementedError
+
+    # --- renders ---------------------------------------------------------------------
+
+    async def _render(self, key: str, inputs: dict[str, Any], deps: dict[str, Handle | None],
+                      output: str | Path | None, mask_output: str | Path | None,
+                      est_seconds: float | None) -> Outcome:
+        def out(state: Any, **kw: Any) -> Outcome:
+            return Outcome(key, "render", state, **kw)
+
+        for field, dep in deps.items():
+            if dep is not None:
+                done = await dep
+                if not done.ok:
+                    return out("failed", error=f"{dep.kind} {dep.key!r} failed: {done.error}")
+                inputs = {**inputs, field: done.asset_id}
+        entry = await self._journal.get(key) if self._journal else None
+        async with self._active:
+            try:
+                prepared = await self.client.renders.prepare(**inputs)
+            except ViggleError as exc:
+                return out("not_submitted", error=str(exc))
+            fp = fingerprint(prepared)
+            job_id: str | None = None
+            attempts, fell_back, fast = 0, False, prepared.fast
+            if entry is not None:
+                resumed = self._resume(key, entry, fp)
+                if isinstance(resumed, Outcome):
+                    return resumed
+                job_id = resumed
+            cost = cost_of(prepared, est_seconds)
+            if job_id is None:
+                refusal = self._refuse(cost, priced=cost is not None)
+                if refusal:
+                    return out("not_submitted", error=refusal, credits=cost)
+                self.credits_committed += cost or 0
+                try:
+                    sub = await self._sub.render(key, prepared, fp, inputs)
+                except NotSent as ns:
+                    self.credits_committed -= cost or 0
+                    return out(ns.state, error=ns.reason, error_code=ns.code, credits=0,
+                               attempts=ns.attempts)
+                job_id, attempts, fell_back, fast = (sub.job_id, sub.attempts, sub.fell_back,
+                                                     sub.fast)
+            common = dict(job_id=job_id, credits=cost, attempts=attempts, fast=fast,
+                          fallback_used=fell_back)
+            final = await self._poll(key, job_id)
+            if isinstance(final, str):
+                return out("failed", error=final, **common)
+            if not final.is_complete:
+                if final.status != "complete":  # refunded by the API (§7)
+                    self.credits_committed -= cost or 0
+                await self._record_final(key, final.status, (), final.error_message)
+                return out("cancelled" if final.status == "cancelled" else "failed",
+                           status=final.status, error=final.error_message or final.error,
+                           error_code=final.error_code, **common)
+            try:
+                paths = await self._download(key, final, output, mask_output)
+            except DownloadError as exc:
+                return out("failed", status=final.status, error=str(exc), **common)
+            await self._record_final(key, "complete", paths, None)
+            return out("complete", status="complete", outputs=paths, **common)
+
+    def _resume(self, key: str, entry: JournalEntry, fp: str) -> Outcome | str | None:
+        """What the journal says about ``key``: an outcome, a job or asset id to resume,
+        or None (submit it)."""
+        if entry.fingerprint != fp:
+            return Outcome(key, entry.kind, "not_submitted",
+                           error="the journal has this key with different inputs; use a new key")
+        if entry.state == "final":
+            if entry.final_status not in ("complete", "ready"):
+                # Finished work is not redone silently: a failed job was refunded, and
+                # trying again is the caller's call (use a new key).
+                return Outcome(key, entry.kind, "failed", job_id=entry.job_id,
+                               status=entry.final_status,
+                               error=f"ended {entry.final_status} in an earlier run: "
+                                     f"{entry.error or 'no reason recorded'}")
+            if entry.kind == "render" and all(Path(p).exists() for p in entry.outputs):
+                return Outcome(key, entry.kind, "skipped", job_id=entry.job_id,
+                               status=entry.final_status,
+                               outputs=tuple(Path(p) for p in entry.outputs))
+            return entry.job_id  # outputs gone (or an asset to look up): resume it
+        if entry.state == "submitted":
+            return entry.job_id
+        if entry.state == "sending" and not self._resubmit_ambiguous:
+            return Outcome(key, entry.kind, "ambiguous",
+                           error="an earlier run may have created this (its request was "
+                                 "sent but no answer was recorded); pass "
+                                 "resubmit_ambiguous=True to submit it again")
+        return None  # "intent" never reached the API: safe to submit
+
+    def _refuse(self, cost: int | None, *, priced: bool) -> str | None:
+        if self._sub.stopped:
+            return self._sub.stopped
+        if self._budget is not None:
+            if not priced or cost is None:
+                return ("credit_budget is set but this render's cost cannot be read locally "
+                        "(URL or scene input); pass estimated_seconds=")
+            if self.credits_committed + cost > self._budget:
+                return (f"over credit_budget: {self.credits_committed} committed + {cost} "
+                        f"> {self._budget:g}")
+        return None
+
+    async def _poll(self, key: str, job_id: str) -> RenderStatus | str:
+        """Wait for a terminal status through the shared scheduler; a str is an error."""
+        deadline = (None if self._render_timeout is None
+                    else self._clock.now() + self._render_timeout)
+
+        def update(status: RenderStatus) -> None:
+            self._emit(Progress(key, job_id, status.status, status.progress_pct,
+                                status.checkpoint))
+
+        self._running_jobs[key] = job_id
+        # Not in a finally: a cancelled poll stays listed, so __aexit__ can cancel the job.
+        result = await self._poll_loop(job_id, deadline, update)
+        self._running_jobs.pop(key, None)
+        return result
+
+    async def _poll_loop(self, job_id: str, deadline: float | None,
+                         update: Callable[[RenderStatus], None]) -> RenderStatus | str:
+        while True:
+            try:
+                return await self._scheduler.wait(job_id, deadline=deadline, on_update=update)
+            except RateLimitError as exc:
+                self._scheduler.pause_until(self._clock.now() + (exc.retry_after or 5.0))
+            except (TransportError, APIError) as exc:
+                if not _transient(exc):
+                    return f"status polling failed: {exc}"
+            except Exception as exc:  # the scheduler's deadline
+                return f"gave up waiting: {exc}"
+
+    async def _download(self, key: str, final: RenderStatus, output: str | Path | None,
+                        mask_output: str | Path | None) -> tuple[Path, ...]:
+        paths = []
+        for url, dest in ((final.cdn_url, output), (final.mask_cdn_url, mask_output)):
+            if url is None or dest is None:
+                continue
+            for attempt in range(3):
+                try:
+                    path = await self.client.download(url, dest)
+                    break
+                except DownloadError:
+                    if attempt == 2:
+                        raise
+            self._emit(Downloaded(key, path, path.stat().st_size))
+            paths.append(path)
+        return tuple(paths)
+
+    async def _record_final(self, key: str, status: str, outputs: tuple[Path, ...],
+                            error: str | None) -> None:
+        if self._journal:
+            await self._journal.record_final(key, status, [str(p) for p in outputs], error)
+
+    # --- characters and scenes -------------------------------------------------------
+
+    async def _asset(self, handle: Handle, cost: int, prepare: Callable[[], Awaitable[str]],
+                     create: Callable[[Hook], Awaitable[Any]],
+                     get: Callable[[str], Awaitable[Any]],
+                     wait: Callable[..., Awaitable[Any]]) -> Outcome:
+        """Create (or, from the journal, find) a character or scene and wait until ready."""
+        key, kind = handle.key, handle.kind
+        entry = await self._journal.get(key) if self._journal else None
+        attempts = 0
+        segments: tuple[Segment, ...] = _segments_from(entry.outputs) if entry else ()
+        async with self._active:
+            try:
+                fp = await prepare()
+            except ViggleError as exc:
+                return Outcome(key, kind, "not_submitted", error=str(exc))
+            asset_id = None
+            if entry is not None:
+                resumed = self._resume(key, entry, fp)
+                if isinstance(resumed, Outcome):
+                    return resumed
+                asset_id = resumed
+            try:
+                if asset_id is None:
+                    refusal = self._refuse(cost, priced=True)
+                    if refusal:
+                        return Outcome(key, kind, "not_submitted", error=refusal)
+                    self.credits_committed += cost
+                    try:
+                        created, attempts = await self._sub.asset(key, kind, fp, create,
+                                                                  lambda a: str(a.id))
+                    except NotSent as ns:
+                        self.credits_committed -= cost
+                        return Outcome(key, kind, ns.state, error=ns.reason,
+                                       error_code=ns.code, attempts=ns.attempts)
+                    asset_id = created.id
+                    segments = getattr(created, "segments", ())
+                elif entry is not None and entry.state == "final":
+                    # Finished earlier: still there?
+                    handle.value = _with_segments(await get(asset_id), segments)
+                    return Outcome(key, kind, "skipped", asset_id=asset_id,
+                                   status=handle.value.status)
+                ready = _with_segments(await wait(asset_id, poll_interval=self._asset_poll),
+                                       segments)
+            except NotFoundError as exc:
+                return Outcome(key, kind, "failed", asset_id=asset_id, error_code=exc.error_code,
+                               error=f"{kind} {asset_id} is gone: {exc}; use a new key")
+            except ViggleError as exc:
+                await self._record_final(key, "failed", (), str(exc))
+                return Outcome(key, kind, "failed", asset_id=asset_id, error=str(exc),
+                               error_code=getattr(exc, "error_code", None), attempts=attempts)
+        if self._journal:
+            await self._journal.record_final(key, ready.status, _segment_outputs(segments))
+        handle.value = ready
+        return Outcome(key, kind, "complete", asset_id=ready.id, status=ready.status,
+                       credits=cost, attempts=attempts)
+
+
+# Get Scene does not return a template's segments (§2.12): they come only with the import
+# answer, so the journal keeps them, as the outputs of a finished scene.
+_SEGMENT = "segment:"
+
+
+def _segment_outputs(segments: tuple[Segment, ...]) -> list[str]:
+    return [f"{_SEGMENT}{s.uuid}:{s.type or ''}" for s in segments]
+
+
+def _segments_from(outputs: tuple[str, ...]) -> tuple[Segment, ...]:
+    found = []
+    for item in outputs:
+        if item.startswith(_SEGMENT):
+            uuid, _, kind = item[len(_SEGMENT):].rpartition(":")
+            found.append(Segment(uuid, kind or None))
+    return tuple(found)
+
+
+def _with_segments(asset: Any, segments: tuple[Segment, ...]) -> Any:
+    if isinstance(asset, Scene) and segments and not asset.segments:
+        return attrs.evolve(asset, segments=segments)
+    return asset
+
+
+def fingerprint_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def cost_of(prepared: PreparedCreate, est_seconds: float | None) -> int | None:
+    """Credits: ceil(seconds), x2 for fast (§7); from the local video or the caller's
+    estimate."""
+    if prepared.estimated_credits is not None:
+        return prepared.estimated_credits
+    if est_seconds is None:
+        return None
+    return math.ceil(est_seconds) * (2 if prepared.fast else 1)
+
+
+def _transient(exc: Exception) -> bool:
+    if isinstance(exc, TransportError):
+        return True
+    return isinstance(exc, APIError) and exc.status >= 500
+
+
+def poll_view(status: RenderStatus) -> PollView:
+    return PollView(terminal=status.is_terminal, progress_pct=status.progress_pct,
+                    fingerprint=(status.status, status.checkpoint, status.progress_pct))

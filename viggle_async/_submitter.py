@@ -1,0 +1,237 @@
+"""Sending creates for the supervisor under the shared rules.
+
+A fast-capacity gate shared by every fast render (400 CS-UORC01-001: one probe at a time
+with capped full-jitter backoff, then everyone goes), a shared pause on 429, a stop on 402,
+and the journal steps around each create (viggle-api.md §4, §5, §7). A create is resent only
+when the API cannot have made the job: it answered 429 or capacity, or the connection failed
+before the last bytes went out. Anything else that may have reached the API is *ambiguous*.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+import attrs
+
+from ._backoff import full_jitter
+from ._errors import (
+    APIError,
+    FastModeUnavailableError,
+    InsufficientCreditsError,
+    RateLimitError,
+    TransportError,
+)
+from ._events import Backoff, Event, FastFallback, OutcomeState, Submitted, Uploading
+from ._journal import Journal
+from ._models import RenderJob
+from ._resources import PreparedCreate
+
+if TYPE_CHECKING:
+    from ._client import ViggleClient
+
+__all__ = ["FastFallbackPolicy", "NotSent", "Submission", "Submitter", "fingerprint"]
+
+T = TypeVar("T")
+Hook = Callable[[], Awaitable[None]]
+
+
+@attrs.frozen
+class FastFallbackPolicy:
+    """When a fast render gives up on fast and is submitted standard instead.
+
+    After ``after_attempts`` capacity rejections of that render, or ``after_seconds``
+    since its first one; both None means never (keep waiting for capacity).
+    """
+
+    after_attempts: int | None = 5
+    after_seconds: float | None = 300.0
+
+
+@attrs.frozen
+class Submission:
+    job_id: str
+    attempts: int  # create requests sent
+    fell_back: bool
+    fast: bool
+
+
+class NotSent(Exception):
+    """No job was made (or it may have been: state "ambiguous"); ``reason`` says why."""
+
+    def __init__(self, state: OutcomeState, reason: str, code: str | None = None,
+                 attempts: int = 0):
+        super().__init__(reason)
+        self.state, self.reason, self.code, self.attempts = state, reason, code, attempts
+
+
+def fingerprint(prepared: PreparedCreate, extra: str = "") -> str:
+    """A stable digest of what a create would send (not the bytes of big files)."""
+    h = hashlib.sha256(prepared.request.path.encode())
+    for name, value in prepared.request.fields or ():
+        h.update(f"\0{name}={value}".encode())
+    for up in prepared.uploads:
+        h.update(f"\0{up.field}:{up.filename}:{up.size}:{up.content_type}".encode())
+    h.update(extra.encode())
+    return h.hexdigest()[:32]
+
+
+class _Gate:
+    """Fast-mode capacity, shared by every fast submission."""
+
+    def __init__(self) -> None:
+        self.open = True
+        self.lock = anyio.Lock()
+        self.failures = 0
+        self.rejections = 0
+
+
+class Submitter:
+    """Sends every create of one supervisor; see the module docstring for the rules."""
+
+    def __init__(self, client: ViggleClient, *, journal: Journal | None,
+                 uploads: anyio.Semaphore, fallback: FastFallbackPolicy,
+                 capacity_backoff: tuple[float, float], rand: Callable[[], float],
+                 emit: Callable[[Event], None], on_created: Callable[[str, str, str], None]):
+        self.client = client
+        self._clock = client.clock
+        self._journal = journal
+        self._uploads = uploads
+        self._fallback = fallback
+        self._capacity_backoff = capacity_backoff
+        self._rand = rand
+        self._emit = emit
+        self._on_created = on_created  # (key, kind, id): called before the id is journaled
+        self.gate = _Gate()
+        self.paused_until = 0.0
+        self.stopped: str | None = None  # why new submissions stopped (402)
+
+    async def render(self, key: str, prepared: PreparedCreate, fp: str,
+                     inputs: dict[str, Any]) -> Submission:
+        """Create a render job, through the capacity gate, falling back to standard as the
+        policy says."""
+        attempts, rejections, fell_back = 0, 0, False
+        first_rejection: float | None = None
+        fast = prepared.fast
+        while True:
+            self._check_stopped(attempts)
+            await self._clock.sleep_until(self.paused_until)
+            probing = fast and not self.gate.open
+            if probing:
+                await self.gate.lock.acquire()
+                if self.gate.open:  # another probe succeeded while we queued
+                    self.gate.lock.release()
+                    probing = False
+                else:
+                    delay = full_jitter(self.gate.failures, base=self._capacity_backoff[0],
+                                        cap=self._capacity_backoff[1], rand=self._rand)
+                    self._emit(Backoff(key, "capacity", delay))
+                    await self._clock.sleep_until(self._clock.now() + delay)
+            try:
+                async with self._uploads:
+                    self._check_stopped(attempts)  # a 402 arrived while we queued for a slot
+                    if fast and not probing and not self.gate.open:
+                        continue  # capacity ran out while we queued for a slot: probe first
+                    attempts += 1
+                    job = await self._once(key, "render", fp,
+                                           self._render_call(key, prepared), lambda j: j.job_id)
+                if fast:
+                    self.gate.open, self.gate.failures = True, 0
+                self._emit(Submitted(key, job.job_id, attempts, fast))
+                return Submission(job.job_id, attempts, fell_back, fast)
+            except FastModeUnavailableError:
+                self.gate.open = False
+                self.gate.failures += 1
+                self.gate.rejections += 1
+                rejections += 1
+                now = self._clock.now()
+                first_rejection = first_rejection if first_rejection is not None else now
+                policy = self._fallback
+                if ((policy.after_attempts is not None and rejections >= policy.after_attempts)
+                        or (policy.after_seconds is not None
+                            and now - first_rejection >= policy.after_seconds)):
+                    self._emit(FastFallback(key, rejections))
+                    prepared = await self.client.renders.prepare(**{**inputs, "fast": False})
+                    fast, fell_back = False, True
+            except (RateLimitError, InsufficientCreditsError, TransportError, APIError) as exc:
+                await self._not_created(key, exc, attempts)
+            finally:
+                if probing:
+                    self.gate.lock.release()
+
+    def _render_call(self, key: str,
+                     prepared: PreparedCreate) -> Callable[[Hook], Awaitable[RenderJob]]:
+        def call(hook: Hook) -> Awaitable[RenderJob]:
+            return self.client.renders.submit(
+                prepared, before_last_bytes=hook,
+                on_upload=lambda sent, total: self._emit(Uploading(key, sent, total)))
+        return call
+
+    async def asset(self, key: str, kind: str, fp: str, create: Callable[[Hook], Awaitable[T]],
+                    ident: Callable[[T], str]) -> tuple[T, int]:
+        """Create a character or scene; returns it and the create requests sent."""
+        attempts = 0
+        while True:
+            self._check_stopped(attempts)
+            await self._clock.sleep_until(self.paused_until)
+            try:
+                async with self._uploads:
+                    self._check_stopped(attempts)
+                    attempts += 1
+                    return await self._once(key, kind, fp, create, ident), attempts
+            except (RateLimitError, InsufficientCreditsError, TransportError, APIError) as exc:
+                await self._not_created(key, exc, attempts)
+
+    def _check_stopped(self, attempts: int) -> None:
+        if self.stopped:
+            raise NotSent("not_submitted", self.stopped, attempts=attempts)
+
+    async def _once(self, key: str, kind: str, fp: str, create: Callable[[Hook], Awaitable[T]],
+                    ident: Callable[[T], str]) -> T:
+        """One create request, journaled: intent, sending, then the id."""
+        journal = self._journal
+        if journal:
+            # Every attempt starts as an intent: the previous one was answered (429,
+            # capacity) or never connected, so no job exists. replace=True because the
+            # caller's resume step already decided; the journal still refuses a known job id.
+            await journal.record_intent(key, kind, fp, replace=True)
+        with anyio.CancelScope() as scope:
+            marked = False
+
+            async def before_last_bytes() -> None:
+                nonlocal marked
+                # The client may resend after a 429 answer; "sending" is already recorded.
+                if journal and not marked:
+                    await journal.mark_sending(key)
+                marked = True
+                # From here the job may exist: if we are cancelled now, still wait for the
+                # answer (bounded by the read timeout) so its id is journaled and, with
+                # cancel_remote, cancelled; otherwise a rerun could only call it ambiguous.
+                scope.shield = True
+
+            result = await create(before_last_bytes)
+            created = ident(result)
+            self._on_created(key, kind, created)
+            if journal:
+                await journal.record_submitted(key, created)
+        return result
+
+    async def _not_created(self, key: str, exc: Exception, attempts: int) -> None:
+        """After a create failed: wait and return to retry, or raise NotSent."""
+        if isinstance(exc, RateLimitError):
+            delay = exc.retry_after if exc.retry_after is not None else 5.0
+            self.paused_until = max(self.paused_until, self._clock.now() + delay)
+            self._emit(Backoff(key, "rate_limit", delay))
+        elif isinstance(exc, InsufficientCreditsError):
+            self.stopped = f"stopped after 402 ({exc.error_code}): {exc.message}"
+            raise NotSent("not_submitted", self.stopped, exc.error_code, attempts) from None
+        elif isinstance(exc, TransportError):
+            if exc.may_have_reached_server:
+                raise NotSent("ambiguous", str(exc), attempts=attempts) from None
+            delay = full_jitter(attempts, base=1.0, cap=30.0, rand=self._rand)
+            self._emit(Backoff(key, "connect", delay))
+            await self._clock.sleep_until(self._clock.now() + delay)
+        elif isinstance(exc, APIError):
+            raise NotSent("failed", str(exc), exc.error_code, attempts) from None
