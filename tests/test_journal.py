@@ -24,9 +24,9 @@ from viggle_async._journal import (
     JournalMismatchError,
     JournalTransitionError,
     MemoryJournal,
-    SQLiteJournal,
     request_fingerprint,
 )
+from viggle_async._journal_sqlite import SQLiteJournal
 
 FP = request_fingerprint({"ref_image": "a.png", "driving_video": "b.mp4"})
 
@@ -253,7 +253,7 @@ async def test_sqlite_refuses_incompatible_files(
 
 CHILD = r"""
 import sys, anyio
-from viggle_async._journal import SQLiteJournal
+from viggle_async import SQLiteJournal
 
 async def main(path, n):
     j = await SQLiteJournal.open(path)

@@ -48,7 +48,8 @@ from ._events import (
     Submitted,
     Uploading,
 )
-from ._journal import Journal, JournalEntry, MemoryJournal, SQLiteJournal
+from ._journal import Journal, JournalEntry, MemoryJournal
+from ._journal_sqlite import SQLiteJournal
 from ._models import (
     AssetState,
     BackgroundMode,

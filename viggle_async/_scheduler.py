@@ -27,10 +27,16 @@ from types import TracebackType
 from typing import Generic, TypeVar
 
 import anyio
-import attrs
 from anyio.abc import TaskGroup
 
 from ._clock import Clock
+from ._polling import (
+    PollDeadlineExceeded,
+    PollPolicy,
+    PollSchedulerClosed,
+    PollStats,
+    PollView,
+)
 
 __all__ = [
     "PollDeadlineExceeded",
@@ -42,80 +48,6 @@ __all__ = [
 ]
 
 R = TypeVar("R")
-
-
-@attrs.frozen
-class PollView:
-    """What the scheduler needs to know about one poll result.
-
-    ``fingerprint`` is any hashable summary of the observed state (status, checkpoint,
-    progress); a change in it counts as movement.
-    """
-
-    terminal: bool
-    progress_pct: float | None = None
-    fingerprint: Hashable = None
-
-
-def _positive(_inst: object, attr: attrs.Attribute[float], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attr.name} must be > 0, got {value!r}")
-
-
-@attrs.frozen
-class PollPolicy:
-    """Polling intervals, in seconds.
-
-    The first poll comes ``first_delay`` after ``wait`` (the docs poll every 3 s, §2.3).
-    While nothing changes the interval is multiplied by ``growth``; on a change it drops to at
-    most ``first_delay``. Once ``progress_pct`` has moved, the next poll comes after ``aim``
-    times the estimated remaining time. Every interval is clamped to
-    [``min_interval``, ``max_interval``] and then scaled by a random factor in
-    [1 - ``jitter``, 1 + ``jitter``].
-    """
-
-    first_delay: float = attrs.field(default=3.0, validator=_positive)
-    min_interval: float = attrs.field(default=1.0, validator=_positive)
-    max_interval: float = attrs.field(default=20.0, validator=_positive)
-    growth: float = attrs.field(default=1.5, validator=_positive)
-    jitter: float = attrs.field(default=0.1, validator=attrs.validators.and_(
-        attrs.validators.ge(0.0), attrs.validators.lt(1.0)))
-    aim: float = attrs.field(default=0.5, validator=_positive)
-
-    def __attrs_post_init__(self) -> None:
-        if self.min_interval > self.max_interval:
-            raise ValueError("min_interval must not exceed max_interval")
-        if self.growth < 1.0:
-            raise ValueError("growth must be >= 1")
-
-
-@attrs.frozen
-class PollStats:
-    """Counters for tests and benchmarks."""
-
-    polls_sent: int
-    polls_failed: int
-    in_flight: int
-    peak_in_flight: int
-    jobs: int
-    waiters: int
-
-
-class PollDeadlineExceeded(Exception, Generic[R]):
-    """A waiter's deadline passed before its job reached a terminal state.
-
-    ``last_result`` is the last poll result seen for the job (None if no poll answered yet).
-    """
-
-    def __init__(self, job_id: str, deadline: float, last_result: R | None) -> None:
-        super().__init__(f"job {job_id!r} not finished by its deadline ({deadline:.3f})")
-        self.job_id = job_id
-        self.deadline = deadline
-        self.last_result = last_result
-
-
-class PollSchedulerClosed(Exception):
-    """``wait`` was called outside the scheduler's context, or the context ended first."""
 
 
 class _Job(Generic[R]):
