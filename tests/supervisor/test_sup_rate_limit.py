@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 from conftest import RENDER_KW
 
-from viggle_async import Backoff, ManualClock, Supervisor, ViggleClient
+from viggle_async import Backoff, ManualClock, MemoryJournal, Supervisor, ViggleClient
 from viggle_async.testing import FakeViggle, Faults, RateLimit
 
 
@@ -43,3 +43,23 @@ async def test_429_storm_completes_every_job_once(
     # One job per key: every outcome names a distinct accepted job.
     assert Counter(c.result_id for c in accepted).most_common(1)[0][1] == 1
     assert {h.outcome.job_id for h in handles} == {c.result_id for c in accepted}
+
+
+async def test_429_on_journaled_creates_resends_and_records_one_job_each(
+    clock: ManualClock, fake: FakeViggle, client: ViggleClient, png: Path,
+    videos: dict[int, Path],
+) -> None:
+    """The client resends a create answered 429 (no job was made); the journal, already at
+    "sending" from the first attempt, must take the resend and then the one job id."""
+    fake.faults = Faults(rate_limit=RateLimit(rate=0.5, burst=1,
+                                              routes=frozenset({"POST /api/render"})))
+    journal = MemoryJournal()
+    async with clock.autojump(), Supervisor(client, journal=journal, **RENDER_KW) as sup:
+        handles = [sup.render(key=f"r{i}", ref_image=png, driving_video=videos[1])
+                   for i in range(6)]
+    assert fake.observations.rate_limited > 0
+    assert {h.outcome.state for h in handles} == {"complete"}
+    accepted = {c.result_id for c in fake.creates if c.kind == "render" and c.status == 200}
+    entries = {e.key: e for e in await journal.entries()}
+    assert {e.job_id for e in entries.values()} == accepted
+    assert {(e.state, e.final_status) for e in entries.values()} == {("final", "complete")}
