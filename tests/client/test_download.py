@@ -82,3 +82,35 @@ async def test_non_http_urls_are_refused(client: ViggleClient, fake: FakeViggle,
         await client.download(url, tmp_path / "o.mp4")
     assert info.value.field == "url"
     assert _names(tmp_path) == []
+
+
+async def test_a_cdn_that_compresses_anyway_still_gives_the_whole_file(
+        client: ViggleClient, tmp_path: Path) -> None:
+    """The client asks for identity; a CDN that gzips regardless is decoded, not flagged as
+    truncated (its Content-Length counts the compressed bytes)."""
+    import gzip
+
+    from aiohttp import web
+
+    body = bytes(range(256)) * 4096  # compresses well: encoded length << decoded length
+    seen: list[str | None] = []
+
+    async def serve(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Accept-Encoding"))
+        return web.Response(body=gzip.compress(body), content_type="video/mp4",
+                            headers={"Content-Encoding": "gzip"})
+
+    app = web.Application()
+    app.router.add_get("/out.mp4", serve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        dest = await client.download(f"http://127.0.0.1:{port}/out.mp4", tmp_path / "o.mp4")
+    finally:
+        await runner.cleanup()
+    assert seen == ["identity"]
+    assert dest.read_bytes() == body
+    assert _names(tmp_path) == ["o.mp4"]
