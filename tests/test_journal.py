@@ -21,6 +21,7 @@ from viggle_async._journal import (
     JournalClosedError,
     JournalEntry,
     JournalFormatError,
+    JournalInUseError,
     JournalMismatchError,
     JournalTransitionError,
     MemoryJournal,
@@ -316,3 +317,20 @@ def test_sigkill_at_random_points_leaves_a_consistent_journal(tmp_path: Path) ->
 async def _read_all(path: Path) -> list[JournalEntry]:
     async with await SQLiteJournal.open(path) as j:
         return await j.entries()
+
+
+async def test_a_journal_open_in_another_run_is_refused(tmp_path: Path) -> None:
+    """Two runs resuming one journal could both submit a key: the second open is refused
+    until the first closes."""
+    path = tmp_path / "run.journal"
+    first = await SQLiteJournal.open(path)
+    with pytest.raises(JournalInUseError, match="open in another run"):
+        await SQLiteJournal.open(path)
+    proc = await anyio.run_process(
+        [sys.executable, "-c", "import sys, anyio\nfrom viggle_async import SQLiteJournal\n"
+         "anyio.run(SQLiteJournal.open, sys.argv[1])", str(path)], check=False)
+    assert proc.returncode != 0 and b"JournalInUseError" in proc.stderr
+    await first.record_intent("k", kind="render", fingerprint=FP)
+    await first.close()
+    async with await SQLiteJournal.open(path) as again:
+        assert (await again.get("k")) is not None

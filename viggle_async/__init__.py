@@ -48,7 +48,7 @@ from ._events import (
     Submitted,
     Uploading,
 )
-from ._journal import Journal, JournalEntry, MemoryJournal
+from ._journal import Journal, JournalEntry, JournalError, JournalInUseError, MemoryJournal
 from ._journal_sqlite import SQLiteJournal
 from ._models import (
     AssetState,
@@ -103,6 +103,8 @@ __all__ = [
     "JobFailedError",
     "Journal",
     "JournalEntry",
+    "JournalError",
+    "JournalInUseError",
     "Limits",
     "ManualClock",
     "MemoryJournal",

@@ -22,8 +22,10 @@
     ├── JobFailedError              a job ended ``failed`` or ``cancelled``
     │   ├── RenderFailedError       ``.status`` is the final RenderStatus
     │   └── AssetFailedError        a character or scene ended ``failed``
-    └── WaitTimeoutError            ``wait()`` gave up; ``.last`` is the last status seen
-                                    (also a builtin ``TimeoutError``)
+    ├── WaitTimeoutError            ``wait()`` gave up; ``.last`` is the last status seen
+    │                               (also a builtin ``TimeoutError``)
+    └── JournalError                (in ``_journal``) a journal refused a step or its file
+        └── JournalInUseError       another run holds the journal open
 
 No exception, repr or message ever contains the API key: errors are built from
 responses and arguments, never from request headers.

@@ -33,6 +33,8 @@ import anyio
 import anyio.to_thread
 import attrs
 
+from ._errors import ViggleError
+
 __all__ = [
     "EntryState",
     "Journal",
@@ -40,6 +42,7 @@ __all__ = [
     "JournalEntry",
     "JournalError",
     "JournalFormatError",
+    "JournalInUseError",
     "JournalMismatchError",
     "JournalTransitionError",
     "MemoryJournal",
@@ -54,7 +57,7 @@ def _paths(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(values)
 
 
-class JournalError(Exception):
+class JournalError(ViggleError):
     """Base of the journal's errors."""
 
 
@@ -68,6 +71,10 @@ class JournalMismatchError(JournalError):
 
 class JournalFormatError(JournalError):
     """The journal file is not one this version can read."""
+
+
+class JournalInUseError(JournalError):
+    """The journal is already open in another run (``SQLiteJournal`` takes a lock)."""
 
 
 class JournalClosedError(JournalError):

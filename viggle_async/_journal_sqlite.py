@@ -12,7 +12,12 @@ import sqlite3
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import IO, Self, TypeVar
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 import anyio
 import anyio.to_thread
@@ -21,6 +26,7 @@ from ._journal import (
     JournalClosedError,
     JournalEntry,
     JournalFormatError,
+    JournalInUseError,
     Transition,
     _JournalBase,
 )
@@ -80,9 +86,11 @@ class SQLiteJournal(_JournalBase):
     one at a time. Opening refuses a file that is not a journal of this schema version.
     """
 
-    def __init__(self, conn: sqlite3.Connection, path: str, clock: Callable[[], float]) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: str, clock: Callable[[], float],
+                 lock: IO[bytes] | None = None) -> None:
         super().__init__(clock)
         self._conn: sqlite3.Connection | None = conn
+        self._lock = lock
         self.path = path
         self._limiter = anyio.CapacityLimiter(1)
 
@@ -90,9 +98,17 @@ class SQLiteJournal(_JournalBase):
     async def open(
         cls, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time
     ) -> SQLiteJournal:
+        """Open (or create) the journal at ``path``; ``JournalInUseError`` if another open
+        journal (this process or another) holds it."""
         fspath = os.fspath(path)
-        conn = await anyio.to_thread.run_sync(_connect, fspath)
-        return cls(conn, fspath, clock)
+        lock = await anyio.to_thread.run_sync(_lock, fspath)
+        try:
+            conn = await anyio.to_thread.run_sync(_connect, fspath)
+        except BaseException:
+            if lock is not None:
+                lock.close()
+            raise
+        return cls(conn, fspath, clock, lock)
 
     async def __aenter__(self) -> Self:
         return self
@@ -148,6 +164,29 @@ class SQLiteJournal(_JournalBase):
         conn, self._conn = self._conn, None
         if conn is not None:
             await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.close()  # releases the flock
+
+
+def _lock(path: str) -> IO[bytes] | None:
+    """An exclusive advisory lock on ``<path>.lock``: two runs resuming one journal at once
+    could each find a key unsubmitted and both pay for it. (A sibling file, not the database
+    itself: closing any descriptor of the database would drop SQLite's own POSIX locks.)"""
+    if fcntl is None:  # not POSIX: no lock, as before
+        return None
+    f = open(path + ".lock", "ab")  # noqa: SIM115 - held open for the journal's life
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise JournalInUseError(
+            f"the journal {path!r} is open in another run; wait for it to finish (two runs "
+            "on one journal could submit the same job twice)") from None
+    except BaseException:
+        f.close()
+        raise
+    return f
 
 
 def _connect(path: str) -> sqlite3.Connection:
