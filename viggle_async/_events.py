@@ -16,6 +16,7 @@ __all__ = [
     "CharacterHandle",
     "Completed",
     "Downloaded",
+    "Downloading",
     "Estimate",
     "Event",
     "Failed",
@@ -124,6 +125,16 @@ class FastFallback:
 
 
 @attrs.frozen
+class Downloading:
+    """Download progress of an output: ``received`` of ``total`` bytes (None if unknown)."""
+
+    key: str
+    path: Path
+    received: int
+    total: int | None
+
+
+@attrs.frozen
 class Downloaded:
     key: str
     path: Path
@@ -142,8 +153,8 @@ class Failed:
     outcome: Outcome
 
 
-Event = (Queued | Uploading | Submitted | Progress | Backoff | FastFallback | Downloaded
-         | Completed | Failed)
+Event = (Queued | Uploading | Submitted | Progress | Backoff | FastFallback | Downloading
+         | Downloaded | Completed | Failed)
 
 
 class Handle:

@@ -24,7 +24,7 @@ from ._errors import (
     TransportError,
     ViggleError,
 )
-from ._events import Downloaded, Event, Handle, Outcome, Progress
+from ._events import Downloaded, Downloading, Event, Handle, Outcome, Progress
 from ._journal import Journal, JournalEntry
 from ._models import RenderStatus, Scene, Segment
 from ._resources import PreparedCreate
@@ -100,6 +100,10 @@ class Runner:
                                attempts=ns.attempts)
                 job_id, attempts, fell_back, fast = (sub.job_id, sub.attempts, sub.fell_back,
                                                      sub.fast)
+                if fell_back and cost is not None:
+                    # Submitted standard after all: half the fast price (§7).
+                    self.credits_committed -= cost - cost // 2
+                    cost //= 2
             common = dict(job_id=job_id, credits=cost, attempts=attempts, fast=fast,
                           fallback_used=fell_back)
             final = await self._poll(key, job_id)
@@ -195,7 +199,8 @@ class Runner:
                 continue
             for attempt in range(3):
                 try:
-                    path = await self.client.download(url, dest)
+                    path = await self.client.download(url, dest,
+                                                      on_progress=self._progress(key, dest))
                     break
                 except DownloadError:
                     if attempt == 2:
@@ -203,6 +208,10 @@ class Runner:
             self._emit(Downloaded(key, path, path.stat().st_size))
             paths.append(path)
         return tuple(paths)
+
+    def _progress(self, key: str, dest: str | Path) -> Callable[[int, int | None], None]:
+        path = Path(dest)
+        return lambda received, total: self._emit(Downloading(key, path, received, total))
 
     async def _record_final(self, key: str, status: str, outputs: tuple[Path, ...],
                             error: str | None) -> None:

@@ -82,10 +82,11 @@ class Upload:
             for pos in range(0, len(view), chunk_size):
                 yield bytes(view[pos:pos + chunk_size])
         elif self._kind == "path":
-            # Shielded: a cancel landing while the worker thread opens the file would
-            # otherwise drop the opened file unclosed.
-            with anyio.CancelScope(shield=True):
-                f = await anyio.to_thread.run_sync(open, self._value, "rb")
+            # Opened on the loop, not in a worker thread: aiohttp cancels the body writer
+            # with a plain task.cancel() when the answer comes first (a 429 before the body
+            # is read), which no anyio shield stops, and a file opened by a thread whose
+            # result was abandoned would leak. Opening is quick; reading stays threaded.
+            f = open(self._value, "rb")  # noqa: ASYNC230, SIM115
             try:
                 while chunk := await anyio.to_thread.run_sync(f.read, chunk_size):
                     yield chunk
@@ -167,7 +168,10 @@ def _probe_sync(field: str, kind: MediaKind, source: Any, allowed: frozenset[str
     # A binary file object the caller opened; we never close it.
     if isinstance(source, io.TextIOBase) or "b" not in getattr(source, "mode", "b"):
         raise _fail(field, "is a text-mode file", "open the file with open(path, 'rb')")
-    name = Path(str(getattr(source, "name", "") or "")).name
+    # A file's ``name`` is its path, or an int (a descriptor: os.fdopen, tempfile's spooled
+    # files on disk) or missing; only a path names the upload.
+    raw_name = getattr(source, "name", None)
+    name = Path(os.fsdecode(raw_name)).name if isinstance(raw_name, (str, bytes)) else ""
     seekable = bool(getattr(source, "seekable", lambda: False)())
     if not seekable:
         head = source.read(SNIFF_BYTES)

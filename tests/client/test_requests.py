@@ -5,6 +5,7 @@ and where the key is sent (§1.2)."""
 from __future__ import annotations
 
 import json
+import os
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -118,6 +119,22 @@ async def test_jpeg_ref_image_from_a_file_object(scripted: Scripted, tmp_path: A
             assert f.closed is False  # never closed by the client
     parts = _parts(scripted.seen[0])
     assert parts[0] == ("ref_image", "face.jpg", "image/jpeg", make_jpeg())
+
+
+async def test_a_descriptor_named_file_gets_a_typed_filename(scripted: Scripted,
+                                                            tmp_path: Any) -> None:
+    """A file object whose ``name`` is a descriptor number (os.fdopen, a spooled upload on
+    disk) must not send the filename "3"."""
+    scripted.queue((200, JOB))
+    path = tmp_path / "face.jpg"
+    path.write_bytes(make_jpeg())
+    fd = os.open(path, os.O_RDONLY)
+    async with ViggleClient(KEY, base_url=scripted.base_url) as client:
+        with os.fdopen(fd, "rb") as f:
+            assert isinstance(f.name, int)
+            await client.renders.create(ref_image=f, driving_video=make_mp4(2.0))
+    assert _parts(scripted.seen[0])[0] == ("ref_image", "ref_image.jpg", "image/jpeg",
+                                           make_jpeg())
 
 
 async def test_import_is_json_and_status_is_keyless(scripted: Scripted) -> None:

@@ -32,8 +32,10 @@ async def test_outage_with_fallback_submits_standard(
     # Each render gave up on fast after its own 2 rejections, then one standard create.
     assert fake.capacity_rejections == JOBS * 2
     assert all(o.attempts == 3 for o in outcomes)
-    # Standard price: 2 s video -> 2 credits, not 4 (§7).
+    # Standard price: 2 s video -> 2 credits, not 4 (§7), charged and reported alike.
     assert fake.balance() == 10_000 - JOBS * 2
+    assert {o.credits for o in outcomes} == {2}
+    assert sup.credits_committed == JOBS * 2
 
 
 async def test_outage_probes_one_at_a_time_then_all_go_fast(

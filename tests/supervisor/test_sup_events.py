@@ -9,6 +9,8 @@ from conftest import RENDER_KW
 
 from viggle_async import (
     Completed,
+    Downloaded,
+    Downloading,
     Event,
     ManualClock,
     Progress,
@@ -48,3 +50,10 @@ async def test_events_in_order_and_outcome_fields(
     assert outcome.outputs == (tmp_path / "out.mp4",)
     assert outcome.outputs[0].stat().st_size == fake.settings.output_bytes
     assert fake.render_status(outcome.job_id)["status"] == "complete"
+    # Download progress for progress bars: growing counts, ending at the file's size.
+    size = fake.settings.output_bytes
+    progress = [(e.received, e.total) for e in mine if isinstance(e, Downloading)]
+    assert progress and progress[-1] == (size, size)
+    assert [r for r, _ in progress] == sorted(r for r, _ in progress)
+    done = [e for e in mine if isinstance(e, Downloaded)]
+    assert [(d.path, d.bytes) for d in done] == [(tmp_path / "out.mp4", size)]
