@@ -1,0 +1,107 @@
+"""The real entry points, as separate processes: the installed ``viggle-async`` script,
+``python -m viggle_async``, the ``fake-server`` command, and Ctrl-C (exit 130)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from viggle_async.testing import make_png, write_mp4
+
+SCRIPT = Path(sys.executable).parent / "viggle-async"
+
+
+def _read_until(stream: IO[str], done: Callable[[str], bool], timeout: float = 15.0
+                ) -> list[str]:
+    """Lines from ``stream`` up to the first one ``done`` accepts. A reader thread, because
+    a buffered text stream defeats select(); it stops at that line, so ``communicate()``
+    can read the rest."""
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in stream:
+            lines.append(line)
+            if done(line):
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert lines and done(lines[-1]), f"timed out; read so far: {lines}"
+    return lines
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """``python -m viggle_async fake-server``, slow enough (2x) that renders stay running."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "viggle_async", "fake-server", "--time-scale", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = _read_until(proc.stdout, lambda line: line.startswith("api_key="))
+        yield dict(line.strip().partition("=")[::2] for line in lines)
+    finally:
+        proc.send_signal(signal.SIGINT)  # the server stops cleanly on Ctrl-C
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0, err
+        assert "export VIGGLE_BASE_URL=<base_url> VIGGLE_API_KEY=<api_key>" in err
+
+
+def _stats(base_url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{base_url}/__fake__/stats", timeout=5) as response:
+        stats: dict[str, Any] = json.load(response)
+    return stats
+
+
+def test_installed_script_help() -> None:
+    proc = subprocess.run([str(SCRIPT), "--help"], capture_output=True, text=True, timeout=30,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: viggle-async")
+    assert "exit codes:" in proc.stdout and "130  interrupted" in proc.stdout
+
+
+def test_module_entry_point_and_ctrl_c(server: dict[str, str], tmp_path: Path) -> None:
+    env = {**os.environ, "VIGGLE_API_KEY": server["api_key"],
+           "VIGGLE_BASE_URL": server["base_url"]}
+    credits = subprocess.run([sys.executable, "-m", "viggle_async", "credits"], env=env,
+                             capture_output=True, text=True, timeout=30, check=False)
+    assert (credits.returncode, credits.stdout) == (0, "balance: 10000 credits\n"), credits.stderr
+
+    (tmp_path / "me.png").write_bytes(make_png())
+    write_mp4(tmp_path / "d.mp4", 3.0)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("key,ref_image,driving_video,output\na,me.png,d.mp4,a.mp4\n")
+    report = tmp_path / "report.json"
+    proc = subprocess.Popen([str(SCRIPT), "bulk", str(manifest), "--json", "--cancel-remote",
+                             "--report", str(report)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        _read_until(proc.stdout, lambda line: json.loads(line)["event"] == "submitted")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted"
+    assert json.loads(out.splitlines()[-1]) == {"event": "interrupted", "exit_code": 130}
+    (outcome,) = json.loads(report.read_text())["outcomes"]
+    assert outcome["state"] == "cancelled"
+    # --cancel-remote cancelled the running job on the server, which refunded it.
+    stats = _stats(server["base_url"])
+    assert stats["request_counts"]["DELETE /api/render/{job_id}"] == 1
+    assert stats["balance"] == 10_000

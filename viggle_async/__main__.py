@@ -1,0 +1,8 @@
+"""``python -m viggle_async``: the ``viggle-async`` command line."""
+
+import sys
+
+from ._cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""``viggle-async bulk MANIFEST``: validate every row, then run them all through one
+Supervisor (or, with ``--dry-run``, price them and stop), and report one outcome per row.
+
+Nothing is sent until every row has passed both the manifest checks (``_manifest``) and
+the library's own local checks (the same preflight a real create runs), so a bad manifest
+costs nothing and exits 2 with every problem listed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import anyio
+import attrs
+
+from . import (
+    AuthenticationError,
+    CharacterHandle,
+    ConnectError,
+    InvalidInputError,
+    Outcome,
+    SceneHandle,
+    SQLiteJournal,
+    Supervisor,
+    ViggleClient,
+    ViggleError,
+)
+from ._cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, Ctx
+from ._cli_progress import EventView, summary_text, to_json
+from ._endpoints import import_scene
+from ._events import Handle
+from ._journal import JournalError
+from ._manifest import Manifest, Problem, Row, load_manifest
+
+__all__ = ["cmd_bulk"]
+
+# Stands in for ids of characters not created yet when pricing a mapping render.
+_PENDING = "pending-dry-run"
+
+
+@attrs.frozen
+class Priced:
+    row: Row
+    credits: int | None  # None: cannot be read locally (URL or scene, no estimated_seconds)
+    fast: bool = False
+    duration_s: float | None = None
+    upload_bytes: int | None = None
+
+
+async def cmd_bulk(ctx: Ctx) -> int:
+    args = ctx.args
+    manifest = await anyio.to_thread.run_sync(load_manifest, Path(args.manifest))
+    async with ctx.client() as client:
+        priced, problems = await _validate(client, manifest)
+    if problems:
+        _report_problems(ctx, manifest, problems)
+        return EXIT_USAGE
+    if args.dry_run:
+        return _dry_run(ctx, manifest, priced)
+    ctx.require_key()
+    return await _run(ctx, manifest, priced)
+
+
+# --- validation --------------------------------------------------------------------------
+
+async def _validate(client: ViggleClient, manifest: Manifest
+                    ) -> tuple[list[Priced], list[Problem]]:
+    """Every row through the library's local checks (files are sniffed, nothing is sent).
+
+    Returns the rows priced, in manifest order; a render of an uploaded scene row without
+    ``estimated_seconds`` takes that scene video's length, so budgets can price it.
+    """
+    problems = list(manifest.problems)
+    sup = Supervisor(client)  # estimate() works outside 'async with'
+    priced: dict[str, Priced] = {}
+    scene_seconds: dict[str, float] = {}
+    # Assets first: their lengths price the renders that use them.
+    for row in sorted(manifest.rows, key=lambda r: r.kind == "render"):
+        try:
+            if row.kind == "render" and row.estimated_seconds is None and (
+                    row.scene in scene_seconds):
+                row = attrs.evolve(row, estimated_seconds=scene_seconds[row.scene or ""])
+            priced[row.key] = found = await _price(client, sup, row)
+            if row.kind == "scene" and found.duration_s is not None:
+                scene_seconds[row.key] = found.duration_s
+            for column in ("output", "mask_output"):
+                path = getattr(row, column)
+                if path is not None and await anyio.Path(path).is_dir():
+                    raise InvalidInputError(column, f"{str(path)!r} is a folder",
+                                            "name the file to write, e.g. out/clip.mp4")
+        except InvalidInputError as exc:
+            code = f" [{exc.error_code}]" if exc.error_code else ""
+            problems.append(Problem(row.line, row.row, exc.field, exc.problem + code, exc.fix,
+                                    key=row.key))
+    problems.sort(key=lambda p: (p.line, p.field or ""))
+    return [priced[r.key] for r in manifest.rows if r.key in priced], problems
+
+
+async def _price(client: ViggleClient, sup: Supervisor, row: Row) -> Priced:
+    if row.kind == "character":
+        await client.characters.prepare(**row.inputs)
+        return Priced(row, 1)  # §7: a character costs 1 credit
+    if row.kind == "scene":
+        if "template_id" in row.inputs:
+            import_scene(row.inputs["template_id"], row.inputs.get("name"))
+            return Priced(row, 0)
+        prepared = await client.scenes.prepare(**row.inputs)
+        return Priced(row, 0, duration_s=prepared.duration_s)  # §7: scenes are free
+    inputs = _with_mapping(row, {k: _PENDING for k in row.mapping_refs.values()})
+    est = await sup.estimate(character=row.character, scene=row.scene,
+                             estimated_seconds=row.estimated_seconds, **inputs)
+    return Priced(row, est.credits, est.fast, est.duration_s, est.upload_bytes)
+
+
+def _with_mapping(row: Row, ids: dict[str, str]) -> dict[str, Any]:
+    """The row's inputs with character keys in ``character_mapping`` replaced by ids."""
+    if not row.mapping_refs:
+        return dict(row.inputs)
+    mapping = {seg: ids[row.mapping_refs[seg]] if seg in row.mapping_refs else value
+               for seg, value in row.inputs["character_mapping"].items()}
+    return {**row.inputs, "character_mapping": mapping}
+
+
+def _report_problems(ctx: Ctx, manifest: Manifest, problems: list[Problem]) -> None:
+    name = str(manifest.path)
+    for p in problems:
+        ctx.out.json({"event": "problem", **attrs.asdict(p)})
+        ctx.out.error(p.describe(name))
+    ctx.out.json({"event": "summary", "problems": len(problems), "exit_code": EXIT_USAGE})
+    ctx.out.error(f"{len(problems)} problem(s) in {name}; nothing was sent")
+
+
+# --- dry run -------------------------------------------------------------------------------
+
+def _dry_run(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
+    args, out = ctx.args, ctx.out
+    known = sum(p.credits or 0 for p in priced)
+    unknown = [p.row.key for p in priced if p.credits is None]
+    rows = []
+    for p in priced:
+        obj = {"event": "estimate", "key": p.row.key, "kind": p.row.kind, "line": p.row.line,
+               "credits": p.credits, "fast": p.fast, "duration_s": p.duration_s,
+               "upload_bytes": p.upload_bytes}
+        rows.append(obj)
+        note = "unknown: pass estimated_seconds" if p.credits is None else str(p.credits)
+        fast = " fast" if p.fast else ""
+        out.emit(obj, f"{p.row.line:>5}  {p.row.kind:<9}  {p.row.key}: {note}{fast}")
+    verdict = EXIT_OK
+    budget_note = ""
+    if args.budget is not None:
+        if known > args.budget or unknown:
+            verdict = EXIT_FAILED  # a real run would leave some renders not_submitted
+            budget_note = f"; over the budget of {args.budget:g}" if known > args.budget else (
+                "; renders without a known cost would be refused under --budget")
+        else:
+            budget_note = f"; within the budget of {args.budget:g}"
+    summary = {"event": "summary", "dry_run": True, "total": len(priced), "credits": known,
+               "unknown": unknown, "budget": args.budget, "exit_code": verdict}
+    out.json(summary)
+    at_least = "at least " if unknown else ""
+    out.result(f"dry run: {len(priced)} rows valid; estimated cost {at_least}{known} credits"
+               f"{budget_note}; nothing was sent")
+    if args.report:
+        _write_json(Path(args.report), {**summary, "rows": rows})
+    return verdict
+
+
+# --- the run -------------------------------------------------------------------------------
+
+async def _run(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
+    args = ctx.args
+    rows = tuple(p.row for p in priced)  # with any estimated_seconds filled in
+    for row in rows:
+        for path in (row.output, row.mask_output):
+            if path is not None:
+                await anyio.Path(path.parent).mkdir(parents=True, exist_ok=True)
+    view = EventView(ctx.out, ctx.stats, title=f"{len(rows)} rows")
+    handles: dict[str, Handle] = {}
+    settled: dict[str, Outcome] = {}  # outcomes decided here, not by the supervisor
+    async with contextlib.AsyncExitStack() as stack:
+        journal = None
+        if args.journal:
+            journal = await stack.enter_async_context(await _open_journal(Path(args.journal)))
+        client = await stack.enter_async_context(ctx.client(view))
+        await _preflight(ctx, client, sum(p.credits or 0 for p in priced))
+        sup = Supervisor(
+            client, max_uploads=args.max_uploads, max_polls=args.max_polls,
+            max_active_jobs=args.max_active_jobs, poll_rate=args.poll_rate, journal=journal,
+            credit_budget=args.budget, fast_fallback=args.fast_fallback,
+            resubmit_ambiguous=args.resubmit_ambiguous, cancel_remote=args.cancel_remote,
+            poll_policy=ctx.poll_policy(), capacity_backoff=args.capacity_backoff,
+            asset_poll_interval=ctx.asset_poll_interval)
+        try:
+            with view:
+                async with anyio.create_task_group() as tg, sup:
+                    tg.start_soon(view.consume, sup.events())
+                    await _schedule(sup, rows, handles, settled)
+        finally:
+            outcomes = [_outcome_of(row, handles, settled) for row in rows]
+            summary = ctx.stats.summary(outcomes)
+            if args.report:
+                _write_json(Path(args.report), {
+                    "manifest": str(manifest.path), "summary": summary,
+                    "outcomes": [{"line": r.line, **attrs.asdict(o)}
+                                 for r, o in zip(rows, outcomes, strict=True)]})
+    ctx.out.json(summary)
+    ctx.out.result(summary_text(summary))
+    return int(summary["exit_code"])
+
+
+async def _open_journal(path: Path) -> SQLiteJournal:
+    try:
+        await anyio.Path(path.parent).mkdir(parents=True, exist_ok=True)
+        return await SQLiteJournal.open(path)
+    except (OSError, sqlite3.Error, JournalError) as exc:
+        # Before any request: a journal that cannot be used means nothing ran.
+        raise CliError(f"cannot use the journal {str(path)!r}: {exc}") from None
+
+
+async def _preflight(ctx: Ctx, client: ViggleClient, estimate: int) -> None:
+    """One read before any create: a rejected key stops the run with nothing spent."""
+    try:
+        credits = await client.get_credits()
+    except AuthenticationError as exc:
+        raise CliError(f"the API rejected VIGGLE_API_KEY ({exc}); nothing was sent") from None
+    except ConnectError as exc:
+        raise CliError(f"cannot reach the API at {client.base_url} ({exc}); check "
+                       "--base-url / VIGGLE_BASE_URL; nothing was sent") from None
+    except ViggleError:
+        return  # §2.14 is not in the versioned docs: a missing endpoint must not stop a run
+    note = f"balance {credits.balance:g} credits; this run is estimated at {estimate}"
+    if estimate > credits.balance:
+        note += " (more than the balance: later renders will be refused with 402)"
+    ctx.out.note(note)
+
+
+async def _schedule(sup: Supervisor, rows: tuple[Row, ...], handles: dict[str, Handle],
+                    settled: dict[str, Outcome]) -> None:
+    """Assets first, so renders can name their handles; renders whose character_mapping
+    names character rows wait for those ids before they are scheduled."""
+    for row in rows:
+        if row.kind == "character":
+            handles[row.key] = sup.character(key=row.key, **row.inputs)
+        elif row.kind == "scene":
+            handles[row.key] = sup.scene(key=row.key, **row.inputs)
+    later = []
+    for row in rows:
+        if row.kind != "render":
+            continue
+        if row.mapping_refs:
+            later.append(row)
+        else:
+            handles[row.key] = _render(sup, row, handles, row.inputs)
+    for row in later:
+        ids: dict[str, str] = {}
+        for key in row.mapping_refs.values():
+            dep = await handles[key]
+            if not dep.ok or dep.asset_id is None:
+                settled[row.key] = Outcome(row.key, "render", "failed",
+                                           error=f"character {key!r} failed: {dep.error}")
+                break
+            ids[key] = dep.asset_id
+        else:
+            handles[row.key] = _render(sup, row, handles, _with_mapping(row, ids))
+
+
+def _render(sup: Supervisor, row: Row, handles: dict[str, Handle],
+            inputs: Any) -> Handle:
+    character = handles.get(row.character or "")
+    scene = handles.get(row.scene or "")
+    # The manifest checked the kinds; these asserts only narrow the types.
+    assert character is None or isinstance(character, CharacterHandle)
+    assert scene is None or isinstance(scene, SceneHandle)
+    return sup.render(key=row.key, character=character, scene=scene, output=row.output,
+                      mask_output=row.mask_output, estimated_seconds=row.estimated_seconds,
+                      **inputs)
+
+
+def _outcome_of(row: Row, handles: dict[str, Handle], settled: dict[str, Outcome]) -> Outcome:
+    if row.key in settled:
+        return settled[row.key]
+    handle = handles.get(row.key)
+    if handle is not None and handle.done:
+        return handle.outcome
+    return Outcome(row.key, row.kind, "not_submitted" if handle is None else "cancelled",
+                   error="the run stopped before this row finished")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(to_json(data, indent=2) + "\n", encoding="utf-8")

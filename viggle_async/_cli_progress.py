@@ -1,0 +1,295 @@
+"""What the command line shows: a rich live display (human), JSON lines (``--json``) or
+nothing but errors (``--quiet``).
+
+Everything printed goes through ``Output``, which removes the API key from any text as a
+last line of defence (the library never puts it in a message; see ``_errors``).
+Results go to stdout; progress, notes and errors to stderr, so stdout stays parseable.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, TextIO
+
+import attrs
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
+
+from ._client import RetryEvent
+from ._events import (
+    Backoff,
+    Completed,
+    Downloaded,
+    Event,
+    Failed,
+    FastFallback,
+    Outcome,
+    Queued,
+    Submitted,
+    Uploading,
+)
+from ._events import (
+    Progress as ProgressEvent,
+)
+from ._models import RenderStatus
+
+__all__ = ["EventView", "Mode", "Output", "RunStats", "to_json"]
+
+Mode = Literal["human", "json", "quiet"]
+# More job lines than this would scroll the live display off a terminal.
+MAX_JOB_LINES = 12
+_CAUSES = {"capacity": "no fast capacity", "rate_limit": "rate limited (429)",
+           "connect": "could not connect"}
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if attrs.has(type(value)):
+        return attrs.asdict(value, recurse=False)
+    if isinstance(value, (tuple, set, frozenset)):
+        return list(value)
+    return str(value)
+
+
+def to_json(value: Any, *, indent: int | None = None) -> str:
+    """JSON (one line unless ``indent``): attrs classes as objects, Paths as strings,
+    datetimes ISO 8601."""
+    return json.dumps(value, default=_default, ensure_ascii=False, indent=indent)
+
+
+def _secs(seconds: float) -> str:
+    return f"{seconds:.2f} s" if seconds < 1 else f"{seconds:.1f} s"
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower()
+                   for i, c in enumerate(name))
+
+
+def event_json(event: Event | RetryEvent) -> dict[str, Any]:
+    """``{"event": "fast_fallback", "key": ..., ...}``; a client retry is ``"retry"``."""
+    if isinstance(event, RetryEvent):
+        return {"event": "retry", "method": event.method, "path": event.path,
+                "attempt": event.attempt, "delay": round(event.delay, 3),
+                "cause": f"{type(event.cause).__name__}: {event.cause}"}
+    return {"event": _snake(type(event).__name__), **attrs.asdict(event, recurse=False)}
+
+
+class Output:
+    """The CLI's only way to print."""
+
+    def __init__(self, mode: Mode, *, stdout: TextIO, stderr: TextIO,
+                 secrets: Sequence[str | None] = ()):
+        self.mode = mode
+        self._stdout = stdout
+        self._secrets = [s for s in secrets if s and len(s) >= 4]
+        self.console = Console(file=stderr, highlight=False, soft_wrap=True, emoji=False)
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _write(self, text: str) -> None:
+        self._stdout.write(self.redact(text) + "\n")
+        self._stdout.flush()
+
+    def result(self, text: str) -> None:
+        """A human result line on stdout (not with --json or --quiet)."""
+        if self.mode == "human":
+            self._write(text)
+
+    def json(self, obj: Any) -> None:
+        """One JSON line on stdout (only with --json)."""
+        if self.mode == "json":
+            self._write(to_json(obj))
+
+    def emit(self, obj: Any, text: str) -> None:
+        """A result: ``obj`` as JSON with --json, else ``text`` (nothing with --quiet)."""
+        if self.mode == "json":
+            self.json(obj)
+        else:
+            self.result(text)
+
+    def note(self, text: str) -> None:
+        """Progress information on stderr (human mode only)."""
+        if self.mode == "human":
+            self.console.print(self.redact(text), markup=False)
+
+    def error(self, text: str) -> None:
+        """An error line on stderr, in every mode."""
+        self.console.print(self.redact(text), markup=False, style="red")
+
+
+@attrs.define
+class RunStats:
+    """What a run did, for the summary."""
+
+    retries: int = 0  # client retries and supervisor backoffs
+    started: float = attrs.field(factory=time.monotonic)
+
+    def summary(self, outcomes: Iterable[Outcome], *, extra: dict[str, Any] | None = None
+                ) -> dict[str, Any]:
+        outcomes = list(outcomes)
+        states = Counter(o.state for o in outcomes)
+        failed = sum(1 for o in outcomes if not o.ok)
+        return {
+            "event": "summary",
+            "total": len(outcomes),
+            "done": len(outcomes) - failed,
+            "failed": failed,
+            "states": dict(sorted(states.items())),
+            "credits": sum(o.credits or 0 for o in outcomes if o.state == "complete"),
+            "retries": self.retries,
+            "fallbacks": sum(1 for o in outcomes if o.fallback_used),
+            "elapsed_s": round(time.monotonic() - self.started, 3),
+            "exit_code": 0 if failed == 0 else 1,
+            **(extra or {}),
+        }
+
+
+def summary_text(s: dict[str, Any]) -> str:
+    states = ", ".join(f"{n} {state}" for state, n in s["states"].items()) or "nothing to do"
+    return (f"{s['total']} rows: {states}; credits {s['credits']}; retries {s['retries']}; "
+            f"fast fallbacks {s['fallbacks']}; {s['elapsed_s']:.1f} s")
+
+
+def outcome_text(o: Outcome) -> str:
+    text = f"{o.key}: {o.state}"
+    if o.job_id:
+        text += f" (job {o.job_id})"
+    elif o.asset_id:
+        text += f" ({o.kind} {o.asset_id})"
+    if o.outputs:
+        text += " -> " + ", ".join(str(p) for p in o.outputs)
+    if o.error:
+        text += f": {o.error}"
+    if o.error_code and o.error_code not in (o.error or ""):
+        text += f" [{o.error_code}]"
+    return text
+
+
+class EventView:
+    """Shows supervisor events: an overall bar plus one line per active job (human), one
+    JSON object per event (--json), or nothing (--quiet). Use ``with view:``."""
+
+    def __init__(self, out: Output, stats: RunStats, *, title: str = "work"):
+        self.out = out
+        self.stats = stats
+        human = out.mode == "human"
+        self._progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+            TextColumn("{task.fields[note]}"), console=out.console, transient=True,
+            # Not a terminal (CI, a pipe): the event log lines below say everything.
+            disable=not (human and out.console.is_terminal))
+        self._overall = self._progress.add_task(title, total=0, note="")
+        self._jobs: dict[str, TaskID] = {}
+        self._queued = 0
+        self._last_status: dict[str, str] = {}
+
+    def __enter__(self) -> EventView:
+        self._progress.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._progress.stop()
+
+    async def consume(self, events: AsyncIterator[Event]) -> None:
+        """Show every event of a supervisor's ``events()`` stream until it closes."""
+        async for event in events:
+            self.handle(event)
+
+    def on_retry(self, event: RetryEvent) -> None:
+        """For ``ViggleClient(on_retry=...)``: client retries are shown as they happen."""
+        self.stats.retries += 1
+        self.out.json(event_json(event))
+        self._log(f"retrying {event.method} {event.path} in {_secs(event.delay)} "
+                  f"(retry {event.attempt}, {type(event.cause).__name__}: {event.cause})")
+
+    def handle(self, event: Event) -> None:
+        self.out.json(event_json(event))
+        if isinstance(event, Queued):
+            self._queued += 1
+            self._progress.update(self._overall, total=self._queued)
+        elif isinstance(event, Uploading):
+            pct = 100 * event.sent / event.total if event.total else None
+            self._job(event.key, "uploading", pct)
+        elif isinstance(event, Submitted):
+            self._job(event.key, "submitted", 0)
+            fast = " (fast)" if event.fast else ""
+            tries = f" after {event.attempts} attempts" if event.attempts > 1 else ""
+            self._log(f"{event.key}: submitted as job {event.job_id}{fast}{tries}")
+        elif isinstance(event, ProgressEvent):
+            self._job(event.key, event.status, event.progress_pct)
+        elif isinstance(event, Backoff):
+            self.stats.retries += 1
+            cause = _CAUSES.get(event.cause, event.cause)
+            self._job(event.key, f"waiting {_secs(event.delay)} ({cause})", None)
+            self._log(f"{event.key}: {cause}; retrying in {_secs(event.delay)}")
+        elif isinstance(event, FastFallback):
+            self._log(f"{event.key}: fast mode unavailable after {event.attempts} tries; "
+                      "submitting in standard mode")
+        elif isinstance(event, Downloaded):
+            self._job(event.key, f"downloaded {event.bytes:,} bytes", 100)
+        elif isinstance(event, (Completed, Failed)):
+            self._finish(event.key)
+            line = outcome_text(event.outcome)
+            if isinstance(event, Failed):
+                if self.out.mode == "quiet":
+                    self.out.error(line)
+                else:
+                    self._log(line, error=True)
+            else:
+                self._log(line)
+
+    def handle_status(self, status: RenderStatus) -> None:
+        """For ``renders.wait(on_progress=...)``: one job's statuses, shown like events."""
+        key = status.job_id
+        if self._last_status.get(key) != status.status:
+            self._last_status[key] = status.status
+            self._log(f"{key}: {status.status}")
+        self.handle(ProgressEvent(key, status.job_id, status.status, status.progress_pct,
+                                  status.checkpoint))
+
+    def download_progress(self, key: str, done: int, total: int | None) -> None:
+        """For ``client.download(on_progress=...)``."""
+        self._job(key, "downloading", 100 * done / total if total else None)
+
+    def _log(self, text: str, *, error: bool = False) -> None:
+        if self.out.mode != "human":
+            return
+        self._progress.console.print(self.out.redact(text), markup=False,
+                                     style="red" if error else None)
+
+    def _job(self, key: str, note: str, pct: float | None) -> None:
+        task = self._jobs.get(key)
+        if task is None:
+            visible = sum(1 for t in self._progress.tasks if t.visible) <= MAX_JOB_LINES
+            task = self._progress.add_task(f"  {key}", total=100, note="", visible=visible)
+            self._jobs[key] = task
+        if pct is None:
+            self._progress.update(task, note=note)
+        else:
+            self._progress.update(task, note=note, completed=pct)
+
+    def _finish(self, key: str) -> None:
+        self._progress.advance(self._overall)
+        task = self._jobs.pop(key, None)
+        if task is not None:
+            self._progress.remove_task(task)
+            hidden = [t for t in self._progress.tasks if not t.visible]
+            if hidden:
+                self._progress.update(hidden[0].id, visible=True)
