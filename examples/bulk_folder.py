@@ -51,7 +51,26 @@ async def show(events: AsyncIterator[Event]) -> None:
             print(event)
 
 
-async def main() -> None:
+async def render(real: bool, image: Path | bytes, videos: list[Path], out: Path,
+                 journal_path: Path) -> None:
+    fast_polls = None if real else PollPolicy(first_delay=0.1, min_interval=0.05,
+                                              max_interval=0.5)
+    async with api(real) as client, await SQLiteJournal.open(journal_path) as journal:
+        # The task group encloses the supervisor: the event stream ends when its block closes.
+        async with anyio.create_task_group() as tg, Supervisor(
+                client, max_uploads=4, journal=journal, poll_policy=fast_polls,
+                asset_poll_interval=5.0 if real else 0.1) as sup:
+            tg.start_soon(show, sup.events())
+            handles = [sup.render(key=video.stem, ref_image=image, driving_video=video,
+                                  output=out / f"{video.stem}-render.mp4")
+                       for video in videos]
+        outcomes = [await h for h in handles]
+    states = Counter(o.state for o in outcomes)
+    credits = sum(o.credits or 0 for o in outcomes if o.state == "complete")
+    print(f"done: {dict(states)}; credits: {credits}")
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--real", action="store_true")
     parser.add_argument("image", nargs="?")
@@ -70,24 +89,9 @@ async def main() -> None:
         for i, path in enumerate(videos):
             write_mp4(path, 2.0 + i % 4, size=32 * 1024, sparse=False)
         image = make_png(64, 64)
-    fast_polls = None if args.real else PollPolicy(first_delay=0.1, min_interval=0.05,
-                                                   max_interval=0.5)
-    async with api(args.real) as client, await SQLiteJournal.open(
-        args.journal or out / "run.journal"
-    ) as journal:
-        async with anyio.create_task_group() as tg:
-            async with Supervisor(client, max_uploads=4, journal=journal,
-                                  poll_policy=fast_polls,
-                                  asset_poll_interval=5.0 if args.real else 0.1) as sup:
-                tg.start_soon(show, sup.events())
-                handles = [sup.render(key=video.stem, ref_image=image, driving_video=video,
-                                      output=out / f"{video.stem}-render.mp4")
-                           for video in videos]
-        outcomes = [await h for h in handles]
-    states = Counter(o.state for o in outcomes)
-    credits = sum(o.credits or 0 for o in outcomes if o.state == "complete")
-    print(f"done: {dict(states)}; credits: {credits}")
+    asyncio.run(render(args.real, image, videos, out,
+                       Path(args.journal) if args.journal else out / "run.journal"))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -32,7 +32,27 @@ async def api(real: bool) -> AsyncIterator[ViggleClient]:
         yield client
 
 
-async def main() -> None:
+async def render(real: bool, image: Path | bytes, video: Path, out: Path) -> None:
+    async with api(real) as client:
+        job = await client.renders.create(
+            ref_image=image,
+            driving_video=video,
+            on_upload=lambda sent, total: print(f"\ruploaded {sent}/{total} bytes", end=""),
+        )
+        print(f"\njob {job.job_id} {job.status}")
+
+        def show(status: RenderStatus) -> None:
+            print(f"  {status.status:<10} {status.checkpoint or '':<12} "
+                  f"{status.progress_pct or 0:5.1f}%")
+
+        final = await client.renders.wait(job.job_id, poll_interval=3.0 if real else 0.2,
+                                          on_progress=show)
+        assert final.cdn_url is not None  # a complete status always has it
+        dest = await client.download(final.cdn_url, out / f"{job.job_id}.mp4")
+        print(f"saved {dest} ({dest.stat().st_size} bytes)")
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--real", action="store_true", help="use the real API")
     parser.add_argument("image", nargs="?", help="character image (PNG/JPG)")
@@ -45,25 +65,8 @@ async def main() -> None:
     video = Path(args.video) if args.video else out / "sample-dance.mp4"
     if not args.video:
         write_mp4(video, 4.0, width=320, height=240, sparse=False, size=64 * 1024)
-
-    async with api(args.real) as client:
-        job = await client.renders.create(
-            ref_image=image,
-            driving_video=video,
-            on_upload=lambda sent, total: print(f"\ruploaded {sent}/{total} bytes", end=""),
-        )
-        print(f"\njob {job.job_id} {job.status}")
-
-        def show(status: RenderStatus) -> None:
-            print(f"  {status.status:<10} {status.checkpoint or '':<12} "
-                  f"{status.progress_pct or 0:5.1f}%")
-
-        final = await client.renders.wait(job.job_id, poll_interval=0.2 if not args.real
-                                          else 3.0, on_progress=show)
-        assert final.cdn_url is not None  # a complete status always has it
-        dest = await client.download(final.cdn_url, out / f"{job.job_id}.mp4")
-        print(f"saved {dest} ({dest.stat().st_size} bytes)")
+    asyncio.run(render(args.real, image, video, out))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

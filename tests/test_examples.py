@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,3 +38,84 @@ def test_bulk_folder_renders_all_and_resumes_from_its_journal(tmp_path: Path) ->
     assert second.returncode == 0, second.stderr
     assert "done: {'skipped': 12}; credits: 0" in second.stdout
     assert "Submitted(" not in second.stdout
+
+
+def test_multi_character_template_maps_each_person_to_a_character(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "multi_character_template.py"), "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    # The fake's duo template tracks two people; each gets one of the two new characters.
+    mapping_line = next(line for line in proc.stdout.splitlines()
+                        if line.startswith("character_mapping"))
+    mapping = ast.literal_eval(mapping_line.removeprefix("character_mapping "))
+    assert set(mapping) == {"person_a1b2c3d4", "person_e5f6g7h8"}
+    assert len(set(mapping.values())) == 2
+    assert "complete: saved" in proc.stdout
+    assert [p.stat().st_size > 0 for p in tmp_path.glob("job_*.mp4")] == [True]
+
+
+# Runs an example with an audit hook that lists every file the process opens for writing,
+# except the fake server's own upload folder (FakeViggle stores what it receives there).
+_NO_FILE_WRITES = """
+import os, runpy, sys, tempfile
+tempfile.gettempdir()  # its first call probes the folder with a scratch file
+written = []
+WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND
+def hook(event, args):
+    if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)) and args[2] & WRITE:
+        path = os.fsdecode(args[0])
+        if "viggle-fake-" not in path:
+            written.append(path)
+sys.addaudithook(hook)
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+finally:
+    print("files written:", written)
+"""
+
+
+def test_aiohttp_backend_streams_the_upload_on_without_a_temporary_copy() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _NO_FILE_WRITES, str(EXAMPLES / "aiohttp_backend.py"),
+         "--self-test"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert re.search(r"POST /jobs -> 202 job_\w+", out)
+    assert re.search(r"GET /jobs/job_\w+ -> complete http://localhost:\d+/outputs/", out)
+    sent = re.search(r"sent: image (\d+) bytes, video (\d+) bytes", out)
+    assert sent is not None and int(sent[2]) > 4 * 2**20
+    # Every byte arrived, streamed (an async iterator goes out chunked; a buffered file or
+    # bytes would have a Content-Length), and nothing was written to disk on the way.
+    assert f"fake received: ref_image {sent[1]} bytes (chunked)" in out
+    assert f"fake received: driving_video {sent[2]} bytes (chunked)" in out
+    assert "files written: []" in out
+
+
+def test_fastapi_backend_serves_renders_under_uvicorn() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "fastapi_backend.py"), "--self-test"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"POST /renders -> 202 job_\w+", proc.stdout)
+    assert re.search(r"GET /renders/job_\w+ -> complete http://localhost:\d+/outputs/",
+                     proc.stdout)
+    assert "GET /renders/job_nope -> 404" in proc.stdout
+
+
+def test_testing_your_app_example_passes_with_the_pytest_plugin() -> None:
+    # Its own pytest.ini makes it the rootdir, as in a user's project; the main suite's
+    # testpaths never collect it.
+    folder = EXAMPLES / "testing_your_app"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", str(folder), "-q", "-p", "no:cacheprovider"],
+        capture_output=True, text=True, timeout=60, check=False, cwd=folder,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 passed" in proc.stdout
