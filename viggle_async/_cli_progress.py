@@ -27,6 +27,7 @@ from ._events import (
     Backoff,
     Completed,
     Downloaded,
+    Downloading,
     Event,
     Failed,
     FastFallback,
@@ -242,6 +243,8 @@ class EventView:
         elif isinstance(event, FastFallback):
             self._log(f"{event.key}: fast mode unavailable after {event.attempts} tries; "
                       "submitting in standard mode")
+        elif isinstance(event, Downloading):
+            self.download_progress(event.key, event.received, event.total)
         elif isinstance(event, Downloaded):
             self._job(event.key, f"downloaded {event.bytes:,} bytes", 100)
         elif isinstance(event, (Completed, Failed)):

@@ -223,3 +223,16 @@ async def test_quiet_prints_only_failures(cli: Run, fake: FakeViggle, media: Pat
     assert result.out == ""
     assert result.err.startswith("a: failed (job ")
     assert len(result.err.splitlines()) == 1
+
+
+async def test_json_lines_report_download_progress_to_the_full_size(
+        cli: Run, fake: FakeViggle, media: Path) -> None:
+    manifest = write(media, "m.csv", "key,ref_image,driving_video,output\na,me.png,d1.mp4,a.mp4\n")
+    result = await cli("bulk", str(manifest), *BULK_FAST, "--json")
+    assert result.code == 0, result.err
+    objs = result.json_lines()
+    downloading = [o for o in objs if o["event"] == "downloading"]
+    size = fake.settings.output_bytes
+    assert downloading and downloading[-1] | {"path": ""} == {
+        "event": "downloading", "key": "a", "path": "", "received": size, "total": size}
+    assert (media / "a.mp4").stat().st_size == size
