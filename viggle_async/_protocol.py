@@ -10,6 +10,7 @@ sent. Incoming responses are interpreted tolerantly (§1.4, §8.1).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, TypeVar
@@ -124,12 +125,25 @@ def check_url(field: str, url: str) -> str:
     if not isinstance(url, str):
         raise InvalidInputError(field, f"must be a URL string, got {type(url).__name__}",
                                 "pass an absolute http(s) URL")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InvalidInputError(field, f"{url!r:.80} is not an absolute http(s) URL",
-                                "pass a URL like https://example.com/file.mp4",
+    fix = "pass a URL like https://example.com/file.mp4"
+    try:
+        parts = urlsplit(url)
+        host, _port = parts.hostname, parts.port  # .port raises on a bad port
+    except ValueError:
+        host = None
+        parts = urlsplit("")
+    if parts.scheme not in ("http", "https") or not host:
+        raise InvalidInputError(field, f"{url!r:.80} is not a valid absolute http(s) URL",
+                                fix, error_code="CS-UORC01-002")
+    if any(c.isspace() for c in url) or not _HOST.fullmatch(host):
+        raise InvalidInputError(field, f"{url!r:.80} has spaces or a malformed host", fix,
                                 error_code="CS-UORC01-002")
     return url
+
+
+# Tolerant: DNS names (internationalised too), IPv4, IPv6 literals (urlsplit strips the
+# brackets; % for a zone); anything else in a host cannot be fetched.
+_HOST = re.compile(r"[\w.\-:%]+")
 
 
 def check_choice(field: str, value: str, allowed: Sequence[str], code: str) -> str:
@@ -252,9 +266,18 @@ def _loc(loc: Any) -> str:
 _AUTH_CODES = frozenset({"CS-UORC01-006", "CS-UORC01-007", "CS-ORAU-001", "CS-ORAU-002"})
 
 
+def is_success(status: int) -> bool:
+    # Only 2xx: redirects are not followed (the Authorization header must not travel to
+    # another host, §8.1), so a 3xx is a failure too — never a silent "cancelled".
+    return 200 <= status < 300
+
+
 def error_from_response(response: Response, *, now: datetime) -> APIError:
     """The APIError subclass for an error response (§1.5, §5)."""
     status = response.status
+    if 300 <= status < 400:
+        return APIError(status, f"unexpected redirect (HTTP {status}); redirects are not "
+                                "followed, so the API key never leaves the API host")
     try:
         data: Any = json.loads(response.body) if response.body.strip() else None
     except (ValueError, UnicodeDecodeError):
@@ -309,7 +332,7 @@ def parse_model(response: Response, cls: type[T], converter: cattrs.Converter, *
 
     ``defaults`` fill fields the answer left out (e.g. the job id we asked about).
     """
-    if response.status >= 400:
+    if not is_success(response.status):
         raise error_from_response(response, now=now)
     data = unwrap(decode_json(response))
     if defaults and isinstance(data, dict):
@@ -322,7 +345,7 @@ def parse_model(response: Response, cls: type[T], converter: cattrs.Converter, *
 def parse_page(response: Response, key: str, cls: type[T], converter: cattrs.Converter, *,
                limit: int, offset: int, now: datetime) -> Page[T]:
     """A list response ``{key: [...], "total": N}`` (§2.7, §2.12); a bare list is accepted."""
-    if response.status >= 400:
+    if not is_success(response.status):
         raise error_from_response(response, now=now)
     data = unwrap(decode_json(response))
     total: Any = None
@@ -341,5 +364,5 @@ def parse_page(response: Response, key: str, cls: type[T], converter: cattrs.Con
 
 def check_ok(response: Response, *, now: datetime) -> None:
     """For endpoints whose success body carries nothing we need (deletes)."""
-    if response.status >= 400:
+    if not is_success(response.status):
         raise error_from_response(response, now=now)

@@ -147,8 +147,9 @@ class Runner:
         if entry.state == "sending" and not self._resubmit_ambiguous:
             return Outcome(key, entry.kind, "ambiguous",
                            error="an earlier run may have created this (its request was "
-                                 "sent but no answer was recorded); pass "
-                                 "resubmit_ambiguous=True to submit it again")
+                                 "sent but no answer was recorded); check your Viggle "
+                                 "account, and to submit it again pass resubmit_ambiguous=True "
+                                 "(CLI: --resubmit-ambiguous)")
         return None  # "intent" never reached the API: safe to submit
 
     def _refuse(self, cost: int | None, *, priced: bool) -> str | None:

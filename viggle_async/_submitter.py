@@ -211,7 +211,14 @@ class Submitter:
                 # cancel_remote, cancelled; otherwise a rerun could only call it ambiguous.
                 scope.shield = True
 
-            result = await create(before_last_bytes)
+            try:
+                result = await create(before_last_bytes)
+            except APIError:
+                # The API answered (429, capacity, 402, 4xx): no job exists. Back to "intent",
+                # so a rerun may send it; left at "sending" it would look ambiguous.
+                if journal and marked:
+                    await journal.record_intent(key, kind, fp, replace=True)
+                raise
             created = ident(result)
             self._on_created(key, kind, created)
             if journal:

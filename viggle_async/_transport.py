@@ -10,8 +10,8 @@ chunk write has its own ``stall_timeout``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import glob
 import os
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
@@ -184,7 +184,9 @@ class AiohttpTransport:
                        on_progress: Callable[[int, int | None], None] | None = None) -> int:
         """Stream ``url`` to ``dest`` via a temporary file beside it; never sends auth."""
         session = self._get_session()
-        tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.part")
+        # A process killed mid-download leaves its temporary file behind: clear those first.
+        await anyio.to_thread.run_sync(_remove_stale_parts, dest)
+        tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}{_PART}")
         received = 0
         try:
             # Ask for the file as stored: with a compressed transfer, Content-Length counts
@@ -215,8 +217,19 @@ class AiohttpTransport:
             raise DownloadError(f"download from {_origin(url)} failed after {received} bytes: "
                                 f"{type(exc).__name__}: {exc}") from None
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                await asyncio.shield(anyio.to_thread.run_sync(os.unlink, tmp))
+            # Shielded in place (not a detached asyncio.shield task): a cancelled download
+            # returns only once its temporary file is gone.
+            with anyio.CancelScope(shield=True), contextlib.suppress(FileNotFoundError):
+                await anyio.to_thread.run_sync(os.unlink, tmp)
+
+
+_PART = ".part"
+
+
+def _remove_stale_parts(dest: Path) -> None:
+    for stale in dest.parent.glob(f".{glob.escape(dest.name)}.{'[0-9a-f]' * 8}{_PART}"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
 
 
 def _flush(f: Any) -> None:
