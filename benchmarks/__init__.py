@@ -1,0 +1,1 @@
+"""Benchmarks for viggle-async: ``python -m benchmarks [--quick]`` (see README.md here)."""

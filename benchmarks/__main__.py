@@ -1,0 +1,120 @@
+"""``python -m benchmarks [--quick] [--only B1,B3] [--runs N] [--out PREFIX] [--profile]``.
+
+Runs the benchmarks (see benchmarks/README.md), prints the Markdown table and writes
+``PREFIX.json`` and ``PREFIX.md`` (default: ``benchmarks/results`` for a full run, a
+temporary folder for ``--quick``). Exits non-zero only when a benchmark could not run;
+a missed target is reported, not fatal (``--strict`` makes it fatal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import os
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ._common import ROOT
+from ._report import Context, Outcome, markdown, write_outputs
+
+BENCHMARKS = {
+    "B1": "b1_upload",
+    "B2": "b2_download",
+    "B3": "b3_scale",
+    "B4": "b4_storm",
+    "B5": "b5_core",
+}
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes, under a minute: the CI smoke run")
+    parser.add_argument("--only", default=",".join(BENCHMARKS),
+                        help="comma-separated subset, e.g. B1,B3")
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure (>= 3)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output prefix (PREFIX.json, PREFIX.md)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also cProfile the first library run of each benchmark "
+                             "(written next to the outputs, in profiles/)")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 1 when a target is missed (never in --quick mode)")
+    args = parser.parse_args(argv)
+    args.only = [b.strip().upper() for b in args.only.split(",") if b.strip()]
+    unknown = sorted(set(args.only) - set(BENCHMARKS))
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; choose from {sorted(BENCHMARKS)}")
+    if args.runs < 3:
+        parser.error("--runs must be at least 3 (every figure is a median of >= 3 runs)")
+    return args
+
+
+def _meta(args: argparse.Namespace) -> dict[str, Any]:
+    import aiohttp
+
+    return {
+        "mode": "quick" if args.quick else "full",
+        "python": platform.python_version(),
+        "aiohttp": aiohttp.__version__,
+        "cores": os.cpu_count(),
+        "platform": f"{platform.system()} {platform.machine()}",
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "runs": args.runs,
+        "benchmarks": args.only,
+        # Other work on the machine skews timings: the load when the run started.
+        "loadavg_at_start": list(os.getloadavg()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    started = time.perf_counter()
+    meta = _meta(args)
+    if args.out is None:
+        out_dir = (Path(tempfile.gettempdir()) / "viggle-benchmarks-quick" if args.quick
+                   else ROOT / "benchmarks")
+        args.out = out_dir / "results"
+    outcomes: dict[str, Outcome] = {}
+    errors: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="viggle-bench-") as tmp:
+        ctx = Context(quick=args.quick, runs=args.runs, tmpdir=Path(tmp),
+                      profile_dir=args.out.parent / "profiles" if args.profile else None)
+        for key in args.only:
+            module = importlib.import_module(f"benchmarks.{BENCHMARKS[key]}")
+            run: Callable[[Context], Outcome] = module.run
+            t0 = time.perf_counter()
+            print(f"== {key} ({BENCHMARKS[key]}) ...", file=sys.stderr, flush=True)
+            try:
+                outcomes[key] = run(ctx)
+            except Exception as exc:
+                errors[key] = f"{type(exc).__name__}: {exc}"
+                traceback.print_exc()
+            else:
+                outcomes[key].details["elapsed_s"] = round(time.perf_counter() - t0, 1)
+            print(f"   {key} took {time.perf_counter() - t0:.1f} s", file=sys.stderr,
+                  flush=True)
+    meta["loadavg_at_end"] = list(os.getloadavg())
+    meta["elapsed_s"] = round(time.perf_counter() - started, 1)
+    json_path, md_path = write_outputs(args.out, meta, outcomes, errors)
+    print(markdown(meta, outcomes))
+    print(f"wrote {json_path} and {md_path} in {meta['elapsed_s']} s", file=sys.stderr)
+    if errors:
+        print(f"errors in {sorted(errors)}", file=sys.stderr)
+        return 2
+    missed = [f"{k} {f.name}" for k, o in outcomes.items() for f in o.figures if f.met is False]
+    if missed and args.strict and not args.quick:
+        print(f"missed targets: {missed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

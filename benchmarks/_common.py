@@ -1,0 +1,106 @@
+"""Helpers shared by the orchestrator and the client processes: clocks, memory, statistics.
+
+Imports nothing heavy, so a client process pays only for what its variant needs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+__all__ = [
+    "MARK",
+    "MIB",
+    "ROOT",
+    "ScaledClock",
+    "emit",
+    "loopback_env",
+    "median",
+    "percentile",
+    "rss",
+    "vm_hwm",
+]
+
+MIB = 2**20
+ROOT = Path(__file__).resolve().parent.parent
+# A client process prints its result on one line starting with this, so stray output
+# (warnings, logging) never breaks parsing.
+MARK = "BENCH-RESULT "
+_PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+               "ALL_PROXY")
+
+
+class ScaledClock:
+    """Simulated seconds in step with the fake server's clock.
+
+    The fake runs ``scale`` simulated seconds per real second of ``time.monotonic`` (one
+    system-wide clock on Linux, so both processes agree). Giving the client this clock makes
+    its poll intervals and backoff delays simulated seconds too: "poll every 3 s" means 3 s
+    of render time whatever the scale.
+    """
+
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+
+    def now(self) -> float:
+        return time.monotonic() * self.scale
+
+    async def sleep_until(self, deadline: float) -> None:
+        await anyio.sleep(max(0.0, (deadline - self.now()) / self.scale))
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def rss() -> int:
+    """This process's resident set size now, in bytes."""
+    return _status_kib("VmRSS:") * 1024
+
+
+def vm_hwm() -> int:
+    """This process's peak resident set size, in bytes.
+
+    VmHWM, not ru_maxrss: ru_maxrss survives exec, so it would include the parent's peak.
+    """
+    return _status_kib("VmHWM:") * 1024
+
+
+def emit(result: Mapping[str, Any]) -> None:
+    """Print a client process's result for the orchestrator."""
+    sys.stdout.write(MARK + json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+def loopback_env() -> dict[str, str]:
+    """The environment for child processes, without proxy settings: every request of a
+    benchmark must go straight to 127.0.0.1."""
+    env = {k: v for k, v in os.environ.items() if k not in _PROXY_VARS}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else math.nan
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile (``pct`` in 0-100) of ``values``."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(pct / 100.0 * len(ordered)))
+    return float(ordered[rank - 1])

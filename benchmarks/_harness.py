@@ -1,0 +1,158 @@
+"""Orchestrator side: the fake server process and the client processes, bounded in time.
+
+Every benchmark run is a fresh client process (``python -m benchmarks._child``) so its
+peak RSS (VmHWM) and CPU time are its own; the fake server is another process, reset
+between runs. All traffic is to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from types import TracebackType
+from typing import Any
+
+from ._common import MARK, ROOT, loopback_env
+
+__all__ = ["BenchError", "Server", "run_child"]
+
+# No proxy, whatever the environment says: benchmark traffic stays on loopback.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class BenchError(Exception):
+    """A benchmark could not run (a process failed, timed out or answered nonsense)."""
+
+
+class Server:
+    """The fake server in its own process (``benchmarks._server``); ``with Server(...) as s``.
+
+    Keyword arguments are ``FakeSettings`` fields (plus ``balance``).
+    """
+
+    def __init__(self, **settings: Any) -> None:
+        self._settings = settings
+        self._proc: subprocess.Popen[str] | None = None
+        self.base_url = self.cdn_base_url = self.api_key = self.control_url = ""
+
+    def __enter__(self) -> Server:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks._server"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True, cwd=ROOT, env=loopback_env())
+        self._proc = proc
+        try:
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(json.dumps(self._settings))
+            proc.stdin.close()
+            info = _read_lines(proc, 4, timeout=30.0)
+            self.base_url, self.cdn_base_url = info["base_url"], info["cdn_base_url"]
+            self.api_key, self.control_url = info["api_key"], info["control_url"]
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU the server process has used so far."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = _http("GET", self.base_url + "/__fake__/stats")
+        return stats
+
+    def control(self, method: str, path: str) -> Any:
+        return _http(method, self.control_url + path)
+
+    def reset(self) -> None:
+        self.control("POST", "/reset")
+
+    def sim_offset(self) -> tuple[float, float]:
+        """(scale, offset) with fake simulated time = client monotonic * scale + offset."""
+        clock = self.control("GET", "/clock")
+        return clock["scale"], clock["sim"] - clock["mono"] * clock["scale"]
+
+    def jobs(self) -> list[tuple[str, float, float, bool]]:
+        return [(row[0], row[1], row[2], row[3]) for row in self.control("GET", "/jobs")]
+
+
+def _http(method: str, url: str) -> Any:
+    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    with _OPENER.open(request, timeout=60) as resp:
+        return json.loads(resp.read())
+
+
+def _read_lines(proc: subprocess.Popen[str], count: int, timeout: float) -> dict[str, str]:
+    """The server's first ``count`` ``key=value`` lines. A thread reads, so a server that
+    never prints cannot hang us (select() on a buffered text pipe would miss lines)."""
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    lines: queue.Queue[str] = queue.Queue()
+
+    def reader() -> None:
+        for _ in range(count):
+            line = stdout.readline()
+            lines.put(line)
+            if not line:
+                return
+
+    threading.Thread(target=reader, daemon=True).start()
+    info: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while len(info) < count:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise BenchError("the fake server did not start in time") from None
+        if not line:
+            raise BenchError(f"the fake server exited early (code {proc.poll()})")
+        key, _, value = line.strip().partition("=")
+        info[key] = value
+    return info
+
+
+def run_child(module: str, variant: str, params: dict[str, Any], *,
+              timeout: float) -> dict[str, Any]:
+    """Run one variant in a fresh client process; its result dict, or BenchError."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks._child", module, variant],
+            input=json.dumps(params), capture_output=True, text=True, timeout=timeout,
+            cwd=ROOT, env=loopback_env(), check=False)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"{module}/{variant} took more than {timeout:g} s") from None
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith(MARK) and done.returncode == 0:
+            result: dict[str, Any] = json.loads(line[len(MARK):])
+            return result
+    tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+    raise BenchError(f"{module}/{variant} failed (exit {done.returncode}):\n{tail}")

@@ -1,0 +1,143 @@
+"""Figures, the run context, and the two outputs: ``results.json`` and ``results.md``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Context", "Figure", "Outcome", "write_outputs"]
+
+
+@dataclass
+class Context:
+    """What every benchmark gets: the mode, how many runs, a scratch folder, profiling."""
+
+    quick: bool
+    runs: int
+    tmpdir: Path
+    profile_dir: Path | None = None
+
+    def profile_path(self, name: str) -> str | None:
+        if self.profile_dir is None:
+            return None
+        self.profile_dir.mkdir(parents=True, exist_ok=True)
+        return str(self.profile_dir / f"{name}.txt")
+
+
+@dataclass
+class Figure:
+    """One reported number: the library's median, a baseline's median and their ratio."""
+
+    bench: str
+    name: str
+    unit: str
+    value: float
+    baseline: str | None = None
+    baseline_value: float | None = None
+    target: str | None = None
+    met: bool | None = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.baseline_value is None or self.baseline_value == 0:
+            return None
+        return self.value / self.baseline_value
+
+    def as_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["ratio"] = self.ratio
+        return {k: _finite(v) for k, v in data.items()}
+
+
+@dataclass
+class Outcome:
+    """A benchmark's figures plus everything measured (per run, per variant)."""
+
+    title: str
+    figures: list[Figure]
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN/inf replaced by None (JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _num(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "–"
+    magnitude = abs(value)
+    if magnitude >= 100:
+        return f"{value:,.0f}"
+    if magnitude >= 10:
+        return f"{value:.1f}"
+    if magnitude >= 0.1:
+        return f"{value:.2f}"
+    return f"{value:.3g}"
+
+
+def _met(met: bool | None) -> str:
+    return {True: "met", False: "**MISSED**", None: ""}[met]
+
+
+def markdown(meta: dict[str, Any], outcomes: dict[str, Outcome]) -> str:
+    lines = [
+        f"# Benchmark results ({meta['mode']} mode)",
+        "",
+        f"Python {meta['python']}, aiohttp {meta['aiohttp']}, {meta['cores']} cores, "
+        f"{meta['platform']}; {meta['date']}; each figure is the median of {meta['runs']} runs. "
+        "Ratio = viggle-async / baseline. Produced by `python -m benchmarks"
+        f"{' --quick' if meta['mode'] == 'quick' else ''}`; see benchmarks/README.md.",
+        "",
+        "| | figure | viggle-async | baseline | baseline value | ratio | target | |",
+        "|---|---|---:|---|---:|---:|---|---|",
+    ]
+    for outcome in outcomes.values():
+        for fig in outcome.figures:
+            lines.append(
+                f"| {fig.bench} | {fig.name} ({fig.unit}) | {_num(fig.value)} | "
+                f"{fig.baseline or ''} | {_num(fig.baseline_value)} | {_num(fig.ratio)} | "
+                f"{fig.target or ''} | {_met(fig.met)} |")
+    notes = [fig for o in outcomes.values() for fig in o.figures if fig.note]
+    if notes:
+        lines += ["", "Notes:", ""]
+        lines += [f"- {fig.bench} {fig.name} vs {fig.baseline}: {fig.note}" for fig in notes]
+    sizes = {key: o.details.get("config", {}) for key, o in outcomes.items()}
+    lines += ["", "Sizes and settings:", ""]
+    lines += [f"- {key} ({outcomes[key].title}): {json.dumps(cfg)}" for key, cfg in sizes.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(prefix: Path, meta: dict[str, Any], outcomes: dict[str, Outcome],
+                  errors: dict[str, str]) -> tuple[Path, Path]:
+    """Write ``PREFIX.json`` and ``PREFIX.md``; returns both paths."""
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    data = {
+        "meta": meta,
+        "errors": errors,
+        "benchmarks": {
+            key: {"title": o.title, "figures": [f.as_json() for f in o.figures],
+                  "details": o.details}
+            for key, o in outcomes.items()
+        },
+    }
+    json_path = prefix.with_suffix(".json")
+    md_path = prefix.with_suffix(".md")
+    json_path.write_text(json.dumps(_finite(data), indent=1) + "\n")
+    text = markdown(meta, outcomes)
+    if errors:
+        text += "\nErrors:\n\n" + "".join(f"- {k}: {v.splitlines()[0]}\n" for k, v in
+                                          errors.items())
+    md_path.write_text(text)
+    return json_path, md_path

@@ -1,0 +1,98 @@
+"""``python -m benchmarks._server < CONFIG.json``: the fake server, in its own process.
+
+Builds ``FakeViggle(FakeSettings(...))`` from the JSON settings on stdin, prints
+``base_url=``, ``cdn_base_url=``, ``api_key=`` and ``control_url=`` lines, then serves until
+SIGTERM or SIGINT. Everything listens on 127.0.0.1.
+
+The control app (its own port, never the API's) gives what a benchmark needs beyond
+``/__fake__/stats``:
+
+- ``GET /clock``: ``{"mono", "sim", "scale"}`` read at one instant, to map a client's
+  ``time.monotonic()`` onto the fake's simulated time;
+- ``GET /jobs``: ``[[job_id, created, finished, fast], ...]`` in simulated seconds (the
+  moment each render was accepted and the moment it completes, as the fake defines them);
+- ``POST /outage?sim_seconds=S``: no fast capacity for the next S simulated seconds;
+  answers ``{"until_sim"}``;
+- ``POST /reset``: forget every job, observation and fault (between runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from typing import Any
+
+from aiohttp import web
+
+from viggle_async.testing import FakeSettings, FakeViggle, Faults
+
+API_KEY = "sk-bench"
+
+
+def _settings(config: dict[str, Any]) -> FakeSettings:
+    balance = int(config.pop("balance", 10**12))
+    return FakeSettings(api_keys={API_KEY: balance}, **config)
+
+
+def _control_app(fake: FakeViggle) -> web.Application:
+    async def clock(_: web.Request) -> web.Response:
+        mono, sim = time.monotonic(), fake.now()
+        return web.json_response({"mono": mono, "sim": sim, "scale": fake.settings.time_scale})
+
+    async def jobs(_: web.Request) -> web.Response:
+        rows = [[j.job_id, j.created, j.finished, j.fast] for j in fake.store.jobs.values()]
+        return web.json_response(rows)
+
+    async def outage(request: web.Request) -> web.Response:
+        sim_seconds = float(request.query["sim_seconds"])
+        # Faults.fast_unavailable_until is on the settings clock (time.monotonic), in real
+        # seconds.
+        until = time.monotonic() + sim_seconds / fake.settings.time_scale
+        fake.faults = Faults(fast_unavailable_until=until)
+        return web.json_response({"until_sim": fake.now() + sim_seconds})
+
+    async def reset(_: web.Request) -> web.Response:
+        store = fake.store
+        store.jobs.clear()
+        store.obs.reset()
+        fake.faults = Faults()
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_get("/clock", clock)
+    app.router.add_get("/jobs", jobs)
+    app.router.add_post("/outage", outage)
+    app.router.add_post("/reset", reset)
+    return app
+
+
+async def _serve(config: dict[str, Any]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with FakeViggle(_settings(config)) as fake:
+        runner = web.AppRunner(_control_app(fake), access_log=None, shutdown_timeout=0.5)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            port = runner.addresses[0][1]
+            for line in (f"base_url={fake.base_url}", f"cdn_base_url={fake.cdn_base_url}",
+                         f"api_key={fake.api_key}", f"control_url=http://127.0.0.1:{port}"):
+                print(line, flush=True)
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+
+def main() -> int:
+    asyncio.run(_serve(json.loads(sys.stdin.read() or "{}")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

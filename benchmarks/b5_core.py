@@ -1,0 +1,168 @@
+"""B5 core cost: client CPU for the library's own work per request, against the minimum.
+
+Pure layer (no I/O): building a create request (``_endpoints``) against a plain dict of the
+same fields; ``renders.prepare`` with in-memory uploads (sniffing, MP4 header probe)
+against building an ``aiohttp.FormData`` of the same bytes; parsing a status response
+(``_protocol.parse_model``) against ``json.loads`` of the same body.
+
+Round trips (client CPU only, sequential, against the fake server in its own process):
+``client.renders.get`` against raw aiohttp ``session.get`` + ``json()``, and an ID-only
+``client.renders.create`` against the documented form post (urlencoded) with raw aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ._common import median
+from ._harness import Server, run_child
+from ._report import Context, Figure, Outcome
+
+# A render status as the fake (and the docs, §2.3) send it, mid-render.
+STATUS_BODY = json.dumps({
+    "job_id": "job_5f3a9c1e2b7d4a60", "status": "processing", "mode": "preprocessed",
+    "checkpoint": "dri_done", "progress_pct": 47, "cdn_url": None, "mask_cdn_url": None,
+    "error": None, "error_code": None, "error_message": None,
+    "progress": {"completed_chunks": 0, "total_chunks": 1, "percent": 47},
+    "download_url": None, "chunks": [], "created_at": "2025-01-01T12:00:00Z",
+    "completed_at": None}).encode()
+OPS = (
+    ("build create request (IDs)", "build", "plain dict"),
+    ("prepare create (image + video bytes)", "prepare", "aiohttp FormData"),
+    ("parse status response", "parse", "json.loads"),
+    ("status request round trip", "get", "raw aiohttp"),
+    ("create request round trip (IDs)", "create", "raw aiohttp (form)"),
+)
+
+
+def run(ctx: Context) -> Outcome:
+    from .b4_storm import _setup
+
+    n_rt = 300 if ctx.quick else 2000
+    per_run: list[dict[str, float]] = []
+    with Server(time_scale=1000.0, scene_base_s=0.0, scene_s_per_video_s=0.0,
+                character_pending_s=0.0, character_processing_s=0.0) as server:
+        character_id, scene_id = _setup(server)
+        params = {"base_url": server.base_url, "api_key": server.api_key,
+                  "character_id": character_id, "scene_id": scene_id, "round_trips": n_rt,
+                  "quick": ctx.quick}
+        for _ in range(ctx.runs):
+            per_run.append(run_child("b5_core", "core", params, timeout=300))
+        profile = ctx.profile_path("B5-core")
+        if profile is not None:  # an extra run: profiling slows it, so it is not counted
+            run_child("b5_core", "core", {**params, "profile": profile}, timeout=300)
+    figures = []
+    for label, key, baseline in OPS:
+        lib = median([r[key] for r in per_run])
+        base = median([r[f"{key}_baseline"] for r in per_run])
+        figures.append(Figure("B5", label, "µs CPU", lib, baseline, base))
+    return Outcome("core cost", figures, {"config": {"round_trips": n_rt, "runs": ctx.runs},
+                                          "runs": per_run})
+
+
+# --- client process -----------------------------------------------------------------------
+
+
+def _cpu_us(fn: Callable[[], object], number: int, repeat: int = 5) -> float:
+    """Median over ``repeat`` batches of the CPU microseconds per call of ``fn``."""
+    samples = []
+    for _ in range(repeat):
+        c0 = time.process_time()
+        for _ in range(number):
+            fn()
+        samples.append((time.process_time() - c0) / number * 1e6)
+    return statistics.median(samples)
+
+
+async def _acpu_us(fn: Callable[[], Awaitable[object]], number: int, repeat: int = 3) -> float:
+    samples = []
+    for _ in range(repeat):
+        c0 = time.process_time()
+        for _ in range(number):
+            await fn()
+        samples.append((time.process_time() - c0) / number * 1e6)
+    return statistics.median(samples)
+
+
+def _core(p: dict[str, Any]) -> dict[str, Any]:
+    import aiohttp
+
+    from viggle_async import ViggleClient
+    from viggle_async import _endpoints as ep
+    from viggle_async._converter import get_converter
+    from viggle_async._models import RenderStatus
+    from viggle_async._protocol import Response, parse_model
+    from viggle_async.testing import make_mp4, make_png
+
+    n = 2000 if p["quick"] else 20000
+    cid, sid = p["character_id"], p["scene_id"]
+    png, mp4 = make_png(), make_mp4(10.0)
+    out: dict[str, Any] = {}
+
+    def build() -> object:
+        fields = ep.render_create_fields(
+            has_ref_image=False, ref_image_url=None, has_driving_video=False,
+            driving_video_url=None, character_id=cid, scene_id=sid, character_mapping=None,
+            model=None, background_mode=None, bg_color=None, fast=False)
+        return ep.multipart_create("/api/render", fields, [])
+
+    out["build"] = _cpu_us(build, n)
+    out["build_baseline"] = _cpu_us(lambda: {"character_id": cid, "scene_id": sid}, n)
+
+    converter = get_converter()
+    response = Response(200, {"content-type": "application/json"}, STATUS_BODY)
+    now = datetime.datetime.now(datetime.UTC)
+    out["parse"] = _cpu_us(lambda: parse_model(response, RenderStatus, converter, now=now,
+                                               defaults={"job_id": "job_5f3a9c1e2b7d4a60"}), n)
+    out["parse_baseline"] = _cpu_us(lambda: json.loads(response.body), n)
+
+    def form() -> object:
+        data = aiohttp.FormData()
+        data.add_field("ref_image", png, filename="character.png", content_type="image/png")
+        data.add_field("driving_video", mp4, filename="dance.mp4", content_type="video/mp4")
+        return data
+
+    out["prepare_baseline"] = _cpu_us(form, n // 4)
+
+    async def main() -> None:
+        base, h = p["base_url"], {"Authorization": f"Bearer {p['api_key']}"}
+        rt = p["round_trips"]
+        async with ViggleClient(p["api_key"], base_url=base) as client, \
+                aiohttp.ClientSession() as session:
+            out["prepare"] = await _acpu_us(
+                lambda: client.renders.prepare(ref_image=png, driving_video=mp4), n // 10)
+            job = await client.renders.create(character_id=cid, scene_id=sid)
+
+            async def raw_get() -> object:
+                async with session.get(f"{base}/api/render/{job.job_id}") as r:
+                    return await r.json()
+
+            async def raw_create() -> object:
+                async with session.post(f"{base}/api/render", headers=h,
+                                        data={"character_id": cid, "scene_id": sid}) as r:
+                    return await r.json()
+
+            await raw_get()  # open the connections first
+            await client.renders.get(job.job_id)
+            for _ in range(2):  # interleaved, so drift hits both alike
+                out.setdefault("get_s", []).append(
+                    await _acpu_us(lambda: client.renders.get(job.job_id), rt, 1))
+                out.setdefault("get_baseline_s", []).append(await _acpu_us(raw_get, rt, 1))
+                out.setdefault("create_s", []).append(await _acpu_us(
+                    lambda: client.renders.create(character_id=cid, scene_id=sid), rt // 4, 1))
+                out.setdefault("create_baseline_s", []).append(
+                    await _acpu_us(raw_create, rt // 4, 1))
+
+    asyncio.run(main())
+    for key in ("get", "get_baseline", "create", "create_baseline"):
+        out[key] = median(out.pop(f"{key}_s"))
+    return out
+
+
+VARIANTS = {"core": _core}
