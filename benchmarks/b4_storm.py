@@ -27,7 +27,7 @@ from ._report import Context, Figure, Outcome
 MIN_REJECTION_RATIO = 10.0
 MAX_DRAIN_RATIO = 1.10
 OUTAGE_S = 60.0
-BACKOFF = (2.0, 60.0)  # base, cap (s): the Supervisor's default capacity_backoff, for both
+BACKOFF = (2.0, 10.0)  # base, cap (s): the Supervisor's default capacity_backoff, for both
 SCENE_SECONDS = 3.0
 TIMING = {"queue_delay_s": 1.0, "render_base_s": 2.0, "render_s_per_video_s": 1.0}
 # gate_short_cap: the same gate with a 10 s backoff cap, to show what the cap costs in drain.

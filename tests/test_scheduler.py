@@ -274,12 +274,18 @@ async def test_jitter_desynchronises_jobs_submitted_together() -> None:
             await run_all(clock, s, ids)
         return [sim.starts[j][0] for j in ids]
 
-    lockstep = await first_polls(PollPolicy(jitter=0.0))
+    lockstep = await first_polls(PollPolicy(jitter=0.0, coalesce=0.0))
     assert set(lockstep) == {3.0}
-    spread = await first_polls(PollPolicy(jitter=0.1))
+    spread = await first_polls(PollPolicy(jitter=0.1, coalesce=0.0))
     assert len(set(spread)) == 30
     assert all(2.7 <= t <= 3.3 for t in spread)
     assert max(spread) - min(spread) > 0.4
+    # Coalescing gathers polls due close together into one wake-up, never more than the
+    # window early: a few distinct start times instead of 30, the same spread.
+    grouped = await first_polls(PollPolicy(jitter=0.1, coalesce=0.1))
+    assert len(set(grouped)) <= 8
+    assert all(2.7 - 0.1 <= t <= 3.3 for t in grouped)
+    assert max(grouped) - min(grouped) > 0.3
 
 
 async def test_deadline_raises_with_last_result_and_stops_polling() -> None:

@@ -132,6 +132,8 @@ class ViggleClient:
         return self.__key is not None
 
     async def __aenter__(self) -> ViggleClient:
+        # Open the HTTP session now (it builds TLS contexts: ~80 ms), not in the first request.
+        self._transport.open()
         return self
 
     async def __aexit__(self, *exc: object) -> None:

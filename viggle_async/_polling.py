@@ -46,16 +46,20 @@ class PollPolicy:
     most ``first_delay``. Once ``progress_pct`` has moved, the next poll comes after ``aim``
     times the estimated remaining time. Every interval is clamped to
     [``min_interval``, ``max_interval``] and then scaled by a random factor in
-    [1 - ``jitter``, 1 + ``jitter``].
+    [1 - ``jitter``, 1 + ``jitter``]. Polls due within ``coalesce`` seconds are sent together
+    (up to that much early), which saves a wake-up per poll; 0 sends each exactly when due.
     """
 
     first_delay: float = attrs.field(default=3.0, validator=_positive)
-    min_interval: float = attrs.field(default=1.0, validator=_positive)
+    # 2.5 s and aim 0.7 (benchmarks B3): half the status requests of the documented 3 s loop
+    # at a better p99 detection latency; lower them to detect sooner at more requests.
+    min_interval: float = attrs.field(default=2.5, validator=_positive)
     max_interval: float = attrs.field(default=20.0, validator=_positive)
     growth: float = attrs.field(default=1.5, validator=_positive)
     jitter: float = attrs.field(default=0.1, validator=attrs.validators.and_(
         attrs.validators.ge(0.0), attrs.validators.lt(1.0)))
-    aim: float = attrs.field(default=0.5, validator=_positive)
+    aim: float = attrs.field(default=0.7, validator=_positive)
+    coalesce: float = attrs.field(default=0.1, validator=attrs.validators.ge(0.0))
 
     def __attrs_post_init__(self) -> None:
         if self.min_interval > self.max_interval:

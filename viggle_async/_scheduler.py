@@ -12,7 +12,9 @@ poll as a short task, with:
 - jitter, so jobs submitted together do not poll in lockstep;
 - per-waiter deadlines, ``pause_until`` (a 429's Retry-After), and never two polls of one job
   at once (a job is out of the heap while its poll runs);
-- no starvation: the heap is ordered by due time, ties first-come first-served.
+- no starvation: the heap is ordered by due time, ties first-come first-served;
+- coalescing: polls due within ``PollPolicy.coalesce`` of each other go out in one wake-up,
+  so thousands of jobs do not each wake the event loop on their own.
 
 Time and randomness are parameters (a ``Clock`` and a ``rand()`` in [0, 1)).
 """
@@ -120,6 +122,11 @@ class PollScheduler(Generic[R]):
         self._max_in_flight = max_in_flight
         self._spacing = 0.0 if math.isinf(max_rate) else 1.0 / max_rate
         self._policy = policy or PollPolicy()
+        # Coalescing (see PollPolicy.coalesce): polls due within the window go out in the
+        # same wake-up. The rate cap may run that far ahead too, but only when its spacing
+        # is finer than the window, so a slow cap (e.g. 5/s) still spaces every start.
+        self._window = self._policy.coalesce
+        self._rate_slack = self._window if self._spacing < self._window else 0.0
         self._jobs: dict[str, _Job[R]] = {}
         self._heap: list[tuple[float, int, int, _Job[R]]] = []
         self._deadlines: list[tuple[float, int, _Waiter[R]]] = []
@@ -263,7 +270,8 @@ class PollScheduler(Generic[R]):
             if gen != job.gen:
                 heapq.heappop(heap)
                 continue
-            if due > now or now < self._paused_until or now < self._next_send:
+            if (due > now + self._window or now < self._paused_until
+                    or self._next_send > now + self._rate_slack):
                 return
             if not self._idle:
                 self._blocked_on_slots = True
@@ -282,7 +290,8 @@ class PollScheduler(Generic[R]):
         wake = self._deadlines[0][0] if self._deadlines else math.inf
         if self._heap and not self._blocked_on_slots:
             # A stale top entry only causes one early wake-up that pops it.
-            wake = min(wake, max(self._heap[0][0], self._paused_until, self._next_send))
+            wake = min(wake, max(self._heap[0][0], self._paused_until,
+                                 self._next_send - self._rate_slack))
         return wake
 
     async def _worker(self, slot: _Slot[R]) -> None:

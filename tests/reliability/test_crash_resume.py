@@ -335,8 +335,9 @@ def test_kill_mid_download(tmp_path: Path, fresh: Server) -> None:
     bulk = Bulk(tmp_path, fresh, [
         {"key": "d", "ref_image": str(png), "driving_video": str(mp4), "output": "out/d.mp4"},
     ])
-    size = 4 * 2**20
-    fresh.configure(settings={"output_bytes": size}, cdn_rate=2e6)  # ~2 s per output
+    # Several of the client's 4 MiB write batches, so the kill lands with a part written.
+    size = 12 * 2**20
+    fresh.configure(settings={"output_bytes": size}, cdn_rate=6e6)  # ~2 s per output
     bulk.run(kill_when=lambda: any(p.stat().st_size > 0 for p in bulk.parts()))
     assert not (tmp_path / "out/d.mp4").exists()
     partial = bulk.parts()
