@@ -167,6 +167,42 @@ async def test_truncated_download(api: Api, clock: ManualClock, fake: FakeViggle
     assert fake.cdn_auth_headers == []
 
 
+async def test_answer_delay_holds_a_create_answer_after_the_job_exists(
+    api: Api, fake: FakeViggle
+) -> None:
+    """The ambiguous window: the job is made (and paid for) but its answer is still held."""
+    fake.faults.answer_delay_s = 0.3
+    fake.faults.answer_delay_routes = frozenset({"POST /api/render"})
+    create = asyncio.create_task(api.on_demand(2.0))
+    # The fake has no "job created" event to wait on; watch what it observed.
+    while not (fake.creates and fake.creates[-1].result_id):  # noqa: ASYNC110
+        await asyncio.sleep(0.005)
+    assert not create.done()
+    assert fake.balance() == 10_000 - 2  # already charged
+    code, body = await create
+    assert code == 200 and body["job_id"] == fake.creates[-1].result_id
+    status = await api.status(body["job_id"])  # another route: not held
+    assert status["job_id"] == body["job_id"]
+
+
+async def test_cdn_throttle_streams_the_body_in_paced_chunks(
+    api: Api, clock: ManualClock, fake: FakeViggle
+) -> None:
+    """A slow CDN, to catch a client mid-download; the body is whole in the end. A lower
+    bound only: each 1 MiB block is followed by a 1/8 s pause, so 3 MiB cannot come sooner
+    than 3/8 s."""
+    fake.settings.output_bytes = 3 * 1024 * 1024
+    fake.faults.cdn_bytes_per_s = 8 * 1024 * 1024
+    _, created = await api.on_demand(1.0)
+    clock.advance(600)
+    url = (await api.status(created["job_id"]))["cdn_url"]
+    started = time.monotonic()
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        body = await resp.read()
+    assert time.monotonic() - started >= 0.25
+    assert len(body) == 3 * 1024 * 1024
+
+
 async def test_replacing_faults_while_running(api: Api, fake: FakeViggle) -> None:
     fake.faults = Faults(fast_unavailable=True)
     assert await _fast(api) == (400, "CS-UORC01-001")

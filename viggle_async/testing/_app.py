@@ -72,7 +72,10 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
             ):
                 store.obs.injected_errors += 1
                 raise ApiError(faults.get_error_status, "Internal server error (injected)")
-            return await handler(request)
+            response = await handler(request)
+            if faults.answer_delay_s > 0 and _selected(faults.answer_delay_routes, route):
+                await asyncio.sleep(faults.answer_delay_s)
+            return response
         except ApiError as exc:
             return web.json_response(exc.body(), status=exc.status, headers=exc.headers)
         except DroppedConnection:

@@ -7,6 +7,7 @@ the API key (signed storage URLs refuse a foreign Authorization header).
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from collections.abc import Iterator
 
@@ -64,8 +65,11 @@ async def _download(request: web.Request) -> web.StreamResponse:
         faults.truncate_downloads -= 1
         obs.truncated_downloads += 1
     limit = int(size * faults.truncate_fraction) if truncate else size
+    rate = faults.cdn_bytes_per_s
     for chunk in _chunks(limit):
         await resp.write(chunk)
+        if rate:
+            await asyncio.sleep(len(chunk) / rate)
     if truncate and request.transport is not None:
         # Full Content-Length announced, fewer bytes sent: close so the client sees it short.
         request.transport.close()

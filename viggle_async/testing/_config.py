@@ -168,9 +168,18 @@ class Faults:
     latency_s: float = 0.0
     latency_routes: frozenset[str] | None = None
 
+    #: Real seconds to hold an answer *after* the request was handled: for a create, the job
+    #: exists but the client has no answer yet (the ambiguous window a crash or a read
+    #: timeout can fall into). ``answer_delay_routes``: None means every API route.
+    answer_delay_s: float = 0.0
+    answer_delay_routes: frozenset[str] | None = None
+
     #: Abort the connection of the next N create requests after ``drop_after_bytes`` of body.
     drop_uploads: int = 0
     drop_after_bytes: int = 64 * 1024
+
+    #: Throttle every CDN body to this many bytes per second (None: as fast as possible).
+    cdn_bytes_per_s: float | None = None
 
     #: The first K CDN downloads send the full Content-Length but only part of the body.
     truncate_downloads: int = 0
