@@ -260,7 +260,9 @@ def test_kill_between_create_and_answer(tmp_path: Path, fresh: Server) -> None:
     assert code == 1  # documented: some work is ambiguous
     assert outcomes["a"]["state"] == "ambiguous"
     assert "resubmit" in outcomes["a"]["error"]
-    assert outcomes["b"]["state"] == "complete"
+    # b was never held: the killed run may have finished it already (a loaded machine is
+    # slower to notice a's hold), so the rerun completes or skips it, never recreates it.
+    assert outcomes["b"]["state"] in ("complete", "skipped")
     assert len(bulk.job_ids("dance.mp4")) == 1  # not resent
     assert len(bulk.job_ids("b.mp4")) == 1
 
