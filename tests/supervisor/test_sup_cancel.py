@@ -52,6 +52,9 @@ async def test_cancelling_the_block(
     cancel_remote: bool, clock: ManualClock, fake: FakeViggle, client: ViggleClient,
     png: Path, videos: dict[int, Path],
 ) -> None:
+    # Renders far longer than the submissions: on a loaded machine the manual clock may jump
+    # ahead while the last creates are still on the wire, and no job may finish first.
+    fake.settings.render_base_s = 100_000.0
     job_ids = await _run_then_cancel({"cancel_remote": cancel_remote}, clock, client, png,
                                      videos[4])
     statuses = {fake.render_status(j)["status"] for j in job_ids}
