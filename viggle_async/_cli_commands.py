@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import attrs
 
 from . import (
     Character,
@@ -183,10 +182,8 @@ async def _wait_asset(ctx: Ctx, kind: str, wait: Any, asset: Character | Scene) 
     else:
         ctx.out.note(f"{kind} {asset.id} is {asset.status}; waiting until it is ready")
         final = await wait(asset.id, poll_interval=ctx.asset_poll_interval)
-        if isinstance(asset, Scene) and isinstance(final, Scene) and not final.segments:
-            # §2.10/§2.11: only the import answer lists a template's people (segments), and
-            # a character_mapping needs their uuids: keep them.
-            final = attrs.evolve(final, segments=asset.segments)
+        if isinstance(asset, Scene) and isinstance(final, Scene):
+            final = final.with_segments(asset.segments)
     ctx.out.emit(final, _asset_text(kind, final))
     return EXIT_OK
 

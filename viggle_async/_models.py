@@ -198,6 +198,13 @@ class Scene:
     completed_at: datetime | None = None
     enqueued_at: datetime | None = None
 
+    def with_segments(self, segments: tuple[Segment, ...]) -> Scene:
+        """This scene with ``segments`` (from its import answer) when it lists none: Get
+        Scene does not return a template's segments (§2.12), which a mapping needs."""
+        if self.segments or not segments:
+            return self
+        return attrs.evolve(self, segments=tuple(segments))
+
     @property
     def is_terminal(self) -> bool:
         return self.status in ("ready", "failed")

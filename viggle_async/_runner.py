@@ -7,14 +7,12 @@ lifecycle. Split so each stays readable; they share one object's state.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import attrs
 
 from ._errors import (
     APIError,
@@ -34,7 +32,7 @@ from ._submitter import NotSent, Submitter, fingerprint
 if TYPE_CHECKING:
     from ._client import ViggleClient
 
-__all__ = ["Hook", "Runner", "cost_of", "fingerprint_text", "poll_view"]
+__all__ = ["Hook", "Runner", "cost_of", "poll_view"]
 
 Hook = Callable[[], Awaitable[None]]
 
@@ -296,13 +294,7 @@ def _segments_from(outputs: tuple[str, ...]) -> tuple[Segment, ...]:
 
 
 def _with_segments(asset: Any, segments: tuple[Segment, ...]) -> Any:
-    if isinstance(asset, Scene) and segments and not asset.segments:
-        return attrs.evolve(asset, segments=segments)
-    return asset
-
-
-def fingerprint_text(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return asset.with_segments(segments) if isinstance(asset, Scene) else asset
 
 
 def cost_of(prepared: PreparedCreate, est_seconds: float | None) -> int | None:

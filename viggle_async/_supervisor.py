@@ -31,9 +31,9 @@ from ._events import (
     RenderHandle,
     SceneHandle,
 )
-from ._journal import Journal
+from ._journal import Journal, request_fingerprint
 from ._models import RenderStatus
-from ._runner import Hook, Runner, cost_of, fingerprint_text, poll_view
+from ._runner import Hook, Runner, cost_of, poll_view
 from ._scheduler import PollPolicy, PollScheduler
 from ._submitter import FastFallbackPolicy, Submitter, fingerprint
 
@@ -230,7 +230,7 @@ class Supervisor(Runner):
                                  "video_url, background_mode or model with it")
 
             async def prepare() -> str:
-                return fingerprint_text(f"import\0{template_id}\0{name}")
+                return request_fingerprint({"import": template_id, "name": name})
 
             def create(hook: Hook) -> Awaitable[Any]:
                 return scenes.import_template(template_id, name, before_last_bytes=hook)
