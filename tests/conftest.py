@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -39,3 +40,12 @@ async def client(fake: Any, clock: ManualClock) -> AsyncIterator[ViggleClient]:
     """A client on the requesting folder's ``fake`` server and the shared manual clock."""
     async with ViggleClient(fake.api_key, base_url=fake.base_url, clock=clock) as c:
         yield c
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released): connecting is refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port

@@ -4,7 +4,6 @@ and a caller's own aiohttp session (viggle-api.md §1.2, §8.1)."""
 from __future__ import annotations
 
 import logging
-import socket
 from pathlib import Path
 
 import aiohttp
@@ -99,7 +98,7 @@ def _leaks(exc: BaseException) -> bool:
 
 
 async def test_the_key_never_shows(clock: ManualClock, tmp_path: Path,
-                                   caplog: pytest.LogCaptureFixture) -> None:
+                                   caplog: pytest.LogCaptureFixture, closed_port: int) -> None:
     caplog.set_level(logging.DEBUG, logger="viggle_async")
     raised: list[BaseException] = []
     async with FakeViggle(clock=clock.now, api_keys={SECRET: 3}) as fake:
@@ -134,10 +133,7 @@ async def test_the_key_never_shows(clock: ManualClock, tmp_path: Path,
                 await client.download(f"{fake.cdn_base_url}/outputs/nope/output.mp4",
                                       tmp_path / "o.mp4")
             raised.append(dl.value)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    async with ViggleClient(SECRET, base_url=f"http://127.0.0.1:{port}", clock=clock,
+    async with ViggleClient(SECRET, base_url=f"http://127.0.0.1:{closed_port}", clock=clock,
                             retry=RetryPolicy(max_attempts=2)) as gone, clock.autojump():
         with pytest.raises(ConnectError) as refused:
             await gone.get_credits()

@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import sys
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -64,7 +63,8 @@ def _files(folder: Path) -> list[bytes]:
 
 
 async def test_key_never_shows_in_a_bulk_run(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture, clock: ManualClock) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, clock: ManualClock,
+        closed_port: int) -> None:
     for name in LOGGERS:
         caplog.set_level(logging.DEBUG, logger=name)
     png = tmp_path / "me.png"
@@ -125,10 +125,7 @@ async def test_key_never_shows_in_a_bulk_run(
                 refused = sup4.render(key="refused", ref_image=png, driving_video=clip)
             outcomes.append(refused.outcome)
             assert refused.outcome.state == "failed"
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        async with ViggleClient(SECRET, base_url=f"http://127.0.0.1:{port}", clock=clock,
+        async with ViggleClient(SECRET, base_url=f"http://127.0.0.1:{closed_port}", clock=clock,
                                 retry=RetryPolicy(max_attempts=2)) as gone, clock.autojump():
             with pytest.raises(ConnectError) as refused_conn:
                 await gone.get_credits()
