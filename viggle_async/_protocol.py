@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import quote, urlsplit
 
 import attrs
@@ -40,6 +41,9 @@ __all__ = [
     "FilePart",
     "Request",
     "Response",
+    "StreamedResponse",
+    "Transport",
+    "UploadObserver",
     "build_request",
     "check_url",
     "error_from_response",
@@ -95,6 +99,54 @@ class Response:
     status: int
     headers: Mapping[str, str]
     body: bytes
+
+
+@attrs.frozen
+class UploadObserver:
+    """What a multipart body reports while it is written (the transport calls these).
+
+    ``on_progress(sent)``: cumulative file bytes written so far (bytes), for progress bars.
+    ``before_last_bytes()``: awaited just before the last bytes of the body go out. From
+    that moment the request may have reached the API: a create whose answer is then lost
+    is ambiguous (the journal records ``sending`` here). A body with no streamed file
+    calls it before the request is sent at all.
+    """
+
+    on_progress: Callable[[int], None] | None = None
+    before_last_bytes: Callable[[], Awaitable[None]] | None = None
+
+
+class StreamedResponse(Protocol):
+    """A response whose body is read as it arrives (downloads). ``headers`` keys are
+    lower-case; ``chunks()`` yields the body's bytes in arrival order, each once."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+
+class Transport(Protocol):
+    """The one network seam (compare httpx's ``BaseTransport``).
+
+    ``send`` performs one attempt of ``request`` against ``url`` and returns the whole
+    response; it never retries (the request path decides that) and raises only
+    ``TransportError`` subclasses, with ``may_have_reached_server`` True once
+    ``observer.before_last_bytes`` has run. ``stream`` opens a GET whose body is read
+    incrementally (downloads from the CDN: the caller passes every header, and never the
+    API key). ``aclose`` releases connections; a transport is used from one event loop.
+    """
+
+    async def send(self, request: Request, *, url: str, headers: Mapping[str, str],
+                   observer: UploadObserver | None = None) -> Response: ...
+
+    def stream(self, url: str, *, headers: Mapping[str, str]
+               ) -> AbstractAsyncContextManager[StreamedResponse]: ...
+
+    async def aclose(self) -> None: ...
 
 
 def build_request(
