@@ -19,6 +19,7 @@ from ._store import Store
 
 __all__ = [
     "BACKGROUND_MODES",
+    "CREATE_RECORD",
     "MODELS",
     "DroppedConnection",
     "VideoFacts",
@@ -37,6 +38,10 @@ MODELS = frozenset({"V4_Preview", "V3_Preview"})  # §1.8
 BACKGROUND_MODES = frozenset({"original", "solid", "transparent"})  # §1.9
 # Form booleans arrive as strings (§1.3); Python's str(True) is "True", so case is ignored.
 _BOOLS = {"true": True, "false": False, "1": True, "0": False}
+
+
+# Where create_request leaves its CreateRecord on the request, for the middleware's faults.
+CREATE_RECORD = "viggle_fake_create_record"
 
 
 class DroppedConnection(Exception):
@@ -141,6 +146,7 @@ async def create_request(
     form = Form()
     record = CreateRecord(kind, key, form.fields, form.parts, transfer_of(request))
     store.obs.creates.append(record)
+    request[CREATE_RECORD] = record
     try:
         await _maybe_drop(request, store)
         if read_body:
@@ -150,6 +156,7 @@ async def create_request(
                 store.tmpdir,
                 store.settings.max_upload_bytes,
                 store.settings.max_field_bytes,
+                store.faults.upload_bytes_per_s,
             )
         yield form, record
     except ApiError as exc:

@@ -8,7 +8,9 @@ small and read at once.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hashlib
 import io
 import os
 import tempfile
@@ -56,7 +58,12 @@ def transfer_of(request: web.Request) -> Literal["content-length", "chunked"]:
 
 
 async def read_form(
-    request: web.Request, form: Form, tmpdir: str, max_upload: int, max_field: int
+    request: web.Request,
+    form: Form,
+    tmpdir: str,
+    max_upload: int,
+    max_field: int,
+    bytes_per_s: float | None = None,
 ) -> None:
     """Fill ``form`` from the request body; raises ApiError for bodies we refuse.
 
@@ -65,7 +72,7 @@ async def read_form(
     """
     ctype = request.content_type
     if ctype == "multipart/form-data":
-        await _read_multipart(request, form, tmpdir, max_upload, max_field)
+        await _read_multipart(request, form, tmpdir, max_upload, max_field, bytes_per_s)
     elif ctype == "application/x-www-form-urlencoded":
         for name, value in (await request.post()).items():
             if not isinstance(value, str):  # pragma: no cover - urlencoded has no files
@@ -86,7 +93,12 @@ def _add_field(form: Form, name: str, value: str) -> None:
 
 
 async def _read_multipart(
-    request: web.Request, form: Form, tmpdir: str, max_upload: int, max_field: int
+    request: web.Request,
+    form: Form,
+    tmpdir: str,
+    max_upload: int,
+    max_field: int,
+    bytes_per_s: float | None,
 ) -> None:
     transfer = transfer_of(request)
     try:
@@ -110,12 +122,20 @@ async def _read_multipart(
         fd, path = tempfile.mkstemp(dir=tmpdir, prefix="upload-")
         upload = Upload(name, part.filename, part.headers.get("Content-Type"), path, 0, b"")
         form.files[name] = upload
+        digest = hashlib.sha256()
         try:
             with os.fdopen(fd, "wb") as f:
-                await _stream_part(part, f, upload, max_upload)
+                await _stream_part(part, f, upload, max_upload, digest, bytes_per_s)
         finally:
             form.parts.append(
-                FilePart(name, part.filename, upload.size, upload.content_type, transfer)
+                FilePart(
+                    name,
+                    part.filename,
+                    upload.size,
+                    upload.content_type,
+                    transfer,
+                    digest.hexdigest(),
+                )
             )
 
 
@@ -132,11 +152,21 @@ async def _read_text(part: BodyPartReader, name: str, max_field: int) -> str:
 
 
 async def _stream_part(
-    part: BodyPartReader, f: io.BufferedWriter, upload: Upload, max_upload: int
+    part: BodyPartReader,
+    f: io.BufferedWriter,
+    upload: Upload,
+    max_upload: int,
+    digest: hashlib._Hash,
+    bytes_per_s: float | None,
 ) -> None:
     head = bytearray()
-    while chunk := await part.read_chunk(_CHUNK):
+    # Smaller reads when throttled, so the pace is smooth.
+    size = min(_CHUNK, max(1024, int(bytes_per_s / 10))) if bytes_per_s else _CHUNK
+    while chunk := await part.read_chunk(size):
+        if bytes_per_s:
+            await asyncio.sleep(len(chunk) / bytes_per_s)
         upload.size += len(chunk)
+        digest.update(chunk)
         if upload.size > max_upload:
             # Stop reading here: the rest of the body is never stored (§5.1 CS-ORIV-005).
             raise api_error(

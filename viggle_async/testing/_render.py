@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import attrs
 from aiohttp import web
 
+from ._cdn import cdn_url
 from ._common import (
     MODELS,
     billable,
@@ -21,10 +23,11 @@ from ._common import (
 )
 from ._errors import api_error, not_found
 from ._forms import Form
+from ._malform import malform
 from ._records import RenderJob, Scene, render_body
 from ._store import STORE, Store, new_id
 
-__all__ = ["cancel_render", "create_render", "get_render"]
+__all__ = ["cancel_render", "create_render", "get_render", "status_body"]
 
 _FILE_FIELDS = frozenset({"ref_image", "driving_video"})
 
@@ -230,13 +233,41 @@ async def get_render(request: web.Request) -> web.Response:
     """No authentication: the docs say status may be polled without a key (§1.2, §2.3)."""
     store = request.app[STORE]
     job = _job_or_404(store, request)
-    return ok(store, _body(store, job))
+    return ok(store, status_body(store, job, poll=True))
 
 
-def _body(store: Store, job: RenderJob) -> dict[str, object]:
-    return render_body(
-        job, store.now(), store.clock, store.cdn_base, store.settings.legacy_statuses
-    )
+_URL_FIELDS = ("cdn_url", "mask_cdn_url", "download_url")
+# Faults.complete_without_cdn_url_n: the shapes of a missing URL, in turn.
+_MISSING_URL = ("absent", None, "")
+
+
+def status_body(store: Store, job: RenderJob, *, poll: bool = False) -> dict[str, Any]:
+    """The status object with the status faults applied; ``poll`` counts it as a poll."""
+    now = store.now()
+    body = render_body(job, now, store.clock, store.cdn_base, store.settings.legacy_statuses)
+    faults = store.faults
+    if faults.url_ttl_s is not None:
+        base = store.cdn_base
+        for name in _URL_FIELDS:  # a fresh signature on every answer
+            value = body[name]
+            if isinstance(value, str) and value.startswith(base):
+                body[name] = cdn_url(store, value[len(base) :], now)
+    if body["status"] == "complete" and faults.complete_without_cdn_url_n > 0:
+        seen = store.complete_polls.get(job.job_id, 0)
+        if poll:
+            store.complete_polls[job.job_id] = seen + 1
+        if seen < faults.complete_without_cdn_url_n:
+            missing = _MISSING_URL[seen % len(_MISSING_URL)]
+            for name in ("cdn_url", "download_url"):
+                if missing == "absent":
+                    del body[name]
+                else:
+                    body[name] = missing
+    return malform("render", body, faults.malformed_fields)
+
+
+def _body(store: Store, job: RenderJob) -> dict[str, Any]:
+    return status_body(store, job)
 
 
 async def cancel_render(request: web.Request) -> web.Response:
