@@ -13,7 +13,7 @@ from aiohttp import web
 from viggle_async import _media
 
 from ._errors import ApiError, api_error
-from ._forms import Form, Upload, read_form, transfer_of
+from ._forms import DroppedConnection, Form, Upload, read_form, transfer_of
 from ._observe import CreateRecord
 from ._store import Store
 
@@ -42,10 +42,6 @@ _BOOLS = {"true": True, "false": False, "1": True, "0": False}
 
 # Where create_request leaves its CreateRecord on the request, for the middleware's faults.
 CREATE_RECORD = "viggle_fake_create_record"
-
-
-class DroppedConnection(Exception):
-    """The connection was aborted on purpose (Faults.drop_uploads): answer nothing."""
 
 
 def ok(store: Store, body: dict[str, Any]) -> web.Response:
@@ -157,6 +153,7 @@ async def create_request(
                 store.settings.max_upload_bytes,
                 store.settings.max_field_bytes,
                 store.faults.upload_bytes_per_s,
+                store.settings.body_stall_s,
             )
         yield form, record
     except ApiError as exc:

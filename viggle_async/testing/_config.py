@@ -81,6 +81,9 @@ class FakeSettings:
     min_scene_pixels: int = 64
     #: Max length of one text form field; a bigger one is a validation error (CS-UORC01-002).
     max_field_bytes: int = 64 * 1024
+    #: Real seconds a create's body may stall before its declared end (a body shorter than
+    #: its Content-Length) before the fake answers 400 CS-UORC01-002; None: wait forever.
+    body_stall_s: float | None = 30.0
 
     #: Size of every CDN output file; streamed from a generator, never held in memory.
     output_bytes: int = 64 * 1024
