@@ -276,4 +276,22 @@ class Faults:
     #: either way.
     cdn_range_support: bool = False
 
+    # -- Realistic render progress (all off: every render runs at the FakeSettings rate) -------
+    # Drawn per job at create from the seeded random source; times are simulated seconds.
+
+    #: Each job's processing time is scaled by a factor drawn from 1 +/- this (0.3: +/-30 %).
+    render_rate_jitter: float = 0.0
+    #: Fraction (0-1) of jobs whose progress stalls once, at a random point of processing...
+    stall_fraction: float = 0.0
+    #: ...for up to this fraction of its processing time (0.1: a tenth); the job ends later.
+    stall_max: float = 0.1
+    #: Move each checkpoint's processing fraction (0.2, 0.4, 0.6, 0.9) by up to +/-0.08 per
+    #: job, so checkpoints come at uneven steps (always in order).
+    uneven_checkpoints: bool = False
+    #: Each job's queue delay is scaled by a factor drawn from 1 +/- this (0.5: +/-50 %)...
+    queue_jitter: float = 0.0
+    #: ...plus this many simulated seconds per job of the same key still queued or
+    #: processing at create time (the queue grows with load).
+    queue_s_per_active_job: float = 0.0
+
     seed: int = 0

@@ -58,8 +58,9 @@ async def create_render(request: web.Request) -> web.Response:
                 f"This render needs {cost} credits; the balance is {store.ledger.balance(key)}",
             )
         s = store.settings
-        started = now + s.queue_delay_s
         processing = (s.render_base_s + s.render_s_per_video_s * plan.seconds) / (2 if fast else 1)
+        shape = _progress_shape(store, key, now, processing)
+        started = now + shape.queue_s
         job = RenderJob(
             job_id=job_id,
             api_key=key,
@@ -70,8 +71,11 @@ async def create_render(request: web.Request) -> web.Response:
             cost=cost,
             created=now,
             started=started,
-            finished=started + processing,
+            finished=started + shape.processing_s + shape.stall_s,
             fails=store.fails(store.faults.render_failure_rate),
+            stall_start=started + shape.stall_at * shape.processing_s,
+            stall_s=shape.stall_s,
+            marks=shape.marks,
         )
         store.jobs[job_id] = job
         if job.fails:
@@ -86,6 +90,43 @@ async def create_render(request: web.Request) -> web.Response:
                 "enqueued_at": store.clock.iso(now),
             },
         )
+
+
+@attrs.frozen
+class _Shape:
+    queue_s: float
+    processing_s: float
+    stall_at: float = 0.0  # fraction of processing
+    stall_s: float = 0.0
+    marks: tuple[float, ...] = (0.2, 0.4, 0.6, 0.9)
+
+
+_MARK_JITTER = 0.08  # less than half the 0.2 gap between marks, so they stay in order
+
+
+def _progress_shape(store: Store, key: str, now: float, processing: float) -> _Shape:
+    """Queue delay and progress of a new job: linear by default, uneven with the
+    Faults progress knobs (seeded; nothing is drawn while they are all off)."""
+    f, s = store.faults, store.settings
+    rng = store.progress_rng
+    queue = s.queue_delay_s
+    if f.queue_jitter > 0:
+        queue *= 1 + rng.uniform(-f.queue_jitter, f.queue_jitter)
+    if f.queue_s_per_active_job > 0:
+        active = sum(
+            1 for j in store.jobs.values() if j.api_key == key and not j.is_terminal(now)
+        )
+        queue += f.queue_s_per_active_job * active
+    if f.render_rate_jitter > 0:
+        processing *= 1 + rng.uniform(-f.render_rate_jitter, f.render_rate_jitter)
+    stall_at = stall_s = 0.0
+    if f.stall_fraction > 0 and rng.random() < f.stall_fraction:
+        stall_at = rng.uniform(0.1, 0.9)
+        stall_s = rng.uniform(0.0, f.stall_max) * processing
+    marks: tuple[float, ...] = (0.2, 0.4, 0.6, 0.9)
+    if f.uneven_checkpoints:
+        marks = tuple(m + rng.uniform(-_MARK_JITTER, _MARK_JITTER) for m in marks)
+    return _Shape(max(0.0, queue), processing, stall_at, stall_s, marks)
 
 
 def _validate(store: Store, key: str, form: Form, fast: bool, background_mode: str) -> _Plan:

@@ -61,7 +61,7 @@ class Store:
         self.error_rng = random.Random(self.faults.seed)
         self.failure_rng = random.Random(self.faults.seed + 1)
         self.commit_rng = random.Random(self.faults.seed + 2)
-        self.progress_rng_seed = self.faults.seed + 3
+        self.progress_rng = random.Random(self.faults.seed + 3)
 
     def now(self) -> float:
         return self.clock.now()
