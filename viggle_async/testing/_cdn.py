@@ -144,6 +144,17 @@ def _check_signature(store: Store, request: web.Request) -> web.Response | None:
     return None
 
 
+# What S3 / CloudFront put in the error body for each status.
+_S3_CODES = {
+    403: "AccessDenied",
+    404: "NoSuchKey",
+    410: "Gone",
+    500: "InternalError",
+    502: "BadGateway",
+    503: "SlowDown",
+    504: "GatewayTimeout",
+}
+
 _Range = tuple[int, int]
 
 
@@ -217,7 +228,8 @@ def _prepare_answer(store: Store, request: web.Request) -> web.Response | _Body:
         store.obs.cdn_failed += 1
         status = faults.cdn_fail_status
         headers = {"Retry-After": faults.cdn_retry_after} if faults.cdn_retry_after else None
-        return _s3_error(status, "ServiceUnavailable", "Injected CDN failure", headers)
+        code = _S3_CODES.get(status, "InternalError")
+        return _s3_error(status, code, "Injected CDN failure", headers)
     content = _content(store, job, kind)
     start, end, status = 0, content.size, 200
     range_header = request.headers.get("Range")

@@ -166,7 +166,11 @@ async def _read_multipart(
 
 async def _within(aw: Awaitable[_T], stall_s: float | None) -> _T:
     """``await aw``, raising TimeoutError after ``stall_s`` seconds (None: no limit)."""
-    return await asyncio.wait_for(aw, stall_s) if stall_s else await aw
+    if not stall_s:
+        return await aw
+    # asyncio.timeout, not wait_for: on 3.11 wait_for wraps the read in a task of its own.
+    async with asyncio.timeout(stall_s):
+        return await aw
 
 
 async def _read_text(
