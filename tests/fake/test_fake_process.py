@@ -14,6 +14,7 @@ import pytest
 from fakeapi import Api
 
 from viggle_async.testing import FakeViggle, make_mp4, make_png, write_mp4
+from viggle_async.testing.__main__ import faults_from
 
 MiB = 1024 * 1024
 
@@ -134,3 +135,16 @@ async def test_stats_route_reports_what_the_server_saw(
     ]
     assert stats["balance"] == fake.balance() == 10_000 - 3
     assert fake.api_key not in str(stats)
+
+
+def test_fault_knobs_from_the_command_line() -> None:
+    faults = faults_from([
+        "url_ttl_s=60", "create_fail_shape=html", "cdn_retry_after=Wed, 21 Oct 2026 07:28:00 GMT",
+        'create_fail_routes=["POST /api/render"]', "cdn_range_support=true",
+    ])
+    assert faults.url_ttl_s == 60 and faults.create_fail_shape == "html"
+    assert faults.cdn_retry_after == "Wed, 21 Oct 2026 07:28:00 GMT"
+    assert faults.create_fail_routes == frozenset({"POST /api/render"})
+    assert faults.cdn_range_support is True
+    with pytest.raises(ValueError, match="no_such_knob"):
+        faults_from(["no_such_knob=1"])

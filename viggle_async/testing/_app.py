@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import http
+import json
 import math
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from . import _assets, _render
-from ._common import DroppedConnection
+from ._common import CREATE_RECORD, DroppedConnection
 from ._errors import ApiError
 from ._store import STORE, Store
 
@@ -72,7 +74,11 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
             ):
                 store.obs.injected_errors += 1
                 raise ApiError(faults.get_error_status, "Internal server error (injected)")
+            if route == _STATUS_ROUTE and faults.status_error_next > 0:
+                _status_error(store)
             response = await handler(request)
+            if route in CREATE_ROUTES and response.status == 200:
+                response = _after_commit(store, request, route, response)
             if faults.answer_delay_s > 0 and _selected(faults.answer_delay_routes, route):
                 await asyncio.sleep(faults.answer_delay_s)
             return response
@@ -88,6 +94,83 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
             return web.json_response({"detail": exc.reason}, status=exc.status, headers=_allow(exc))
     finally:
         store.obs.leave(route)
+
+
+_STATUS_ROUTE = ("GET", "/api/render/{job_id}")
+CREATE_ROUTES = frozenset(
+    {
+        ("POST", "/api/render"),
+        ("POST", "/api/characters/preprocess"),
+        ("POST", "/api/scenes/preprocess"),
+        ("POST", "/api/scenes/import"),
+    }
+)
+# Keys of the new id in each create answer (§2.1, §2.5, §2.9, §2.10 both styles).
+_ID_KEYS = ("job_id", "character_id", "scene_id", "id")
+
+
+def _status_error(store: Store) -> None:
+    """Faults.status_error_next: an overloaded status endpoint, optionally with Retry-After."""
+    faults = store.faults
+    faults.status_error_next -= 1
+    store.obs.status_errors += 1
+    status = faults.status_error_status
+    headers = {"Retry-After": faults.status_retry_after} if faults.status_retry_after else None
+    raise ApiError(status, f"{_reason(status)} (injected)", headers=headers)
+
+
+def _reason(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def _after_commit(
+    store: Store, request: web.Request, route: tuple[str, str], response: web.StreamResponse
+) -> web.StreamResponse:
+    """Faults.create_fail_after_commit*: the create is committed and billed, but the client
+    gets a gateway's answer instead of its JSON (the ambiguous case, viggle-api.md §10)."""
+    faults = store.faults
+    if not _selected(faults.create_fail_routes, route):
+        return response
+    if faults.create_fail_after_commit > 0:
+        faults.create_fail_after_commit -= 1
+    elif not (
+        faults.create_fail_after_commit_rate > 0
+        and store.commit_rng.random() < faults.create_fail_after_commit_rate
+    ):
+        return response
+    shape, status = faults.create_fail_shape, faults.create_fail_status
+    if shape == "html":
+        reason = _reason(status)
+        page = (
+            f"<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
+            f"<center><h1>{status} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n"
+            "</body>\r\n</html>\r\n"
+        )
+        answer = web.Response(status=status, text=page, content_type="text/html")
+    elif shape == "empty":
+        answer = web.Response(status=status, body=b"")
+    elif shape == "unparsable":
+        answer = web.Response(
+            status=status,
+            body=b'{"detail": {"message": "upstream connect error or disconn',
+            content_type="application/json",
+        )
+    else:  # "no_id"
+        assert isinstance(response, web.Response) and response.body is not None
+        body = json.loads(bytes(response.body))  # type: ignore[arg-type]
+        inner = body.get("data", body) if isinstance(body.get("data"), dict) else body
+        for key in _ID_KEYS:
+            inner.pop(key, None)
+        status = status if 200 <= status < 300 else 200
+        answer = web.json_response(body, status=status)
+    record = request.get(CREATE_RECORD)
+    if record is not None:
+        record.answered_status, record.answer_fault = status, shape
+    store.obs.failed_after_commit += 1
+    return answer
 
 
 def _allow(exc: web.HTTPException) -> dict[str, str]:

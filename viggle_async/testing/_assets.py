@@ -21,6 +21,7 @@ from ._common import (
 )
 from ._errors import api_error, not_found
 from ._forms import Form
+from ._malform import malform
 from ._records import Character, Scene
 from ._store import STORE, Store, new_id
 
@@ -256,14 +257,19 @@ def _owned(store: Store, request: web.Request, kind: str) -> Character | Scene:
     return found
 
 
+def _asset_body(store: Store, item: Character | Scene) -> dict[str, Any]:
+    kind = "character" if isinstance(item, Character) else "scene"
+    return malform(kind, item.body(store.now(), store.clock), store.faults.malformed_fields)
+
+
 async def get_character(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    return ok(store, _owned(store, request, "Character").body(store.now(), store.clock))
+    return ok(store, _asset_body(store, _owned(store, request, "Character")))
 
 
 async def get_scene(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    return ok(store, _owned(store, request, "Scene").body(store.now(), store.clock))
+    return ok(store, _asset_body(store, _owned(store, request, "Scene")))
 
 
 async def delete_character(request: web.Request) -> web.Response:
@@ -299,8 +305,10 @@ def _listing(
     mine = [i for i in items if i.api_key == key and not i.deleted]
     # Newest first (undocumented); `total` is the full count, not the page size (§10.2).
     mine.reverse()  # the dicts keep creation order
-    now = store.now()
-    page = [i.body(now, store.clock) for i in mine[offset : offset + limit]]
+    cap = store.faults.list_page_cap
+    if cap is not None:  # a server-side page size that wins over `limit`
+        limit = min(limit, cap)
+    page = [_asset_body(store, i) for i in mine[offset : offset + limit]]
     return ok(store, {label: page, "total": len(mine)})
 
 
@@ -317,4 +325,4 @@ async def list_scenes(request: web.Request) -> web.Response:
 async def get_credits(request: web.Request) -> web.Response:
     store = request.app[STORE]
     key = store.authenticate(request)
-    return ok(store, store.ledger.summary(key))
+    return ok(store, malform("credits", store.ledger.summary(key), store.faults.malformed_fields))

@@ -37,6 +37,14 @@ class SimClock:
         self._last = max(self._last, self._sim0)
         return self._last
 
+    def wall(self, sim: float) -> datetime:
+        """The UTC wall-clock moment shown for simulated time ``sim``."""
+        return self._wall0 + timedelta(seconds=sim)
+
+    def sim_of(self, wall: datetime) -> float:
+        """Inverse of :meth:`wall`."""
+        return (wall - self._wall0).total_seconds()
+
     def iso(self, sim: float) -> str:
         """ISO-8601 UTC with a ``Z``, whole seconds, like the docs' examples (§1.7)."""
         wall = self._wall0 + timedelta(seconds=sim)

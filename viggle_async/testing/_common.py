@@ -13,12 +13,13 @@ from aiohttp import web
 from viggle_async import _media
 
 from ._errors import ApiError, api_error
-from ._forms import Form, Upload, read_form, transfer_of
+from ._forms import DroppedConnection, Form, Upload, read_form, transfer_of
 from ._observe import CreateRecord
 from ._store import Store
 
 __all__ = [
     "BACKGROUND_MODES",
+    "CREATE_RECORD",
     "MODELS",
     "DroppedConnection",
     "VideoFacts",
@@ -39,8 +40,8 @@ BACKGROUND_MODES = frozenset({"original", "solid", "transparent"})  # §1.9
 _BOOLS = {"true": True, "false": False, "1": True, "0": False}
 
 
-class DroppedConnection(Exception):
-    """The connection was aborted on purpose (Faults.drop_uploads): answer nothing."""
+# Where create_request leaves its CreateRecord on the request, for the middleware's faults.
+CREATE_RECORD = "viggle_fake_create_record"
 
 
 def ok(store: Store, body: dict[str, Any]) -> web.Response:
@@ -141,6 +142,7 @@ async def create_request(
     form = Form()
     record = CreateRecord(kind, key, form.fields, form.parts, transfer_of(request))
     store.obs.creates.append(record)
+    request[CREATE_RECORD] = record
     try:
         await _maybe_drop(request, store)
         if read_body:
@@ -150,6 +152,8 @@ async def create_request(
                 store.tmpdir,
                 store.settings.max_upload_bytes,
                 store.settings.max_field_bytes,
+                store.faults.upload_bytes_per_s,
+                store.settings.body_stall_s,
             )
         yield form, record
     except ApiError as exc:

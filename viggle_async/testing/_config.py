@@ -81,9 +81,16 @@ class FakeSettings:
     min_scene_pixels: int = 64
     #: Max length of one text form field; a bigger one is a validation error (CS-UORC01-002).
     max_field_bytes: int = 64 * 1024
+    #: Real seconds a create's body may stall before its declared end (a body shorter than
+    #: its Content-Length) before the fake answers 400 CS-UORC01-002; None: wait forever.
+    body_stall_s: float | None = 30.0
 
     #: Size of every CDN output file; streamed from a generator, never held in memory.
     output_bytes: int = 64 * 1024
+    #: False: every output is the same byte pattern (an MP4 prelude, then byte i = i % 256).
+    #: True: a structurally valid MP4 per job (ftyp, moov with the job's duration, mdat) whose
+    #: bytes differ per job and per output/mask; at least its headers' size (~250 bytes).
+    output_mp4: bool = False
     #: Duration assumed when the fake cannot read one: URL inputs (it never fetches) and WebM.
     url_video_seconds: float = 10.0
     #: Frames per second reported for uploaded scenes (the probe does not read fps).
@@ -178,11 +185,113 @@ class Faults:
     drop_uploads: int = 0
     drop_after_bytes: int = 64 * 1024
 
-    #: Throttle every CDN body to this many bytes per second (None: as fast as possible).
+    #: Pace every CDN response body to this many bytes per second (None: as fast as
+    #: possible). Per connection, not global: each response is paced on its own, so N
+    #: parallel Range requests for segments of one object get N times the rate.
     cdn_bytes_per_s: float | None = None
 
     #: The first K CDN downloads send the full Content-Length but only part of the body.
     truncate_downloads: int = 0
     truncate_fraction: float = 0.5
+
+    # -- Creates answered badly *after* the job exists ------------------------------------
+    # A gateway or load balancer may forward a create, the backend commits (and bills) it,
+    # and the client still gets an error page, nothing, or a body it cannot use. Only a
+    # documented refusal proves no job exists; these knobs produce every other answer.
+
+    #: The next N accepted creates are committed (job, character or scene exists; credits
+    #: are charged; ``CreateRecord.status`` is 200 with its ``result_id``) but answered with
+    #: ``create_fail_shape`` / ``create_fail_status`` instead (counts down).
+    create_fail_after_commit: int = 0
+    #: Fraction (0-1) of accepted creates answered that way (seeded), besides the count.
+    create_fail_after_commit_rate: float = 0.0
+    #: What the client gets: ``"html"`` a gateway's HTML error page (``text/html``);
+    #: ``"empty"`` a status line with an empty body; ``"unparsable"`` an
+    #: ``application/json`` body cut off mid-object; ``"no_id"`` a JSON body that lacks the
+    #: new id (``job_id`` / ``character_id`` / ``scene_id`` / ``id``).
+    create_fail_shape: Literal["html", "empty", "unparsable", "no_id"] = "html"
+    #: HTTP status of that answer (500, 502, 503, 504, ...). For ``"no_id"`` it is used only
+    #: when it is a 2xx; otherwise ``"no_id"`` answers 200.
+    create_fail_status: int = 502
+    #: ``"POST /api/render"``-style routes it applies to; None: every create route (render,
+    #: character, scene, template import).
+    create_fail_routes: frozenset[str] | None = None
+
+    # -- Status endpoint --------------------------------------------------------------------
+
+    #: The next N ``GET /api/render/{job_id}`` polls answer ``status_error_status`` (counts
+    #: down) with a JSON ``detail`` body, before the handler runs.
+    status_error_next: int = 0
+    status_error_status: int = 503
+    #: ``Retry-After`` header value sent verbatim with those answers, e.g. ``"2"``
+    #: (delta-seconds) or ``"Wed, 21 Oct 2026 07:28:00 GMT"`` (HTTP-date); None: no header.
+    status_retry_after: str | None = None
+    #: A ``complete`` status lacks its ``cdn_url`` (and ``download_url``) on its first N
+    #: polls per job, in turn absent, ``null`` and ``""``; the (N+1)-th poll has it.
+    complete_without_cdn_url_n: int = 0
+    #: Malform every *informational* field of render statuses, characters, scenes (also in
+    #: lists) and credits; the fields a client acts on stay intact (``job_id``, ``id``,
+    #: ``status``, ``cdn_url``, ``mask_cdn_url``, ``error*``, ``balance``, ``credits``,
+    #: ``name``). ``"empty"``: ``""``; ``"null"``: ``null``; ``"wrong_type"``: numbers as
+    #: strings, strings and dates as numbers, objects as lists; ``"garbage"``: strings that
+    #: parse as nothing (``"yesterday"``, ``"NaN%"``). None: well-formed.
+    malformed_fields: Literal["empty", "null", "wrong_type", "garbage"] | None = None
+
+    #: List endpoints (characters, scenes) return at most N items per page whatever
+    #: ``limit`` asked for; ``total`` still counts every item. None: honour ``limit``.
+    list_page_cap: int | None = None
+
+    # -- Uploads ------------------------------------------------------------------------------
+
+    #: Read uploaded file parts at most this many bytes per second per request (None: as
+    #: fast as they come); the client sees a slow server-side upload.
+    upload_bytes_per_s: float | None = None
+
+    # -- CDN ----------------------------------------------------------------------------------
+    # "Each object" is one output URL path (``/outputs/<job>/output.mp4`` or ``mask.mp4``);
+    # its counters start at its first CDN request. CDN times are simulated seconds.
+
+    #: Sign CDN URLs S3-style: the query carries ``X-Amz-Credential=AKIA...%2F...``,
+    #: ``X-Amz-Date``, ``X-Amz-Expires``, an ``X-Amz-Security-Token`` with ``%2B``/``%2F``/
+    #: ``%3D`` and ``X-Amz-Signature``, an HMAC of the *raw* path and query as sent. A URL
+    #: whose query was re-encoded, or older than this many simulated seconds, answers 403.
+    #: Every status poll signs afresh. None: plain unsigned URLs.
+    url_ttl_s: float | None = None
+    #: The first N requests of each object answer ``cdn_fail_status``.
+    cdn_fail_first_n: int = 0
+    #: Requests within this many simulated seconds of each object's first request answer
+    #: ``cdn_fail_status`` (0: off).
+    cdn_fail_for_s: float = 0.0
+    #: Status for those answers: 403, 404, 410, 500, 502, 503, ... (a small XML body).
+    cdn_fail_status: int = 503
+    #: ``Retry-After`` value sent verbatim with them (delta-seconds or HTTP-date); None: none.
+    cdn_retry_after: str | None = None
+    #: The first N body-serving tries of each object close the connection after
+    #: ``cdn_drop_after_bytes`` bytes of the response body (the full length was announced).
+    cdn_drop_first_n: int = 0
+    cdn_drop_after_bytes: int = 32 * 1024
+    #: Honour ``Range: bytes=a-`` / ``a-b`` / ``-n`` with 206 and ``Content-Range`` (416 when
+    #: unsatisfiable), and ``If-Range`` (a mismatching validator answers 200 with the full
+    #: body). False: ``Range`` is ignored (200, no ``Accept-Ranges``). An ``ETag`` is sent
+    #: either way.
+    cdn_range_support: bool = False
+
+    # -- Realistic render progress (all off: every render runs at the FakeSettings rate) -------
+    # Drawn per job at create from the seeded random source; times are simulated seconds.
+
+    #: Each job's processing time is scaled by a factor drawn from 1 +/- this (0.3: +/-30 %).
+    render_rate_jitter: float = 0.0
+    #: Fraction (0-1) of jobs whose progress stalls once, at a random point of processing...
+    stall_fraction: float = 0.0
+    #: ...for up to this fraction of its processing time (0.1: a tenth); the job ends later.
+    stall_max: float = 0.1
+    #: Move each checkpoint's processing fraction (0.2, 0.4, 0.6, 0.9) by up to +/-0.08 per
+    #: job, so checkpoints come at uneven steps (always in order).
+    uneven_checkpoints: bool = False
+    #: Each job's queue delay is scaled by a factor drawn from 1 +/- this (0.5: +/-50 %)...
+    queue_jitter: float = 0.0
+    #: ...plus this many simulated seconds per job of the same key still queued or
+    #: processing at create time (the queue grows with load).
+    queue_s_per_active_job: float = 0.0
 
     seed: int = 0

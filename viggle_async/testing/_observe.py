@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import attrs
 
-__all__ = ["CreateRecord", "FilePart", "Observations"]
+__all__ = ["CdnRequest", "CreateRecord", "FilePart", "Observations"]
 
 
 @attrs.frozen
@@ -16,7 +16,9 @@ class FilePart:
     """One uploaded file part as it arrived.
 
     ``transfer`` is how the whole request body was framed: "content-length" or "chunked".
-    ``size`` counts the bytes read (less than the file when the upload was cut short).
+    ``size`` counts the bytes read (less than the file when the upload was cut short);
+    ``sha256`` is the hex digest of exactly those bytes, so a test can prove which bytes
+    were sent and how many times.
     """
 
     name: str
@@ -24,14 +26,33 @@ class FilePart:
     size: int
     content_type: str | None
     transfer: Literal["content-length", "chunked"]
+    sha256: str = ""
+
+
+@attrs.frozen
+class CdnRequest:
+    """One request the CDN received, as it arrived.
+
+    ``raw_path`` is the path *and query* exactly as sent on the request line (no decoding),
+    so a test can check a signed URL was passed through untouched. ``headers`` holds the
+    ``Range``, ``If-Range`` and ``Authorization`` values that were present; ``status`` the
+    status answered.
+    """
+
+    method: str
+    raw_path: str
+    headers: dict[str, str]
+    status: int
 
 
 @attrs.define
 class CreateRecord:
     """One create request (render, character, scene or import), accepted or not.
 
-    ``status`` is the HTTP status answered (0 when the connection was dropped); ``result_id``
-    the job, character or scene id created.
+    ``status`` is the HTTP status the server decided (0 when the connection was dropped);
+    ``result_id`` the job, character or scene id created. When a fault replaced a committed
+    answer (``Faults.create_fail_after_commit``), ``answered_status`` and ``answer_fault``
+    say what the client got instead: the job still exists and was charged.
     """
 
     kind: Literal["render", "character", "scene", "import"]
@@ -42,6 +63,8 @@ class CreateRecord:
     status: int = 0
     result_id: str | None = None
     error_code: str | None = None
+    answered_status: int | None = None
+    answer_fault: str | None = None
 
 
 @attrs.define
@@ -65,6 +88,15 @@ class Observations:
     #: CDN downloads started / cut short by Faults.truncate_downloads.
     cdn_downloads: int = 0
     truncated_downloads: int = 0
+    #: Every CDN request in arrival order (method, raw path and query, status).
+    cdn_requests: list[CdnRequest] = attrs.field(factory=list)
+    #: CDN bodies cut off by Faults.cdn_drop_first_n; CDN answers failed on purpose.
+    cdn_dropped: int = 0
+    cdn_failed: int = 0
+    #: Creates committed but answered with a fault (Faults.create_fail_after_commit*).
+    failed_after_commit: int = 0
+    #: Status polls answered with Faults.status_error_next.
+    status_errors: int = 0
     _in_flight: Counter[tuple[str, str]] = attrs.field(factory=Counter)
 
     def enter(self, route: tuple[str, str]) -> None:
@@ -88,7 +120,10 @@ class Observations:
             "peak_concurrency": routes(self.peak_concurrency),
             "creates": [
                 {"kind": c.kind, "status": c.status, "result_id": c.result_id,
-                 "error_code": c.error_code, "fields": dict(c.fields)}
+                 "error_code": c.error_code, "fields": dict(c.fields),
+                 "answered_status": c.answered_status, "answer_fault": c.answer_fault,
+                 "files": [{"name": f.name, "size": f.size, "sha256": f.sha256}
+                           for f in c.files]}
                 for c in self.creates
             ],
             "capacity_rejections": self.capacity_rejections,
@@ -98,6 +133,14 @@ class Observations:
             "cdn_auth_headers": len(self.cdn_auth_headers),
             "cdn_downloads": self.cdn_downloads,
             "truncated_downloads": self.truncated_downloads,
+            "cdn_requests": [
+                {"method": r.method, "raw_path": r.raw_path, "status": r.status}
+                for r in self.cdn_requests
+            ],
+            "cdn_dropped": self.cdn_dropped,
+            "cdn_failed": self.cdn_failed,
+            "failed_after_commit": self.failed_after_commit,
+            "status_errors": self.status_errors,
         }
 
     def creates_of(self, kind: str) -> list[CreateRecord]:

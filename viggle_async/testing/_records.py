@@ -15,7 +15,8 @@ from ._clock import SimClock
 __all__ = ["Character", "RenderJob", "Scene", "render_body"]
 
 # Processing fractions at which each checkpoint is reached (§2.3; order inferred, §3.1).
-_CHECKPOINTS = ((0.2, "ref_done"), (0.4, "dri_done"), (0.6, "bg_done"), (0.9, "render_done"))
+_MARKS = (0.2, 0.4, 0.6, 0.9)
+_CHECKPOINT_NAMES = ("ref_done", "dri_done", "bg_done", "render_done")
 # A failing render fails half-way through processing.
 _FAIL_FRACTION = 0.5
 
@@ -35,6 +36,12 @@ class RenderJob:
     fails: bool
     cancelled_at: float | None = None
     refunded: bool = False
+    #: A pause in progress (Faults.stall_*): from ``stall_start`` for ``stall_s`` simulated
+    #: seconds, included in ``finished``.
+    stall_start: float = 0.0
+    stall_s: float = 0.0
+    #: Processing fractions at which each checkpoint is reached (Faults.uneven_checkpoints).
+    marks: tuple[float, ...] = _MARKS
 
     @property
     def fail_at(self) -> float:
@@ -64,15 +71,18 @@ class RenderJob:
             now = min(now, self.cancelled_at)
         if self.fails:
             now = min(now, self.fail_at)
-        span = self.finished - self.started
+        span = self.finished - self.started - self.stall_s
         if span <= 0:
             return 1.0 if now >= self.finished else 0.0
-        return min(1.0, max(0.0, (now - self.started) / span))
+        elapsed = now - self.started
+        if self.stall_s > 0 and now > self.stall_start:
+            elapsed -= min(now, self.stall_start + self.stall_s) - self.stall_start
+        return min(1.0, max(0.0, elapsed / span))
 
 
-def _checkpoint(fraction: float) -> str | None:
+def _checkpoint(fraction: float, marks: tuple[float, ...]) -> str | None:
     reached = None
-    for at, name in _CHECKPOINTS:
+    for at, name in zip(marks, _CHECKPOINT_NAMES, strict=True):
         if fraction >= at:
             reached = name
     return reached
@@ -84,7 +94,7 @@ def render_body(
     """The §2.3 status object with every field, as the job stands at simulated ``now``."""
     status = job.status(now)
     fraction = job.fraction(now)
-    checkpoint = _checkpoint(fraction) if status != "queued" else None
+    checkpoint = _checkpoint(fraction, job.marks) if status != "queued" else None
     pct: int = 0 if status == "queued" else min(99, int(fraction * 100))
     cdn_url = mask_url = None
     error = error_code = error_message = None

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import attrs
 from aiohttp import web
 
+from ._cdn import cdn_url
 from ._common import (
     MODELS,
     billable,
@@ -21,10 +23,11 @@ from ._common import (
 )
 from ._errors import api_error, not_found
 from ._forms import Form
+from ._malform import malform
 from ._records import RenderJob, Scene, render_body
 from ._store import STORE, Store, new_id
 
-__all__ = ["cancel_render", "create_render", "get_render"]
+__all__ = ["cancel_render", "create_render", "get_render", "status_body"]
 
 _FILE_FIELDS = frozenset({"ref_image", "driving_video"})
 
@@ -55,8 +58,9 @@ async def create_render(request: web.Request) -> web.Response:
                 f"This render needs {cost} credits; the balance is {store.ledger.balance(key)}",
             )
         s = store.settings
-        started = now + s.queue_delay_s
         processing = (s.render_base_s + s.render_s_per_video_s * plan.seconds) / (2 if fast else 1)
+        shape = _progress_shape(store, key, now, processing)
+        started = now + shape.queue_s
         job = RenderJob(
             job_id=job_id,
             api_key=key,
@@ -67,8 +71,11 @@ async def create_render(request: web.Request) -> web.Response:
             cost=cost,
             created=now,
             started=started,
-            finished=started + processing,
+            finished=started + shape.processing_s + shape.stall_s,
             fails=store.fails(store.faults.render_failure_rate),
+            stall_start=started + shape.stall_at * shape.processing_s,
+            stall_s=shape.stall_s,
+            marks=shape.marks,
         )
         store.jobs[job_id] = job
         if job.fails:
@@ -83,6 +90,43 @@ async def create_render(request: web.Request) -> web.Response:
                 "enqueued_at": store.clock.iso(now),
             },
         )
+
+
+@attrs.frozen
+class _Shape:
+    queue_s: float
+    processing_s: float
+    stall_at: float = 0.0  # fraction of processing
+    stall_s: float = 0.0
+    marks: tuple[float, ...] = (0.2, 0.4, 0.6, 0.9)
+
+
+_MARK_JITTER = 0.08  # less than half the 0.2 gap between marks, so they stay in order
+
+
+def _progress_shape(store: Store, key: str, now: float, processing: float) -> _Shape:
+    """Queue delay and progress of a new job: linear by default, uneven with the
+    Faults progress knobs (seeded; nothing is drawn while they are all off)."""
+    f, s = store.faults, store.settings
+    rng = store.progress_rng
+    queue = s.queue_delay_s
+    if f.queue_jitter > 0:
+        queue *= 1 + rng.uniform(-f.queue_jitter, f.queue_jitter)
+    if f.queue_s_per_active_job > 0:
+        active = sum(
+            1 for j in store.jobs.values() if j.api_key == key and not j.is_terminal(now)
+        )
+        queue += f.queue_s_per_active_job * active
+    if f.render_rate_jitter > 0:
+        processing *= 1 + rng.uniform(-f.render_rate_jitter, f.render_rate_jitter)
+    stall_at = stall_s = 0.0
+    if f.stall_fraction > 0 and rng.random() < f.stall_fraction:
+        stall_at = rng.uniform(0.1, 0.9)
+        stall_s = rng.uniform(0.0, f.stall_max) * processing
+    marks: tuple[float, ...] = (0.2, 0.4, 0.6, 0.9)
+    if f.uneven_checkpoints:
+        marks = tuple(m + rng.uniform(-_MARK_JITTER, _MARK_JITTER) for m in marks)
+    return _Shape(max(0.0, queue), processing, stall_at, stall_s, marks)
 
 
 def _validate(store: Store, key: str, form: Form, fast: bool, background_mode: str) -> _Plan:
@@ -230,13 +274,41 @@ async def get_render(request: web.Request) -> web.Response:
     """No authentication: the docs say status may be polled without a key (§1.2, §2.3)."""
     store = request.app[STORE]
     job = _job_or_404(store, request)
-    return ok(store, _body(store, job))
+    return ok(store, status_body(store, job, poll=True))
 
 
-def _body(store: Store, job: RenderJob) -> dict[str, object]:
-    return render_body(
-        job, store.now(), store.clock, store.cdn_base, store.settings.legacy_statuses
-    )
+_URL_FIELDS = ("cdn_url", "mask_cdn_url", "download_url")
+# Faults.complete_without_cdn_url_n: the shapes of a missing URL, in turn.
+_MISSING_URL = ("absent", None, "")
+
+
+def status_body(store: Store, job: RenderJob, *, poll: bool = False) -> dict[str, Any]:
+    """The status object with the status faults applied; ``poll`` counts it as a poll."""
+    now = store.now()
+    body = render_body(job, now, store.clock, store.cdn_base, store.settings.legacy_statuses)
+    faults = store.faults
+    if faults.url_ttl_s is not None:
+        base = store.cdn_base
+        for name in _URL_FIELDS:  # a fresh signature on every answer
+            value = body[name]
+            if isinstance(value, str) and value.startswith(base):
+                body[name] = cdn_url(store, value[len(base) :], now)
+    if body["status"] == "complete" and faults.complete_without_cdn_url_n > 0:
+        seen = store.complete_polls.get(job.job_id, 0)
+        if poll:
+            store.complete_polls[job.job_id] = seen + 1
+        if seen < faults.complete_without_cdn_url_n:
+            missing = _MISSING_URL[seen % len(_MISSING_URL)]
+            for name in ("cdn_url", "download_url"):
+                if missing == "absent":
+                    del body[name]
+                else:
+                    body[name] = missing
+    return malform("render", body, faults.malformed_fields)
+
+
+def _body(store: Store, job: RenderJob) -> dict[str, Any]:
+    return status_body(store, job)
 
 
 async def cancel_render(request: web.Request) -> web.Response:

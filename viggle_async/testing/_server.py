@@ -18,7 +18,8 @@ from ._cdn import cdn_app
 from ._config import FakeSettings, Faults
 from ._ledger import BalanceEntry
 from ._observe import CreateRecord, Observations
-from ._records import RenderJob, render_body
+from ._records import RenderJob
+from ._render import status_body
 from ._store import Store
 
 __all__ = ["FakeViggle"]
@@ -207,13 +208,7 @@ class FakeViggle:
     def render_status(self, job_id: str) -> dict[str, Any]:
         """The body ``GET /api/render/{job_id}`` would answer now (unwrapped)."""
         store = self.store
-        return render_body(
-            store.jobs[job_id],
-            store.now(),
-            store.clock,
-            store.cdn_base,
-            self.settings.legacy_statuses,
-        )
+        return status_body(store, store.jobs[job_id])
 
 
 def _port_of(runner: web.AppRunner) -> int:

@@ -45,6 +45,12 @@ class Store:
         self._pending_refunds: list[tuple[float, str, str]] = []
         # Token buckets: key -> (tokens, clock time of last refill).
         self.buckets: dict[str, tuple[float, float]] = {}
+        # CDN object path -> (simulated time of its first request, requests, body tries).
+        self.cdn_objects: dict[str, list[float]] = {}
+        # job id -> status polls answered while complete (Faults.complete_without_cdn_url_n).
+        self.complete_polls: dict[str, int] = {}
+        # Key of the fake CDN's URL signatures (Faults.url_ttl_s); fixed, it is no secret.
+        self.cdn_secret = b"viggle-fake-cdn-signing-key"
         self.faults = faults
         self.reseed()
         for key in settings.api_keys:
@@ -54,6 +60,8 @@ class Store:
         """Fresh random sources from ``faults.seed``: one per purpose, so they don't interact."""
         self.error_rng = random.Random(self.faults.seed)
         self.failure_rng = random.Random(self.faults.seed + 1)
+        self.commit_rng = random.Random(self.faults.seed + 2)
+        self.progress_rng = random.Random(self.faults.seed + 3)
 
     def now(self) -> float:
         return self.clock.now()
