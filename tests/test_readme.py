@@ -281,3 +281,112 @@ def test_snippet_passes_mypy_strict(snippet: Snippet, mypy_run: MypyRun) -> None
                          ids=[str(p.relative_to(EXAMPLES)) for p in EXAMPLE_FILES])
 def test_example_passes_mypy_strict(example: Path, mypy_run: MypyRun) -> None:
     assert mypy_run.errors[example.resolve()] == []
+
+
+# --- docs/api: the project's own API notes, and the citations that point into them ----------
+
+DOCS = ROOT / "docs"
+CITATIONS = DOCS / "citations.tsv"
+CITED_TREES = ("viggle_async", "tests", "benchmarks", "examples")
+
+
+def _cited_files() -> list[Path]:
+    """Python files whose comments cite the notes (this file's own examples excluded)."""
+    return [path for tree in CITED_TREES for path in sorted((ROOT / tree).rglob("*.py"))
+            if path != Path(__file__).resolve()]
+_ANCHOR = re.compile(r'<a id="([\w-]+)"></a>')
+_DOC_REF = re.compile(r"docs/api/(?:[\w-]+\.md)?(?:#[\w-]+)?")
+_MD_LINK = re.compile(r"\]\(([\w./-]*\.md)?(#[\w-]+)?\)")
+_SECTION = re.compile(r"§[0-9]+(?:\.[0-9]+)*(?:[–-]§?[0-9]+(?:\.[0-9]+)*)?")
+
+
+def _anchors(path: Path) -> set[str]:
+    return set(_ANCHOR.findall(path.read_text(encoding="utf-8")))
+
+
+def _resolves(target: str, base: Path) -> bool:
+    """``file.md#anchor``, ``file.md`` or ``#anchor`` relative to ``base`` (a file or folder)."""
+    file, _, anchor = target.partition("#")
+    path = (base.parent if base.is_file() else base) / file if file else base
+    if not path.exists():
+        return False
+    if path.is_dir():
+        return not anchor
+    return not anchor or anchor in _anchors(path)
+
+
+def test_every_link_in_the_api_notes_resolves() -> None:
+    broken = []
+    for page in sorted((DOCS / "api").glob("*.md")):
+        for match in _MD_LINK.finditer(page.read_text(encoding="utf-8")):
+            target = (match[1] or "") + (match[2] or "")
+            if not _resolves(target, page):
+                broken.append(f"{page.name}: {target}")
+    assert broken == []
+
+
+def test_every_docs_api_reference_in_the_code_resolves() -> None:
+    # Comments cite "docs/api/FILE.md#anchor"; an anchor renamed in the notes breaks them.
+    broken = []
+    for path in _cited_files():
+        for ref in _DOC_REF.findall(path.read_text(encoding="utf-8")):
+            if not _resolves(ref.removeprefix("docs/api/") or ".", DOCS / "api"):
+                broken.append(f"{path.relative_to(ROOT)}: {ref}")
+    assert broken == []
+
+
+@dataclass(frozen=True)
+class CitationRow:
+    old: str
+    new: str
+    file: str
+    line_contains: str
+
+
+def _citation_rows() -> list[CitationRow]:
+    lines = [line for line in CITATIONS.read_text(encoding="utf-8").splitlines()
+             if line and not line.startswith("#")]
+    assert lines[0].split("\t") == ["old", "new", "file", "line_contains", "note"]
+    return [CitationRow(*line.split("\t")[:4]) for line in lines[1:]]
+
+
+def resolve_citation(rows: list[CitationRow], old: str, file: str, line: str) -> list[str]:
+    """The new references for one occurrence: the most specific matching rows."""
+    def rank(row: CitationRow) -> int | None:
+        if row.old != old or (row.file and row.file != file):
+            return None
+        if row.line_contains and row.line_contains.lower() not in line.lower():
+            return None
+        return 2 * bool(row.line_contains) + bool(row.file)
+
+    ranked = [(r, row) for row in rows if (r := rank(row)) is not None]
+    best = max((r for r, _ in ranked), default=None)
+    return sorted({row.new for r, row in ranked if r == best})
+
+
+def test_every_old_section_citation_has_exactly_one_new_reference() -> None:
+    rows = _citation_rows()
+    for row in rows:
+        if row.new not in ("(keep)", "docs/api") and row.new.startswith("docs/api/"):
+            for ref in row.new.split(", "):
+                assert _resolves(ref.removeprefix("docs/api/"), DOCS / "api"), row
+    problems = []
+    for path in _cited_files():
+        rel = str(path.relative_to(ROOT))
+        for line in path.read_text(encoding="utf-8").splitlines():
+            for old in _SECTION.findall(line):
+                new = resolve_citation(rows, old, rel, line)
+                if len(new) != 1:
+                    problems.append(f"{rel}: {old} -> {new or 'no row'}: {line.strip()}")
+    assert problems == []
+
+
+def test_citation_rows_pick_the_most_specific_match() -> None:
+    rows = _citation_rows()
+    assert resolve_citation(rows, "§2.12", "x.py", "# list scenes (§2.12)") == [
+        "docs/api/assets.md#list-scenes"]
+    assert resolve_citation(rows, "§2.12", "x.py", "Get Scene does not return them (§2.12)") == [
+        "docs/api/assets.md#get-scene"]
+    assert resolve_citation(rows, "§10.2.3", "viggle_async/_backoff.py", "RFC 9110 §10.2.3") == [
+        "(keep)"]
+    assert resolve_citation(rows, "§3.9", "x.py", "§3.9") == []
