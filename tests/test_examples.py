@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ast
+import asyncio
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+from viggle_async.testing import FakeViggle, Faults, make_png, write_mp4
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -31,13 +34,82 @@ def test_bulk_folder_renders_all_and_resumes_from_its_journal(tmp_path: Path) ->
     cmd = [sys.executable, str(EXAMPLES / "bulk_folder.py"), "--out", str(out)]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=False)
     assert first.returncode == 0, first.stderr
-    assert "done: {'complete': 12}" in first.stdout
+    done = [line for line in first.stdout.splitlines() if line.startswith("done:")]
+    assert done[0].startswith("done: {'complete': 12}; creates sent: 12; credits: ")
+    # The second pass on the same server and journal: the deleted output is fetched again
+    # from its known job, the rest skipped, nothing submitted or paid for twice.
+    assert done[1] == "done: {'complete': 1, 'skipped': 11}; creates sent: 0; credits: 0"
+    assert first.stdout.count("Submitted(") == 12
     assert len(list(out.glob("*-render.mp4"))) == 12
-    # Same journal, same keys: nothing is submitted again.
+    # The journal lived with the embedded fake: a rerun after losing an output works.
+    (out / "sample-05-render.mp4").unlink()
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=False)
     assert second.returncode == 0, second.stderr
-    assert "done: {'skipped': 12}; credits: 0" in second.stdout
-    assert "Submitted(" not in second.stdout
+    assert "done: {'complete': 12}" in second.stdout
+    assert not (out / "run.journal").exists()
+
+
+def test_bulk_folder_keeps_no_journal_beyond_the_embedded_fake(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "bulk_folder.py"), "--journal", str(tmp_path / "j")],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2
+    assert "--journal needs --real" in proc.stderr
+
+
+async def _run_async(argv: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    # The fake server runs in the test's event loop, so the child must not block it.
+    proc = await asyncio.create_subprocess_exec(
+        *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def _real_mode_inputs(tmp_path: Path) -> tuple[Path, Path]:
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for i in range(3):
+        write_mp4(folder / f"clip-{i}.mp4", 1.0 + i)
+    image = tmp_path / "me.png"
+    image.write_bytes(make_png(64, 64))
+    return image, folder
+
+
+async def test_bulk_folder_real_mode_resumes_and_fails_loudly(tmp_path: Path) -> None:
+    # --real against a fake API: the journal outlives the process, as with the real API.
+    image, folder = _real_mode_inputs(tmp_path)
+    out, journal = tmp_path / "out", tmp_path / "run.journal"
+    cmd = [sys.executable, str(EXAMPLES / "bulk_folder.py"), "--real", str(image),
+           str(folder), "--out", str(out), "--journal", str(journal)]
+    async with FakeViggle(time_scale=500.0) as fake:
+        env = {**os.environ, "VIGGLE_API_KEY": fake.api_key, "VIGGLE_BASE_URL": fake.base_url}
+        code, stdout, stderr = await _run_async(cmd, env)
+        assert code == 0, stderr
+        assert "done: {'complete': 3}; creates sent: 3" in stdout
+        (out / "clip-1-render.mp4").unlink()
+        code, stdout, stderr = await _run_async(cmd, env)
+        assert code == 0, stderr
+        assert "done: {'complete': 1, 'skipped': 2}; creates sent: 0; credits: 0" in stdout
+        assert len(fake.creates) == 3  # the lost output came from its known job
+    # A different server does not know the journal's jobs: the run fails, and says so.
+    (out / "clip-2-render.mp4").unlink()
+    async with FakeViggle(time_scale=500.0) as other:
+        env = {**os.environ, "VIGGLE_API_KEY": other.api_key, "VIGGLE_BASE_URL": other.base_url}
+        code, stdout, stderr = await _run_async(cmd, env)
+    assert code == 1, stdout + stderr
+    assert "clip-2: failed" in stderr
+
+
+async def test_bulk_folder_exits_1_when_renders_fail(tmp_path: Path) -> None:
+    image, folder = _real_mode_inputs(tmp_path)
+    cmd = [sys.executable, str(EXAMPLES / "bulk_folder.py"), "--real", str(image),
+           str(folder), "--out", str(tmp_path / "out"), "--journal", str(tmp_path / "j")]
+    async with FakeViggle(time_scale=500.0, faults=Faults(render_failure_rate=1.0)) as fake:
+        env = {**os.environ, "VIGGLE_API_KEY": fake.api_key, "VIGGLE_BASE_URL": fake.base_url}
+        code, stdout, stderr = await _run_async(cmd, env)
+    assert code == 1, stdout + stderr
+    assert "done: {'failed': 3}" in stdout
 
 
 def test_multi_character_template_maps_each_person_to_a_character(tmp_path: Path) -> None:
