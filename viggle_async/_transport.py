@@ -16,7 +16,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import anyio
@@ -247,13 +247,11 @@ class AiohttpTransport:
         if self._session is None:
             # Created lazily inside the running loop (conventions); no cookies: the API
             # is authenticated by header only. total=None: long uploads must not be cut.
-            # A CDN redirect's Location (a signed URL) is followed as sent, not requoted.
             self._session = aiohttp.ClientSession(
                 cookie_jar=aiohttp.DummyCookieJar(),
                 connector=aiohttp.TCPConnector(limit=self._limit),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._timeouts.connect,
                                               sock_read=self._timeouts.read),
-                requote_redirect_url=False,
             )
         return self._session
 
@@ -332,13 +330,26 @@ class AiohttpTransport:
     async def _stream(self, url: str, headers: Mapping[str, str]
                       ) -> AsyncIterator[StreamedResponse]:
         session = self._get_session()
-        target = _raw_url(url)
         where = _origin(url)
-        try:
-            resp = await session.get(target, headers=headers, timeout=self._timeout(True),
-                                     proxy=self._proxies.for_url(target))
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise _mapped(exc, f"GET {where}", where, reached=True) from None
+        for _hop in range(_MAX_REDIRECTS + 1):
+            target = _raw_url(url)
+            try:
+                resp = await session.get(target, headers=headers, timeout=self._timeout(True),
+                                         proxy=self._proxies.for_url(target),
+                                         allow_redirects=False)
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise _mapped(exc, f"GET {where}", where, reached=True) from None
+            location = resp.headers.get("Location")
+            if resp.status not in _REDIRECTS or not location:
+                break
+            # Followed here, not by aiohttp: its resolution requotes the Location, and a
+            # signed URL must arrive as the server wrote it.
+            resp.close()
+            url = urljoin(url, location)
+            where = _origin(url)
+        else:
+            raise TransportError(f"GET {where}: more than {_MAX_REDIRECTS} redirects",
+                                 may_have_reached_server=True)
         try:
             yield _Streamed(resp, where)
         finally:
@@ -347,6 +358,10 @@ class AiohttpTransport:
                 resp.release()
             else:
                 resp.close()
+
+
+_MAX_REDIRECTS = 10
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 def _mapped(exc: BaseException, where: str, origin: str, *, reached: bool) -> TransportError:
