@@ -158,7 +158,8 @@ async def _attempt(transport: Transport, url: str, sink: _Sink, state: _State,
     if resuming:
         headers["Range"] = f"bytes={state.received}-"
         headers["If-Range"] = state.validator or ""
-    batch = bytearray()
+    batch: list[bytes] = []
+    pending = 0  # bytes in batch
     try:
         async with transport.stream(url, headers=headers) as resp:
             status = resp.status
@@ -176,23 +177,25 @@ async def _attempt(transport: Transport, url: str, sink: _Sink, state: _State,
             else:
                 raise _status_problem(status, resp.headers, now)
             async for chunk in resp.chunks():
-                batch += chunk
-                if len(batch) >= _BATCH:
-                    await sink.write(bytes(batch))
-                    state.received += len(batch)
-                    batch.clear()
+                # Chunks go to the writer as a list (written with writelines): no copy.
+                batch.append(chunk)
+                pending += len(chunk)
+                if pending >= _BATCH:
+                    await sink.write(batch)
+                    state.received += pending
+                    batch, pending = [], 0
                     if on_progress is not None:
                         on_progress(state.received, state.total)
             if batch or state.received == 0:
-                await sink.write(bytes(batch))
-                state.received += len(batch)
+                await sink.write(batch)
+                state.received += pending
                 if on_progress is not None:
                     on_progress(state.received, state.total)
     except TransportError as exc:
         # The bytes received are sound: keep them and resume from there.
         if batch:
-            await sink.write(bytes(batch))
-            state.received += len(batch)
+            await sink.write(batch)
+            state.received += pending
         raise _Retry(str(exc)) from None
     if state.total is not None and state.received != state.total:
         raise _Retry(f"the body ended after {state.received} of {state.total} bytes")
@@ -260,7 +263,7 @@ class _Sink:
     def __init__(self, path: Path):
         # Opened by the caller's worker thread, so the event loop never blocks on it.
         self._file: BinaryIO = open(path, "wb")  # noqa: SIM115
-        self._queue: queue.Queue[bytes | int | None] = queue.Queue(maxsize=_QUEUED)
+        self._queue: queue.Queue[list[bytes] | int | None] = queue.Queue(maxsize=_QUEUED)
         self._error: OSError | None = None
         self._done = False
         self._thread = threading.Thread(target=self._run, name="viggle-download-writer",
@@ -278,7 +281,7 @@ class _Sink:
                         f.seek(item)
                         f.truncate()
                     else:
-                        f.write(item)
+                        f.writelines(item)
                 except OSError as exc:
                     self._error = exc
             if self._error is None and not self._done:
@@ -289,7 +292,7 @@ class _Sink:
         finally:
             f.close()
 
-    async def _put(self, item: bytes | int | None) -> None:
+    async def _put(self, item: list[bytes] | int | None) -> None:
         if self._error is not None:
             raise self._error
         try:
@@ -299,9 +302,9 @@ class _Sink:
             # also what bounds memory.
             await anyio.to_thread.run_sync(self._queue.put, item)
 
-    async def write(self, data: bytes) -> None:
-        if data:
-            await self._put(data)
+    async def write(self, chunks: list[bytes]) -> None:
+        if chunks:
+            await self._put(chunks)
 
     async def truncate(self) -> None:
         await self._put(0)
