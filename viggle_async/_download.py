@@ -176,16 +176,23 @@ async def _attempt(transport: Transport, url: str, sink: _Sink, state: _State,
                 _learn(resp.headers, state)
             else:
                 raise _status_problem(status, resp.headers, now)
-            async for chunk in resp.chunks():
-                # Chunks go to the writer as a list (written with writelines): no copy.
-                batch.append(chunk)
-                pending += len(chunk)
-                if pending >= _BATCH:
-                    await sink.write(batch)
-                    state.received += pending
-                    batch, pending = [], 0
-                    if on_progress is not None:
-                        on_progress(state.received, state.total)
+            body = resp.chunks()
+            try:
+                async for chunk in body:
+                    # Chunks go to the writer as a list (written with writelines): no copy.
+                    batch.append(chunk)
+                    pending += len(chunk)
+                    if pending >= _BATCH:
+                        await sink.write(batch)
+                        state.received += pending
+                        batch, pending = [], 0
+                        if on_progress is not None:
+                            on_progress(state.received, state.total)
+            finally:
+                # Closed now (an async generator's aclose), even if the disk failed.
+                close = getattr(body, "aclose", None)
+                if close is not None:
+                    await close()
             if batch or state.received == 0:
                 await sink.write(batch)
                 state.received += pending
