@@ -230,7 +230,7 @@ class ViggleClient:
                        on_progress: Callable[[int, int | None], None] | None = None,
                        retry: RetryPolicy | None = None,
                        refresh: Callable[[], Awaitable[str]] | None = None,
-                       job_id: str | None = None) -> Path:
+                       job_id: str | None = None, segments: int = 1) -> Path:
         """Stream an output (``cdn_url`` / ``mask_cdn_url``) to ``dest``; returns ``dest``.
 
         Written to a temporary file beside ``dest``, checked against the length the CDN
@@ -241,6 +241,8 @@ class ViggleClient:
         honoured); a dropped body resumes with a Range request where the CDN allows it.
         ``refresh`` (async, returns a fresh URL) is called after 403/404/410, e.g. an
         expired signature; prefer ``download_render``, which does that for you.
+        ``segments`` > 1 fetches a large file over that many connections at once (Range
+        requests; for CDNs that cap each connection), falling back to one on any surprise.
         ``on_progress(received_bytes, total_bytes_or_None)``. Raises InvalidInputError
         (bad ``url``/``dest``, before anything is sent) or DownloadError, whose message
         says how to fetch the output again (it is still on the server).
@@ -248,6 +250,9 @@ class ViggleClient:
         from ._download import DOWNLOAD_RETRY, download_to
 
         check_url("url", url)
+        if isinstance(segments, bool) or not isinstance(segments, int) or not 1 <= segments <= 16:
+            raise InvalidInputError("segments", f"{segments!r} is not a whole number 1-16",
+                                    "pass segments=1 (one connection) up to 16")
         target = Path(dest)
         if await anyio.to_thread.run_sync(target.is_dir):
             raise InvalidInputError("dest", f"{str(target)!r} is a directory",
@@ -262,13 +267,14 @@ class ViggleClient:
 
         await download_to(self._transport, url, target, retry=retry or DOWNLOAD_RETRY,
                           clock=self.clock, rand=self._rand, now=self.now, refresh=refresh,
-                          on_progress=on_progress, on_retry=on_retry, job_id=job_id)
+                          on_progress=on_progress, on_retry=on_retry, job_id=job_id,
+                          segments=segments)
         return target
 
     async def download_render(self, job_id: str, dest: str | os.PathLike[str], *,
                               mask: bool = False,
                               on_progress: Callable[[int, int | None], None] | None = None,
-                              retry: RetryPolicy | None = None) -> Path:
+                              retry: RetryPolicy | None = None, segments: int = 1) -> Path:
         """Download a finished render's output (``mask=True``: its mask video) to ``dest``.
 
         Reads the job's status for the URL, and reads it again for a freshly signed URL
@@ -293,7 +299,8 @@ class ViggleClient:
             return url
 
         return await self.download(await current_url(), dest, on_progress=on_progress,
-                                   retry=retry, refresh=current_url, job_id=job_id)
+                                   retry=retry, refresh=current_url, job_id=job_id,
+                                   segments=segments)
 
 
 def _deltas(report: Callable[[int], None] | None) -> Callable[[int], None] | None:

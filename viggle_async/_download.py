@@ -42,7 +42,7 @@ import anyio
 from ._backoff import RetryPolicy, parse_retry_after
 from ._clock import Clock
 from ._errors import DownloadError, TransportError, ViggleError
-from ._protocol import Transport
+from ._protocol import StreamedResponse, Transport
 
 __all__ = ["DOWNLOAD_RETRY", "download_to"]
 
@@ -58,6 +58,7 @@ OnRetry = Callable[[int, float, Exception], None]
 
 _PART = ".part"
 _BATCH = 1024 * 1024  # bytes gathered before a hand-off to the writer thread
+_MIN_SEGMENT = 4 * 1024 * 1024  # bytes: smaller files are not worth more connections
 _QUEUED = 4  # batches queued for the writer: bounds memory to ~(_QUEUED + 1) * _BATCH
 _RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 _REFRESH_STATUSES = frozenset({403, 404, 410})
@@ -79,8 +80,14 @@ class _Retry(Exception):
 async def download_to(transport: Transport, url: str, dest: Path, *, retry: RetryPolicy,
                       clock: Clock, rand: Callable[[], float], now: Callable[[], datetime],
                       refresh: Refresh | None = None, on_progress: Progress | None = None,
-                      on_retry: OnRetry | None = None, job_id: str | None = None) -> int:
+                      on_retry: OnRetry | None = None, job_id: str | None = None,
+                      segments: int = 1) -> int:
     """Download ``url`` to ``dest``; returns the file's size in bytes.
+
+    ``segments`` > 1 fetches a large file (at least ``segments`` x 4 MiB) over that many
+    connections at once with ``Range`` requests, for CDNs that cap each connection's
+    speed; it needs a CDN that announces ``Accept-Ranges: bytes`` and a validator, and
+    falls back to one connection (resuming what is contiguous) on any surprise.
 
     ``refresh`` (async, returns a fresh URL) is awaited after a 403, 404 or 410.
     ``on_progress(received, total)`` reports bytes (total None when unknown; received
@@ -101,7 +108,8 @@ async def download_to(transport: Transport, url: str, dest: Path, *, retry: Retr
     try:
         while True:
             try:
-                await _attempt(transport, url, sink, state, now, on_progress)
+                await _attempt(transport, url, sink, state, now, on_progress,
+                               _Segmenting(segments, retry, clock, rand))
                 break
             except _Retry as problem:
                 failure: Exception = problem
@@ -147,10 +155,23 @@ class _State:
         self.total: int | None = None  # the object's length, from the first full answer
         self.validator: str | None = None  # strong ETag or Last-Modified, for If-Range
         self.resumable = False
+        self.segmented = False  # tried once: after a fallback, one connection only
+
+
+class _Segmenting:
+    def __init__(self, segments: int, retry: RetryPolicy, clock: Clock,
+                 rand: Callable[[], float]):
+        self.segments, self.retry, self.clock, self.rand = segments, retry, clock, rand
+
+    def applies(self, headers: Mapping[str, str], state: _State) -> bool:
+        return (self.segments > 1 and not state.segmented and state.resumable
+                and state.total is not None and state.total >= self.segments * _MIN_SEGMENT
+                and headers.get("accept-ranges", "").lower() == "bytes")
 
 
 async def _attempt(transport: Transport, url: str, sink: _Sink, state: _State,
-                   now: Callable[[], datetime], on_progress: Progress | None) -> None:
+                   now: Callable[[], datetime], on_progress: Progress | None,
+                   segmenting: _Segmenting) -> None:
     # Ask for the file as stored: with a compressed transfer, Content-Length counts
     # encoded bytes and could not be checked against what is written.
     headers = {"Accept-Encoding": "identity", "User-Agent": "viggle-async"}
@@ -174,6 +195,10 @@ async def _attempt(transport: Transport, url: str, sink: _Sink, state: _State,
                     await sink.truncate()  # no Range support, or the object changed
                     state.received = 0
                 _learn(resp.headers, state)
+                if segmenting.applies(resp.headers, state):
+                    await _segmented(transport, url, resp, sink, state, segmenting,
+                                     on_progress)
+                    return
             else:
                 raise _status_problem(status, resp.headers, now)
             body = resp.chunks()
@@ -183,7 +208,7 @@ async def _attempt(transport: Transport, url: str, sink: _Sink, state: _State,
                     batch.append(chunk)
                     pending += len(chunk)
                     if pending >= _BATCH:
-                        await sink.write(batch)
+                        await sink.write(batch, state.received)
                         state.received += pending
                         batch, pending = [], 0
                         if on_progress is not None:
@@ -194,18 +219,113 @@ async def _attempt(transport: Transport, url: str, sink: _Sink, state: _State,
                 if close is not None:
                     await close()
             if batch or state.received == 0:
-                await sink.write(batch)
+                await sink.write(batch, state.received)
                 state.received += pending
                 if on_progress is not None:
                     on_progress(state.received, state.total)
     except TransportError as exc:
         # The bytes received are sound: keep them and resume from there.
         if batch:
-            await sink.write(batch)
+            await sink.write(batch, state.received)
             state.received += pending
         raise _Retry(str(exc)) from None
     if state.total is not None and state.received != state.total:
         raise _Retry(f"the body ended after {state.received} of {state.total} bytes")
+
+
+class _Fallback(Exception):
+    """Segmented download gave up: go on over one connection (internal)."""
+
+
+async def _segmented(transport: Transport, url: str, first: StreamedResponse, sink: _Sink,
+                     state: _State, how: _Segmenting, on_progress: Progress | None) -> None:
+    """Fetch ``state.total`` bytes as ``how.segments`` ranges at once; segment 0 reads on
+    from ``first`` (a 200 already open). Each segment resumes its own drops (with
+    If-Range); anything else stops them all and the download resumes over one connection
+    from the contiguous prefix written so far."""
+    total = state.total or 0
+    validator = state.validator or ""
+    state.segmented = True
+    bounds = [total * i // how.segments for i in range(how.segments + 1)]
+    done = bounds[:-1]  # next offset to write, per segment
+    problems: list[BaseException] = []
+
+    def report() -> None:
+        if on_progress is not None:
+            on_progress(sum(d - b for d, b in zip(done, bounds, strict=False)), total)
+
+    async def copy(i: int, resp: StreamedResponse) -> None:
+        end = bounds[i + 1]
+        batch: list[bytes] = []
+        size = 0  # bytes in batch
+        body = resp.chunks()
+        try:
+            async for chunk in body:
+                room = end - done[i] - size
+                batch.append(chunk if len(chunk) <= room else chunk[:room])
+                size += len(batch[-1])
+                if size >= _BATCH or done[i] + size >= end:
+                    await sink.write(batch, done[i])
+                    done[i] += size
+                    batch, size = [], 0
+                    report()
+                if done[i] >= end:
+                    break  # segment 0's answer runs on to the end of the file: stop here
+        finally:
+            if batch:  # keep what arrived before a drop
+                await sink.write(batch, done[i])
+                done[i] += size
+            close = getattr(body, "aclose", None)
+            if close is not None:
+                await close()
+
+    async def run(i: int, opened: StreamedResponse | None) -> None:
+        attempt, seen = 0, done[i]
+        try:
+            while done[i] < bounds[i + 1]:
+                try:
+                    if opened is not None:
+                        resp, opened = opened, None
+                        await copy(i, resp)
+                    else:
+                        headers = {"Accept-Encoding": "identity", "User-Agent": "viggle-async",
+                                   "Range": f"bytes={done[i]}-{bounds[i + 1] - 1}",
+                                   "If-Range": validator}
+                        async with transport.stream(url, headers=headers) as resp:
+                            want = f"bytes {done[i]}-{bounds[i + 1] - 1}/{total}"
+                            if (resp.status != 206 or
+                                    resp.headers.get("content-range", "").strip() != want):
+                                raise _Fallback(f"a segment answered HTTP {resp.status} "
+                                                f"{resp.headers.get('content-range', '')}")
+                            await copy(i, resp)
+                    if done[i] < bounds[i + 1]:
+                        raise TransportError("a segment ended early",
+                                             may_have_reached_server=True)
+                except TransportError as exc:
+                    if done[i] > seen:
+                        attempt, seen = 0, done[i]  # it moved forward: not a failure
+                    delay = how.retry.delay(attempt, retry_after=None, rand=how.rand)
+                    if delay is None:
+                        raise _Fallback(str(exc)) from None
+                    attempt += 1
+                    await how.clock.sleep_until(how.clock.now() + delay)
+        except (_Fallback, OSError) as exc:
+            problems.append(exc)
+            tg.cancel_scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        for i in range(how.segments):
+            tg.start_soon(run, i, first if i == 0 else None)
+    for problem in problems:
+        if isinstance(problem, OSError):
+            raise problem
+    if problems:
+        # The contiguous prefix is sound; the rest is rewritten over one connection.
+        prefix = next((d for d, end in zip(done, bounds[1:], strict=False) if d < end), total)
+        await sink.truncate(prefix)
+        state.received = prefix
+        raise _Retry(f"segmented download stopped: {problems[0]}")
+    state.received = total
 
 
 def _continues(headers: Mapping[str, str], state: _State) -> bool:
@@ -270,7 +390,8 @@ class _Sink:
     def __init__(self, path: Path):
         # Opened by the caller's worker thread, so the event loop never blocks on it.
         self._file: BinaryIO = open(path, "wb")  # noqa: SIM115
-        self._queue: queue.Queue[list[bytes] | int | None] = queue.Queue(maxsize=_QUEUED)
+        self._queue: queue.Queue[tuple[int, list[bytes]] | int | None] = queue.Queue(
+            maxsize=_QUEUED)
         self._error: OSError | None = None
         self._done = False
         self._thread = threading.Thread(target=self._run, name="viggle-download-writer",
@@ -288,7 +409,8 @@ class _Sink:
                         f.seek(item)
                         f.truncate()
                     else:
-                        f.writelines(item)
+                        f.seek(item[0])  # segments write at their own offsets
+                        f.writelines(item[1])
                 except OSError as exc:
                     self._error = exc
             if self._error is None and not self._done:
@@ -299,7 +421,7 @@ class _Sink:
         finally:
             f.close()
 
-    async def _put(self, item: list[bytes] | int | None) -> None:
+    async def _put(self, item: tuple[int, list[bytes]] | int | None) -> None:
         if self._error is not None:
             raise self._error
         try:
@@ -309,12 +431,13 @@ class _Sink:
             # also what bounds memory.
             await anyio.to_thread.run_sync(self._queue.put, item)
 
-    async def write(self, chunks: list[bytes]) -> None:
+    async def write(self, chunks: list[bytes], offset: int) -> None:
+        """Write ``chunks`` (in order) at byte ``offset``."""
         if chunks:
-            await self._put(chunks)
+            await self._put((offset, chunks))
 
-    async def truncate(self) -> None:
-        await self._put(0)
+    async def truncate(self, size: int = 0) -> None:
+        await self._put(size)
 
     async def finish(self) -> None:
         """Flush, fsync and close; raises the writer's OSError if any."""
