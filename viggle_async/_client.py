@@ -237,8 +237,8 @@ class ViggleClient:
         announced, fsynced and renamed; an existing ``dest`` is replaced only by a
         complete file. The URL is sent byte for byte as given (signed URLs), with no API
         key. CDN hiccups (5xx, 404, 429, dropped connections) are retried with ``retry``
-        (default ``DOWNLOAD_RETRY``: 8 attempts, 0.5-10 s jittered backoff, Retry-After
-        honoured); a dropped body resumes with a Range request where the CDN allows it.
+        (default: 8 attempts, 0.5-10 s jittered backoff, Retry-After honoured); a dropped
+        body resumes with a Range request where the CDN allows it.
         ``refresh`` (async, returns a fresh URL) is called after 403/404/410, e.g. an
         expired signature; prefer ``download_render``, which does that for you.
         ``segments`` > 1 fetches a large file over that many connections at once (Range
@@ -250,16 +250,7 @@ class ViggleClient:
         from ._download import DOWNLOAD_RETRY, download_to
 
         check_url("url", url)
-        if isinstance(segments, bool) or not isinstance(segments, int) or not 1 <= segments <= 16:
-            raise InvalidInputError("segments", f"{segments!r} is not a whole number 1-16",
-                                    "pass segments=1 (one connection) up to 16")
-        target = Path(dest)
-        if await anyio.to_thread.run_sync(target.is_dir):
-            raise InvalidInputError("dest", f"{str(target)!r} is a directory",
-                                    "pass a file path, e.g. out/render.mp4")
-        if not await anyio.to_thread.run_sync(target.parent.is_dir):
-            raise InvalidInputError("dest", f"folder {str(target.parent)!r} does not exist",
-                                    "create the folder first")
+        target = await _checked_download_args(dest, segments)
 
         def on_retry(attempt: int, delay: float, cause: Exception) -> None:
             if self._on_retry is not None:
@@ -298,9 +289,24 @@ class ViggleClient:
                     "pass mask=False")
             return url
 
+        await _checked_download_args(dest, segments)  # before the status read
         return await self.download(await current_url(), dest, on_progress=on_progress,
                                    retry=retry, refresh=current_url, job_id=job_id,
                                    segments=segments)
+
+
+async def _checked_download_args(dest: str | os.PathLike[str], segments: int) -> Path:
+    if isinstance(segments, bool) or not isinstance(segments, int) or not 1 <= segments <= 16:
+        raise InvalidInputError("segments", f"{segments!r} is not a whole number 1-16",
+                                "pass segments=1 (one connection) up to 16")
+    target = Path(dest)
+    if await anyio.to_thread.run_sync(target.is_dir):
+        raise InvalidInputError("dest", f"{str(target)!r} is a directory",
+                                "pass a file path, e.g. out/render.mp4")
+    if not await anyio.to_thread.run_sync(target.parent.is_dir):
+        raise InvalidInputError("dest", f"folder {str(target.parent)!r} does not exist",
+                                "create the folder first")
+    return target
 
 
 def _deltas(report: Callable[[int], None] | None) -> Callable[[int], None] | None:

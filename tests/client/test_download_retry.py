@@ -342,3 +342,22 @@ class _app:  # used like a function: ``async with _app(handler) as base_url``
 
     async def __aexit__(self, *exc: object) -> None:
         await self._runner.cleanup()
+
+
+async def test_download_render_checks_dest_before_reading_the_status(tmp_path: Path) -> None:
+    from viggle_async import InvalidInputError
+
+    reads = 0
+
+    async def status(request: web.Request) -> web.Response:
+        nonlocal reads
+        reads += 1
+        return web.json_response({"job_id": "j", "status": "processing"})
+
+    app = web.Application()
+    app.router.add_get("/api/render/{job_id}", status)
+    async with _app(None, app) as base, ViggleClient("k", base_url=base,
+                                                     trust_env=False) as client:
+        with pytest.raises(InvalidInputError) as info:
+            await client.download_render("j", tmp_path / "missing" / "r.mp4")
+    assert info.value.field == "dest" and reads == 0
