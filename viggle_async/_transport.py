@@ -12,6 +12,7 @@ verify, fsync, rename, retries) lives in ``_download`` and works on any transpor
 
 from __future__ import annotations
 
+import re
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
@@ -369,8 +370,13 @@ def _mapped(exc: BaseException, where: str, origin: str, *, reached: bool) -> Tr
         return ConnectError(f"cannot connect to {origin}: {exc.os_error}")
     if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)):
         return RequestTimeoutError(f"{where}: no answer in time", may_have_reached_server=reached)
-    return TransportError(f"{where}: {type(exc).__name__}: {exc}",
+    # Some aiohttp errors quote the whole URL: a signed URL's query carries credentials.
+    text = _QUERY.sub(r"\1?...", str(exc))
+    return TransportError(f"{where}: {type(exc).__name__}: {text}",
                           may_have_reached_server=reached)
+
+
+_QUERY = re.compile(r"""(\w+://[^\s?'"]*)\?[^\s'"]*""")
 
 
 def _origin(url: str) -> str:

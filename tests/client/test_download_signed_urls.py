@@ -66,3 +66,31 @@ async def test_a_redirect_to_a_signed_url_is_followed_untouched(
         dest = await client.download(base + "/redirect/job_1", tmp_path / "o.mp4")
     assert seen == ["/redirect/job_1", SIGNED[0]]
     assert dest.read_bytes() == BODY
+
+
+@pytest.mark.parametrize("answer", [b"garbage\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 10"
+                                    b"\r\n\r\nshort", b""])
+async def test_no_error_message_quotes_the_signature(tmp_path: Path, answer: bytes) -> None:
+    """Whatever breaks (a malformed answer, a short body, a closed socket), the error names
+    the URL without its query: a signed URL's query is a credential."""
+    import asyncio
+
+    from viggle_async import DownloadError, RetryPolicy
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        async with ViggleClient("k", base_url=base, trust_env=False) as client:
+            with pytest.raises(DownloadError) as info:
+                await client.download(f"{base}/o.mp4?X-Amz-Signature=SECRET%2Fsig",
+                                      tmp_path / "o.mp4",
+                                      retry=RetryPolicy(max_attempts=2, base=0.001, cap=0.001))
+    finally:
+        server.close()
+    assert "SECRET" not in str(info.value) and "/o.mp4" in str(info.value)
