@@ -33,7 +33,7 @@ from ._errors import (
     RateLimitError,
     TransportError,
 )
-from ._protocol import Request, Response, check_url, error_from_response
+from ._protocol import Request, Response, UploadObserver, check_url, error_from_response
 from ._transport import AiohttpTransport, Timeouts
 from ._uploads import Limits
 
@@ -103,6 +103,8 @@ class ViggleClient:
         clock: Clock | None = None,
         rand: Callable[[], float] = random.random,
         transport: AiohttpTransport | None = None,
+        proxy: str | None = None,
+        trust_env: bool = True,
     ):
         key = api_key if api_key is not None else os.environ.get("VIGGLE_API_KEY")
         self.__key = key or None
@@ -115,7 +117,10 @@ class ViggleClient:
         self.clock: Clock = clock or SystemClock()
         self._rand = rand
         self._on_retry = on_retry
-        self._transport = transport or AiohttpTransport(session, timeouts=timeouts)
+        # Proxies: ``proxy`` for every request, else HTTP(S)_PROXY/ALL_PROXY/NO_PROXY,
+        # read once here; ``trust_env=False`` ignores the environment.
+        self._transport = transport or AiohttpTransport(session, timeouts=timeouts,
+                                                        proxy=proxy, trust_env=trust_env)
         self._converter = get_converter()
         from ._resources import Characters, Renders, Scenes
 
@@ -173,8 +178,8 @@ class ViggleClient:
                 on_attempt()
             try:
                 response = await self._transport.send(
-                    request, url=url, headers=headers, on_upload=on_upload,
-                    before_last_bytes=before_last_bytes)
+                    request, url=url, headers=headers,
+                    observer=UploadObserver(_deltas(on_upload), before_last_bytes))
             except ConnectError as exc:
                 cause: BaseException = exc
                 retry_after = None
@@ -222,20 +227,97 @@ class ViggleClient:
         return await self._call(credits(), self.parse_as(Credits))
 
     async def download(self, url: str, dest: str | os.PathLike[str], *,
-                       on_progress: Callable[[int, int | None], None] | None = None) -> Path:
-        """Stream an output (``cdn_url`` / ``mask_cdn_url``) to ``dest``.
+                       on_progress: Callable[[int, int | None], None] | None = None,
+                       retry: RetryPolicy | None = None,
+                       refresh: Callable[[], Awaitable[str]] | None = None,
+                       job_id: str | None = None, segments: int = 1) -> Path:
+        """Stream an output (``cdn_url`` / ``mask_cdn_url``) to ``dest``; returns ``dest``.
 
-        Written to a temporary file beside ``dest`` and renamed only when complete and
-        as long as Content-Length said; the API key is never sent. Returns ``dest``.
+        Written to a temporary file beside ``dest``, checked against the length the CDN
+        announced, fsynced and renamed; an existing ``dest`` is replaced only by a
+        complete file. The URL is sent byte for byte as given (signed URLs), with no API
+        key. CDN hiccups (5xx, 404, 429, dropped connections) are retried with ``retry``
+        (default: 8 attempts, 0.5-10 s jittered backoff, Retry-After honoured); a dropped
+        body resumes with a Range request where the CDN allows it.
+        ``refresh`` (async, returns a fresh URL) is called after 403/404/410, e.g. an
+        expired signature; prefer ``download_render``, which does that for you.
+        ``segments`` > 1 fetches a large file over that many connections at once (Range
+        requests; for CDNs that cap each connection), falling back to one on any surprise.
+        ``on_progress(received_bytes, total_bytes_or_None)``. Raises InvalidInputError
+        (bad ``url``/``dest``, before anything is sent) or DownloadError, whose message
+        says how to fetch the output again (it is still on the server).
         """
+        from ._download import DOWNLOAD_RETRY, download_to
+
         check_url("url", url)
-        target = Path(dest)
-        if await anyio.to_thread.run_sync(target.is_dir):
-            raise InvalidInputError("dest", f"{str(target)!r} is a directory",
-                                    "pass a file path, e.g. out/render.mp4")
-        if not await anyio.to_thread.run_sync(target.parent.is_dir):
-            raise InvalidInputError("dest", f"folder {str(target.parent)!r} does not exist",
-                                    "create the folder first")
-        await self._transport.download(url, target, on_progress=on_progress)
+        target = await _checked_download_args(dest, segments)
+
+        def on_retry(attempt: int, delay: float, cause: Exception) -> None:
+            if self._on_retry is not None:
+                self._on_retry(RetryEvent("GET", urlsplit(url).path, attempt, delay, cause))
+
+        await download_to(self._transport, url, target, retry=retry or DOWNLOAD_RETRY,
+                          clock=self.clock, rand=self._rand, now=self.now, refresh=refresh,
+                          on_progress=on_progress, on_retry=on_retry, job_id=job_id,
+                          segments=segments)
         return target
 
+    async def download_render(self, job_id: str, dest: str | os.PathLike[str], *,
+                              mask: bool = False,
+                              on_progress: Callable[[int, int | None], None] | None = None,
+                              retry: RetryPolicy | None = None, segments: int = 1) -> Path:
+        """Download a finished render's output (``mask=True``: its mask video) to ``dest``.
+
+        Reads the job's status for the URL, and reads it again for a freshly signed URL
+        whenever the CDN answers 403, 404 or 410 (signed output URLs expire). Otherwise
+        as ``download``. Raises InvalidInputError when the render has no such output
+        (not complete yet, or no mask: only ``background_mode="transparent"`` has one),
+        APIError/TransportError from the status read, DownloadError as ``download``.
+        """
+        async def current_url() -> str:
+            status = await self.renders.get(job_id)
+            url = status.mask_cdn_url if mask else status.cdn_url
+            if url is None:
+                if not status.is_complete:
+                    raise InvalidInputError(
+                        "job_id", f"render {job_id} is {status.status}: no output yet",
+                        f"wait for it first (client.renders.wait({job_id!r}) or "
+                        f"`viggle-async wait {job_id}`)")
+                raise InvalidInputError(
+                    "mask", f"render {job_id} has no mask output",
+                    "only renders with background_mode='transparent' have one; "
+                    "pass mask=False")
+            return url
+
+        await _checked_download_args(dest, segments)  # before the status read
+        return await self.download(await current_url(), dest, on_progress=on_progress,
+                                   retry=retry, refresh=current_url, job_id=job_id,
+                                   segments=segments)
+
+
+async def _checked_download_args(dest: str | os.PathLike[str], segments: int) -> Path:
+    if isinstance(segments, bool) or not isinstance(segments, int) or not 1 <= segments <= 16:
+        raise InvalidInputError("segments", f"{segments!r} is not a whole number 1-16",
+                                "pass segments=1 (one connection) up to 16")
+    target = Path(dest)
+    if await anyio.to_thread.run_sync(target.is_dir):
+        raise InvalidInputError("dest", f"{str(target)!r} is a directory",
+                                "pass a file path, e.g. out/render.mp4")
+    if not await anyio.to_thread.run_sync(target.parent.is_dir):
+        raise InvalidInputError("dest", f"folder {str(target.parent)!r} does not exist",
+                                "create the folder first")
+    return target
+
+
+def _deltas(report: Callable[[int], None] | None) -> Callable[[int], None] | None:
+    """The transport reports cumulative bytes per send; ``on_upload`` here takes chunks."""
+    if report is None:
+        return None
+    last = 0
+
+    def progress(total: int) -> None:
+        nonlocal last
+        report(total - last)
+        last = total
+
+    return progress

@@ -1,49 +1,52 @@
 """The only client module that imports aiohttp: send a ``Request``, stream uploads,
-download outputs, and turn aiohttp's exceptions into ours.
+open download streams, resolve proxies, and turn aiohttp's exceptions into ours.
 
-Uploads stream from ``Upload.chunks()`` through a custom payload with a known size,
-so aiohttp sends Content-Length (not chunked) and memory stays flat; a fresh payload
+``AiohttpTransport`` implements the ``Transport`` seam of ``_protocol``. Uploads
+stream from ``Upload.chunks()`` through a custom payload with a known size, so
+aiohttp sends Content-Length (not chunked) and memory stays flat; a fresh payload
 is built for every attempt (conventions: never reuse a FormData). There is no total
 timeout (it would kill long uploads): connect and read timeouts apply, and each
-chunk write has its own ``stall_timeout``.
+chunk write has its own ``stall_timeout``. The download sink (temporary file,
+verify, fsync, rename, retries) lives in ``_download`` and works on any transport.
 """
 
 from __future__ import annotations
 
-import contextlib
-import glob
-import os
-import secrets
-from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
+import re
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from typing import Any, TypeVar
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import anyio
 import attrs
 from aiohttp.abc import AbstractStreamWriter
+from yarl import URL
 
 from ._errors import (
+    ConfigurationError,
     ConnectError,
-    DownloadError,
+    InvalidInputError,
     RequestTimeoutError,
     TransportError,
     UploadStalledError,
 )
-from ._protocol import Request, Response
+from ._protocol import Request, Response, StreamedResponse, UploadObserver
 from ._uploads import Upload
 
 __all__ = ["AiohttpTransport", "Timeouts"]
 
 _T = TypeVar("_T")
-Progress = Callable[[int], None]
 Hook = Callable[[], Awaitable[None]]
 
 
 @attrs.frozen
 class Timeouts:
-    """Seconds. ``read``: wait for an answer; ``stall``: an upload chunk that makes no
-    progress; ``request``: a cap on whole non-upload requests (None = no cap)."""
+    """Seconds. ``read``: wait for an answer (and, in a download, for the next bytes);
+    ``stall``: an upload chunk that makes no progress; ``request``: a cap on whole
+    non-upload requests (None = no cap)."""
 
     connect: float = 15.0
     read: float = 120.0
@@ -51,19 +54,39 @@ class Timeouts:
     request: float | None = 300.0
 
 
-class _UploadPayload(aiohttp.payload.Payload):
-    """One file part, streamed; calls ``before_last`` just before its final chunk."""
+class _Sent:
+    """File bytes written so far in one send, across every file part (for progress)."""
 
-    def __init__(self, upload: Upload, *, on_progress: Progress | None,
-                 before_last: Hook | None, stall: float):
+    def __init__(self, observer: UploadObserver | None):
+        self.total = 0
+        self._report = observer.on_progress if observer is not None else None
+
+    def add(self, n: int) -> None:
+        self.total += n
+        if self._report is not None:
+            self._report(self.total)
+
+
+class _UploadPayload(aiohttp.payload.Payload):
+    """One file part, streamed; calls ``before_last`` just before its final chunk.
+
+    The part's size was declared (Content-Length) when the upload was checked. A file
+    that shrinks or grows while it is read (an editor re-saving it) would hang the
+    request (too few bytes) or corrupt it (too many): the count is checked one chunk
+    ahead, so the mismatch is found before the last byte of the declared size goes out.
+    """
+
+    def __init__(self, upload: Upload, *, sent: _Sent, before_last: Hook | None,
+                 stall: float):
         super().__init__(upload, content_type=upload.content_type, filename=upload.filename)
         self._size = upload.size
         self._upload = upload
-        self._on_progress = on_progress
+        self._sent = sent
         self._before_last = before_last
         self._stall = stall
         self.stalled = False
         self.reached_last = False
+        self.changed: InvalidInputError | None = None
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
         raise TypeError("a streamed upload cannot be decoded")
@@ -74,19 +97,39 @@ class _UploadPayload(aiohttp.payload.Payload):
     async def write_with_length(self, writer: AbstractStreamWriter,
                                 content_length: int | None) -> None:
         stream = self._upload.chunks()
-        async with contextlib.aclosing(stream):
+        async with aclosing(stream):
             pending = await self._step(anext(stream, None))
+            read = self._count(0, pending)
             while pending is not None:
                 # Read one chunk ahead so we know which chunk is the last one.
                 following = await self._step(anext(stream, None))
+                read = self._count(read, following)
                 if following is None:
+                    if self._size is not None and read != self._size:
+                        raise self._changed(read)  # shrank: nothing final has gone out
                     if self._before_last is not None:
                         await self._before_last()
                     self.reached_last = True  # only now may the request be complete
                 await self._step(writer.write(pending))
-                if self._on_progress is not None:
-                    self._on_progress(len(pending))
+                self._sent.add(len(pending))
                 pending = following
+
+    def _count(self, read: int, chunk: bytes | None) -> int:
+        read += len(chunk) if chunk is not None else 0
+        if self._size is not None and read > self._size:
+            raise self._changed(read)  # grew: the declared length would be overrun
+        return read
+
+    def _changed(self, read: int) -> InvalidInputError:
+        upload = self._upload
+        how = "grew" if read > (self._size or 0) else "shrank"
+        self.changed = InvalidInputError(
+            upload.field,
+            f"{upload.filename!r} {how} while it was uploading: {self._size} bytes declared, "
+            f"{'at least ' if how == 'grew' else ''}{read} read; nothing was completed",
+            "wait until the file is fully written (e.g. the editor has finished saving), "
+            "then send it again")
+        return self.changed
 
     async def _step(self, awaitable: Awaitable[_T]) -> _T:
         try:
@@ -97,15 +140,102 @@ class _UploadPayload(aiohttp.payload.Payload):
             raise
 
 
+class _Proxies:
+    """Which proxy a URL goes through, decided once per client.
+
+    ``proxy`` (explicit) applies to every request. Otherwise, with ``trust_env``, the
+    standard variables are read once, as ``urllib.request.getproxies_environment`` does
+    (``http_proxy``/``https_proxy``/``all_proxy``/``no_proxy``, either case, lower case
+    winning); ``no_proxy`` is the only bypass (loopback is not exempt by itself).
+    Credentials come only from the proxy URL (``http://user:pass@host:port``); aiohttp's
+    own ``trust_env`` is never used, so ``~/.netrc`` never adds any.
+    """
+
+    def __init__(self, proxy: str | None, trust_env: bool):
+        self._explicit = _proxy_url(proxy, "proxy") if proxy is not None else None
+        env = urllib.request.getproxies_environment() if trust_env and proxy is None else {}
+        self._bypass = {"no": env["no"]} if env.get("no") else {}
+        self._by_scheme: dict[str, URL] = {}
+        for scheme in ("http", "https"):
+            if env.get(scheme):
+                self._by_scheme[scheme] = _proxy_url(env[scheme], f"{scheme}_proxy")
+            elif env.get("all"):
+                self._by_scheme[scheme] = _proxy_url(env["all"], "all_proxy")
+        self._cache: dict[tuple[str, str, int | None], URL | None] = {}
+
+    def for_url(self, url: URL) -> URL | None:
+        if self._explicit is not None:
+            return self._explicit
+        if not self._by_scheme:
+            return None
+        key = (url.scheme, url.raw_host or "", url.explicit_port)
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        proxy = self._by_scheme.get(url.scheme)
+        if proxy is not None and self._bypass:
+            host = key[1] if key[2] is None else f"{key[1]}:{key[2]}"
+            # Undocumented but stable since Python 3.0; requests relies on it too.
+            if urllib.request.proxy_bypass_environment(  # type: ignore[attr-defined]
+                    host, self._bypass):
+                proxy = None
+        if len(self._cache) < 1024:  # bounded: a client talks to a handful of hosts
+            self._cache[key] = proxy
+        return proxy
+
+
+def _proxy_url(value: str, name: str) -> URL:
+    # Like curl and httpx, a proxy given as host:port means plain http to the proxy.
+    url = URL(value if "://" in value else f"http://{value}")
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigurationError(
+            f"{name} {url.with_user(None).with_password(None)!s} is not an http(s) proxy URL "
+            "(socks proxies are not supported); fix the variable, pass proxy='http://host:port'"
+            ", or ViggleClient(trust_env=False) to ignore the environment")
+    return url
+
+
+def _raw_url(url: str) -> URL:
+    """``url`` exactly as given: yarl would otherwise re-encode a signed URL's ``%2F``,
+    ``%7E``, ``%3D``... and break its signature. A URL with non-ASCII characters cannot go
+    out raw, so yarl encodes that (rare) kind."""
+    return URL(url, encoded=True) if url.isascii() else URL(url)
+
+
+class _Streamed:
+    """An aiohttp response as a ``StreamedResponse``; read errors become TransportError."""
+
+    def __init__(self, resp: aiohttp.ClientResponse, where: str):
+        self._resp = resp
+        self._where = where
+        self.status = resp.status
+        self.headers = {k.lower(): v for k, v in resp.headers.items()}
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._resp.content.iter_any():
+                yield chunk
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise _mapped(exc, f"GET {self._where}", self._where, reached=True) from None
+
+
 class AiohttpTransport:
-    """Sends requests over one aiohttp session (ours, or a caller's that we never close)."""
+    """Sends requests over one aiohttp session (ours, or a caller's that we never close).
+
+    ``proxy``: a proxy URL for every request; by default (``trust_env=True``) the
+    ``HTTP(S)_PROXY``/``ALL_PROXY``/``NO_PROXY`` variables decide, read once here.
+    Raises ConfigurationError for a proxy that is not an http(s) URL.
+    """
 
     def __init__(self, session: aiohttp.ClientSession | None = None, *,
-                 timeouts: Timeouts = Timeouts(), connection_limit: int = 100):
+                 timeouts: Timeouts = Timeouts(), connection_limit: int = 100,
+                 proxy: str | None = None, trust_env: bool = True):
         self._session = session
         self._owns_session = session is None
         self._timeouts = timeouts
         self._limit = connection_limit
+        self._proxies = _Proxies(proxy, trust_env)
         # Built once: a status poll is cheap, and thousands of them add up (benchmarks B3/B5).
         t = timeouts
         self._timeouts_by_kind = {
@@ -139,11 +269,14 @@ class AiohttpTransport:
         return self._timeouts_by_kind[uploading]
 
     async def send(self, request: Request, *, url: str, headers: Mapping[str, str],
-                   on_upload: Progress | None = None,
-                   before_last_bytes: Hook | None = None) -> Response:
+                   observer: UploadObserver | None = None) -> Response:
         """Send once. Errors are TransportError subclasses; ``may_have_reached_server`` is
-        False unless ``before_last_bytes`` ran (or the body had no streamed file)."""
+        False unless ``observer.before_last_bytes`` ran (or the body had no streamed file).
+        A file that changes size while it is read raises InvalidInputError (nothing was
+        completed, so no job exists)."""
         session = self._get_session()
+        before_last_bytes = observer.before_last_bytes if observer is not None else None
+        sent = _Sent(observer)
         payloads: list[_UploadPayload] = []
         data: Any = None
         if request.is_multipart:
@@ -153,7 +286,7 @@ class AiohttpTransport:
                 part.set_content_disposition("form-data", name=name)
             for index, fp in enumerate(request.files):
                 last = index == len(request.files) - 1
-                payload = _UploadPayload(fp.source, on_progress=on_upload,
+                payload = _UploadPayload(fp.source, sent=sent,
                                          before_last=before_last_bytes if last else None,
                                          stall=self._timeouts.stall)
                 payload.set_content_disposition("form-data", name=fp.field,
@@ -164,18 +297,20 @@ class AiohttpTransport:
             # A small body goes out in one write: from here on it may arrive whole.
             await before_last_bytes()
         started = not payloads
+        target = URL(url)
         try:
             async with session.request(
-                request.method, url, params=list(request.params) or None, data=data,
+                request.method, target, params=list(request.params) or None, data=data,
                 json=request.json, headers=headers, allow_redirects=False,
-                timeout=self._timeout(bool(payloads)),
+                timeout=self._timeout(bool(payloads)), proxy=self._proxies.for_url(target),
             ) as resp:
                 body = await resp.read()
                 return Response(resp.status, {k.lower(): v for k, v in resp.headers.items()},
                                 body)
-        except aiohttp.ClientConnectorError as exc:
-            raise ConnectError(f"cannot connect to {_origin(url)}: {exc.os_error}") from None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            for p in payloads:
+                if p.changed is not None:
+                    raise p.changed from None
             # Only the body's final part decides: earlier parts finishing proves nothing.
             reached = started or (bool(payloads) and payloads[-1].reached_last)
             where = f"{request.method} {request.path}"
@@ -183,87 +318,75 @@ class AiohttpTransport:
                 raise UploadStalledError(
                     f"{where}: upload made no progress for {self._timeouts.stall:g} s",
                     may_have_reached_server=reached) from None
-            if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)):
-                raise RequestTimeoutError(f"{where}: no answer in time",
-                                          may_have_reached_server=reached) from None
-            raise TransportError(f"{where}: {type(exc).__name__}: {exc}",
-                                 may_have_reached_server=reached) from None
+            raise _mapped(exc, where, _origin(url), reached=reached) from None
 
-    async def download(self, url: str, dest: Path, *,
-                       on_progress: Callable[[int, int | None], None] | None = None) -> int:
-        """Stream ``url`` to ``dest`` via a temporary file beside it; never sends auth."""
+    def stream(self, url: str, *, headers: Mapping[str, str]
+               ) -> AbstractAsyncContextManager[StreamedResponse]:
+        """GET ``url`` with exactly ``headers`` (no API key is added) and read the body as
+        it arrives. The URL goes out byte for byte as given (signed CDN URLs). Redirects
+        are followed. Errors opening or reading raise TransportError subclasses."""
+        return self._stream(url, headers)
+
+    @asynccontextmanager
+    async def _stream(self, url: str, headers: Mapping[str, str]
+                      ) -> AsyncIterator[StreamedResponse]:
         session = self._get_session()
-        # A process killed mid-download leaves its temporary file behind: clear those first.
-        await anyio.to_thread.run_sync(_remove_stale_parts, dest)
-        tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}{_PART}")
-        received = 0
+        where = _origin(url)
+        for _hop in range(_MAX_REDIRECTS + 1):
+            target = _raw_url(url)
+            try:
+                resp = await session.get(target, headers=headers, timeout=self._timeout(True),
+                                         proxy=self._proxies.for_url(target),
+                                         allow_redirects=False)
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise _mapped(exc, f"GET {where}", where, reached=True) from None
+            location = resp.headers.get("Location")
+            if resp.status not in _REDIRECTS or not location:
+                break
+            # Followed here, not by aiohttp: its resolution requotes the Location, and a
+            # signed URL must arrive as the server wrote it.
+            resp.close()
+            url = urljoin(url, location)
+            where = _origin(url)
+        else:
+            raise TransportError(f"GET {where}: more than {_MAX_REDIRECTS} redirects",
+                                 may_have_reached_server=True)
         try:
-            # Ask for the file as stored: with a compressed transfer, Content-Length counts
-            # encoded bytes and could not be checked against what is written.
-            async with session.get(url, timeout=self._timeout(True),
-                                   headers={"Accept-Encoding": "identity"}) as resp:
-                if resp.status != 200:
-                    raise DownloadError(f"download of {_origin(url)} answered HTTP {resp.status}")
-                encoded = resp.headers.get("Content-Encoding", "identity").lower() != "identity"
-                # A server that compresses anyway: aiohttp decodes it and checks the encoded
-                # length itself (a short body raises ClientPayloadError), so skip ours.
-                total = None if encoded else resp.content_length
-                f = await anyio.to_thread.run_sync(open, tmp, "wb")
-                try:
-                    # Network chunks are small (~64 KiB); a worker-thread hop per chunk
-                    # halved throughput (benchmarks B2), so writes go out in batches.
-                    batch = bytearray()
-                    async for chunk in resp.content.iter_any():
-                        batch += chunk
-                        if len(batch) >= _WRITE_BATCH:
-                            received += await _write(f, batch)
-                            batch = bytearray()
-                            if on_progress is not None:
-                                on_progress(received, total)
-                    if batch or received == 0:
-                        received += await _write(f, batch)
-                        if on_progress is not None:
-                            on_progress(received, total)
-                    await anyio.to_thread.run_sync(_flush, f)
-                finally:
-                    f.close()
-            if total is not None and received != total:
-                raise DownloadError(f"download truncated: {received} of {total} bytes")
-            await anyio.to_thread.run_sync(os.replace, tmp, dest)
-            return received
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise DownloadError(f"download from {_origin(url)} failed after {received} bytes: "
-                                f"{type(exc).__name__}: {exc}") from None
+            yield _Streamed(resp, where)
         finally:
-            # Shielded in place (not a detached asyncio.shield task): a cancelled download
-            # returns only once its temporary file is gone.
-            with anyio.CancelScope(shield=True), contextlib.suppress(FileNotFoundError):
-                await anyio.to_thread.run_sync(os.unlink, tmp)
+            # A connection with unread body bytes cannot be reused: close it, not drain it.
+            if resp.content.at_eof():
+                resp.release()
+            else:
+                resp.close()
 
 
-_PART = ".part"
-_WRITE_BATCH = 4 * 1024 * 1024  # bytes held before a write: bounds memory per download
+_MAX_REDIRECTS = 10
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
-async def _write(f: Any, data: bytearray) -> int:
-    await anyio.to_thread.run_sync(f.write, data)
-    return len(data)
+def _mapped(exc: BaseException, where: str, origin: str, *, reached: bool) -> TransportError:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return ConnectError(f"cannot connect to {origin}: {exc.os_error}")
+    if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)):
+        return RequestTimeoutError(f"{where}: no answer in time", may_have_reached_server=reached)
+    # Some aiohttp errors quote the whole URL: a signed URL's query carries credentials.
+    text = _QUERY.sub(r"\1?...", str(exc))
+    return TransportError(f"{where}: {type(exc).__name__}: {text}",
+                          may_have_reached_server=reached)
 
 
-def _remove_stale_parts(dest: Path) -> None:
-    for stale in dest.parent.glob(f".{glob.escape(dest.name)}.{'[0-9a-f]' * 8}{_PART}"):
-        with contextlib.suppress(FileNotFoundError):
-            stale.unlink()
-
-
-def _flush(f: Any) -> None:
-    f.flush()
-    os.fsync(f.fileno())
+_QUERY = re.compile(r"""(\w+://[^\s?'"]*)\?[^\s'"]*""")
 
 
 def _origin(url: str) -> str:
-    # Never echo query strings: signed CDN URLs carry credentials there.
-    from urllib.parse import urlsplit
-
+    """Scheme, host, port and path only: a signed CDN URL carries credentials in its
+    query, and a URL may carry user:password; neither belongs in a message."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host  # an IPv6 literal
+    return f"{parts.scheme}://{host}{port}{parts.path}"

@@ -7,7 +7,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from viggle_async import DownloadError, InvalidInputError, ManualClock, ViggleClient
+from viggle_async import DownloadError, InvalidInputError, ManualClock, RetryPolicy, ViggleClient
 from viggle_async.testing import FakeViggle, make_mp4, make_png
 
 
@@ -39,12 +39,29 @@ async def test_complete_download_matches_served_bytes(client: ViggleClient, fake
     assert _names(tmp_path) == ["out.mp4"]
 
 
-async def test_truncated_body_leaves_no_file(client: ViggleClient, fake: FakeViggle,
-                                             clock: ManualClock, tmp_path: Path) -> None:
+async def test_a_truncated_body_is_fetched_again_whole(client: ViggleClient, fake: FakeViggle,
+                                                      clock: ManualClock,
+                                                      tmp_path: Path) -> None:
     url = await _finished(client, fake, clock)
-    fake.faults.truncate_downloads = 1
-    with pytest.raises(DownloadError):
-        await client.download(url, tmp_path / "out.mp4")
+    fake.faults.truncate_downloads = 2
+    async with clock.autojump():  # the backoff sleeps run on the manual clock
+        dest = await client.download(url, tmp_path / "out.mp4")
+    assert dest.stat().st_size == fake.settings.output_bytes
+    assert fake.observations.cdn_downloads == 3  # two cut short, then one whole
+    assert _names(tmp_path) == ["out.mp4"]
+    assert fake.cdn_auth_headers == []
+
+
+async def test_every_attempt_truncated_leaves_no_file(client: ViggleClient, fake: FakeViggle,
+                                                     clock: ManualClock,
+                                                     tmp_path: Path) -> None:
+    url = await _finished(client, fake, clock)
+    fake.faults.truncate_downloads = 3
+    async with clock.autojump():
+        with pytest.raises(DownloadError, match="after 3 attempts") as info:
+            await client.download(url, tmp_path / "out.mp4",
+                                  retry=RetryPolicy(max_attempts=3))
+    assert "still on the server" in str(info.value)
     assert _names(tmp_path) == []  # neither the file nor a temp file beside it
     # The next download is whole.
     dest = await client.download(url, tmp_path / "out.mp4")
@@ -58,18 +75,21 @@ async def test_failed_download_keeps_an_existing_file(client: ViggleClient, fake
     url = await _finished(client, fake, clock)
     dest = tmp_path / "out.mp4"
     dest.write_bytes(b"previous")
-    fake.faults.truncate_downloads = 1
-    with pytest.raises(DownloadError):
-        await client.download(url, dest)
+    fake.faults.truncate_downloads = 2
+    async with clock.autojump():
+        with pytest.raises(DownloadError):
+            await client.download(url, dest, retry=RetryPolicy(max_attempts=2))
     assert dest.read_bytes() == b"previous"
     assert _names(tmp_path) == ["out.mp4"]
 
 
 async def test_error_status_raises_and_leaves_no_file(client: ViggleClient, fake: FakeViggle,
+                                                      clock: ManualClock,
                                                       tmp_path: Path) -> None:
-    with pytest.raises(DownloadError, match="404") as info:
-        await client.download(f"{fake.cdn_base_url}/outputs/job_x/output.mp4?sig=SECRET",
-                              tmp_path / "o.mp4")
+    async with clock.autojump():
+        with pytest.raises(DownloadError, match="404") as info:
+            await client.download(f"{fake.cdn_base_url}/outputs/job_x/output.mp4?sig=SECRET",
+                                  tmp_path / "o.mp4", retry=RetryPolicy(max_attempts=2))
     assert "SECRET" not in str(info.value)  # signed URLs carry credentials in the query
     assert _names(tmp_path) == []
 

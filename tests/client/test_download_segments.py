@@ -1,0 +1,145 @@
+"""Segmented downloads (issue 13): a large output over several Range connections at
+once, still verified and written atomically; any surprise falls back to one connection.
+Against a loopback CDN that serves byte ranges and records every request."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from viggle_async import InvalidInputError, RetryPolicy, ViggleClient
+
+BODY = random.Random(11).randbytes(17 * 2**20 + 3)  # 4 segments of over 4 MiB
+ETAG = '"s1"'
+FAST = RetryPolicy(max_attempts=4, base=0.001, cap=0.002)
+
+
+class RangeCDN:
+    def __init__(self) -> None:
+        self.ranges: list[str | None] = []
+        self.sent = 0
+        self.drop_range_once: set[int] = set()  # range starts to cut halfway, once
+        self.ignore_ranges = False
+        self.base_url = ""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        wanted = request.headers.get("Range")
+        self.ranges.append(wanted)
+        headers = {"ETag": ETAG, "Accept-Ranges": "bytes"}
+        start, end, status = 0, len(BODY) - 1, 200
+        if wanted and not self.ignore_ranges and request.headers.get("If-Range") == ETAG:
+            first, _, last = wanted.removeprefix("bytes=").partition("-")
+            start, end, status = int(first), int(last or len(BODY) - 1), 206
+            headers["Content-Range"] = f"bytes {start}-{end}/{len(BODY)}"
+        data = BODY[start:end + 1]
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_length = len(data)
+        await resp.prepare(request)
+        cut = len(data)
+        if wanted and start in self.drop_range_once:
+            self.drop_range_once.discard(start)
+            cut //= 2
+        try:
+            for pos in range(0, cut, 256 * 1024):
+                piece = data[pos:min(cut, pos + 256 * 1024)]
+                await resp.write(piece)
+                self.sent += len(piece)
+        except ConnectionError:  # the client stopped reading (segment 0's first answer)
+            return resp
+        if cut < len(data):
+            assert request.transport is not None
+            request.transport.close()
+            return resp
+        await resp.write_eof()
+        return resp
+
+
+@pytest.fixture
+async def cdn() -> AsyncIterator[RangeCDN]:
+    server = RangeCDN()
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", server.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    server.base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        yield server
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def client(cdn: RangeCDN) -> AsyncIterator[ViggleClient]:
+    async with ViggleClient("k", base_url=cdn.base_url, trust_env=False,
+                            rand=random.Random(2).random) as c:
+        yield c
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def _sha(path: Path) -> bytes:
+    return hashlib.sha256(path.read_bytes()).digest()
+
+
+def _bounds(n: int) -> list[int]:
+    return [len(BODY) * i // n for i in range(n + 1)]
+
+
+async def test_four_segments_fetch_disjoint_ranges(client: ViggleClient, cdn: RangeCDN,
+                                                   tmp_path: Path) -> None:
+    progress: list[tuple[int, int | None]] = []
+    dest = await client.download(f"{cdn.base_url}/o.mp4", tmp_path / "o.mp4", segments=4,
+                                 retry=FAST, on_progress=lambda n, t: progress.append((n, t)))
+    assert _sha(dest) == hashlib.sha256(BODY).digest()
+    b = _bounds(4)
+    assert cdn.ranges[0] is None  # the first answer learns the size and validator
+    assert sorted(r for r in cdn.ranges[1:] if r) == sorted(
+        f"bytes={b[i]}-{b[i + 1] - 1}" for i in range(1, 4))
+    assert progress[-1] == (len(BODY), len(BODY))
+    assert _names(tmp_path) == ["o.mp4"]
+
+
+async def test_a_dropped_segment_resumes_only_itself(client: ViggleClient, cdn: RangeCDN,
+                                                     tmp_path: Path) -> None:
+    b = _bounds(3)
+    cdn.drop_range_once.add(b[1])
+    dest = await client.download(f"{cdn.base_url}/o.mp4", tmp_path / "o.mp4", segments=3,
+                                 retry=FAST)
+    assert _sha(dest) == hashlib.sha256(BODY).digest()
+    resumed = [r for r in cdn.ranges if r and r.startswith("bytes=") and
+               b[1] < int(r[6:].split("-")[0]) < b[2]]
+    assert len(resumed) == 1 and resumed[0].endswith(f"-{b[2] - 1}")
+    assert len(cdn.ranges) == 4
+
+
+async def test_a_cdn_that_ignores_ranges_falls_back_to_one_connection(
+        client: ViggleClient, cdn: RangeCDN, tmp_path: Path) -> None:
+    cdn.ignore_ranges = True  # but still says Accept-Ranges: the segments get 200s
+    dest = await client.download(f"{cdn.base_url}/o.mp4", tmp_path / "o.mp4", segments=4,
+                                 retry=FAST)
+    assert _sha(dest) == hashlib.sha256(BODY).digest()
+    assert _names(tmp_path) == ["o.mp4"]
+
+
+async def test_small_files_use_one_connection(client: ViggleClient, cdn: RangeCDN,
+                                              tmp_path: Path) -> None:
+    dest = await client.download(f"{cdn.base_url}/o.mp4", tmp_path / "o.mp4", segments=16,
+                                 retry=FAST)  # 17 MiB / 16 < 4 MiB per segment
+    assert _sha(dest) == hashlib.sha256(BODY).digest() and cdn.ranges == [None]
+
+
+@pytest.mark.parametrize("segments", [0, 17, 2.0, True, "4"])
+async def test_bad_segment_counts_fail_before_sending(client: ViggleClient, cdn: RangeCDN,
+                                                      tmp_path: Path, segments: object) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        await client.download(f"{cdn.base_url}/o.mp4", tmp_path / "o.mp4",
+                              segments=segments)  # type: ignore[arg-type]
+    assert info.value.field == "segments" and cdn.ranges == []
