@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             module = importlib.import_module(f"benchmarks.{BENCHMARKS[key]}")
             run: Callable[[Context], Outcome] = module.run
             t0 = time.perf_counter()
+            load0 = list(os.getloadavg())
             print(f"== {key} ({BENCHMARKS[key]}) ...", file=sys.stderr, flush=True)
             try:
                 outcomes[key] = run(ctx)
@@ -99,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exc()
             else:
                 outcomes[key].details["elapsed_s"] = round(time.perf_counter() - t0, 1)
+                # Other work on the machine skews every figure: keep the load beside them.
+                outcomes[key].details["loadavg"] = {"start": load0,
+                                                    "end": list(os.getloadavg())}
             print(f"   {key} took {time.perf_counter() - t0:.1f} s", file=sys.stderr,
                   flush=True)
     meta["loadavg_at_end"] = list(os.getloadavg())
