@@ -134,7 +134,9 @@ def markdown(meta: dict[str, Any], outcomes: dict[str, Outcome]) -> str:
     notes = [fig for o in outcomes.values() for fig in o.figures if fig.note]
     if notes:
         lines += ["", "Notes:", ""]
-        lines += [f"- {fig.bench} {fig.name} vs {fig.baseline}: {fig.note}" for fig in notes]
+        lines += [f"- {fig.bench} {fig.name}"
+                  f"{f' vs {fig.baseline}' if fig.baseline else ''}: {fig.note}"
+                  for fig in notes]
     loads = {key: o.details["loadavg"] for key, o in outcomes.items() if "loadavg" in o.details}
     if loads:
         lines += ["", "Load average (1 min) at the start and end of each benchmark:", ""]
