@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -76,10 +77,11 @@ def _timeout(size: int, rate: float = 10 * MIB) -> float:
 
 
 def _measure(ctx: Context, order: tuple[str, ...], params: dict[str, Any], size: int,
-             timeout: float, check: Any = None) -> dict[str, list[dict[str, Any]]]:
+             timeout: float, check: Any = None, warmup: bool = True
+             ) -> dict[str, list[dict[str, Any]]]:
     """One warm-up round (not counted), then ``ctx.runs`` rounds in rotated order."""
     per_run: dict[str, list[dict[str, Any]]] = {v: [] for v in order}
-    for i in range(-1, ctx.runs):  # round -1 is the warm-up
+    for i in range(-1 if warmup else 0, ctx.runs):  # round -1 is the warm-up
         for variant in rotated(order, max(i, 0)):
             dest = ctx.tmpdir / f"b2-{variant}-{i}.mp4"
             p = {**params, "dest": str(dest), "size": size}
@@ -118,15 +120,28 @@ def run(ctx: Context) -> Outcome:
     growth = {v: median([r["growth"] for r in per_run[v]]) / MIB for v in VARIANT_ORDER}
     cpu = {v: median([r["cpu"] / (size / 2**30) for r in per_run[v]]) for v in VARIANT_ORDER}
     lib_tp, floor_tp = mbps(per_run, "library", size), mbps(per_run, "aiohttp_fsync", size)
+    tp_met = lib_tp >= MIN_THROUGHPUT_RATIO * floor_tp
+    cpu_met = cpu["library"] <= MAX_CPU_RATIO * cpu["aiohttp_fsync"]
+
+    def split(variant: str, key: str) -> float:
+        return median([r[key] / (size / 2**30) for r in per_run[variant]])
+
+    # The measured cause of a miss: where the extra CPU goes, and the machine's load.
+    cause = (f"library CPU per GiB {cpu['library'] / cpu['aiohttp_fsync']:.2f}x the floor's "
+             f"(user {split('library', 'cpu_user'):.2f} s vs "
+             f"{split('aiohttp_fsync', 'cpu_user'):.2f} s, system "
+             f"{split('library', 'cpu_sys'):.2f} s vs {split('aiohttp_fsync', 'cpu_sys'):.2f} "
+             f"s per GiB); load average "
+             f"{median([r['loadavg'] for rs in per_run.values() for r in rs]):.1f}")
     figures = [
         Figure("B2", "download throughput", "MB/s", lib_tp, "raw aiohttp + fsync (floor)",
-               floor_tp, f"ratio >= {MIN_THROUGHPUT_RATIO:.2f}",
-               lib_tp >= MIN_THROUGHPUT_RATIO * floor_tp,
+               floor_tp, f"ratio >= {MIN_THROUGHPUT_RATIO:.2f}", tp_met,
                note="the floor does what the library promises: the whole body on disk and "
-                    "one fsync; both write to a fresh file"),
+                    "one fsync; both write to a fresh file"
+                    + ("" if tp_met else f". Missed: {cause}")),
         Figure("B2", "client CPU per GiB", "s", cpu["library"], "raw aiohttp + fsync (floor)",
-               cpu["aiohttp_fsync"], f"ratio <= {MAX_CPU_RATIO:.2f}",
-               cpu["library"] <= MAX_CPU_RATIO * cpu["aiohttp_fsync"]),
+               cpu["aiohttp_fsync"], f"ratio <= {MAX_CPU_RATIO:.2f}", cpu_met,
+               note="" if cpu_met else f"missed: {cause}"),
         Figure("B2", "download throughput", "MB/s", lib_tp, "raw aiohttp, no fsync",
                mbps(per_run, "aiohttp", size),
                note="not durable: the data may still be in the page cache when it returns"),
@@ -157,8 +172,10 @@ def _run_capped(ctx: Context, size: int) -> tuple[dict[str, list[dict[str, Any]]
     order = ("capped_library", "capped_single", "capped_raw_segments")
     with ThrottledCdn(size, CDN_RATE) as cdn:
         params = {"url": cdn.url, "segments": SEGMENTS if segmented else None}
+        # The throttle, not the client, sets this pace: the warm-up round is only worth
+        # its time in a full run.
         per_run = _measure(ctx, order, params, size, _timeout(size, CDN_RATE / 2),
-                           check=lambda path: verify(path, size))
+                           check=lambda path: verify(path, size), warmup=not ctx.quick)
         stats = cdn.stats()
     lib = median([size / r["seconds"] / 1e6 for r in per_run["capped_library"]])
     one = median([size / r["seconds"] / 1e6 for r in per_run["capped_single"]])
@@ -185,6 +202,17 @@ def _run_capped(ctx: Context, size: int) -> tuple[dict[str, list[dict[str, Any]]
 # --- client processes ---------------------------------------------------------------------
 
 
+def _usage() -> tuple[float, float]:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime, ru.ru_stime
+
+
+def _split(u0: tuple[float, float]) -> dict[str, float]:
+    """User and system CPU seconds since ``u0``: where a CPU difference comes from."""
+    user, system = _usage()
+    return {"cpu_user": user - u0[0], "cpu_sys": system - u0[1]}
+
+
 def _library(p: dict[str, Any]) -> dict[str, Any]:
     from viggle_async import ViggleClient
 
@@ -194,10 +222,11 @@ def _library(p: dict[str, Any]) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
         # The CDN needs no key; the client refuses to send one there anyway (§8.1).
         async with ViggleClient("unused", base_url="http://127.0.0.1:9") as client:
-            before, c0, t0 = rss(), time.process_time(), time.perf_counter()
+            before, c0, t0, u0 = rss(), time.process_time(), time.perf_counter(), _usage()
             await client.download(p["url"], p["dest"], **options)
             seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-        return {"seconds": seconds, "cpu": cpu, "growth": vm_hwm() - before}
+        return {"seconds": seconds, "cpu": cpu, "growth": vm_hwm() - before,
+                **_split(u0)}
 
     return asyncio.run(main())
 
@@ -208,7 +237,7 @@ def _aiohttp(p: dict[str, Any], fsync: bool = False) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
         timeout = aiohttp.ClientTimeout(total=None)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            before, c0, t0 = rss(), time.process_time(), time.perf_counter()
+            before, c0, t0, u0 = rss(), time.process_time(), time.perf_counter(), _usage()
             async with session.get(p["url"]) as resp:
                 resp.raise_for_status()
                 with Path(p["dest"]).open("wb") as f:  # noqa: ASYNC230 - the plain way
@@ -218,7 +247,8 @@ def _aiohttp(p: dict[str, Any], fsync: bool = False) -> dict[str, Any]:
                         f.flush()
                         os.fsync(f.fileno())
             seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-        return {"seconds": seconds, "cpu": cpu, "growth": vm_hwm() - before}
+        return {"seconds": seconds, "cpu": cpu, "growth": vm_hwm() - before,
+                **_split(u0)}
 
     return asyncio.run(main())
 
@@ -242,7 +272,7 @@ def _raw_segments(p: dict[str, Any]) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
         timeout = aiohttp.ClientTimeout(total=None)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            before, c0, t0 = rss(), time.process_time(), time.perf_counter()
+            before, c0, t0, u0 = rss(), time.process_time(), time.perf_counter(), _usage()
             fd = os.open(p["dest"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
                 os.ftruncate(fd, size)
@@ -255,7 +285,8 @@ def _raw_segments(p: dict[str, Any]) -> dict[str, Any]:
             finally:
                 os.close(fd)
             seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-        return {"seconds": seconds, "cpu": cpu, "growth": vm_hwm() - before}
+        return {"seconds": seconds, "cpu": cpu, "growth": vm_hwm() - before,
+                **_split(u0)}
 
     return asyncio.run(main())
 
@@ -263,13 +294,13 @@ def _raw_segments(p: dict[str, Any]) -> dict[str, Any]:
 def _requests(p: dict[str, Any]) -> dict[str, Any]:
     import requests
 
-    before, c0, t0 = rss(), time.process_time(), time.perf_counter()
+    before, c0, t0, u0 = rss(), time.process_time(), time.perf_counter(), _usage()
     # The documented snippet (seeds: On-Demand Guide).
     video = requests.get(p["url"])
     with open(p["dest"], "wb") as f:
         f.write(video.content)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {"seconds": seconds, "cpu": cpu, "growth": vm_hwm() - before}
+    return {"seconds": seconds, "cpu": cpu, "growth": vm_hwm() - before, **_split(u0)}
 
 
 VARIANTS = {"library": _library, "aiohttp": _aiohttp,
