@@ -30,6 +30,7 @@ BENCHMARKS = {
     "B3": "b3_scale",
     "B4": "b4_storm",
     "B5": "b5_core",
+    "B6": "b6_reuse",
 }
 
 
