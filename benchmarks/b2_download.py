@@ -136,8 +136,8 @@ def run(ctx: Context) -> Outcome:
     figures = [
         Figure("B2", "download throughput", "MB/s", lib_tp, "raw aiohttp + fsync (floor)",
                floor_tp, f"ratio >= {MIN_THROUGHPUT_RATIO:.2f}", tp_met,
-               note="the floor does what the library promises: the whole body on disk and "
-                    "one fsync; both write to a fresh file"
+               note="the floor is a durable file (one fsync at the end), as a download the "
+                    "journal calls complete must be; both write to a fresh file"
                     + ("" if tp_met else f". Missed: {cause}")),
         Figure("B2", "client CPU per GiB", "s", cpu["library"], "raw aiohttp + fsync (floor)",
                cpu["aiohttp_fsync"], f"ratio <= {MAX_CPU_RATIO:.2f}", cpu_met,
