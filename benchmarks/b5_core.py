@@ -53,7 +53,7 @@ MAX_GET_RATIO = 1.10
 def run(ctx: Context) -> Outcome:
     from .b4_storm import _setup
 
-    n_rt = 160 if ctx.quick else 2048  # multiples of IN_FLIGHT
+    n_rt = 96 if ctx.quick else 2048  # multiples of IN_FLIGHT
     per_run: list[dict[str, float]] = []
     with Server(time_scale=1000.0, scene_base_s=0.0, scene_s_per_video_s=0.0,
                 character_pending_s=0.0, character_processing_s=0.0) as server:
