@@ -12,7 +12,8 @@ until SIGTERM.
   unsatisfiable range answers 416; several ranges are not supported (200, whole file).
 - Each response is paced to ``rate`` bytes per second. aiohttp clients send one request at a
   time per connection (no pipelining), so pacing each response caps each connection.
-- ``GET /stats``: ``{"requests", "ranges", "bytes", "peak_connections"}``.
+- ``GET /stats``: ``{"requests", "ranges", "bytes", "peak_connections"}`` since the last
+  ``POST /reset``.
 """
 
 from __future__ import annotations
@@ -84,10 +85,14 @@ class ThrottledCdn:
         if proc.stdout is not None:
             proc.stdout.close()
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, reset: bool = False) -> dict[str, Any]:
+        """What the CDN served since the last reset (``reset=True`` starts over after)."""
         from ._harness import _http
 
-        stats: dict[str, Any] = _http("GET", self.url.rsplit("/", 1)[0] + "/stats")
+        root = self.url.rsplit("/", 1)[0]
+        stats: dict[str, Any] = _http("GET", root + "/stats")
+        if reset:
+            _http("POST", root + "/reset")
         return stats
 
 
@@ -156,9 +161,15 @@ def _app(size: int, rate: float) -> Any:
     async def get_stats(_: web.Request) -> web.Response:
         return web.json_response(stats)
 
+    async def reset(_: web.Request) -> web.Response:
+        for key in stats:
+            stats[key] = 0
+        return web.json_response(stats)
+
     app = web.Application()
     app.router.add_get("/out.mp4", out)  # also HEAD
     app.router.add_get("/stats", get_stats)
+    app.router.add_post("/reset", reset)
     return app
 
 

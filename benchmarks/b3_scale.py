@@ -269,7 +269,9 @@ def _figures(size: Size, per_run: dict[str, list[dict[str, float]]],
                    "default policy", status, f"<= {MAX_STATUS_PER_JOB:g} at p99 <= "
                    f"{MAX_P99_S:g} sim s" if "status" in size.targets else None,
                    met if "status" in size.targets else None,
-                   note=f"Supervisor(poll_policy={policy_label})"),
+                   note=f"Supervisor(poll_policy={policy_label})"
+                   + ("" if met or "status" not in size.targets else
+                      f"; missed at p99 {s_p99:.2f} sim s; {_load_cause(per_run, 'second')}")),
             Figure(tag, "detection latency p99, second policy", "sim s", s_p99,
                    "default policy", p99),
             Figure(tag, "client CPU per job, second policy", "ms",
