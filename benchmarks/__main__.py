@@ -1,4 +1,5 @@
-"""``python -m benchmarks [--quick] [--only B1,B3] [--runs N] [--out PREFIX] [--profile]``.
+"""``python -m benchmarks [--quick] [--only B1,B3] [--runs N] [--out PREFIX] [--profile]
+[--fake KEY=JSON ...]``.
 
 Runs the benchmarks (see benchmarks/README.md), prints the Markdown table and writes
 ``PREFIX.json`` and ``PREFIX.md`` (default: ``benchmarks/results`` for a full run, a
@@ -48,7 +49,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                              "(written next to the outputs, in profiles/)")
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 when a target is missed (never in --quick mode)")
+    parser.add_argument("--fake", action="append", default=[], metavar="KEY=JSON",
+                        help="a FakeSettings field for B3's fake server, e.g. the realistic "
+                             "render-progress knobs (repeatable; the value is JSON)")
     args = parser.parse_args(argv)
+    args.fake = _fake_settings(parser, args.fake)
     args.only = [b.strip().upper() for b in args.only.split(",") if b.strip()]
     unknown = sorted(set(args.only) - set(BENCHMARKS))
     if unknown:
@@ -56,6 +61,28 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     if args.runs < 3:
         parser.error("--runs must be at least 3 (every figure is a median of >= 3 runs)")
     return args
+
+
+def _fake_settings(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, Any]:
+    """``KEY=JSON`` items as a dict, each key checked against ``FakeSettings``' fields."""
+    import json
+
+    import attrs
+
+    from viggle_async.testing import FakeSettings
+
+    fields = attrs.fields_dict(FakeSettings)
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields:
+            parser.error(f"--fake {item!r}: expected KEY=JSON with KEY one of "
+                         f"{sorted(k for k in fields if not k.startswith('_'))}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            parser.error(f"--fake {item!r}: the value must be JSON, e.g. {key}=0.3")
+    return out
 
 
 def _meta(args: argparse.Namespace) -> dict[str, Any]:
@@ -72,6 +99,7 @@ def _meta(args: argparse.Namespace) -> dict[str, Any]:
         "benchmarks": args.only,
         # Other work on the machine skews timings: the load when the run started.
         "loadavg_at_start": list(os.getloadavg()),
+        "fake_overrides": args.fake,
     }
 
 
@@ -86,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     outcomes: dict[str, Outcome] = {}
     errors: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="viggle-bench-") as tmp:
-        ctx = Context(quick=args.quick, runs=args.runs, tmpdir=Path(tmp),
+        ctx = Context(quick=args.quick, runs=args.runs, tmpdir=Path(tmp), fake=args.fake,
                       profile_dir=args.out.parent / "profiles" if args.profile else None)
         for key in args.only:
             module = importlib.import_module(f"benchmarks.{BENCHMARKS[key]}")

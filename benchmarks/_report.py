@@ -20,6 +20,8 @@ class Context:
     runs: int
     tmpdir: Path
     profile_dir: Path | None = None
+    #: FakeSettings fields from ``--fake KEY=JSON`` (B3's fake server).
+    fake: dict[str, Any] = field(default_factory=dict)
 
     def profile_path(self, name: str) -> str | None:
         if self.profile_dir is None:

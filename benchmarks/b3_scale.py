@@ -138,7 +138,9 @@ def _run_size(ctx: Context, size: Size, policy: str | None
     longest = TIMING["queue_delay_s"] + TIMING["render_base_s"] + TIMING[
         "render_s_per_video_s"] * max(VIDEO_SECONDS)
     timeout = 120 + 3 * longest / size.scale + size.jobs / 50
-    with Server(**_settings(size.scale)) as server:
+    # --fake KEY=JSON: e.g. the fake's realistic render-progress knobs, which a predictive
+    # policy must be measured on.
+    with Server(**{**_settings(size.scale), **ctx.fake}) as server:
         character_id, scenes = _setup(server)
         rng = random.Random(6)
         jobs = [[f"job-{i}", rng.choice(scenes)] for i in range(size.jobs)]
@@ -300,6 +302,6 @@ def run(ctx: Context) -> Outcome:
             "jobs": size.jobs, "time_scale": size.scale, "variants": size.variants,
             "video_seconds": [min(VIDEO_SECONDS), max(VIDEO_SECONDS)], **TIMING,
             "max_creates": 16, "max_polls": 32, "poll_rate": max(20.0, size.jobs / 2),
-            "second_policy": label}
+            "second_policy": label, "fake_overrides": ctx.fake}
         details["runs"][size.label] = per_run
     return Outcome("bulk scale", figures, details)
