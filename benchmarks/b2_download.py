@@ -152,6 +152,8 @@ def run(ctx: Context) -> Outcome:
         Figure("B2", "client CPU per GiB", "s", cpu["library"], "raw aiohttp + fsync (floor)",
                cpu["aiohttp_fsync"], f"ratio <= {MAX_CPU_RATIO:.2f}", cpu_met,
                note="" if cpu_met else f"missed: {cause}"),
+        Figure("B2", "client CPU per GiB", "s", cpu["library"], "raw aiohttp, no fsync",
+               cpu["aiohttp"]),
         Figure("B2", "download throughput", "MB/s", lib_tp, "raw aiohttp, no fsync",
                mbps(per_run, "aiohttp", size),
                note="not durable: the data may still be in the page cache when it returns"),
