@@ -50,8 +50,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 when a target is missed (never in --quick mode)")
     parser.add_argument("--fake", action="append", default=[], metavar="KEY=JSON",
-                        help="a FakeSettings field for B3's fake server, e.g. the realistic "
-                             "render-progress knobs (repeatable; the value is JSON)")
+                        help="a FakeSettings or Faults field for B3's fake server, e.g. a "
+                             "realistic render-progress knob (repeatable; the value is JSON)")
     args = parser.parse_args(argv)
     args.fake = _fake_settings(parser, args.fake)
     args.only = [b.strip().upper() for b in args.only.split(",") if b.strip()]
@@ -64,14 +64,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _fake_settings(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, Any]:
-    """``KEY=JSON`` items as a dict, each key checked against ``FakeSettings``' fields."""
+    """``KEY=JSON`` items as a dict, each key a ``FakeSettings`` or ``Faults`` field."""
     import json
 
     import attrs
 
-    from viggle_async.testing import FakeSettings
+    from viggle_async.testing import FakeSettings, Faults
 
-    fields = attrs.fields_dict(FakeSettings)
+    fields = {**attrs.fields_dict(FakeSettings), **attrs.fields_dict(Faults)}
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")

@@ -20,7 +20,7 @@ class Context:
     runs: int
     tmpdir: Path
     profile_dir: Path | None = None
-    #: FakeSettings fields from ``--fake KEY=JSON`` (B3's fake server).
+    #: FakeSettings or Faults fields from ``--fake KEY=JSON`` (B3's fake server).
     fake: dict[str, Any] = field(default_factory=dict)
 
     def profile_path(self, name: str) -> str | None:
