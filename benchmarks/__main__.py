@@ -1,4 +1,5 @@
-"""``python -m benchmarks [--quick] [--only B1,B3] [--runs N] [--out PREFIX] [--profile]``.
+"""``python -m benchmarks [--quick] [--only B1,B3] [--runs N] [--out PREFIX] [--profile]
+[--fake KEY=JSON ...]``.
 
 Runs the benchmarks (see benchmarks/README.md), prints the Markdown table and writes
 ``PREFIX.json`` and ``PREFIX.md`` (default: ``benchmarks/results`` for a full run, a
@@ -30,6 +31,7 @@ BENCHMARKS = {
     "B3": "b3_scale",
     "B4": "b4_storm",
     "B5": "b5_core",
+    "B6": "b6_reuse",
 }
 
 
@@ -47,7 +49,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                              "(written next to the outputs, in profiles/)")
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 when a target is missed (never in --quick mode)")
+    parser.add_argument("--fake", action="append", default=[], metavar="KEY=JSON",
+                        help="a FakeSettings or Faults field for B3's fake server, e.g. a "
+                             "realistic render-progress knob (repeatable; the value is JSON)")
     args = parser.parse_args(argv)
+    args.fake = _fake_settings(parser, args.fake)
     args.only = [b.strip().upper() for b in args.only.split(",") if b.strip()]
     unknown = sorted(set(args.only) - set(BENCHMARKS))
     if unknown:
@@ -55,6 +61,28 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     if args.runs < 3:
         parser.error("--runs must be at least 3 (every figure is a median of >= 3 runs)")
     return args
+
+
+def _fake_settings(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, Any]:
+    """``KEY=JSON`` items as a dict, each key a ``FakeSettings`` or ``Faults`` field."""
+    import json
+
+    import attrs
+
+    from viggle_async.testing import FakeSettings, Faults
+
+    fields = {**attrs.fields_dict(FakeSettings), **attrs.fields_dict(Faults)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields:
+            parser.error(f"--fake {item!r}: expected KEY=JSON with KEY one of "
+                         f"{sorted(k for k in fields if not k.startswith('_'))}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            parser.error(f"--fake {item!r}: the value must be JSON, e.g. {key}=0.3")
+    return out
 
 
 def _meta(args: argparse.Namespace) -> dict[str, Any]:
@@ -71,6 +99,7 @@ def _meta(args: argparse.Namespace) -> dict[str, Any]:
         "benchmarks": args.only,
         # Other work on the machine skews timings: the load when the run started.
         "loadavg_at_start": list(os.getloadavg()),
+        "fake_overrides": args.fake,
     }
 
 
@@ -85,12 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     outcomes: dict[str, Outcome] = {}
     errors: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="viggle-bench-") as tmp:
-        ctx = Context(quick=args.quick, runs=args.runs, tmpdir=Path(tmp),
+        ctx = Context(quick=args.quick, runs=args.runs, tmpdir=Path(tmp), fake=args.fake,
                       profile_dir=args.out.parent / "profiles" if args.profile else None)
         for key in args.only:
             module = importlib.import_module(f"benchmarks.{BENCHMARKS[key]}")
             run: Callable[[Context], Outcome] = module.run
             t0 = time.perf_counter()
+            load0 = list(os.getloadavg())
             print(f"== {key} ({BENCHMARKS[key]}) ...", file=sys.stderr, flush=True)
             try:
                 outcomes[key] = run(ctx)
@@ -99,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exc()
             else:
                 outcomes[key].details["elapsed_s"] = round(time.perf_counter() - t0, 1)
+                # Other work on the machine skews every figure: keep the load beside them.
+                outcomes[key].details["loadavg"] = {"start": load0,
+                                                    "end": list(os.getloadavg())}
             print(f"   {key} took {time.perf_counter() - t0:.1f} s", file=sys.stderr,
                   flush=True)
     meta["loadavg_at_end"] = list(os.getloadavg())

@@ -20,6 +20,8 @@ class Context:
     runs: int
     tmpdir: Path
     profile_dir: Path | None = None
+    #: FakeSettings or Faults fields from ``--fake KEY=JSON`` (B3's fake server).
+    fake: dict[str, Any] = field(default_factory=dict)
 
     def profile_path(self, name: str) -> str | None:
         if self.profile_dir is None:
@@ -41,6 +43,8 @@ class Figure:
     target: str | None = None
     met: bool | None = None
     note: str = ""
+    #: Shown instead of met/missed, e.g. "not available" when the library lacks a feature.
+    status: str = ""
 
     @property
     def ratio(self) -> float | None:
@@ -87,8 +91,26 @@ def _num(value: float | None) -> str:
     return f"{value:.3g}"
 
 
-def _met(met: bool | None) -> str:
-    return {True: "met", False: "**MISSED**", None: ""}[met]
+def _met(fig: Figure) -> str:
+    if fig.status:
+        return fig.status
+    return {True: "met", False: "**MISSED**", None: ""}[fig.met]
+
+
+def _saturated(load: float, meta: dict[str, Any]) -> str:
+    cores = meta.get("cores") or 1
+    return (f" (**machine saturated**: load above its {cores} cores; figures are noisy)"
+            if load > cores else "")
+
+
+def _load_line(meta: dict[str, Any]) -> str:
+    start = meta.get("loadavg_at_start")
+    if not start:
+        return ""
+    end = meta.get("loadavg_at_end") or start
+    return (f"Load average (1/5/15 min) at the start: {'/'.join(f'{x:.2f}' for x in start)}, "
+            f"at the end: {'/'.join(f'{x:.2f}' for x in end)}"
+            f"{_saturated(max(start[0], end[0]), meta)}.")
 
 
 def markdown(meta: dict[str, Any], outcomes: dict[str, Outcome]) -> str:
@@ -100,6 +122,8 @@ def markdown(meta: dict[str, Any], outcomes: dict[str, Outcome]) -> str:
         "Ratio = viggle-async / baseline. Produced by `python -m benchmarks"
         f"{' --quick' if meta['mode'] == 'quick' else ''}`; see benchmarks/README.md.",
         "",
+        _load_line(meta),
+        "",
         "| | figure | viggle-async | baseline | baseline value | ratio | target | |",
         "|---|---|---:|---|---:|---:|---|---|",
     ]
@@ -108,11 +132,19 @@ def markdown(meta: dict[str, Any], outcomes: dict[str, Outcome]) -> str:
             lines.append(
                 f"| {fig.bench} | {fig.name} ({fig.unit}) | {_num(fig.value)} | "
                 f"{fig.baseline or ''} | {_num(fig.baseline_value)} | {_num(fig.ratio)} | "
-                f"{fig.target or ''} | {_met(fig.met)} |")
+                f"{fig.target or ''} | {_met(fig)} |")
     notes = [fig for o in outcomes.values() for fig in o.figures if fig.note]
     if notes:
         lines += ["", "Notes:", ""]
-        lines += [f"- {fig.bench} {fig.name} vs {fig.baseline}: {fig.note}" for fig in notes]
+        lines += [f"- {fig.bench} {fig.name}"
+                  f"{f' vs {fig.baseline}' if fig.baseline else ''}: {fig.note}"
+                  for fig in notes]
+    loads = {key: o.details["loadavg"] for key, o in outcomes.items() if "loadavg" in o.details}
+    if loads:
+        lines += ["", "Load average (1 min) at the start and end of each benchmark:", ""]
+        lines += [f"- {key}: {load['start'][0]:.2f} -> {load['end'][0]:.2f}"
+                  f"{_saturated(max(load['start'][0], load['end'][0]), meta)}"
+                  for key, load in loads.items()]
     sizes = {key: o.details.get("config", {}) for key, o in outcomes.items()}
     lines += ["", "Sizes and settings:", ""]
     lines += [f"- {key} ({outcomes[key].title}): {json.dumps(cfg)}" for key, cfg in sizes.items()]

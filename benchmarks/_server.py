@@ -1,6 +1,8 @@
 """``python -m benchmarks._server < CONFIG.json``: the fake server, in its own process.
 
-Builds ``FakeViggle(FakeSettings(...))`` from the JSON settings on stdin, prints
+Builds ``FakeViggle(FakeSettings(...), faults=Faults(**config["faults"]))`` from the JSON
+settings on stdin (``faults`` optional: the run's base faults, e.g. realistic render
+progress), prints
 ``base_url=``, ``cdn_base_url=``, ``api_key=`` and ``control_url=`` lines, then serves until
 SIGTERM or SIGINT. Everything listens on 127.0.0.1.
 
@@ -13,7 +15,8 @@ The control app (its own port, never the API's) gives what a benchmark needs bey
   moment each render was accepted and the moment it completes, as the fake defines them);
 - ``POST /outage?sim_seconds=S``: no fast capacity for the next S simulated seconds;
   answers ``{"until_sim"}``;
-- ``POST /reset``: forget every job, observation and fault (between runs).
+- ``POST /reset``: forget every job, observation and fault (between runs); the base faults
+  come back, their random source restarting from its seed, so every run draws the same.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import sys
 import time
 from typing import Any
 
+import attrs
 from aiohttp import web
 
 from viggle_async.testing import FakeSettings, FakeViggle, Faults
@@ -37,7 +41,7 @@ def _settings(config: dict[str, Any]) -> FakeSettings:
     return FakeSettings(api_keys={API_KEY: balance}, **config)
 
 
-def _control_app(fake: FakeViggle) -> web.Application:
+def _control_app(fake: FakeViggle, base: Faults) -> web.Application:
     async def clock(_: web.Request) -> web.Response:
         mono, sim = time.monotonic(), fake.now()
         return web.json_response({"mono": mono, "sim": sim, "scale": fake.settings.time_scale})
@@ -51,14 +55,14 @@ def _control_app(fake: FakeViggle) -> web.Application:
         # Faults.fast_unavailable_until is on the settings clock (time.monotonic), in real
         # seconds.
         until = time.monotonic() + sim_seconds / fake.settings.time_scale
-        fake.faults = Faults(fast_unavailable_until=until)
+        fake.faults = attrs.evolve(base, fast_unavailable_until=until)
         return web.json_response({"until_sim": fake.now() + sim_seconds})
 
     async def reset(_: web.Request) -> web.Response:
         store = fake.store
         store.jobs.clear()
         store.obs.reset()
-        fake.faults = Faults()
+        fake.faults = attrs.evolve(base)
         return web.json_response({"ok": True})
 
     app = web.Application()
@@ -74,8 +78,9 @@ async def _serve(config: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with FakeViggle(_settings(config)) as fake:
-        runner = web.AppRunner(_control_app(fake), access_log=None, shutdown_timeout=0.5)
+    base = Faults(**config.pop("faults", {}))
+    async with FakeViggle(_settings(config), faults=base) as fake:
+        runner = web.AppRunner(_control_app(fake, base), access_log=None, shutdown_timeout=0.5)
         await runner.setup()
         try:
             site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -19,6 +19,92 @@ import anyio
 
 from ._common import ScaledClock, rss, vm_hwm
 
+# Where a second, predictive poll policy may appear (issue 13, "Polling that predicts"):
+# a PollPolicy classmethod, a class exported by the package, or a PollPolicy switch.
+_POLICY_FACTORIES = ("predictive", "adaptive")
+_POLICY_CLASSES = ("PredictivePollPolicy", "PredictivePolicy")
+_POLICY_SWITCHES = ("predictive", "predict")
+
+
+def second_policy() -> tuple[str, str] | None:
+    """``(label, spec)`` of a real second poll policy in this build, or None.
+
+    The spec is passed to a client process, which builds the policy with ``build_policy``.
+    If the predictive policy became the default (a switch defaulting to on), the second
+    policy is plain backoff: the switch turned off.
+    """
+    import attrs
+
+    import viggle_async
+    from viggle_async import PollPolicy
+
+    for name in _POLICY_FACTORIES:
+        if callable(getattr(PollPolicy, name, None)):
+            return f"PollPolicy.{name}()", f"factory:{name}"
+    for name in _POLICY_CLASSES:
+        if hasattr(viggle_async, name):
+            return f"{name}()", f"class:{name}"
+    fields = attrs.fields_dict(PollPolicy)
+    for name in _POLICY_SWITCHES:
+        if name in fields:
+            on = fields[name].default is not True
+            label = f"PollPolicy({name}={on})" + ("" if on else " (plain backoff)")
+            return label, f"switch:{name}={int(on)}"
+    return None
+
+
+def build_policy(spec: str) -> Any:
+    import viggle_async
+    from viggle_async import PollPolicy
+
+    kind, _, name = spec.partition(":")
+    if kind == "factory":
+        return getattr(PollPolicy, name)()
+    if kind == "class":
+        return getattr(viggle_async, name)()
+    if kind == "switch":
+        field, _, on = name.partition("=")
+        return PollPolicy(**{field: bool(int(on))})
+    raise ValueError(f"unknown policy spec {spec!r}")
+
+
+class CpuSampler:
+    """A daemon thread reading this process's CPU time every ``period`` real seconds.
+
+    ``peak_share()`` is the highest CPU share of one core over any ``window`` seconds: a
+    client that is saturated only while most jobs are in flight shows it there, where its
+    whole-run average would not.
+    """
+
+    def __init__(self, period: float = 0.25, window: float = 1.0) -> None:
+        self.period, self.window = period, window
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while True:
+            self.samples.append((time.perf_counter(), time.process_time()))
+            if self._stop.wait(self.period):
+                return
+
+    def peak_share(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append((time.perf_counter(), time.process_time()))
+        peak, j = 0.0, 0
+        for i, (t, c) in enumerate(self.samples):
+            while j < i and t - self.samples[j + 1][0] >= self.window:
+                j += 1
+            t0, c0 = self.samples[j]
+            if t - t0 >= self.window:
+                peak = max(peak, (c - c0) / (t - t0))
+        return peak
+
 
 def _usage() -> tuple[float, float]:
     ru = resource.getrusage(resource.RUSAGE_SELF)
@@ -26,24 +112,27 @@ def _usage() -> tuple[float, float]:
 
 
 def _result(p: dict[str, Any], t0: float, c0: float, before: int, seen: dict[str, float],
-            failed: list[str], real0: float, usage0: tuple[float, float]) -> dict[str, Any]:
+            failed: list[str], real0: float, usage0: tuple[float, float],
+            sampler: CpuSampler) -> dict[str, Any]:
     t_end = time.monotonic()
+    peak = sampler.peak_share()
     user, system = _usage()
     return {"t0": t0, "t_end": t_end, "real_s": time.perf_counter() - real0,
             "cpu": time.process_time() - c0, "cpu_user": user - usage0[0],
             "cpu_sys": system - usage0[1], "growth": vm_hwm() - before, "peak": vm_hwm(),
-            "seen": seen, "failed": failed[:20], "n_failed": len(failed)}
+            "seen": seen, "failed": failed[:20], "n_failed": len(failed),
+            "cpu_peak_share": peak}
 
 
 def _supervisor(p: dict[str, Any]) -> dict[str, Any]:
-    from viggle_async import Completed, Failed, PollPolicy, Supervisor, ViggleClient
+    from viggle_async import Completed, Failed, Supervisor, ViggleClient
 
     async def main() -> dict[str, Any]:
         seen: dict[str, float] = {}
         failed: list[str] = []
         clock = ScaledClock(p["scale"])
         async with ViggleClient(p["api_key"], base_url=p["base_url"], clock=clock) as client:
-            policy = PollPolicy(**p["poll_policy"]) if p.get("poll_policy") else None
+            policy = build_policy(p["poll_policy"]) if p.get("poll_policy") else None
             sup = Supervisor(client, max_uploads=p["max_creates"], max_polls=p["max_polls"],
                              max_active_jobs=len(p["jobs"]), poll_rate=p["poll_rate"],
                              poll_policy=policy)
@@ -57,11 +146,12 @@ def _supervisor(p: dict[str, Any]) -> dict[str, Any]:
 
             before, c0, usage0 = rss(), time.process_time(), _usage()
             real0, t0 = time.perf_counter(), time.monotonic()
+            sampler = CpuSampler().start()
             async with anyio.create_task_group() as tg, sup:
                 tg.start_soon(consume, sup.events())
                 for key, scene_id in p["jobs"]:
                     sup.render(key=key, character_id=p["character_id"], scene_id=scene_id)
-            return _result(p, t0, c0, before, seen, failed, real0, usage0)
+            return _result(p, t0, c0, before, seen, failed, real0, usage0, sampler)
 
     return asyncio.run(main())
 
@@ -95,10 +185,11 @@ def _async_loop(p: dict[str, Any]) -> dict[str, Any]:
         async with aiohttp.ClientSession() as session:
             before, c0, usage0 = rss(), time.process_time(), _usage()
             real0, t0 = time.perf_counter(), time.monotonic()
+            sampler = CpuSampler().start()
             async with asyncio.TaskGroup() as tg:
                 for _, scene_id in p["jobs"]:
                     tg.create_task(job(session, scene_id))
-            return _result(p, t0, c0, before, seen, failed, real0, usage0)
+            return _result(p, t0, c0, before, seen, failed, real0, usage0, sampler)
 
     return asyncio.run(main())
 
@@ -129,10 +220,11 @@ def _threads(p: dict[str, Any]) -> dict[str, Any]:
 
     before, c0, usage0 = rss(), time.process_time(), _usage()
     real0, t0 = time.perf_counter(), time.monotonic()
+    sampler = CpuSampler().start()
     with ThreadPoolExecutor(max_workers=len(p["jobs"])) as pool:
         for future in [pool.submit(job, scene_id) for _, scene_id in p["jobs"]]:
             future.result()
-    return _result(p, t0, c0, before, seen, failed, real0, usage0)
+    return _result(p, t0, c0, before, seen, failed, real0, usage0, sampler)
 
 
 VARIANTS = {"supervisor": _supervisor, "async_loop": _async_loop, "threads": _threads}
