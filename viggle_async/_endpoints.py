@@ -26,8 +26,14 @@ from ._protocol import (
 )
 
 __all__ = [
+    "CHARACTERS",
+    "RENDERS",
+    "SCENES",
     "cancel_render",
     "character_create_fields",
+    "create_character",
+    "create_render",
+    "create_scene",
     "credits",
     "delete_character",
     "delete_scene",
@@ -35,13 +41,19 @@ __all__ = [
     "get_render",
     "get_scene",
     "import_scene",
+    "list_characters",
     "list_page",
+    "list_scenes",
     "multipart_create",
     "render_create_fields",
     "scene_create_fields",
 ]
 
 MAX_PAGE = 100  # §2.7: limit 1–100 in the only schema seen
+# The collections (§2): every path below is built from these, in this module only.
+RENDERS = "/api/render"
+CHARACTERS = "/api/characters"
+SCENES = "/api/scenes"
 
 
 def _conflict(a: str, b: str) -> InvalidInputError:
@@ -157,6 +169,22 @@ def multipart_create(path: str, fields: Sequence[tuple[str, str]],
     return build_request("POST", path, "create", fields=fields, files=files)
 
 
+def create_render(fields: Sequence[tuple[str, str]], files: Sequence[FilePart]) -> Request:
+    """§2.1/§2.2 ``POST /api/render``; ``fields`` from :func:`render_create_fields`."""
+    return multipart_create(RENDERS, fields, files)
+
+
+def create_character(fields: Sequence[tuple[str, str]], files: Sequence[FilePart]) -> Request:
+    """§2.5 ``POST /api/characters/preprocess``; ``fields`` from
+    :func:`character_create_fields`."""
+    return multipart_create(f"{CHARACTERS}/preprocess", fields, files)
+
+
+def create_scene(fields: Sequence[tuple[str, str]], files: Sequence[FilePart]) -> Request:
+    """§2.9 ``POST /api/scenes/preprocess``; ``fields`` from :func:`scene_create_fields`."""
+    return multipart_create(f"{SCENES}/preprocess", fields, files)
+
+
 def character_create_fields(*, name: str, has_image: bool, image_url: str | None
                             ) -> list[tuple[str, str]]:
     """§2.5: ``name`` plus one of ``image`` / ``image_url``."""
@@ -199,34 +227,34 @@ def import_scene(template_id: str, name: str | None) -> Request:
     body: dict[str, str] = {"template_id": template_id}
     if name is not None:
         body["name"] = check_name(name)
-    return build_request("POST", "/api/scenes/import", "create", json_body=body)
+    return build_request("POST", f"{SCENES}/import", "create", json_body=body)
 
 
 def get_render(job_id: str) -> Request:
     # §2.3: the status endpoint needs no key, so polling works without one.
-    return build_request("GET", job_path("/api/render", job_id, "job_id"), "read", auth=False)
+    return build_request("GET", job_path(RENDERS, job_id, "job_id"), "read", auth=False)
 
 
 def cancel_render(job_id: str) -> Request:
-    return build_request("DELETE", job_path("/api/render", job_id, "job_id"), "cancel")
+    return build_request("DELETE", job_path(RENDERS, job_id, "job_id"), "cancel")
 
 
 def get_character(character_id: str) -> Request:
-    return build_request("GET", job_path("/api/characters", character_id, "character_id"),
+    return build_request("GET", job_path(CHARACTERS, character_id, "character_id"),
                          "read")
 
 
 def delete_character(character_id: str) -> Request:
-    return build_request("DELETE", job_path("/api/characters", character_id, "character_id"),
+    return build_request("DELETE", job_path(CHARACTERS, character_id, "character_id"),
                          "delete")
 
 
 def get_scene(scene_id: str) -> Request:
-    return build_request("GET", job_path("/api/scenes", scene_id, "scene_id"), "read")
+    return build_request("GET", job_path(SCENES, scene_id, "scene_id"), "read")
 
 
 def delete_scene(scene_id: str) -> Request:
-    return build_request("DELETE", job_path("/api/scenes", scene_id, "scene_id"), "delete")
+    return build_request("DELETE", job_path(SCENES, scene_id, "scene_id"), "delete")
 
 
 def list_page(path: str, limit: int, offset: int) -> Request:
@@ -239,6 +267,16 @@ def list_page(path: str, limit: int, offset: int) -> Request:
                                 "pass an integer >= 0")
     return build_request("GET", path, "read", params=[("limit", str(limit)),
                                                       ("offset", str(offset))])
+
+
+def list_characters(limit: int, offset: int) -> Request:
+    """§2.7 ``GET /api/characters?limit&offset``."""
+    return list_page(CHARACTERS, limit, offset)
+
+
+def list_scenes(limit: int, offset: int) -> Request:
+    """§2.12 ``GET /api/scenes?limit&offset``."""
+    return list_page(SCENES, limit, offset)
 
 
 def credits() -> Request:

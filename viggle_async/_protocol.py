@@ -49,6 +49,7 @@ __all__ = [
     "error_from_response",
     "parse_model",
     "parse_page",
+    "proves_no_job",
 ]
 
 T = TypeVar("T")
@@ -324,12 +325,44 @@ def is_success(status: int) -> bool:
     return 200 <= status < 300
 
 
-def error_from_response(response: Response, *, now: datetime) -> APIError:
-    """The APIError subclass for an error response (§1.5, §5)."""
+# Statuses that are a refusal: whoever answered did not act on the request. §1.5 documents
+# 400 (validation, including fast capacity CS-UORC01-001), 401 and 402 for the creates;
+# 403, 404, 409, 413, 415 and 422 are the standard statuses of a request refused before it
+# was acted on (auth, routing, state, size, type, FastAPI validation, §1.4). 429 is a rate
+# limiter's answer: it stands in front of the work, so nothing was created (§8.1).
+_REFUSALS = frozenset({400, 401, 402, 403, 404, 409, 413, 415, 422, 429})
+
+
+def proves_no_job(response: Response) -> bool:
+    """True when ``response`` to a create proves that no job (character, scene) exists.
+
+    The one rule behind "never spend a credit twice" (conventions; issue 11.1): only a
+    documented refusal (the 4xx statuses above, 429, fast capacity CS-UORC01-001) proves
+    it. Anything else after the last bytes were sent means the job *may* exist: a 5xx of
+    any shape (a gateway can answer 502/504 after the backend created and billed the job),
+    a redirect, an undocumented 4xx (408, 410, 425...), and a 2xx, whose body we may not
+    even be able to read. Pure: callers (the request path, the supervisor) decide with it.
+    """
+    return response.status in _REFUSALS
+
+
+def error_from_response(response: Response, *, now: datetime | Callable[[], datetime]
+                        ) -> APIError:
+    """The APIError subclass for an error response (§1.5, §5).
+
+    ``now`` (a datetime, or a function giving one) reads an HTTP-date ``Retry-After``;
+    pass the injected wall clock. ``retry_after`` is set on every status that sends the
+    header; ``may_have_reached_server`` is ``not proves_no_job(response)``.
+    """
     status = response.status
+    header = response.headers.get("retry-after")
+    retry_after = None if header is None else parse_retry_after(
+        header, now=now if isinstance(now, datetime) else now())
+    maybe = not proves_no_job(response)
     if 300 <= status < 400:
         return APIError(status, f"unexpected redirect (HTTP {status}); redirects are not "
-                                "followed, so the API key never leaves the API host")
+                                "followed, so the API key never leaves the API host",
+                        retry_after=retry_after, may_have_reached_server=maybe)
     try:
         data: Any = json.loads(response.body) if response.body.strip() else None
     except (ValueError, UnicodeDecodeError):
@@ -340,7 +373,8 @@ def error_from_response(response: Response, *, now: datetime) -> APIError:
         rid = data["error"].get("request_id")
         request_id = rid if isinstance(rid, str) else None
     kwargs: dict[str, Any] = dict(error_code=code, action=action, request_id=request_id,
-                                  body=data)
+                                  body=data, retry_after=retry_after,
+                                  may_have_reached_server=maybe)
     text = message or f"HTTP {status} with no error message"
     # Codes first: they are the API's stable contract; statuses back them up.
     if code in _AUTH_CODES or status in (401, 403):
@@ -350,8 +384,7 @@ def error_from_response(response: Response, *, now: datetime) -> APIError:
     if code == FAST_UNAVAILABLE:
         return FastModeUnavailableError(status, text, **kwargs)
     if status == 429:
-        retry = parse_retry_after(response.headers.get("retry-after"), now=now)
-        return RateLimitError(status, text, retry_after=retry, **kwargs)
+        return RateLimitError(status, text, **kwargs)
     if status in (400, 422):
         return BadRequestError(status, text, **kwargs)
     if status == 404:
@@ -379,7 +412,8 @@ def _structure(converter: cattrs.Converter, data: Any, cls: type[T], status: int
 
 
 def parse_model(response: Response, cls: type[T], converter: cattrs.Converter, *,
-                now: datetime, defaults: Mapping[str, Any] | None = None) -> T:
+                now: datetime | Callable[[], datetime],
+                defaults: Mapping[str, Any] | None = None) -> T:
     """Interpret a response as ``cls`` or raise the matching ViggleError.
 
     ``defaults`` fill fields the answer left out (e.g. the job id we asked about).
@@ -395,7 +429,7 @@ def parse_model(response: Response, cls: type[T], converter: cattrs.Converter, *
 
 
 def parse_page(response: Response, key: str, cls: type[T], converter: cattrs.Converter, *,
-               limit: int, offset: int, now: datetime) -> Page[T]:
+               limit: int, offset: int, now: datetime | Callable[[], datetime]) -> Page[T]:
     """A list response ``{key: [...], "total": N}`` (§2.7, §2.12); a bare list is accepted."""
     if not is_success(response.status):
         raise error_from_response(response, now=now)
@@ -414,7 +448,7 @@ def parse_page(response: Response, key: str, cls: type[T], converter: cattrs.Con
     return Page(items=parsed, total=total, limit=limit, offset=offset)
 
 
-def check_ok(response: Response, *, now: datetime) -> None:
+def check_ok(response: Response, *, now: datetime | Callable[[], datetime]) -> None:
     """For endpoints whose success body carries nothing we need (deletes)."""
     if not is_success(response.status):
         raise error_from_response(response, now=now)
