@@ -3,10 +3,12 @@
 ``FakeViggle`` never imports the client, so it catches client bugs. See ``FakeSettings`` for
 the lifecycle formula and the doc-variant knobs, ``Faults`` for fault injection, and
 ``Observations`` for what tests can assert on. ``python -m viggle_async.testing`` runs it.
+``MockTransport`` answers a client's requests in memory, for unit tests of the retry rules.
 """
 
 from ._config import DEFAULT_API_KEY, FakeSettings, Faults, RateLimit, Template
 from ._ledger import BalanceEntry
+from ._mock_transport import MockCall, MockTransport
 from ._observe import CreateRecord, FilePart, Observations
 from ._samples import make_avi, make_jpeg, make_mp4, make_png, make_webm, make_webp, write_mp4
 from ._server import FakeViggle
@@ -19,6 +21,8 @@ __all__ = [
     "FakeViggle",
     "Faults",
     "FilePart",
+    "MockCall",
+    "MockTransport",
     "Observations",
     "RateLimit",
     "Template",
