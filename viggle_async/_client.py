@@ -121,14 +121,6 @@ class ViggleClient:
     Raises ConfigurationError for a refused ``base_url``.
     """
 
-    renders: Renders
-    """Render jobs: ``create``, ``prepare``/``submit``, ``get``, ``cancel``, ``wait``."""
-    characters: Characters
-    """Characters: ``create``, ``get``, ``list``, ``iterate``, ``delete``, ``wait``."""
-    scenes: Scenes
-    """Scenes: ``create``, ``import_template``, ``get``, ``list``, ``iterate``, ``delete``,
-    ``wait``."""
-
     def __init__(
         self,
         api_key: str | None = None,
@@ -159,9 +151,27 @@ class ViggleClient:
             self._transport, base_url=self.base_url, api_key=key or None, retry=retry,
             clock=self.clock, wall_clock=wall_clock or _utcnow, rand=rand, on_retry=on_retry,
             converter=get_converter())
-        self.renders = Renders(self._http, limits=limits)
-        self.characters = Characters(self._http, limits=limits)
-        self.scenes = Scenes(self._http, limits=limits)
+        self._renders = Renders(self._http, limits=limits)
+        self._characters = Characters(self._http, limits=limits)
+        self._scenes = Scenes(self._http, limits=limits)
+
+    @property
+    def renders(self) -> Renders:
+        """Render jobs (§2.1–§2.4): ``create``, ``prepare``/``submit``, ``get``, ``cancel``,
+        ``wait``."""
+        return self._renders
+
+    @property
+    def characters(self) -> Characters:
+        """Characters (§2.5–§2.8): ``create``, ``get``, ``list``, ``iterate``, ``delete``,
+        ``wait``."""
+        return self._characters
+
+    @property
+    def scenes(self) -> Scenes:
+        """Scenes (§2.9–§2.13): ``create``, ``import_template``, ``get``, ``list``,
+        ``iterate``, ``delete``, ``wait``."""
+        return self._scenes
 
     def __repr__(self) -> str:
         key = "set" if self._http.has_api_key else "none"

@@ -8,22 +8,14 @@ a conflicting call fails before any file is opened.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
 
 from ._errors import InvalidInputError
-from ._protocol import (
-    BACKGROUND_MODES,
-    MODELS,
-    FilePart,
-    Request,
-    build_request,
-    check_choice,
-    check_name,
-    check_url,
-    format_bg_color,
-    format_mapping,
-    job_path,
-)
+from ._models import BackgroundMode, Model
+from ._protocol import FilePart, Request, build_request, check_url
 
 __all__ = [
     "CHARACTERS",
@@ -50,10 +42,84 @@ __all__ = [
 ]
 
 MAX_PAGE = 100  # §2.7: limit 1–100 in the only schema seen
+# The documented choices (§1.8, §1.9), from the enums users pass: one list to keep.
+MODELS: tuple[str, ...] = tuple(m.value for m in Model)
+BACKGROUND_MODES: tuple[str, ...] = tuple(m.value for m in BackgroundMode)
 # The collections (§2): every path below is built from these, in this module only.
 RENDERS = "/api/render"
 CHARACTERS = "/api/characters"
 SCENES = "/api/scenes"
+
+
+# --- the rules, shared by the builders below ---------------------------------------
+
+def job_path(prefix: str, ident: str, field: str) -> str:
+    """``prefix/ident`` with the id checked and percent-encoded (ids are opaque, §1.6)."""
+    if not isinstance(ident, str) or not ident.strip():
+        raise InvalidInputError(field, "must be a non-empty string",
+                                f"pass the {field} the API returned")
+    return f"{prefix}/{quote(ident, safe='')}"
+
+
+def check_choice(field: str, value: str, allowed: Sequence[str], code: str) -> str:
+    if value not in allowed:
+        raise InvalidInputError(field, f"{value!r} is not supported",
+                                f"use one of {', '.join(allowed)}", error_code=code)
+    return str(value)
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInputError("name", "is required and must be a non-empty string",
+                                "pass a display name, e.g. name='My Character'")
+    return name
+
+
+def format_bg_color(value: str | Sequence[int]) -> str:
+    """``"R,G,B"`` with each value 0–255 (§1.9: not hex)."""
+    fix = "pass 'R,G,B' with values 0-255, e.g. '0,255,0', or a 3-tuple of ints"
+    if isinstance(value, str):
+        items: list[Any] = value.split(",")
+    elif isinstance(value, Sequence):
+        items = list(value)
+    else:
+        raise InvalidInputError("bg_color", f"unsupported type {type(value).__name__}", fix)
+    if len(items) != 3:
+        raise InvalidInputError("bg_color", f"{value!r} does not have three components", fix)
+    out = []
+    for item in items:
+        if isinstance(item, bool):
+            raise InvalidInputError("bg_color", f"{value!r} has a non-integer component", fix)
+        try:
+            number = int(item.strip()) if isinstance(item, str) else int(item)
+        except (TypeError, ValueError):
+            raise InvalidInputError("bg_color", f"{value!r} has a non-integer component",
+                                    fix) from None
+        if isinstance(item, float) or not 0 <= number <= 255:
+            raise InvalidInputError("bg_color", f"{value!r} has a component outside 0-255", fix)
+        out.append(str(number))
+    return ",".join(out)
+
+
+def format_mapping(value: Mapping[str, str] | str) -> str:
+    """``character_mapping`` serialised to a JSON string (§2.2)."""
+    fix = "pass a dict of segment uuid -> character id, e.g. {'person_a1b2c3d4': 'char_x'}"
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise InvalidInputError("character_mapping", "is not valid JSON", fix,
+                                    error_code="CS-ORIV-012") from None
+    if not isinstance(value, Mapping) or not value:
+        raise InvalidInputError("character_mapping", "must be a non-empty JSON object", fix,
+                                error_code="CS-ORIV-012")
+    for key, char in value.items():
+        if not (isinstance(key, str) and key and isinstance(char, str) and char):
+            raise InvalidInputError("character_mapping",
+                                    "keys and values must be non-empty strings", fix,
+                                    error_code="CS-ORIV-012")
+    return json.dumps(dict(value))
+
 
 
 def _conflict(a: str, b: str) -> InvalidInputError:

@@ -1,10 +1,9 @@
-"""The pure core: build requests and interpret responses. No I/O, no ``async``.
+"""The pure core: the request/response vocabulary, the ``Transport`` seam, and the
+interpretation of responses. No I/O, no ``async``.
 
-Outgoing requests follow the docs exactly (viggle-api.md §2): multipart for the
-create endpoints, JSON for template import, string booleans, ``character_mapping``
-as a JSON string, only the fields a caller set. The documented rules (§2.1
-"Validation rules", §1.9) are checked here so bad input fails before any byte is
-sent. Incoming responses are interpreted tolerantly (§1.4, §8.1).
+Requests are described here (``Request``) and built per endpoint, with the documented
+rules, in ``_endpoints``. Incoming responses are interpreted tolerantly (§1.4, §8.1);
+``proves_no_job`` is the one rule for which answers to a create prove no job exists.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Literal, Protocol, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import attrs
 import cattrs
@@ -56,8 +55,6 @@ T = TypeVar("T")
 RequestKind = Literal["create", "read", "cancel", "delete"]
 
 FAST_UNAVAILABLE = "CS-UORC01-001"
-MODELS = ("V4_Preview", "V3_Preview")
-BACKGROUND_MODES = ("original", "solid", "transparent", "inpaint")
 
 
 @attrs.frozen
@@ -165,14 +162,6 @@ def build_request(
                    None if fields is None else tuple(fields), tuple(files), json_body)
 
 
-def job_path(prefix: str, ident: str, field: str) -> str:
-    """``prefix/ident`` with the id checked and percent-encoded (ids are opaque, §1.6)."""
-    if not isinstance(ident, str) or not ident.strip():
-        raise InvalidInputError(field, "must be a non-empty string",
-                                f"pass the {field} the API returned")
-    return f"{prefix}/{quote(ident, safe='')}"
-
-
 def check_url(field: str, url: str) -> str:
     """A URL the API will fetch: absolute http(s) with a host."""
     if not isinstance(url, str):
@@ -197,66 +186,6 @@ def check_url(field: str, url: str) -> str:
 # Tolerant: DNS names (internationalised too), IPv4, IPv6 literals (urlsplit strips the
 # brackets; % for a zone); anything else in a host cannot be fetched.
 _HOST = re.compile(r"[\w.\-:%]+")
-
-
-def check_choice(field: str, value: str, allowed: Sequence[str], code: str) -> str:
-    if value not in allowed:
-        raise InvalidInputError(field, f"{value!r} is not supported",
-                                f"use one of {', '.join(allowed)}", error_code=code)
-    return str(value)
-
-
-def check_name(name: str) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidInputError("name", "is required and must be a non-empty string",
-                                "pass a display name, e.g. name='My Character'")
-    return name
-
-
-def format_bg_color(value: str | Sequence[int]) -> str:
-    """``"R,G,B"`` with each value 0–255 (§1.9: not hex)."""
-    fix = "pass 'R,G,B' with values 0-255, e.g. '0,255,0', or a 3-tuple of ints"
-    if isinstance(value, str):
-        items: list[Any] = value.split(",")
-    elif isinstance(value, Sequence):
-        items = list(value)
-    else:
-        raise InvalidInputError("bg_color", f"unsupported type {type(value).__name__}", fix)
-    if len(items) != 3:
-        raise InvalidInputError("bg_color", f"{value!r} does not have three components", fix)
-    out = []
-    for item in items:
-        if isinstance(item, bool):
-            raise InvalidInputError("bg_color", f"{value!r} has a non-integer component", fix)
-        try:
-            number = int(item.strip()) if isinstance(item, str) else int(item)
-        except (TypeError, ValueError):
-            raise InvalidInputError("bg_color", f"{value!r} has a non-integer component",
-                                    fix) from None
-        if isinstance(item, float) or not 0 <= number <= 255:
-            raise InvalidInputError("bg_color", f"{value!r} has a component outside 0-255", fix)
-        out.append(str(number))
-    return ",".join(out)
-
-
-def format_mapping(value: Mapping[str, str] | str) -> str:
-    """``character_mapping`` serialised to a JSON string (§2.2)."""
-    fix = "pass a dict of segment uuid -> character id, e.g. {'person_a1b2c3d4': 'char_x'}"
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise InvalidInputError("character_mapping", "is not valid JSON", fix,
-                                    error_code="CS-ORIV-012") from None
-    if not isinstance(value, Mapping) or not value:
-        raise InvalidInputError("character_mapping", "must be a non-empty JSON object", fix,
-                                error_code="CS-ORIV-012")
-    for key, char in value.items():
-        if not (isinstance(key, str) and key and isinstance(char, str) and char):
-            raise InvalidInputError("character_mapping",
-                                    "keys and values must be non-empty strings", fix,
-                                    error_code="CS-ORIV-012")
-    return json.dumps(dict(value))
 
 
 # --- responses -----------------------------------------------------------------
