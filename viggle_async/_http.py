@@ -40,6 +40,7 @@ from ._protocol import (
     error_from_response,
     parse_model,
     parse_page,
+    proves_no_job,
 )
 
 __all__ = ["RequestPath", "RetryEvent"]
@@ -187,6 +188,10 @@ class RequestPath:
                 # A create is resent only after a 429 (it proves no job exists); every other
                 # answer to it is final, ambiguous or not (parse raises with the flag set).
                 if not (status == 429 or (status >= 500 and request.kind != "create")):
+                    if request.kind == "create" and status >= 300 and not proves_no_job(response):
+                        logger.warning("%s %s answered HTTP %d, which does not prove that no "
+                                       "job exists; not resent", request.method, request.path,
+                                       status)
                     return parse(response)
                 error = error_from_response(response, now=self.wall_clock)
                 cause, retry_after = error, error.retry_after

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -139,6 +140,18 @@ async def test_documented_refusals_prove_no_job(answer: Response) -> None:
     assert len(transport.calls) == (2 if answer.status == 429 else 1)
     if answer.status == 400 and b"CS-UORC01-001" in answer.body:
         assert isinstance(info.value, FastModeUnavailableError)
+
+
+async def test_ambiguous_create_answer_is_logged_without_the_key(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="viggle_async")
+    client, _, _ = _client(_scripted(_raw(504, GATEWAY_HTML)))
+    async with client:
+        with pytest.raises(ServerError):
+            await client.renders.create(**URLS)
+    (record,) = [r for r in caplog.records if r.name == "viggle_async"]
+    assert record.levelno == logging.WARNING and "HTTP 504" in record.getMessage()
+    assert KEY not in caplog.text
 
 
 async def test_create_timeout_after_last_bytes_is_ambiguous_and_not_resent() -> None:
