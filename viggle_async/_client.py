@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
 import anyio
@@ -79,9 +79,17 @@ class _ObserverAdapter:
 
     async def send(self, request: Request, *, url: str, headers: Mapping[str, str],
                    observer: UploadObserver | None = None) -> Response:
+        report = observer.on_progress if observer else None
+        sent = 0
+
+        def chunk(n: int) -> None:  # the old transport reports chunks, the protocol totals
+            nonlocal sent
+            sent += n
+            if report is not None:
+                report(sent)
+
         return await self.inner.send(
-            request, url=url, headers=headers,
-            on_upload=observer.on_progress if observer else None,
+            request, url=url, headers=headers, on_upload=chunk if report else None,
             before_last_bytes=observer.before_last_bytes if observer else None)
 
     def stream(self, url: str, *, headers: Mapping[str, str]
@@ -103,7 +111,8 @@ def _as_transport(transport: Transport | AiohttpTransport) -> Transport:
     if isinstance(transport, AiohttpTransport) and (
             "observer" not in inspect.signature(transport.send).parameters):
         return _ObserverAdapter(transport)
-    return transport  # type: ignore[return-value]  # the rewritten AiohttpTransport is one
+    # The rewritten AiohttpTransport implements the protocol itself.
+    return cast("Transport", transport)
 
 
 class ViggleClient:

@@ -151,7 +151,8 @@ class RequestPath:
     ) -> T:
         """Send ``request`` with the retry rules and ``parse`` the final response.
 
-        ``on_upload(n)`` gets each chunk's size in bytes; ``before_last_bytes`` is awaited
+        ``on_upload(sent)`` gets the file bytes sent so far in the current attempt (the
+        ``UploadObserver.on_progress`` contract); ``before_last_bytes`` is awaited
         just before the body could be complete at the server; ``on_attempt`` runs before
         every attempt (a progress count restarts). Raises what ``parse`` raises, the last
         ``TransportError`` or ``APIError`` once retries are spent, and ConfigurationError

@@ -97,24 +97,11 @@ class _Resource:
                     on_upload: UploadProgress | None,
                     before_last_bytes: Callable[[], Awaitable[None]] | None) -> T:
         total = prepared.upload_bytes
-        sent = 0
-
-        def progress(n: int) -> None:
-            nonlocal sent
-            sent += n
-            if on_upload is not None:
-                on_upload(sent, total)
-
-        def reset() -> None:  # a resend starts counting again
-            nonlocal sent
-            sent = 0
-
-        async def hook() -> None:
-            if before_last_bytes is not None:
-                await before_last_bytes()
-
+        # The transport reports the bytes sent so far in this attempt (a resend starts
+        # again from zero); the caller gets (sent, total) in bytes.
+        progress = None if on_upload is None else (lambda sent: on_upload(sent, total))
         return await self._http.call(prepared.request, parse, on_upload=progress,
-                                     before_last_bytes=hook, on_attempt=reset)
+                                     before_last_bytes=before_last_bytes)
 
     async def _wait(self, get: Callable[[], Awaitable[T]], *, terminal: Callable[[T], bool],
                     interval: float, timeout: float | None,

@@ -306,7 +306,21 @@ async def test_rate_limited_create_is_resent_with_the_whole_upload() -> None:
     assert job.job_id == "job_1" and len(transport.calls) == 2
     assert isinstance(transport.calls[0].request, Request)
     assert clock.now() == 2.0
-    assert seen[-1] == 72  # the resend counted its bytes from zero
+    assert seen == [72, 72]  # each attempt counts its bytes from zero
+
+
+async def test_upload_progress_counts_every_part_up_to_the_total() -> None:
+    from viggle_async.testing import make_mp4, make_png
+
+    png, mp4 = make_png(), make_mp4(2.0, payload=300_000)
+    seen: list[tuple[int, int | None]] = []
+    client, _, _ = _client(_scripted(_json(200, JOB)))
+    async with client:
+        await client.renders.create(ref_image=png, driving_video=mp4,
+                                    on_upload=lambda sent, total: seen.append((sent, total)))
+    sent = [s for s, _ in seen]
+    assert sent == sorted(sent) and sent[-1] == len(png) + len(mp4)
+    assert {t for _, t in seen} == {len(png) + len(mp4)}
 
 
 def test_rate_limit_error_keeps_its_constructor() -> None:

@@ -48,7 +48,8 @@ class MockTransport:
     an answer lost).
 
     Uploads are played as a real transport would: each file part's chunks are read (so a
-    one-shot stream is consumed), ``observer.on_progress(n)`` is called per chunk (bytes),
+    one-shot stream is consumed), ``observer.on_progress(sent)`` gets the file bytes sent so
+    far in this send after each chunk,
     and ``observer.before_last_bytes()`` is awaited just before the last chunk (before the
     handler when there is no file). ``calls`` records every send; ``stream`` answers a GET
     of ``url`` through the same handler (``Request.path`` is then the whole URL).
@@ -102,15 +103,20 @@ async def _play_upload(request: Request, observer: UploadObserver | None) -> Non
         if before is not None:
             await before()  # a small body goes out whole: from here it may have arrived
         return
+    sent = 0
     for index, source in enumerate(sources):
         last_part = index == len(sources) - 1
         pending: bytes | None = None
         async with contextlib.aclosing(source.chunks()) as stream:
             async for chunk in stream:
-                if pending is not None and progress is not None:
-                    progress(len(pending))
+                if pending is not None:
+                    sent += len(pending)
+                    if progress is not None:
+                        progress(sent)
                 pending = chunk
         if last_part and before is not None:
             await before()
-        if pending is not None and progress is not None:
-            progress(len(pending))
+        if pending is not None:
+            sent += len(pending)
+            if progress is not None:
+                progress(sent)
