@@ -154,6 +154,8 @@ class ViggleClient:
         self.retry = retry
         self.limits = limits
         self.clock: Clock = clock or SystemClock()
+        self._rand = rand  # kept for the download path (it shares the jitter source)
+        self._on_retry = on_retry
         self._transport: Transport = _as_transport(
             transport or AiohttpTransport(session, timeouts=timeouts))
         self._http = RequestPath(
@@ -206,6 +208,10 @@ class ViggleClient:
         client may then be used again, from any event loop."""
         await self._transport.aclose()
         self._http.unbind_loop()
+
+    def _now(self) -> datetime:
+        """The injected wall clock (an aware datetime), e.g. for HTTP-date Retry-After."""
+        return self._http.wall_clock()
 
     async def get_credits(self) -> Credits:
         """The account's credit balance (``GET /api/credits``, §2.14), in credits.

@@ -14,8 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ._errors import InvalidInputError
-from ._models import BackgroundMode, Model
-from ._protocol import FilePart, Request, build_request, check_url
+from ._protocol import BACKGROUND_MODES, MODELS, FilePart, Request, build_request, check_url
 
 __all__ = [
     "CHARACTERS",
@@ -42,9 +41,6 @@ __all__ = [
 ]
 
 MAX_PAGE = 100  # §2.7: limit 1–100 in the only schema seen
-# The documented choices (§1.8, §1.9), from the enums users pass: one list to keep.
-MODELS: tuple[str, ...] = tuple(m.value for m in Model)
-BACKGROUND_MODES: tuple[str, ...] = tuple(m.value for m in BackgroundMode)
 # The collections (§2): every path below is built from these, in this module only.
 RENDERS = "/api/render"
 CHARACTERS = "/api/characters"

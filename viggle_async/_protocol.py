@@ -34,7 +34,7 @@ from ._errors import (
     ResponseFormatError,
     ServerError,
 )
-from ._models import Page
+from ._models import BackgroundMode, Model, Page
 
 __all__ = [
     "FilePart",
@@ -55,6 +55,10 @@ T = TypeVar("T")
 RequestKind = Literal["create", "read", "cancel", "delete"]
 
 FAST_UNAVAILABLE = "CS-UORC01-001"
+# The documented choices (§1.8, §1.9), from the enums users pass: one list to keep.
+# ``_endpoints`` checks inputs against them; the CLI offers them.
+MODELS: tuple[str, ...] = tuple(m.value for m in Model)
+BACKGROUND_MODES: tuple[str, ...] = tuple(m.value for m in BackgroundMode)
 
 
 @attrs.frozen
