@@ -3,7 +3,6 @@
 ``FakeViggle`` never imports the client, so it catches client bugs. See ``FakeSettings`` for
 the lifecycle formula and the doc-variant knobs, ``Faults`` for fault injection, and
 ``Observations`` for what tests can assert on. ``python -m viggle_async.testing`` runs it.
-``MockTransport`` answers a client's requests in memory, for unit tests of the retry rules.
 """
 
 from ._config import DEFAULT_API_KEY, FakeSettings, Faults, RateLimit, Template
