@@ -147,16 +147,14 @@ class RequestPath:
         *,
         on_upload: Callable[[int], None] | None = None,
         before_last_bytes: Callable[[], Awaitable[None]] | None = None,
-        on_attempt: Callable[[], None] | None = None,
     ) -> T:
         """Send ``request`` with the retry rules and ``parse`` the final response.
 
         ``on_upload(sent)`` gets the file bytes sent so far in the current attempt (the
-        ``UploadObserver.on_progress`` contract); ``before_last_bytes`` is awaited
-        just before the body could be complete at the server; ``on_attempt`` runs before
-        every attempt (a progress count restarts). Raises what ``parse`` raises, the last
-        ``TransportError`` or ``APIError`` once retries are spent, and ConfigurationError
-        (no key; another event loop).
+        ``UploadObserver.on_progress`` contract); ``before_last_bytes`` is awaited just
+        before the body could be complete at the server. Raises what ``parse`` raises,
+        the last ``TransportError`` or ``APIError`` once retries are spent, and
+        ConfigurationError (no key; another event loop).
         """
         self._check_loop()
         headers = self.headers(request)
@@ -168,8 +166,6 @@ class RequestPath:
         started = clock.now()
         attempt = 0
         while True:
-            if on_attempt is not None:
-                on_attempt()
             connect_failed = False
             retry_after: float | None = None
             try:
