@@ -168,6 +168,11 @@ class ServerError(APIError):
     """5xx: the API (or a gateway in front of it) failed. ``retry_after`` when it said; for
     a create, ``may_have_reached_server`` is True: the job may exist anyway."""
 
+    def __init__(self, status: int, message: str, *, may_have_reached_server: bool = True,
+                 **kwargs: Any):
+        super().__init__(status, message, may_have_reached_server=may_have_reached_server,
+                         **kwargs)
+
 
 class TransportError(ViggleError):
     """No usable answer arrived.

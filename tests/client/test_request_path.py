@@ -13,6 +13,8 @@ from email.utils import format_datetime
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from viggle_async import (
     APIError,
@@ -28,7 +30,7 @@ from viggle_async import (
     ServerError,
     ViggleClient,
 )
-from viggle_async._protocol import Request, Response, proves_no_job
+from viggle_async._protocol import Request, Response, error_from_response, proves_no_job
 from viggle_async.testing import MockTransport
 
 # The wall clock the client is given: far from real time, so a test passing only because
@@ -326,3 +328,20 @@ async def test_upload_progress_counts_every_part_up_to_the_total() -> None:
 def test_rate_limit_error_keeps_its_constructor() -> None:
     error = RateLimitError(429, "slow", retry_after=1.5, error_code="X")
     assert error.retry_after == 1.5 and error.may_have_reached_server is False
+
+
+@given(status=st.integers(100, 599), body=st.binary(max_size=30))
+def test_the_error_flag_follows_the_one_rule(status: int, body: bytes) -> None:
+    response = Response(status, {}, body)
+    refusal = proves_no_job(response)
+    assert refusal == (status in {400, 401, 402, 403, 404, 409, 413, 415, 422, 429})
+    if status >= 300:
+        error = error_from_response(response, now=WALL)
+        assert error.may_have_reached_server is (not refusal)
+        if status >= 500:
+            assert isinstance(error, ServerError)
+
+
+def test_hand_built_server_error_is_ambiguous_by_default() -> None:
+    assert ServerError(503, "x").may_have_reached_server is True
+    assert APIError(400, "x").may_have_reached_server is False
