@@ -69,14 +69,24 @@ async def _ready_scenes(client: ViggleClient, scratch: Path) -> list[str]:
     return ids
 
 
+async def _transparent_render(client: ViggleClient, folder: Path) -> str:
+    job = await client.renders.create(ref_image=folder / "character.png",
+                                      driving_video=folder / "dance.mp4",
+                                      background_mode="transparent")
+    await client.renders.wait(job.job_id, poll_interval=0.05, timeout=30)
+    return job.job_id
+
+
 #: What a fragment's parameters are given, made on the same fake server the snippet uses.
 GIVEN: dict[str, Callable[[ViggleClient, Path], Awaitable[object]]] = {
     "scene_ids": _ready_scenes,
+    "job_id": _transparent_render,
 }
 
 #: Files a snippet's run must leave in its scratch folder (relative paths).
 EXPECTED_OUTPUTS: dict[str, list[str]] = {
     "a-tour-of-the-client": ["out.mp4", "mask.mp4"],
+    "downloads": ["out.mp4", "mask.mp4", "copy.mp4"],
     "bulk-rendering-with-the-supervisor": ["out/clip-0.mp4", "out/clip-1.mp4", "out/clip-2.mp4"],
 }
 
@@ -395,11 +405,7 @@ def test_citation_rows_pick_the_most_specific_match() -> None:
 # --- the architecture table as a contract (.importlinter, checked by import-linter) ---------
 
 #: Contracts that fail on today's code for a known reason; flip them when it is fixed.
-KNOWN_BROKEN_CONTRACTS: dict[str, str] = {
-    "layers": "the client <-> resources circle: _resources imports _client (under "
-              "TYPE_CHECKING) and calls its private request path; the request path moving "
-              "below the resources removes it",
-}
+KNOWN_BROKEN_CONTRACTS: dict[str, str] = {}
 
 
 def _contract_ids() -> list[str]:

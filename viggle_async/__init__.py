@@ -65,7 +65,7 @@ from ._models import (
     Scene,
     Segment,
 )
-from ._resources import Characters, PreparedCreate, Renders, Scenes
+from ._resources import Characters, PreparedCreate, RenderInputs, Renders, Scenes
 from ._scheduler import PollPolicy
 from ._supervisor import FastFallbackPolicy, Supervisor
 from ._transport import Timeouts
@@ -121,6 +121,7 @@ __all__ = [
     "RateLimitError",
     "RenderFailedError",
     "RenderHandle",
+    "RenderInputs",
     "RenderJob",
     "RenderProgress",
     "RenderState",

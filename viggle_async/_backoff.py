@@ -87,15 +87,20 @@ class RetryPolicy:
     """How often and how long to retry.
 
     ``max_attempts`` counts every try, the first included (1 = never retry). Delays use full
-    jitter with ``base`` and ``cap`` seconds. A server's Retry-After is honoured exactly (it is
-    the server's word), unless it exceeds ``max_retry_after``: then we fail fast rather than
-    sleep that long.
+    jitter with ``base`` and ``cap`` seconds. A server's Retry-After (429, 5xx; delta-seconds
+    or an HTTP-date) is honoured exactly (it is the server's word), unless it exceeds
+    ``max_retry_after`` seconds: then we fail fast rather than sleep that long, and the
+    raised error carries ``retry_after`` for a scheduler to pause on.
+    ``connect_deadline`` (seconds, a minute by default) bounds how long a request that
+    cannot connect is retried, counted from its first attempt; callers that retry creates
+    themselves (the supervisor) stop at the same deadline and raise ``ConnectError``.
     """
 
     max_attempts: int = attrs.field(default=4, validator=_positive_int)
     base: float = attrs.field(default=0.5, validator=_positive_finite)
     cap: float = attrs.field(default=20.0, validator=_positive_finite)
     max_retry_after: float = attrs.field(default=60.0, validator=_positive_finite)
+    connect_deadline: float = attrs.field(default=60.0, validator=_positive_finite)
 
     def delay(
         self, attempt: int, *, retry_after: float | None, rand: Callable[[], float]

@@ -1,63 +1,41 @@
-"""``ViggleClient``: configuration, the one request path with its retry rules,
-downloads, and the resources (``renders``, ``characters``, ``scenes``).
+"""``ViggleClient``: configuration, composed of the request path (``_http``) and the
+resources (``renders``, ``characters``, ``scenes``), plus downloads.
 
-Retry rules (viggle-api.md §4, §8.1; "never spend a credit twice"): reads, cancels
-and deletes are retried on connection errors, timeouts, 429 and 5xx with capped,
-fully-jittered backoff honouring Retry-After. A create is retried only where no job
-can exist: the connection was never made, or the API answered 429. Anything
-ambiguous raises, with ``may_have_reached_server`` set.
+The retry rules live in ``_http`` (its docstring); the resources know only the request
+path, so nothing here is imported back from below.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
 import random
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import anyio
-import attrs
 
 from ._backoff import RetryPolicy
 from ._clock import Clock, SystemClock
 from ._converter import get_converter
-from ._errors import (
-    ConfigurationError,
-    ConnectError,
-    InvalidInputError,
-    RateLimitError,
-    TransportError,
-)
-from ._protocol import Request, Response, UploadObserver, check_url, error_from_response
+from ._endpoints import credits
+from ._errors import ConfigurationError, InvalidInputError
+from ._http import RequestPath, RetryEvent
+from ._models import Credits
+from ._protocol import Transport, check_url
+from ._resources import Characters, Renders, Scenes
 from ._transport import AiohttpTransport, Timeouts
 from ._uploads import Limits
 
 if TYPE_CHECKING:
     import aiohttp
 
-    from ._resources import Characters, Renders, Scenes
-
 __all__ = ["DEFAULT_BASE_URL", "RetryEvent", "ViggleClient"]
 
 DEFAULT_BASE_URL = "https://apis.viggle.ai"
-T = TypeVar("T")
-logger = logging.getLogger("viggle_async")
-
-
-@attrs.frozen
-class RetryEvent:
-    """Passed to ``on_retry`` before each retry sleep."""
-
-    method: str
-    path: str
-    attempt: int  # 1 for the first retry
-    delay: float
-    cause: BaseException
 
 
 def _check_base_url(url: str, allow_insecure_http: bool) -> str:
@@ -73,20 +51,34 @@ def _check_base_url(url: str, allow_insecure_http: bool) -> str:
 
 
 def _is_loopback(host: str) -> bool:
-    if host == "localhost":
+    """``localhost``, 127.0.0.0/8 and ``::1``. An IPv4-mapped IPv6 address
+    (``::ffff:127.0.0.1``) is *not* loopback here, on every Python: ``ipaddress`` changed
+    its answer in 3.13 (issue 11.13), and a spelling that only some resolvers and socket
+    stacks take to this machine is a lookalike, so plain http to it is refused."""
+    if host.lower() == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return False
+    return address.is_loopback
 
 
 class ViggleClient:
     """An async client for the Viggle API. Use ``async with ViggleClient() as client``.
 
     ``api_key`` defaults to ``$VIGGLE_API_KEY``, ``base_url`` to ``$VIGGLE_BASE_URL``
-    or ``https://apis.viggle.ai``. Pass ``session`` to share your aiohttp session (it
-    is used, never closed). ``clock`` and ``rand`` exist so tests are exact.
+    or ``https://apis.viggle.ai`` (plain http only to loopback unless
+    ``allow_insecure_http``). Pass ``session`` to share your aiohttp session (it is used,
+    never closed), or ``transport`` for any ``Transport`` (e.g.
+    ``viggle_async.testing.MockTransport``). ``retry`` sets the retry rules, ``timeouts``
+    and ``limits`` the transport's and the uploads'. ``clock`` (monotonic seconds),
+    ``wall_clock`` (an aware datetime, for HTTP-date Retry-After) and ``rand`` exist so
+    tests are exact. A client belongs to the event loop that first uses it (until
+    ``aclose``); use from another raises ConfigurationError.
+    Raises ConfigurationError for a refused ``base_url``.
     """
 
     def __init__(
@@ -102,12 +94,12 @@ class ViggleClient:
         on_retry: Callable[[RetryEvent], None] | None = None,
         clock: Clock | None = None,
         rand: Callable[[], float] = random.random,
-        transport: AiohttpTransport | None = None,
+        transport: Transport | None = None,
+        wall_clock: Callable[[], datetime] | None = None,
         proxy: str | None = None,
         trust_env: bool = True,
     ):
         key = api_key if api_key is not None else os.environ.get("VIGGLE_API_KEY")
-        self.__key = key or None
         self.base_url = _check_base_url(
             base_url or os.environ.get("VIGGLE_BASE_URL") or DEFAULT_BASE_URL,
             allow_insecure_http)
@@ -115,116 +107,73 @@ class ViggleClient:
         self.retry = retry
         self.limits = limits
         self.clock: Clock = clock or SystemClock()
-        self._rand = rand
+        self._rand = rand  # kept for the download path (it shares the jitter source)
         self._on_retry = on_retry
         # Proxies: ``proxy`` for every request, else HTTP(S)_PROXY/ALL_PROXY/NO_PROXY,
         # read once here; ``trust_env=False`` ignores the environment.
-        self._transport = transport or AiohttpTransport(session, timeouts=timeouts,
-                                                        proxy=proxy, trust_env=trust_env)
-        self._converter = get_converter()
-        from ._resources import Characters, Renders, Scenes
+        self._transport: Transport = transport or AiohttpTransport(
+            session, timeouts=timeouts, proxy=proxy, trust_env=trust_env)
+        self._http = RequestPath(
+            self._transport, base_url=self.base_url, api_key=key or None, retry=retry,
+            clock=self.clock, wall_clock=wall_clock or _utcnow, rand=rand, on_retry=on_retry,
+            converter=get_converter())
+        self._renders = Renders(self._http, limits=limits)
+        self._characters = Characters(self._http, limits=limits)
+        self._scenes = Scenes(self._http, limits=limits)
 
-        self.renders: Renders = Renders(self)
-        self.characters: Characters = Characters(self)
-        self.scenes: Scenes = Scenes(self)
+    @property
+    def renders(self) -> Renders:
+        """Render jobs (§2.1–§2.4): ``create``, ``prepare``/``submit``, ``get``, ``cancel``,
+        ``wait``."""
+        return self._renders
+
+    @property
+    def characters(self) -> Characters:
+        """Characters (§2.5–§2.8): ``create``, ``get``, ``list``, ``iterate``, ``delete``,
+        ``wait``."""
+        return self._characters
+
+    @property
+    def scenes(self) -> Scenes:
+        """Scenes (§2.9–§2.13): ``create``, ``import_template``, ``get``, ``list``,
+        ``iterate``, ``delete``, ``wait``."""
+        return self._scenes
 
     def __repr__(self) -> str:
-        key = "set" if self.__key else "none"
+        key = "set" if self._http.has_api_key else "none"
         return f"ViggleClient(base_url={self.base_url!r}, api_key=<{key}>)"
 
     @property
     def has_api_key(self) -> bool:
-        return self.__key is not None
+        """Whether an API key was given (the key itself is never exposed)."""
+        return self._http.has_api_key
 
     async def __aenter__(self) -> ViggleClient:
         # Open the HTTP session now (it builds TLS contexts: ~80 ms), not in the first request.
-        self._transport.open()
+        opener = getattr(self._transport, "open", None)
+        if callable(opener):
+            opener()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the client's own HTTP session (a caller's session is left open)."""
+        """Close the client's own HTTP session (a caller's session is left open). The
+        client may then be used again, from any event loop."""
         await self._transport.aclose()
+        self._http.unbind_loop()
 
-    # --- the one request path -------------------------------------------------
+    def _now(self) -> datetime:
+        """The injected wall clock (an aware datetime), e.g. for HTTP-date Retry-After."""
+        return self._http.wall_clock()
 
-    def _headers(self, request: Request) -> dict[str, str]:
-        headers = {"Accept": "application/json", "User-Agent": "viggle-async"}
-        if request.auth:
-            if self.__key is None:
-                raise ConfigurationError(
-                    f"{request.method} {request.path} needs an API key: pass api_key= or set "
-                    "VIGGLE_API_KEY (keys are created at https://portal.viggle.ai/api-keys)")
-            headers["Authorization"] = f"Bearer {self.__key}"
-        return headers
+    async def get_credits(self) -> Credits:
+        """The account's credit balance (``GET /api/credits``, §2.14), in credits.
 
-    async def _call(
-        self,
-        request: Request,
-        parse: Callable[[Response], T],
-        *,
-        on_upload: Callable[[int], None] | None = None,
-        before_last_bytes: Callable[[], Awaitable[None]] | None = None,
-        on_attempt: Callable[[], None] | None = None,
-    ) -> T:
-        """Send with the retry rules above and ``parse`` the final response."""
-        headers = self._headers(request)
-        url = self.base_url + request.path
-        attempt = 0
-        while True:
-            if on_attempt is not None:
-                on_attempt()
-            try:
-                response = await self._transport.send(
-                    request, url=url, headers=headers,
-                    observer=UploadObserver(_deltas(on_upload), before_last_bytes))
-            except ConnectError as exc:
-                cause: BaseException = exc
-                retry_after = None
-            except TransportError as exc:
-                if request.kind == "create":
-                    logger.warning("%s %s failed and may have reached the API; not resent: %s",
-                                   request.method, request.path, exc)
-                    raise
-                cause, retry_after = exc, None
-            else:
-                retryable = response.status == 429 or (
-                    response.status >= 500 and request.kind != "create")
-                if not retryable:
-                    return parse(response)
-                error = error_from_response(response, now=self.now())
-                cause = error
-                retry_after = error.retry_after if isinstance(error, RateLimitError) else None
-            if any(getattr(fp.source, "consumed_once", False) for fp in request.files):
-                raise cause  # a one-shot stream was read: resending would send nothing
-            delay = self.retry.delay(attempt, retry_after=retry_after, rand=self._rand)
-            if delay is None:
-                raise cause
-            attempt += 1
-            logger.info("retrying %s %s (retry %d) in %.2f s after %s: %s", request.method,
-                        request.path, attempt, delay, type(cause).__name__, cause)
-            if self._on_retry is not None:
-                self._on_retry(RetryEvent(request.method, request.path, attempt, delay, cause))
-            await self.clock.sleep_until(self.clock.now() + delay)
-
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-    def parse_as(self, cls: type[T], **defaults: Any) -> Callable[[Response], T]:
-        from ._protocol import parse_model
-
-        return lambda r: parse_model(r, cls, self._converter, now=self.now(), defaults=defaults)
-
-    # --- account and downloads ---------------------------------------------------
-
-    async def get_credits(self) -> Any:
-        """The account's credit balance (``GET /api/credits``, §2.14)."""
-        from ._endpoints import credits
-        from ._models import Credits
-
-        return await self._call(credits(), self.parse_as(Credits))
+        Raises AuthenticationError (bad key), ConfigurationError (no key), TransportError.
+        """
+        return await self._http.call(credits(), self._http.parser(Credits))
 
     async def download(self, url: str, dest: str | os.PathLike[str], *,
                        on_progress: Callable[[int, int | None], None] | None = None,
@@ -257,7 +206,7 @@ class ViggleClient:
                 self._on_retry(RetryEvent("GET", urlsplit(url).path, attempt, delay, cause))
 
         await download_to(self._transport, url, target, retry=retry or DOWNLOAD_RETRY,
-                          clock=self.clock, rand=self._rand, now=self.now, refresh=refresh,
+                          clock=self.clock, rand=self._rand, now=self._now, refresh=refresh,
                           on_progress=on_progress, on_retry=on_retry, job_id=job_id,
                           segments=segments)
         return target
@@ -309,15 +258,5 @@ async def _checked_download_args(dest: str | os.PathLike[str], segments: int) ->
     return target
 
 
-def _deltas(report: Callable[[int], None] | None) -> Callable[[int], None] | None:
-    """The transport reports cumulative bytes per send; ``on_upload`` here takes chunks."""
-    if report is None:
-        return None
-    last = 0
-
-    def progress(total: int) -> None:
-        nonlocal last
-        report(total - last)
-        last = total
-
-    return progress
+def _utcnow() -> datetime:
+    return datetime.now(UTC)

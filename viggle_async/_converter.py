@@ -11,19 +11,46 @@ so they are replaced with hooks that refuse a wrong type.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, TypeVar
 
+import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn
 
 from ._models import Character, Credits, RenderJob, RenderProgress, RenderStatus, Scene, Segment
 
-__all__ = ["get_converter", "make_converter"]
+__all__ = ["DECISION_FIELDS", "get_converter", "make_converter"]
 
 T = TypeVar("T")
+logger = logging.getLogger("viggle_async")
+
+# The fields a caller's decision rests on (issue 11.3): only these may fail a parse. Every
+# other field is informational: a value that cannot be read becomes None (or its default),
+# so one malformed ``created_at`` never fails a finished, paid render. ``cdn_url`` and
+# ``mask_cdn_url`` are decision fields only once the status is ``complete`` (see
+# ``_decision_fields``); ``segments`` is what a character mapping is built from.
+DECISION_FIELDS: Mapping[type, frozenset[str]] = {
+    RenderStatus: frozenset({"job_id", "status"}),
+    RenderJob: frozenset({"job_id", "status"}),
+    Character: frozenset({"id", "status"}),
+    Scene: frozenset({"id", "status", "segments"}),
+    Credits: frozenset({"balance"}),
+    RenderProgress: frozenset(),
+    Segment: frozenset({"uuid"}),
+}
+_COMPLETE_URLS = frozenset({"cdn_url", "mask_cdn_url"})
+_logged: set[tuple[str, str]] = set()  # (class, field) already reported at DEBUG
+
+
+def _decision_fields(cls: type, data: Mapping[str, Any]) -> frozenset[str]:
+    fields = DECISION_FIELDS.get(cls, frozenset())
+    if cls is RenderStatus and data.get("status") == "complete":
+        return fields | _COMPLETE_URLS
+    return fields
 
 
 def _type_error(expected: str, value: Any) -> TypeError:
@@ -117,13 +144,25 @@ def make_converter(*, forbid_extra_keys: bool = False) -> cattrs.Converter:
         # forbid_extra_keys in contract tests.
         base = make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=forbid_extra_keys)
 
+        klass: Any = cls
+        attrs.resolve_types(klass)
+        types = {f.name: f.type for f in attrs.fields(klass)}
+
         def hook(data: Any, _: type) -> T:
             shaped = normalize(data)
             if not isinstance(shaped, Mapping):
                 raise _type_error(f"a JSON object for {cls.__name__}", data)
             if ignore:
                 shaped = {k: v for k, v in shaped.items() if k not in ignore}
-            return base(shaped, cls)
+            try:
+                return base(shaped, cls)
+            except (cattrs.BaseValidationError, ValueError, TypeError, KeyError):
+                # The slow path, only for a bad answer: drop the informational fields
+                # that cannot be read, then try once more (a decision field still fails).
+                tolerant = _drop_unreadable(conv, cls, shaped, types)
+                if tolerant is None:
+                    raise
+                return base(tolerant, cls)
 
         conv.register_structure_hook(cls, hook)
 
@@ -134,6 +173,27 @@ def make_converter(*, forbid_extra_keys: bool = False) -> cattrs.Converter:
         # The v2 render status carries ``chunks`` (always []) only for compatibility.
         wrap(cls, lambda d: d, ("chunks",) if cls is RenderStatus else ())
     return conv
+
+
+def _drop_unreadable(conv: cattrs.Converter, cls: type, data: Mapping[str, Any],
+                     types: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``data`` without its unreadable informational fields, or None if none was dropped."""
+    keep = _decision_fields(cls, data)
+    out = dict(data)
+    dropped = False
+    for name, value in data.items():
+        if name in keep or name not in types or value is None:
+            continue
+        try:
+            conv.structure(value, types[name])
+        except Exception as exc:  # any failure of one informational field: drop it
+            del out[name]
+            dropped = True
+            if (cls.__name__, name) not in _logged:
+                _logged.add((cls.__name__, name))
+                logger.debug("ignoring unreadable %s.%s (%.60r): %s", cls.__name__, name,
+                             value, exc)
+    return out if dropped else None
 
 
 @cache

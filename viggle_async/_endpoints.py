@@ -8,26 +8,23 @@ a conflicting call fails before any file is opened.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
 
 from ._errors import InvalidInputError
-from ._protocol import (
-    BACKGROUND_MODES,
-    MODELS,
-    FilePart,
-    Request,
-    build_request,
-    check_choice,
-    check_name,
-    check_url,
-    format_bg_color,
-    format_mapping,
-    job_path,
-)
+from ._protocol import BACKGROUND_MODES, MODELS, FilePart, Request, build_request, check_url
 
 __all__ = [
+    "CHARACTERS",
+    "RENDERS",
+    "SCENES",
     "cancel_render",
     "character_create_fields",
+    "create_character",
+    "create_render",
+    "create_scene",
     "credits",
     "delete_character",
     "delete_scene",
@@ -35,13 +32,90 @@ __all__ = [
     "get_render",
     "get_scene",
     "import_scene",
+    "list_characters",
     "list_page",
+    "list_scenes",
     "multipart_create",
     "render_create_fields",
     "scene_create_fields",
 ]
 
 MAX_PAGE = 100  # §2.7: limit 1–100 in the only schema seen
+# The collections (§2): every path below is built from these, in this module only.
+RENDERS = "/api/render"
+CHARACTERS = "/api/characters"
+SCENES = "/api/scenes"
+
+
+# --- the rules, shared by the builders below ---------------------------------------
+
+def job_path(prefix: str, ident: str, field: str) -> str:
+    """``prefix/ident`` with the id checked and percent-encoded (ids are opaque, §1.6)."""
+    if not isinstance(ident, str) or not ident.strip():
+        raise InvalidInputError(field, "must be a non-empty string",
+                                f"pass the {field} the API returned")
+    return f"{prefix}/{quote(ident, safe='')}"
+
+
+def check_choice(field: str, value: str, allowed: Sequence[str], code: str) -> str:
+    if value not in allowed:
+        raise InvalidInputError(field, f"{value!r} is not supported",
+                                f"use one of {', '.join(allowed)}", error_code=code)
+    return str(value)
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInputError("name", "is required and must be a non-empty string",
+                                "pass a display name, e.g. name='My Character'")
+    return name
+
+
+def format_bg_color(value: str | Sequence[int]) -> str:
+    """``"R,G,B"`` with each value 0–255 (§1.9: not hex)."""
+    fix = "pass 'R,G,B' with values 0-255, e.g. '0,255,0', or a 3-tuple of ints"
+    if isinstance(value, str):
+        items: list[Any] = value.split(",")
+    elif isinstance(value, Sequence):
+        items = list(value)
+    else:
+        raise InvalidInputError("bg_color", f"unsupported type {type(value).__name__}", fix)
+    if len(items) != 3:
+        raise InvalidInputError("bg_color", f"{value!r} does not have three components", fix)
+    out = []
+    for item in items:
+        if isinstance(item, bool):
+            raise InvalidInputError("bg_color", f"{value!r} has a non-integer component", fix)
+        try:
+            number = int(item.strip()) if isinstance(item, str) else int(item)
+        except (TypeError, ValueError):
+            raise InvalidInputError("bg_color", f"{value!r} has a non-integer component",
+                                    fix) from None
+        if isinstance(item, float) or not 0 <= number <= 255:
+            raise InvalidInputError("bg_color", f"{value!r} has a component outside 0-255", fix)
+        out.append(str(number))
+    return ",".join(out)
+
+
+def format_mapping(value: Mapping[str, str] | str) -> str:
+    """``character_mapping`` serialised to a JSON string (§2.2)."""
+    fix = "pass a dict of segment uuid -> character id, e.g. {'person_a1b2c3d4': 'char_x'}"
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise InvalidInputError("character_mapping", "is not valid JSON", fix,
+                                    error_code="CS-ORIV-012") from None
+    if not isinstance(value, Mapping) or not value:
+        raise InvalidInputError("character_mapping", "must be a non-empty JSON object", fix,
+                                error_code="CS-ORIV-012")
+    for key, char in value.items():
+        if not (isinstance(key, str) and key and isinstance(char, str) and char):
+            raise InvalidInputError("character_mapping",
+                                    "keys and values must be non-empty strings", fix,
+                                    error_code="CS-ORIV-012")
+    return json.dumps(dict(value))
+
 
 
 def _conflict(a: str, b: str) -> InvalidInputError:
@@ -157,6 +231,22 @@ def multipart_create(path: str, fields: Sequence[tuple[str, str]],
     return build_request("POST", path, "create", fields=fields, files=files)
 
 
+def create_render(fields: Sequence[tuple[str, str]], files: Sequence[FilePart]) -> Request:
+    """§2.1/§2.2 ``POST /api/render``; ``fields`` from :func:`render_create_fields`."""
+    return multipart_create(RENDERS, fields, files)
+
+
+def create_character(fields: Sequence[tuple[str, str]], files: Sequence[FilePart]) -> Request:
+    """§2.5 ``POST /api/characters/preprocess``; ``fields`` from
+    :func:`character_create_fields`."""
+    return multipart_create(f"{CHARACTERS}/preprocess", fields, files)
+
+
+def create_scene(fields: Sequence[tuple[str, str]], files: Sequence[FilePart]) -> Request:
+    """§2.9 ``POST /api/scenes/preprocess``; ``fields`` from :func:`scene_create_fields`."""
+    return multipart_create(f"{SCENES}/preprocess", fields, files)
+
+
 def character_create_fields(*, name: str, has_image: bool, image_url: str | None
                             ) -> list[tuple[str, str]]:
     """§2.5: ``name`` plus one of ``image`` / ``image_url``."""
@@ -199,34 +289,34 @@ def import_scene(template_id: str, name: str | None) -> Request:
     body: dict[str, str] = {"template_id": template_id}
     if name is not None:
         body["name"] = check_name(name)
-    return build_request("POST", "/api/scenes/import", "create", json_body=body)
+    return build_request("POST", f"{SCENES}/import", "create", json_body=body)
 
 
 def get_render(job_id: str) -> Request:
     # §2.3: the status endpoint needs no key, so polling works without one.
-    return build_request("GET", job_path("/api/render", job_id, "job_id"), "read", auth=False)
+    return build_request("GET", job_path(RENDERS, job_id, "job_id"), "read", auth=False)
 
 
 def cancel_render(job_id: str) -> Request:
-    return build_request("DELETE", job_path("/api/render", job_id, "job_id"), "cancel")
+    return build_request("DELETE", job_path(RENDERS, job_id, "job_id"), "cancel")
 
 
 def get_character(character_id: str) -> Request:
-    return build_request("GET", job_path("/api/characters", character_id, "character_id"),
+    return build_request("GET", job_path(CHARACTERS, character_id, "character_id"),
                          "read")
 
 
 def delete_character(character_id: str) -> Request:
-    return build_request("DELETE", job_path("/api/characters", character_id, "character_id"),
+    return build_request("DELETE", job_path(CHARACTERS, character_id, "character_id"),
                          "delete")
 
 
 def get_scene(scene_id: str) -> Request:
-    return build_request("GET", job_path("/api/scenes", scene_id, "scene_id"), "read")
+    return build_request("GET", job_path(SCENES, scene_id, "scene_id"), "read")
 
 
 def delete_scene(scene_id: str) -> Request:
-    return build_request("DELETE", job_path("/api/scenes", scene_id, "scene_id"), "delete")
+    return build_request("DELETE", job_path(SCENES, scene_id, "scene_id"), "delete")
 
 
 def list_page(path: str, limit: int, offset: int) -> Request:
@@ -239,6 +329,16 @@ def list_page(path: str, limit: int, offset: int) -> Request:
                                 "pass an integer >= 0")
     return build_request("GET", path, "read", params=[("limit", str(limit)),
                                                       ("offset", str(offset))])
+
+
+def list_characters(limit: int, offset: int) -> Request:
+    """§2.7 ``GET /api/characters?limit&offset``."""
+    return list_page(CHARACTERS, limit, offset)
+
+
+def list_scenes(limit: int, offset: int) -> Request:
+    """§2.12 ``GET /api/scenes?limit&offset``."""
+    return list_page(SCENES, limit, offset)
 
 
 def credits() -> Request:

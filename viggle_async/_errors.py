@@ -3,7 +3,9 @@
     ViggleError
     ├── ConfigurationError          bad client settings (no API key, refused base URL)
     ├── InvalidInputError           bad arguments, caught locally before any byte is sent
-    ├── APIError                    the API answered with an error status
+    ├── APIError                    the API answered with an error status; ``retry_after``
+    │   │                           (seconds, when the server said) and
+    │   │                           ``may_have_reached_server`` (a create may have made a job)
     │   ├── BadRequestError         400 / 422 (validation)
     │   │   └── FastModeUnavailableError   400 CS-UORC01-001: no fast capacity right now
     │   ├── AuthenticationError     401 / 403
@@ -18,6 +20,7 @@
     │   ├── RequestTimeoutError     no answer in time
     │   └── UploadStalledError      an upload made no progress for ``stall_timeout``
     ├── ResponseFormatError         the answer was not in any shape the API documents
+    │                               (``may_have_reached_server``: True unless proven otherwise)
     ├── DownloadError               an output download failed (bad status, truncated)
     ├── JobFailedError              a job ended ``failed`` or ``cancelled``
     │   ├── RenderFailedError       ``.status`` is the final RenderStatus
@@ -90,6 +93,12 @@ class APIError(ViggleError):
 
     ``error_code``/``message``/``action`` come from the ``detail`` envelope
     (viggle-api.md §1.4); quote ``error_code`` and ``request_id`` to support.
+
+    ``retry_after`` is the server's ``Retry-After`` in seconds (None when absent or
+    unreadable), on any status, so a scheduler can pause everyone. ``may_have_reached_server``
+    is True when the answer does not prove the request had no effect: for a create, a job
+    may exist and been billed (a gateway's 5xx after the backend accepted it); only the
+    documented refusals (``_protocol.proves_no_job``) set it False.
     """
 
     def __init__(
@@ -101,6 +110,8 @@ class APIError(ViggleError):
         action: str | None = None,
         request_id: str | None = None,
         body: Any = None,
+        retry_after: float | None = None,
+        may_have_reached_server: bool = False,
     ):
         self.status = status
         self.message = message
@@ -108,6 +119,8 @@ class APIError(ViggleError):
         self.action = action
         self.request_id = request_id
         self.body = body
+        self.retry_after = retry_after
+        self.may_have_reached_server = may_have_reached_server
         parts = [f"HTTP {status}"]
         if error_code:
             parts.append(error_code)
@@ -148,12 +161,17 @@ class RateLimitError(APIError):
 
     def __init__(self, status: int, message: str, *, retry_after: float | None = None,
                  **kwargs: Any):
-        super().__init__(status, message, **kwargs)
-        self.retry_after = retry_after
+        super().__init__(status, message, retry_after=retry_after, **kwargs)
 
 
 class ServerError(APIError):
-    """5xx: the API failed."""
+    """5xx: the API (or a gateway in front of it) failed. ``retry_after`` when it said; for
+    a create, ``may_have_reached_server`` is True: the job may exist anyway."""
+
+    def __init__(self, status: int, message: str, *, may_have_reached_server: bool = True,
+                 **kwargs: Any):
+        super().__init__(status, message, may_have_reached_server=may_have_reached_server,
+                         **kwargs)
 
 
 class TransportError(ViggleError):
@@ -185,10 +203,17 @@ class UploadStalledError(TransportError):
 
 
 class ResponseFormatError(ViggleError):
-    """The API answered in a shape that none of the documented variants match."""
+    """The API answered in a shape that none of the documented variants match.
 
-    def __init__(self, message: str, *, status: int | None = None):
+    ``status`` is the HTTP status. ``may_have_reached_server`` defaults to True: an
+    unreadable answer (an HTML page, an empty body, a 2xx without a job id) to a create
+    proves nothing, so the job may exist.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None,
+                 may_have_reached_server: bool = True):
         self.status = status
+        self.may_have_reached_server = may_have_reached_server
         super().__init__(message)
 
 

@@ -92,23 +92,18 @@ class RenderProgress:
     percent: float | None = None
 
 
-def _complete_has_url(instance: RenderStatus, attribute: attrs.Attribute[str], value: str) -> None:
-    # A complete render without an output URL is useless to every caller: reject it at
-    # the boundary instead of letting ``None`` travel to a download.
-    if value == "complete" and not instance.cdn_url:
-        raise ValueError("a complete render status must carry cdn_url")
-
-
 @attrs.frozen
 class RenderStatus:
     """A render job's state, as ``GET /api/render/{job_id}`` reports it (§2.3).
 
-    A ``complete`` status always has ``cdn_url``; ``mask_cdn_url`` only in
-    transparent mode.
+    ``is_complete`` (and so ``is_terminal``) needs ``cdn_url``: a ``complete`` status
+    without it (``awaiting_output``) means "poll again", never "failed" (issue 11.3).
+    ``mask_cdn_url`` comes only in transparent mode. Informational fields the API sent
+    in an unreadable form are None.
     """
 
     job_id: str
-    status: str = attrs.field(validator=_complete_has_url)
+    status: str
     mode: str | None = None
     checkpoint: str | None = None
     progress_pct: float | None = None
@@ -125,12 +120,19 @@ class RenderStatus:
 
     @property
     def is_terminal(self) -> bool:
-        """True for ``complete``, ``failed``, ``cancelled`` (and the undocumented ``error``)."""
-        return self.status == "complete" or self.status in _RENDER_FAILURES
+        """True once final: complete with its ``cdn_url``, ``failed``, ``cancelled`` (and the
+        undocumented ``error``)."""
+        return self.is_complete or self.status in _RENDER_FAILURES
 
     @property
     def is_complete(self) -> bool:
-        return self.status == "complete"
+        """``complete`` with the output URL to fetch (``cdn_url``)."""
+        return self.status == "complete" and bool(self.cdn_url)
+
+    @property
+    def awaiting_output(self) -> bool:
+        """``complete`` but without ``cdn_url`` yet: not final, poll again."""
+        return self.status == "complete" and not self.cdn_url
 
     @property
     def is_failed(self) -> bool:

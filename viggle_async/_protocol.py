@@ -1,10 +1,9 @@
-"""The pure core: build requests and interpret responses. No I/O, no ``async``.
+"""The pure core: the request/response vocabulary, the ``Transport`` seam, and the
+interpretation of responses. No I/O, no ``async``.
 
-Outgoing requests follow the docs exactly (viggle-api.md §2): multipart for the
-create endpoints, JSON for template import, string booleans, ``character_mapping``
-as a JSON string, only the fields a caller set. The documented rules (§2.1
-"Validation rules", §1.9) are checked here so bad input fails before any byte is
-sent. Incoming responses are interpreted tolerantly (§1.4, §8.1).
+Requests are described here (``Request``) and built per endpoint, with the documented
+rules, in ``_endpoints``. Incoming responses are interpreted tolerantly (§1.4, §8.1);
+``proves_no_job`` is the one rule for which answers to a create prove no job exists.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Literal, Protocol, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import attrs
 import cattrs
@@ -35,7 +34,7 @@ from ._errors import (
     ResponseFormatError,
     ServerError,
 )
-from ._models import Page
+from ._models import BackgroundMode, Model, Page
 
 __all__ = [
     "FilePart",
@@ -49,14 +48,17 @@ __all__ = [
     "error_from_response",
     "parse_model",
     "parse_page",
+    "proves_no_job",
 ]
 
 T = TypeVar("T")
 RequestKind = Literal["create", "read", "cancel", "delete"]
 
 FAST_UNAVAILABLE = "CS-UORC01-001"
-MODELS = ("V4_Preview", "V3_Preview")
-BACKGROUND_MODES = ("original", "solid", "transparent", "inpaint")
+# The documented choices (§1.8, §1.9), from the enums users pass: one list to keep.
+# ``_endpoints`` checks inputs against them; the CLI offers them.
+MODELS: tuple[str, ...] = tuple(m.value for m in Model)
+BACKGROUND_MODES: tuple[str, ...] = tuple(m.value for m in BackgroundMode)
 
 
 @attrs.frozen
@@ -164,14 +166,6 @@ def build_request(
                    None if fields is None else tuple(fields), tuple(files), json_body)
 
 
-def job_path(prefix: str, ident: str, field: str) -> str:
-    """``prefix/ident`` with the id checked and percent-encoded (ids are opaque, §1.6)."""
-    if not isinstance(ident, str) or not ident.strip():
-        raise InvalidInputError(field, "must be a non-empty string",
-                                f"pass the {field} the API returned")
-    return f"{prefix}/{quote(ident, safe='')}"
-
-
 def check_url(field: str, url: str) -> str:
     """A URL the API will fetch: absolute http(s) with a host."""
     if not isinstance(url, str):
@@ -196,66 +190,6 @@ def check_url(field: str, url: str) -> str:
 # Tolerant: DNS names (internationalised too), IPv4, IPv6 literals (urlsplit strips the
 # brackets; % for a zone); anything else in a host cannot be fetched.
 _HOST = re.compile(r"[\w.\-:%]+")
-
-
-def check_choice(field: str, value: str, allowed: Sequence[str], code: str) -> str:
-    if value not in allowed:
-        raise InvalidInputError(field, f"{value!r} is not supported",
-                                f"use one of {', '.join(allowed)}", error_code=code)
-    return str(value)
-
-
-def check_name(name: str) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidInputError("name", "is required and must be a non-empty string",
-                                "pass a display name, e.g. name='My Character'")
-    return name
-
-
-def format_bg_color(value: str | Sequence[int]) -> str:
-    """``"R,G,B"`` with each value 0–255 (§1.9: not hex)."""
-    fix = "pass 'R,G,B' with values 0-255, e.g. '0,255,0', or a 3-tuple of ints"
-    if isinstance(value, str):
-        items: list[Any] = value.split(",")
-    elif isinstance(value, Sequence):
-        items = list(value)
-    else:
-        raise InvalidInputError("bg_color", f"unsupported type {type(value).__name__}", fix)
-    if len(items) != 3:
-        raise InvalidInputError("bg_color", f"{value!r} does not have three components", fix)
-    out = []
-    for item in items:
-        if isinstance(item, bool):
-            raise InvalidInputError("bg_color", f"{value!r} has a non-integer component", fix)
-        try:
-            number = int(item.strip()) if isinstance(item, str) else int(item)
-        except (TypeError, ValueError):
-            raise InvalidInputError("bg_color", f"{value!r} has a non-integer component",
-                                    fix) from None
-        if isinstance(item, float) or not 0 <= number <= 255:
-            raise InvalidInputError("bg_color", f"{value!r} has a component outside 0-255", fix)
-        out.append(str(number))
-    return ",".join(out)
-
-
-def format_mapping(value: Mapping[str, str] | str) -> str:
-    """``character_mapping`` serialised to a JSON string (§2.2)."""
-    fix = "pass a dict of segment uuid -> character id, e.g. {'person_a1b2c3d4': 'char_x'}"
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise InvalidInputError("character_mapping", "is not valid JSON", fix,
-                                    error_code="CS-ORIV-012") from None
-    if not isinstance(value, Mapping) or not value:
-        raise InvalidInputError("character_mapping", "must be a non-empty JSON object", fix,
-                                error_code="CS-ORIV-012")
-    for key, char in value.items():
-        if not (isinstance(key, str) and key and isinstance(char, str) and char):
-            raise InvalidInputError("character_mapping",
-                                    "keys and values must be non-empty strings", fix,
-                                    error_code="CS-ORIV-012")
-    return json.dumps(dict(value))
 
 
 # --- responses -----------------------------------------------------------------
@@ -324,12 +258,44 @@ def is_success(status: int) -> bool:
     return 200 <= status < 300
 
 
-def error_from_response(response: Response, *, now: datetime) -> APIError:
-    """The APIError subclass for an error response (§1.5, §5)."""
+# Statuses that are a refusal: whoever answered did not act on the request. §1.5 documents
+# 400 (validation, including fast capacity CS-UORC01-001), 401 and 402 for the creates;
+# 403, 404, 409, 413, 415 and 422 are the standard statuses of a request refused before it
+# was acted on (auth, routing, state, size, type, FastAPI validation, §1.4). 429 is a rate
+# limiter's answer: it stands in front of the work, so nothing was created (§8.1).
+_REFUSALS = frozenset({400, 401, 402, 403, 404, 409, 413, 415, 422, 429})
+
+
+def proves_no_job(response: Response) -> bool:
+    """True when ``response`` to a create proves that no job (character, scene) exists.
+
+    The one rule behind "never spend a credit twice" (conventions; issue 11.1): only a
+    documented refusal (the 4xx statuses above, 429, fast capacity CS-UORC01-001) proves
+    it. Anything else after the last bytes were sent means the job *may* exist: a 5xx of
+    any shape (a gateway can answer 502/504 after the backend created and billed the job),
+    a redirect, an undocumented 4xx (408, 410, 425...), and a 2xx, whose body we may not
+    even be able to read. Pure: callers (the request path, the supervisor) decide with it.
+    """
+    return response.status in _REFUSALS
+
+
+def error_from_response(response: Response, *, now: datetime | Callable[[], datetime]
+                        ) -> APIError:
+    """The APIError subclass for an error response (§1.5, §5).
+
+    ``now`` (a datetime, or a function giving one) reads an HTTP-date ``Retry-After``;
+    pass the injected wall clock. ``retry_after`` is set on every status that sends the
+    header; ``may_have_reached_server`` is ``not proves_no_job(response)``.
+    """
     status = response.status
+    header = response.headers.get("retry-after")
+    retry_after = None if header is None else parse_retry_after(
+        header, now=now if isinstance(now, datetime) else now())
+    maybe = not proves_no_job(response)
     if 300 <= status < 400:
         return APIError(status, f"unexpected redirect (HTTP {status}); redirects are not "
-                                "followed, so the API key never leaves the API host")
+                                "followed, so the API key never leaves the API host",
+                        retry_after=retry_after, may_have_reached_server=maybe)
     try:
         data: Any = json.loads(response.body) if response.body.strip() else None
     except (ValueError, UnicodeDecodeError):
@@ -340,7 +306,8 @@ def error_from_response(response: Response, *, now: datetime) -> APIError:
         rid = data["error"].get("request_id")
         request_id = rid if isinstance(rid, str) else None
     kwargs: dict[str, Any] = dict(error_code=code, action=action, request_id=request_id,
-                                  body=data)
+                                  body=data, retry_after=retry_after,
+                                  may_have_reached_server=maybe)
     text = message or f"HTTP {status} with no error message"
     # Codes first: they are the API's stable contract; statuses back them up.
     if code in _AUTH_CODES or status in (401, 403):
@@ -350,8 +317,7 @@ def error_from_response(response: Response, *, now: datetime) -> APIError:
     if code == FAST_UNAVAILABLE:
         return FastModeUnavailableError(status, text, **kwargs)
     if status == 429:
-        retry = parse_retry_after(response.headers.get("retry-after"), now=now)
-        return RateLimitError(status, text, retry_after=retry, **kwargs)
+        return RateLimitError(status, text, **kwargs)
     if status in (400, 422):
         return BadRequestError(status, text, **kwargs)
     if status == 404:
@@ -379,7 +345,8 @@ def _structure(converter: cattrs.Converter, data: Any, cls: type[T], status: int
 
 
 def parse_model(response: Response, cls: type[T], converter: cattrs.Converter, *,
-                now: datetime, defaults: Mapping[str, Any] | None = None) -> T:
+                now: datetime | Callable[[], datetime],
+                defaults: Mapping[str, Any] | None = None) -> T:
     """Interpret a response as ``cls`` or raise the matching ViggleError.
 
     ``defaults`` fill fields the answer left out (e.g. the job id we asked about).
@@ -395,7 +362,7 @@ def parse_model(response: Response, cls: type[T], converter: cattrs.Converter, *
 
 
 def parse_page(response: Response, key: str, cls: type[T], converter: cattrs.Converter, *,
-               limit: int, offset: int, now: datetime) -> Page[T]:
+               limit: int, offset: int, now: datetime | Callable[[], datetime]) -> Page[T]:
     """A list response ``{key: [...], "total": N}`` (§2.7, §2.12); a bare list is accepted."""
     if not is_success(response.status):
         raise error_from_response(response, now=now)
@@ -414,7 +381,7 @@ def parse_page(response: Response, key: str, cls: type[T], converter: cattrs.Con
     return Page(items=parsed, total=total, limit=limit, offset=offset)
 
 
-def check_ok(response: Response, *, now: datetime) -> None:
+def check_ok(response: Response, *, now: datetime | Callable[[], datetime]) -> None:
     """For endpoints whose success body carries nothing we need (deletes)."""
     if not is_success(response.status):
         raise error_from_response(response, now=now)

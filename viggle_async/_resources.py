@@ -1,42 +1,68 @@
 """The client's resources: ``client.renders``, ``client.characters``, ``client.scenes``.
 
-Each method checks its inputs (``_endpoints``, ``_uploads``) before sending, then
-goes through the client's single request path. ``wait`` methods poll at the
-documented intervals (§4: renders every 3 s, assets every 5 s).
+Each method checks its inputs (``_endpoints``, ``_uploads``) before sending, then goes
+through the one request path (``_http.RequestPath``, passed in: resources never see the
+client). ``wait`` methods poll at the documented intervals (§4: renders every 3 s,
+assets every 5 s).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Generic, TypedDict, TypeVar, Unpack
 
 import attrs
 
 from . import _endpoints as ep
 from ._errors import AssetFailedError, RenderFailedError, WaitTimeoutError
+from ._http import RequestPath
 from ._media import IMAGE_CONTENT_TYPES, VIDEO_CONTENT_TYPES
 from ._models import Character, Page, RenderJob, RenderStatus, Scene
-from ._protocol import FilePart, Request, Response, check_ok, parse_page
-from ._uploads import Upload, UploadSource, prepare_upload
+from ._protocol import FilePart, Request, Response
+from ._uploads import Limits, Upload, UploadSource, prepare_upload
 
-if TYPE_CHECKING:
-    from ._client import ViggleClient
-
-__all__ = ["Characters", "PreparedCreate", "Renders", "Scenes"]
+__all__ = ["Characters", "PreparedCreate", "RenderInputs", "Renders", "Scenes"]
 
 T = TypeVar("T")
+A = TypeVar("A", Character, Scene)
 UploadProgress = Callable[[int, int | None], None]
 # §2.1: render ref images are PNG/JPG; characters also take WebP (§2.5).
 RENDER_IMAGE_TYPES = frozenset({"image/png", "image/jpeg"})
+logger = logging.getLogger("viggle_async")
+
+
+class RenderInputs(TypedDict, total=False):
+    """The inputs of a render (``renders.prepare``/``create``, ``Supervisor.render``).
+
+    One of: ``ref_image``/``ref_image_url`` + ``driving_video``/``driving_video_url``
+    (or ``scene_id``); ``character_id`` + ``scene_id``; ``scene_id`` +
+    ``character_mapping`` (segment uuid -> character id). Files are paths, bytes, binary
+    file objects or async byte iterators. ``model`` is a ``Model`` value,
+    ``background_mode`` a ``BackgroundMode`` value, ``bg_color`` ``"R,G,B"`` or a 3-tuple
+    (0–255, solid mode only), ``fast`` doubles speed and credits.
+    """
+
+    ref_image: UploadSource | None
+    ref_image_url: str | None
+    driving_video: UploadSource | None
+    driving_video_url: str | None
+    character_id: str | None
+    scene_id: str | None
+    character_mapping: Mapping[str, str] | str | None
+    model: str | None
+    background_mode: str | None
+    bg_color: str | Sequence[int] | None
+    fast: bool
 
 
 @attrs.frozen
 class PreparedCreate:
     """A create checked and ready to send: what it uploads and what it will cost.
 
-    ``duration_s`` is the driving video's length when it could be read locally;
-    ``estimated_credits`` is ceil(seconds) x 2 for fast (§7), or None when unknown.
+    ``duration_s`` is the driving video's length in seconds when it could be read
+    locally; ``estimated_credits`` is ceil(seconds) x 2 for fast (§7), or None when unknown.
     """
 
     request: Request
@@ -46,11 +72,13 @@ class PreparedCreate:
 
     @property
     def upload_bytes(self) -> int | None:
+        """Total file bytes to upload, or None when a source's size is unknown."""
         sizes = [u.size for u in self.uploads]
         return None if any(s is None for s in sizes) else sum(s or 0 for s in sizes)
 
     @property
     def estimated_credits(self) -> int | None:
+        """Credits the render will cost (§7), or None when the duration is unknown."""
         if self.duration_s is None:
             return None
         return math.ceil(self.duration_s) * (2 if self.fast else 1)
@@ -61,36 +89,24 @@ def _part(upload: Upload) -> FilePart:
 
 
 class _Resource:
-    def __init__(self, client: ViggleClient):
-        self._client = client
+    def __init__(self, http: RequestPath, *, limits: Limits):
+        self._http = http
+        self._limits = limits
 
     async def _send(self, prepared: PreparedCreate, parse: Callable[[Response], T], *,
                     on_upload: UploadProgress | None,
                     before_last_bytes: Callable[[], Awaitable[None]] | None) -> T:
         total = prepared.upload_bytes
-        sent = 0
-
-        def progress(n: int) -> None:
-            nonlocal sent
-            sent += n
-            if on_upload is not None:
-                on_upload(sent, total)
-
-        def reset() -> None:  # a resend starts counting again
-            nonlocal sent
-            sent = 0
-
-        async def hook() -> None:
-            if before_last_bytes is not None:
-                await before_last_bytes()
-
-        return await self._client._call(prepared.request, parse, on_upload=progress,
-                                        before_last_bytes=hook, on_attempt=reset)
+        # The transport reports the bytes sent so far in this attempt (a resend starts
+        # again from zero); the caller gets (sent, total) in bytes.
+        progress = None if on_upload is None else (lambda sent: on_upload(sent, total))
+        return await self._http.call(prepared.request, parse, on_upload=progress,
+                                     before_last_bytes=before_last_bytes)
 
     async def _wait(self, get: Callable[[], Awaitable[T]], *, terminal: Callable[[T], bool],
                     interval: float, timeout: float | None,
                     on_progress: Callable[[T], None] | None, what: str) -> T:
-        clock = self._client.clock
+        clock = self._http.clock
         if interval <= 0:
             raise ValueError(f"poll_interval must be > 0, got {interval}")
         deadline = None if timeout is None else clock.now() + timeout
@@ -108,15 +124,29 @@ class _Resource:
             wake = now + interval if deadline is None else min(now + interval, deadline)
             await clock.sleep_until(wake)
 
-    async def _iterate(self, list_page: Callable[[int, int], Awaitable[Page[T]]],
-                       page_size: int) -> AsyncIterator[T]:
+    @staticmethod
+    async def _iterate(list_page: Callable[[int, int], Awaitable[Page[A]]],
+                       page_size: int) -> AsyncIterator[A]:
+        # A server may cap pages below the size asked for (20 of 45, issue 11.8): a short
+        # page is not the end. The end is ``total`` reached or, without a total, an empty
+        # page. A page adding no unseen id means the server ignores ``offset``: stop rather
+        # than loop for ever (and never yield an item twice).
+        ep.list_page("", page_size, 0)  # checks page_size before the first request
         offset = 0
+        seen: set[str] = set()
         while True:
             page = await list_page(page_size, offset)
-            for item in page.items:
+            fresh = [item for item in page.items if item.id not in seen]
+            for item in fresh:
+                seen.add(item.id)
                 yield item
             offset += len(page.items)
-            if len(page.items) < page_size or (page.total is not None and offset >= page.total):
+            if page.total is not None and offset >= page.total:
+                return
+            if not fresh:
+                if page.items or page.total is not None:
+                    logger.warning("listing stopped at offset %d: the server returned no new "
+                                   "items (total %s)", offset, page.total)
                 return
 
 
@@ -137,13 +167,17 @@ class Renders(_Resource):
         bg_color: str | Sequence[int] | None = None,
         fast: bool = False,
     ) -> PreparedCreate:
-        """Check every input (reading only file headers) without sending anything."""
+        """Check every input (reading only file headers) without sending anything.
+
+        Returns a ``PreparedCreate`` (upload bytes, duration in seconds, estimated
+        credits). Raises InvalidInputError naming the field and the fix.
+        """
         fields = ep.render_create_fields(
             has_ref_image=ref_image is not None, ref_image_url=ref_image_url,
             has_driving_video=driving_video is not None, driving_video_url=driving_video_url,
             character_id=character_id, scene_id=scene_id, character_mapping=character_mapping,
             model=model, background_mode=background_mode, bg_color=bg_color, fast=fast)
-        limits = self._client.limits
+        limits = self._limits
         uploads = []
         if ref_image is not None:
             uploads.append(await prepare_upload("ref_image", "image", ref_image,
@@ -154,16 +188,20 @@ class Renders(_Resource):
                                          allowed=VIDEO_CONTENT_TYPES, limits=limits)
             uploads.append(video)
             duration = video.video.duration_s if video.video else None
-        request = ep.multipart_create("/api/render", fields, [_part(u) for u in uploads])
+        request = ep.create_render(fields, [_part(u) for u in uploads])
         return PreparedCreate(request, tuple(uploads), duration, fast)
 
     async def create(self, *, on_upload: UploadProgress | None = None,
                      before_last_bytes: Callable[[], Awaitable[None]] | None = None,
-                     **inputs: Any) -> RenderJob:
-        """Start a render (``POST /api/render``). Inputs as for ``prepare``.
+                     **inputs: Unpack[RenderInputs]) -> RenderJob:
+        """Start a render (``POST /api/render``). Inputs as for ``prepare`` (``RenderInputs``).
 
         ``on_upload(sent, total)`` reports upload bytes; ``before_last_bytes`` is awaited
         just before the request could be complete at the server (a journal's cue).
+        Raises InvalidInputError before sending; InsufficientCreditsError (402),
+        FastModeUnavailableError, RateLimitError after retries; and, when the job may
+        exist anyway, an error with ``may_have_reached_server=True`` (a 5xx ServerError,
+        a ResponseFormatError, a TransportError): never resend those blindly.
         """
         prepared = await self.prepare(**inputs)
         return await self.submit(prepared, on_upload=on_upload,
@@ -172,24 +210,32 @@ class Renders(_Resource):
     async def submit(self, prepared: PreparedCreate, *, on_upload: UploadProgress | None = None,
                      before_last_bytes: Callable[[], Awaitable[None]] | None = None
                      ) -> RenderJob:
-        """Send a prepared render."""
-        return await self._send(prepared, self._client.parse_as(RenderJob), on_upload=on_upload,
+        """Send a prepared render; returns the new job. Errors as for ``create``."""
+        return await self._send(prepared, self._http.parser(RenderJob), on_upload=on_upload,
                                 before_last_bytes=before_last_bytes)
 
     async def get(self, job_id: str) -> RenderStatus:
-        """The job's status (``GET /api/render/{job_id}``; needs no API key)."""
-        return await self._client._call(ep.get_render(job_id),
-                                        self._client.parse_as(RenderStatus, job_id=job_id))
+        """The job's status (``GET /api/render/{job_id}``; needs no API key).
+
+        A ``complete`` status without its ``cdn_url`` is not final yet (``is_terminal`` is
+        False): poll again. Raises NotFoundError, ResponseFormatError, TransportError.
+        """
+        return await self._http.call(ep.get_render(job_id),
+                                     self._http.parser(RenderStatus, job_id=job_id))
 
     async def cancel(self, job_id: str) -> RenderStatus:
-        """Cancel a running job; the API refunds its credits (§2.4)."""
-        return await self._client._call(ep.cancel_render(job_id), self._client.parse_as(
+        """Cancel a running job; the API refunds its credits (§2.4). Returns the status.
+
+        Raises ConflictError (or BadRequestError) when the job already ended.
+        """
+        return await self._http.call(ep.cancel_render(job_id), self._http.parser(
             RenderStatus, job_id=job_id, status="cancelled"))
 
     async def wait(self, job_id: str, *, poll_interval: float = 3.0,
                    timeout: float | None = None,
                    on_progress: Callable[[RenderStatus], None] | None = None) -> RenderStatus:
-        """Poll until the job ends; return the complete status.
+        """Poll every ``poll_interval`` seconds until the job ends; return the complete
+        status (with its ``cdn_url``).
 
         Raises RenderFailedError on failed/cancelled and WaitTimeoutError (with the last
         status) when ``timeout`` seconds pass; the job itself goes on.
@@ -202,91 +248,113 @@ class Renders(_Resource):
         return final
 
 
-class _Assets(_Resource):
-    _path: str
+class _Assets(_Resource, Generic[A]):
+    _cls: type[A]
     _key: str
-    _cls: type[Any]
+    _list_request: Callable[[int, int], Request]
 
-    async def _list(self, limit: int, offset: int) -> Page[Any]:
-        request = ep.list_page(self._path, limit, offset)
-        client = self._client
-        return await client._call(request, lambda r: parse_page(
-            r, self._key, self._cls, client._converter, limit=limit, offset=offset,
-            now=client.now()))
+    async def _list(self, limit: int, offset: int) -> Page[A]:
+        request = type(self)._list_request(limit, offset)
+        return await self._http.call(request, self._http.page_parser(
+            self._key, self._cls, limit=limit, offset=offset))
 
-    async def _wait_asset(self, get: Callable[[], Awaitable[Any]], ident: str, *,
-                          poll_interval: float, timeout: float | None,
-                          on_progress: Callable[[Any], None] | None) -> Any:
-        final = await self._wait(get, terminal=lambda a: a.is_terminal, interval=poll_interval,
-                                 timeout=timeout, on_progress=on_progress,
+    async def _get(self, request: Request, ident: str) -> A:
+        return await self._http.call(request, self._http.parser(self._cls, id=ident))
+
+    async def _create(self, prepared: PreparedCreate, name: str | None, *,
+                      on_upload: UploadProgress | None,
+                      before_last_bytes: Callable[[], Awaitable[None]] | None) -> A:
+        defaults = {} if name is None else {"name": name}
+        return await self._send(prepared, self._http.parser(self._cls, **defaults),
+                                on_upload=on_upload, before_last_bytes=before_last_bytes)
+
+    async def list(self, *, limit: int = 100, offset: int = 0) -> Page[A]:
+        """One page: ``limit`` 1–100 items from ``offset`` (0-based), with the API's
+        ``total`` when it reports one. Raises InvalidInputError for a bad limit/offset."""
+        return await self._list(limit, offset)
+
+    def iterate(self, *, page_size: int = 100) -> AsyncIterator[A]:
+        """Every item, page by page (``async for item in ...iterate()``), until the API's
+        ``total`` is reached (or an empty page when it reports none). ``page_size`` 1–100."""
+        return self._iterate(self._list, page_size)
+
+    async def _delete(self, request: Request) -> None:
+        await self._http.call(request, self._http.ok_parser())
+
+    async def _wait_for(self, get: Callable[[], Awaitable[A]], ident: str, *,
+                        poll_interval: float, timeout: float | None,
+                        on_progress: Callable[[A], None] | None) -> A:
+        final = await self._wait(get, terminal=lambda a: a.is_terminal,
+                                 interval=poll_interval, timeout=timeout,
+                                 on_progress=on_progress,
                                  what=f"{self._cls.__name__.lower()} {ident}")
         if not final.is_ready:
             raise AssetFailedError(final)
         return final
 
 
-class Characters(_Assets):
+class Characters(_Assets[Character]):
     """Reusable characters (§2.5–§2.8). A character costs 1 credit."""
 
-    _path, _key, _cls = "/api/characters", "characters", Character
+    _cls, _key = Character, "characters"
+    _list_request = staticmethod(ep.list_characters)
 
     async def prepare(self, *, name: str, image: UploadSource | None = None,
                       image_url: str | None = None) -> PreparedCreate:
+        """Check a character's inputs without sending; InvalidInputError names the field."""
         fields = ep.character_create_fields(name=name, has_image=image is not None,
                                             image_url=image_url)
         uploads = []
         if image is not None:
             uploads.append(await prepare_upload("image", "image", image,
                                                 allowed=IMAGE_CONTENT_TYPES,
-                                                limits=self._client.limits))
-        request = ep.multipart_create("/api/characters/preprocess", fields,
-                                      [_part(u) for u in uploads])
+                                                limits=self._limits))
+        request = ep.create_character(fields, [_part(u) for u in uploads])
         return PreparedCreate(request, tuple(uploads))
 
     async def create(self, *, name: str, image: UploadSource | None = None,
                      image_url: str | None = None, on_upload: UploadProgress | None = None,
                      before_last_bytes: Callable[[], Awaitable[None]] | None = None
                      ) -> Character:
-        """Create a character from ``image`` (PNG/JPG/WebP) or ``image_url``."""
+        """Create a character from ``image`` (PNG/JPG/WebP) or ``image_url`` (1 credit).
+
+        Errors as for ``renders.create``; poll with ``wait(character.id)``.
+        """
         prepared = await self.prepare(name=name, image=image, image_url=image_url)
-        return await self._send(prepared, self._client.parse_as(Character, name=name),
-                                on_upload=on_upload, before_last_bytes=before_last_bytes)
+        return await self._create(prepared, name, on_upload=on_upload,
+                                  before_last_bytes=before_last_bytes)
 
     async def get(self, character_id: str) -> Character:
-        return await self._client._call(ep.get_character(character_id),
-                                        self._client.parse_as(Character, id=character_id))
-
-    async def list(self, *, limit: int = 100, offset: int = 0) -> Page[Character]:
-        """One page (``limit`` 1–100)."""
-        return await self._list(limit, offset)
-
-    def iterate(self, *, page_size: int = 100) -> AsyncIterator[Character]:
-        """Every character, page by page: ``async for c in client.characters.iterate()``."""
-        return self._iterate(self._list, page_size)
+        """The character (``GET /api/characters/{id}``); NotFoundError when unknown."""
+        return await self._get(ep.get_character(character_id), character_id)
 
     async def delete(self, character_id: str) -> None:
-        client = self._client
-        await client._call(ep.delete_character(character_id),
-                           lambda r: check_ok(r, now=client.now()))
+        """Delete the character (``DELETE /api/characters/{id}``); NotFoundError when unknown."""
+        await self._delete(ep.delete_character(character_id))
 
     async def wait(self, character_id: str, *, poll_interval: float = 5.0,
                    timeout: float | None = None,
                    on_progress: Callable[[Character], None] | None = None) -> Character:
-        """Poll until ``ready``; AssetFailedError on ``failed``."""
-        result: Character = await self._wait_asset(
-            lambda: self.get(character_id), character_id, poll_interval=poll_interval,
-            timeout=timeout, on_progress=on_progress)
-        return result
+        """Poll every ``poll_interval`` seconds until ``ready``; returns it.
+
+        Raises AssetFailedError on ``failed`` and WaitTimeoutError (``.last``) after
+        ``timeout`` seconds; the job itself goes on.
+        """
+        return await self._wait_for(lambda: self.get(character_id), character_id,
+                                    poll_interval=poll_interval, timeout=timeout,
+                                    on_progress=on_progress)
 
 
-class Scenes(_Assets):
+class Scenes(_Assets[Scene]):
     """Scenes from a driving video or a template (§2.9–§2.13). Uploading is free."""
 
-    _path, _key, _cls = "/api/scenes", "scenes", Scene
+    _cls, _key = Scene, "scenes"
+    _list_request = staticmethod(ep.list_scenes)
 
     async def prepare(self, *, name: str, video: UploadSource | None = None,
                       video_url: str | None = None, background_mode: str | None = None,
                       model: str | None = None) -> PreparedCreate:
+        """Check a scene's inputs without sending; InvalidInputError names the field."""
         fields = ep.scene_create_fields(name=name, has_video=video is not None,
                                         video_url=video_url, background_mode=background_mode,
                                         model=model)
@@ -295,9 +363,8 @@ class Scenes(_Assets):
             # §6: a scene video must be at least 0.5 s long.
             uploads.append(await prepare_upload("video", "video", video,
                                                 allowed=VIDEO_CONTENT_TYPES,
-                                                limits=self._client.limits, min_seconds=0.5))
-        request = ep.multipart_create("/api/scenes/preprocess", fields,
-                                      [_part(u) for u in uploads])
+                                                limits=self._limits, min_seconds=0.5))
+        request = ep.create_scene(fields, [_part(u) for u in uploads])
         duration = uploads[0].video.duration_s if uploads and uploads[0].video else None
         return PreparedCreate(request, tuple(uploads), duration)
 
@@ -305,11 +372,14 @@ class Scenes(_Assets):
                      video_url: str | None = None, background_mode: str | None = None,
                      model: str | None = None, on_upload: UploadProgress | None = None,
                      before_last_bytes: Callable[[], Awaitable[None]] | None = None) -> Scene:
-        """Preprocess a driving video into a reusable scene (the model binds for good)."""
+        """Preprocess a driving video into a reusable scene (the model binds for good).
+
+        Errors as for ``renders.create``; poll with ``wait(scene.id)``.
+        """
         prepared = await self.prepare(name=name, video=video, video_url=video_url,
                                       background_mode=background_mode, model=model)
-        return await self._send(prepared, self._client.parse_as(Scene, name=name),
-                                on_upload=on_upload, before_last_bytes=before_last_bytes)
+        return await self._create(prepared, name, on_upload=on_upload,
+                                  before_last_bytes=before_last_bytes)
 
     async def import_template(self, template_id: str, name: str | None = None, *,
                               before_last_bytes: Callable[[], Awaitable[None]] | None = None
@@ -317,33 +387,29 @@ class Scenes(_Assets):
         """Import a viggle.ai template; multi-person templates carry ``segments``.
 
         ``before_last_bytes`` is awaited just before the request is sent (a journal's cue).
+        Errors as for ``renders.create``.
         """
         request = ep.import_scene(template_id, name)
         defaults = {"name": name} if name is not None else {}
-        return await self._client._call(request, self._client.parse_as(Scene, **defaults),
-                                        before_last_bytes=before_last_bytes)
+        return await self._http.call(request, self._http.parser(Scene, **defaults),
+                                     before_last_bytes=before_last_bytes)
 
     async def get(self, scene_id: str) -> Scene:
-        return await self._client._call(ep.get_scene(scene_id),
-                                        self._client.parse_as(Scene, id=scene_id))
-
-    async def list(self, *, limit: int = 100, offset: int = 0) -> Page[Scene]:
-        """One page (``limit`` 1–100)."""
-        return await self._list(limit, offset)
-
-    def iterate(self, *, page_size: int = 100) -> AsyncIterator[Scene]:
-        """Every scene, page by page."""
-        return self._iterate(self._list, page_size)
+        """The scene (``GET /api/scenes/{id}``); NotFoundError when unknown."""
+        return await self._get(ep.get_scene(scene_id), scene_id)
 
     async def delete(self, scene_id: str) -> None:
-        client = self._client
-        await client._call(ep.delete_scene(scene_id), lambda r: check_ok(r, now=client.now()))
+        """Delete the scene (``DELETE /api/scenes/{id}``); NotFoundError when unknown."""
+        await self._delete(ep.delete_scene(scene_id))
 
     async def wait(self, scene_id: str, *, poll_interval: float = 5.0,
                    timeout: float | None = None,
                    on_progress: Callable[[Scene], None] | None = None) -> Scene:
-        """Poll until ``ready``; AssetFailedError on ``failed``."""
-        result: Scene = await self._wait_asset(
-            lambda: self.get(scene_id), scene_id, poll_interval=poll_interval,
-            timeout=timeout, on_progress=on_progress)
-        return result
+        """Poll every ``poll_interval`` seconds until ``ready``; returns it.
+
+        Raises AssetFailedError on ``failed`` and WaitTimeoutError (``.last``) after
+        ``timeout`` seconds; the job itself goes on.
+        """
+        return await self._wait_for(lambda: self.get(scene_id), scene_id,
+                                    poll_interval=poll_interval, timeout=timeout,
+                                    on_progress=on_progress)

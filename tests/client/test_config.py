@@ -140,3 +140,23 @@ async def test_the_key_never_shows(clock: ManualClock, tmp_path: Path,
     raised.append(refused.value)
     assert [e for e in raised if _leaks(e)] == []
     assert caplog.records and SECRET not in caplog.text
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("localhost", True), ("LOCALHOST", True), ("127.0.0.1", True), ("127.1.2.3", True),
+    ("::1", True),
+    # IPv4-mapped loopback: refused on every Python (3.13's ipaddress says loopback, 3.12's
+    # does not; the rule must not depend on the interpreter, issue 11.13).
+    ("::ffff:127.0.0.1", False), ("::ffff:7f00:1", False), ("::ffff:7f01:203", False),
+    ("0.0.0.0", False), ("::", False), ("10.0.0.1", False), ("localhost.example.com", False),
+])
+def test_loopback_rule_is_the_same_on_every_python(host: str, loopback: bool) -> None:
+    from viggle_async._client import _is_loopback
+
+    assert _is_loopback(host) is loopback
+    url = f"http://[{host}]:8080" if ":" in host else f"http://{host}:8080"
+    if loopback:
+        assert ViggleClient("k", base_url=url).base_url == url
+    else:
+        with pytest.raises(ConfigurationError, match="allow_insecure_http"):
+            ViggleClient("k", base_url=url)

@@ -151,18 +151,21 @@ def test_error_status_is_terminal_failure() -> None:
     assert parsed.is_terminal and parsed.is_failed
 
 
-def test_complete_without_url_is_a_format_error() -> None:
-    with pytest.raises(ResponseFormatError) as info:
-        _parse({"job_id": "j", "status": "complete"}, RenderStatus)
-    assert "cdn_url" in str(info.value)
+@pytest.mark.parametrize("url", [None, ""])
+def test_complete_without_url_means_poll_again(url: str | None) -> None:
+    # Issue 11.3: the output is not there yet; that is not a failure (the job was paid).
+    parsed = _parse({"job_id": "j", "status": "complete", "cdn_url": url}, RenderStatus)
+    assert parsed.awaiting_output
+    assert not parsed.is_terminal and not parsed.is_complete and not parsed.is_failed
 
 
 @pytest.mark.parametrize("body", [
     {"job_id": None, "status": "queued"},
     {"job_id": 5, "status": "queued"},
-    {"job_id": "j", "status": "queued", "progress_pct": "50"},
-    {"job_id": "j", "status": "queued", "created_at": "yesterday"},
-    {"job_id": "j", "status": "queued", "created_at": 1e300},
+    {"job_id": "j", "status": 3},
+    {"job_id": "j"},
+    {"job_id": "j", "status": "complete", "cdn_url": 5},
+    {"job_id": "j", "status": "complete", "cdn_url": "https://c/o.mp4", "mask_cdn_url": []},
     [1, 2],
     "job",
     None,

@@ -18,6 +18,7 @@ from viggle_async import (
     ConnectError,
     ManualClock,
     RateLimitError,
+    ResponseFormatError,
     RetryEvent,
     RetryPolicy,
     ServerError,
@@ -209,3 +210,31 @@ async def test_cancel_during_retry_sleep_stops_at_once(scripted: Scripted) -> No
         assert clock.sleepers == 0
         await clock.advance(3600)
     assert len(scripted.seen) == 1 and len(events) == 1
+
+
+@pytest.mark.parametrize(("status", "body"), [
+    (504, b"<html><body>504 Gateway Time-out</body></html>"),
+    (502, b""),
+    (500, b'{"detail": "internal"}'),
+    (200, b'{"status": "queued"}'),
+    (200, b"<html>ok</html>"),
+])
+async def test_create_answered_without_a_refusal_over_the_wire_is_ambiguous(
+        scripted: Scripted, status: int, body: bytes) -> None:
+    # Issue 11.1: a gateway may answer this after the backend created (and billed) the job.
+    scripted.queue((status, body))
+    clock, events = ManualClock(), []
+    async with _client(scripted.base_url, clock, events) as client:
+        with pytest.raises((ServerError, ResponseFormatError)) as info:
+            await client.renders.create(ref_image=make_png(), driving_video=make_mp4(2.0))
+    assert info.value.may_have_reached_server is True
+    assert len(scripted.seen) == 1 and events == []
+
+
+async def test_status_503_retry_after_over_the_wire(scripted: Scripted) -> None:
+    scripted.queue((503, {"detail": "busy"}, {"Retry-After": "3"}),
+                   (200, {"job_id": "job_1", "status": "processing"}))
+    clock, events = ManualClock(), []
+    async with _client(scripted.base_url, clock, events) as client, clock.autojump():
+        status = await client.renders.get("job_1")
+    assert status.status == "processing" and [e.delay for e in events] == [3.0]

@@ -8,6 +8,7 @@ testing proxy support. ``python -m viggle_async.testing`` runs the fake.
 
 from ._config import DEFAULT_API_KEY, FakeSettings, Faults, RateLimit, Template
 from ._ledger import BalanceEntry
+from ._mock_transport import MockCall, MockTransport
 from ._observe import CdnRequest, CreateRecord, FilePart, Observations
 from ._proxy import ProxyRequest, ProxyServer
 from ._samples import make_avi, make_jpeg, make_mp4, make_png, make_webm, make_webp, write_mp4
@@ -22,6 +23,8 @@ __all__ = [
     "FakeViggle",
     "Faults",
     "FilePart",
+    "MockCall",
+    "MockTransport",
     "Observations",
     "ProxyRequest",
     "ProxyServer",
