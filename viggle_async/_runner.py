@@ -93,6 +93,10 @@ class Runner:
                 try:
                     sub = await self._sub.render(key, prepared, fp, inputs)
                 except NotSent as ns:
+                    if ns.state == "ambiguous":
+                        # The job may exist and be billed: its credits stay committed.
+                        return out(ns.state, error=ns.reason, error_code=ns.code,
+                                   credits=cost, attempts=ns.attempts)
                     self.credits_committed -= cost or 0
                     return out(ns.state, error=ns.reason, error_code=ns.code, credits=0,
                                attempts=ns.attempts)
@@ -249,7 +253,8 @@ class Runner:
                         created, attempts = await self._sub.asset(key, kind, fp, create,
                                                                   lambda a: str(a.id))
                     except NotSent as ns:
-                        self.credits_committed -= cost
+                        if ns.state != "ambiguous":  # else it may exist and be billed
+                            self.credits_committed -= cost
                         return Outcome(key, kind, ns.state, error=ns.reason,
                                        error_code=ns.code, attempts=ns.attempts)
                     asset_id = created.id

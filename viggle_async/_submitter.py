@@ -4,7 +4,10 @@ A fast-capacity gate shared by every fast render (400 CS-UORC01-001: one probe a
 with capped full-jitter backoff, then everyone goes), a shared pause on 429, a stop on 402,
 and the journal steps around each create (viggle-api.md §4, §5, §7). A create is resent only
 when the API cannot have made the job: it answered 429 or capacity, or the connection failed
-before the last bytes went out. Anything else that may have reached the API is *ambiguous*.
+before the last bytes went out. Anything else that may have reached the API is *ambiguous*:
+a 5xx, an HTML or empty page, a redirect or an unreadable 2xx may come from a gateway that
+already forwarded the request, so only a documented refusal (``_proves_no_job``) puts a
+journal entry back to ``intent``.
 """
 
 from __future__ import annotations
@@ -19,9 +22,13 @@ import attrs
 from ._backoff import full_jitter
 from ._errors import (
     APIError,
+    AuthenticationError,
+    BadRequestError,
     FastModeUnavailableError,
     InsufficientCreditsError,
+    NotFoundError,
     RateLimitError,
+    ResponseFormatError,
     TransportError,
 )
 from ._events import Backoff, Event, FastFallback, OutcomeState, Submitted, Uploading
@@ -76,6 +83,28 @@ def fingerprint(prepared: PreparedCreate, extra: str = "") -> str:
         h.update(f"\0{up.field}:{up.filename}:{up.size}:{up.content_type}".encode())
     h.update(extra.encode())
     return h.hexdigest()[:32]
+
+
+# The answers that prove a create made no job: the documented refusals (viggle-api.md §1.5,
+# §5: validation and fast capacity are 400/422, auth 401/403, credits 402, a missing
+# character or scene 404) and 429 (rate limited before the job was made).
+_REFUSALS = (BadRequestError, AuthenticationError, InsufficientCreditsError, NotFoundError,
+             RateLimitError)
+
+# What a create may raise besides cancellation: an answer, no answer, or an unreadable one.
+CreateError = (APIError, TransportError, ResponseFormatError)
+
+
+def _proves_no_job(exc: BaseException) -> bool:
+    """True only when ``exc`` proves the create made no job, so it may be sent again.
+
+    A documented refusal, or a connection that failed before the request could be complete
+    (``may_have_reached_server`` False). A 5xx, a 3xx, another 4xx, or an answer that is
+    not JSON may come from a gateway that forwarded the request: the job may exist.
+    """
+    if isinstance(exc, TransportError):
+        return not exc.may_have_reached_server
+    return isinstance(exc, _REFUSALS)
 
 
 class _Gate:
@@ -155,7 +184,7 @@ class Submitter:
                     self._emit(FastFallback(key, rejections))
                     prepared = await self.client.renders.prepare(**{**inputs, "fast": False})
                     fast, fell_back = False, True
-            except (RateLimitError, InsufficientCreditsError, TransportError, APIError) as exc:
+            except CreateError as exc:
                 await self._not_created(key, exc, attempts)
             finally:
                 if probing:
@@ -181,7 +210,7 @@ class Submitter:
                     self._check_stopped(attempts)
                     attempts += 1
                     return await self._once(key, kind, fp, create, ident), attempts
-            except (RateLimitError, InsufficientCreditsError, TransportError, APIError) as exc:
+            except CreateError as exc:
                 await self._not_created(key, exc, attempts)
 
     def _check_stopped(self, attempts: int) -> None:
@@ -213,10 +242,11 @@ class Submitter:
 
             try:
                 result = await create(before_last_bytes)
-            except APIError:
-                # The API answered (429, capacity, 402, 4xx): no job exists. Back to "intent",
-                # so a rerun may send it; left at "sending" it would look ambiguous.
-                if journal and marked:
+            except CreateError as exc:
+                # A documented refusal (429, capacity, 402, 4xx) proves no job exists: back to
+                # "intent", so a rerun may send it. Anything else (5xx, HTML, no answer) leaves
+                # "sending": the job may exist, and a rerun reports it ambiguous.
+                if journal and marked and _proves_no_job(exc):
                     await journal.record_intent(key, kind, fp, replace=True)
                 raise
             created = ident(result)
@@ -226,7 +256,10 @@ class Submitter:
         return result
 
     async def _not_created(self, key: str, exc: Exception, attempts: int) -> None:
-        """After a create failed: wait and return to retry, or raise NotSent."""
+        """After a create failed: wait and return to retry, or raise NotSent.
+
+        Resent only after a refusal that asks for it (429) or a connection that never
+        carried the request; an answer that does not prove "no job" is ``ambiguous``."""
         if isinstance(exc, RateLimitError):
             delay = exc.retry_after if exc.retry_after is not None else 5.0
             self.paused_until = max(self.paused_until, self._clock.now() + delay)
@@ -234,11 +267,17 @@ class Submitter:
         elif isinstance(exc, InsufficientCreditsError):
             self.stopped = f"stopped after 402 ({exc.error_code}): {exc.message}"
             raise NotSent("not_submitted", self.stopped, exc.error_code, attempts) from None
+        elif not _proves_no_job(exc):
+            code = exc.error_code if isinstance(exc, APIError) else None
+            raise NotSent("ambiguous", f"{_AMBIGUOUS}: {exc}", code, attempts) from None
         elif isinstance(exc, TransportError):
-            if exc.may_have_reached_server:
-                raise NotSent("ambiguous", str(exc), attempts=attempts) from None
             delay = full_jitter(attempts, base=1.0, cap=30.0, rand=self._rand)
             self._emit(Backoff(key, "connect", delay))
             await self._clock.sleep_until(self._clock.now() + delay)
         elif isinstance(exc, APIError):
             raise NotSent("failed", str(exc), exc.error_code, attempts) from None
+
+
+_AMBIGUOUS = ("the create was sent and its answer does not prove that no job was made, so it "
+              "is not resent (check your Viggle account; to send it again pass "
+              "resubmit_ambiguous=True, CLI: --resubmit-ambiguous)")
