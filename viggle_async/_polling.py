@@ -8,6 +8,8 @@ from typing import Generic, TypeVar
 
 import attrs
 
+from ._errors import ViggleError, WaitTimeoutError
+
 __all__ = [
     "PollDeadlineExceeded",
     "PollPolicy",
@@ -80,18 +82,20 @@ class PollStats:
     waiters: int
 
 
-class PollDeadlineExceeded(Exception, Generic[R]):
+class PollDeadlineExceeded(WaitTimeoutError, Generic[R]):
     """A waiter's deadline passed before its job reached a terminal state.
 
-    ``last_result`` is the last poll result seen for the job (None if no poll answered yet).
+    ``last_result`` (also ``last``) is the last poll result seen for the job (None if no
+    poll answered yet). A ``WaitTimeoutError``, so a ``ViggleError`` and a ``TimeoutError``.
     """
 
     def __init__(self, job_id: str, deadline: float, last_result: R | None) -> None:
-        super().__init__(f"job {job_id!r} not finished by its deadline ({deadline:.3f})")
+        super().__init__(f"job {job_id!r} not finished by its deadline ({deadline:.3f})",
+                         last=last_result)
         self.job_id = job_id
         self.deadline = deadline
         self.last_result = last_result
 
 
-class PollSchedulerClosed(Exception):
+class PollSchedulerClosed(ViggleError):
     """``wait`` was called outside the scheduler's context, or the context ended first."""

@@ -14,27 +14,38 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from ._backoff import full_jitter
 from ._errors import (
     APIError,
     DownloadError,
+    InvalidInputError,
     NotFoundError,
     RateLimitError,
+    ResponseFormatError,
     TransportError,
     ViggleError,
 )
-from ._events import Downloaded, Downloading, Event, Handle, Outcome, Progress
-from ._journal import Journal, JournalEntry
+from ._events import (
+    Backoff,
+    Downloaded,
+    Downloading,
+    Event,
+    Handle,
+    Outcome,
+    Progress,
+    WorkKind,
+)
+from ._journal import JournalEntry, JournalError
 from ._models import RenderStatus, Scene, Segment
 from ._resources import PreparedCreate
-from ._scheduler import PollScheduler, PollView
-from ._submitter import NotSent, Submitter, fingerprint
+from ._run_journal import RunJournal
+from ._scheduler import PollDeadlineExceeded, PollScheduler, PollView
+from ._submitter import Hook, NotSent, Submitter, fingerprint
 
 if TYPE_CHECKING:
     from ._client import ViggleClient
 
 __all__ = ["Hook", "Runner", "cost_of", "poll_view"]
-
-Hook = Callable[[], Awaitable[None]]
 
 
 class Runner:
@@ -42,11 +53,12 @@ class Runner:
 
     client: ViggleClient
     _clock: Any
-    _journal: Journal | None
+    _journal: RunJournal
     _budget: float | None
     _resubmit_ambiguous: bool
     _render_timeout: float | None
     _asset_poll: float
+    _rand: Callable[[], float]
     _active: anyio.Semaphore
     credits_committed: int
     _running_jobs: dict[str, str]
@@ -70,7 +82,10 @@ class Runner:
                 if not done.ok:
                     return out("failed", error=f"{dep.kind} {dep.key!r} failed: {done.error}")
                 inputs = {**inputs, field: done.asset_id}
-        entry = await self._journal.get(key) if self._journal else None
+        try:
+            entry = await self._journal.get(key)
+        except JournalError as exc:
+            return out("not_submitted", error=f"not sent: {exc}")
         async with self._active:
             try:
                 prepared = await self.client.renders.prepare(**inputs)
@@ -80,7 +95,7 @@ class Runner:
             job_id: str | None = None
             attempts, fell_back, fast = 0, False, prepared.fast
             if entry is not None:
-                resumed = self._resume(key, entry, fp)
+                resumed = self._resume(key, "render", entry, fp)
                 if isinstance(resumed, Outcome):
                     return resumed
                 job_id = resumed
@@ -118,36 +133,39 @@ class Runner:
                 return out("cancelled" if final.status == "cancelled" else "failed",
                            status=final.status, error=final.error_message or final.error,
                            error_code=final.error_code, **common)
-            try:
-                paths = await self._download(key, final, output, mask_output)
-            except DownloadError as exc:
-                return out("failed", status=final.status, error=str(exc), **common)
+            paths, not_fetched = await self._download(key, final, output, mask_output)
+            if not_fetched is not None:
+                # Paid for and finished: never "failed". The journal keeps the job at
+                # "submitted", so a rerun polls it and downloads again.
+                return out("complete", status="complete", outputs=paths, downloaded=False,
+                           download_error=not_fetched, **common)
             await self._record_final(key, "complete", paths, None)
             return out("complete", status="complete", outputs=paths, **common)
 
-    def _resume(self, key: str, entry: JournalEntry, fp: str) -> Outcome | str | None:
+    def _resume(self, key: str, kind: WorkKind, entry: JournalEntry,
+                fp: str) -> Outcome | str | None:
         """What the journal says about ``key``: an outcome, a job or asset id to resume,
         or None (submit it)."""
         if entry.fingerprint != fp:
-            return Outcome(key, entry.kind, "not_submitted",
+            return Outcome(key, kind, "not_submitted",
                            error="the journal has this key with different inputs; use a new key")
         if entry.state == "final":
             if entry.final_status not in ("complete", "ready"):
                 # Finished work is not redone silently: a failed job was refunded, and
                 # trying again is the caller's call (use a new key).
-                return Outcome(key, entry.kind, "failed", job_id=entry.job_id,
+                return Outcome(key, kind, "failed", job_id=entry.job_id,
                                status=entry.final_status,
                                error=f"ended {entry.final_status} in an earlier run: "
                                      f"{entry.error or 'no reason recorded'}")
             if entry.kind == "render" and all(Path(p).exists() for p in entry.outputs):
-                return Outcome(key, entry.kind, "skipped", job_id=entry.job_id,
+                return Outcome(key, kind, "skipped", job_id=entry.job_id,
                                status=entry.final_status,
                                outputs=tuple(Path(p) for p in entry.outputs))
             return entry.job_id  # outputs gone (or an asset to look up): resume it
         if entry.state == "submitted":
             return entry.job_id
         if entry.state == "sending" and not self._resubmit_ambiguous:
-            return Outcome(key, entry.kind, "ambiguous",
+            return Outcome(key, kind, "ambiguous",
                            error="an earlier run may have created this (its request was "
                                  "sent but no answer was recorded); check your Viggle "
                                  "account, and to submit it again pass resubmit_ambiguous=True "
@@ -183,34 +201,69 @@ class Runner:
 
     async def _poll_loop(self, job_id: str, deadline: float | None,
                          update: Callable[[RenderStatus], None]) -> RenderStatus | str:
+        """Poll until terminal; a str says why we stopped waiting (the job may go on)."""
+        unreadable = 0
         while True:
             try:
                 return await self._scheduler.wait(job_id, deadline=deadline, on_update=update)
-            except RateLimitError as exc:
-                self._scheduler.pause_until(self._clock.now() + (exc.retry_after or 5.0))
-            except (TransportError, APIError) as exc:
-                if not _transient(exc):
+            except PollDeadlineExceeded as exc:
+                return f"gave up waiting (render_timeout): {exc}"
+            except (APIError, TransportError) as exc:
+                pause = _pause_of(exc)
+                if pause is not None:
+                    # 429, or a 5xx with Retry-After (a 503 under load): the API asks every
+                    # client to wait, so every poll of this supervisor waits (§1.5, §4).
+                    self._scheduler.pause_until(self._clock.now() + pause)
+                elif not _transient(exc):
                     return f"status polling failed: {exc}"
-            except Exception as exc:  # the scheduler's deadline
-                return f"gave up waiting: {exc}"
+            except ResponseFormatError as exc:
+                # A status we cannot read (e.g. "complete" with no cdn_url yet) is not an
+                # end: the job exists and is paid for. Poll again, a bounded number of times.
+                unreadable += 1
+                if unreadable >= _MAX_UNREADABLE:
+                    return f"status unreadable {unreadable} times in a row: {exc}"
 
     async def _download(self, key: str, final: RenderStatus, output: str | Path | None,
-                        mask_output: str | Path | None) -> tuple[Path, ...]:
-        paths = []
-        for url, dest in ((final.cdn_url, output), (final.mask_cdn_url, mask_output)):
-            if url is None or dest is None:
+                        mask_output: str | Path | None
+                        ) -> tuple[tuple[Path, ...], str | None]:
+        """Fetch the outputs asked for; the paths written and, if one could not be fetched
+        after ``_DOWNLOAD_ATTEMPTS`` tries, why (else None).
+
+        Between tries it waits (full jitter) and asks the API for the job again: a signed
+        CDN URL that expired (403/404/410) comes back fresh (§2.3)."""
+        paths: list[Path] = []
+        status = final
+        for which, dest in (("cdn_url", output), ("mask_cdn_url", mask_output)):
+            if dest is None or getattr(status, which) is None:
                 continue
-            for attempt in range(3):
+            attempt = 0
+            while True:
+                url: str = getattr(status, which)
                 try:
                     path = await self.client.download(url, dest,
                                                       on_progress=self._progress(key, dest))
                     break
-                except DownloadError:
-                    if attempt == 2:
-                        raise
+                except InvalidInputError as exc:  # the destination itself: retrying is futile
+                    return tuple(paths), f"{which}: {exc}"
+                except DownloadError as exc:
+                    attempt += 1
+                    if attempt >= _DOWNLOAD_ATTEMPTS:
+                        return tuple(paths), f"{which} after {attempt} tries: {exc}"
+                    delay = full_jitter(attempt, base=1.0, cap=30.0, rand=self._rand)
+                    self._emit(Backoff(key, "download", delay))
+                    await self._clock.sleep_until(self._clock.now() + delay)
+                    status = await self._refresh(final.job_id, status)
             self._emit(Downloaded(key, path, path.stat().st_size))
             paths.append(path)
-        return tuple(paths)
+        return tuple(paths), None
+
+    async def _refresh(self, job_id: str, status: RenderStatus) -> RenderStatus:
+        """The job's current status, for fresh output URLs; ``status`` if none comes."""
+        try:
+            fresh = await self.client.renders.get(job_id)
+        except (APIError, TransportError, ResponseFormatError):
+            return status  # retry the old URL; the next try asks again
+        return fresh if fresh.is_complete else status
 
     def _progress(self, key: str, dest: str | Path) -> Callable[[int, int | None], None]:
         path = Path(dest)
@@ -218,8 +271,7 @@ class Runner:
 
     async def _record_final(self, key: str, status: str, outputs: tuple[Path, ...],
                             error: str | None) -> None:
-        if self._journal:
-            await self._journal.record_final(key, status, [str(p) for p in outputs], error)
+        await self._journal.record_final(key, status, [str(p) for p in outputs], error)
 
     # --- characters and scenes -------------------------------------------------------
 
@@ -229,7 +281,10 @@ class Runner:
                      wait: Callable[..., Awaitable[Any]]) -> Outcome:
         """Create (or, from the journal, find) a character or scene and wait until ready."""
         key, kind = handle.key, handle.kind
-        entry = await self._journal.get(key) if self._journal else None
+        try:
+            entry = await self._journal.get(key)
+        except JournalError as exc:
+            return Outcome(key, kind, "not_submitted", error=f"not sent: {exc}")
         attempts = 0
         segments: tuple[Segment, ...] = _segments_from(entry.outputs) if entry else ()
         async with self._active:
@@ -239,7 +294,7 @@ class Runner:
                 return Outcome(key, kind, "not_submitted", error=str(exc))
             asset_id = None
             if entry is not None:
-                resumed = self._resume(key, entry, fp)
+                resumed = self._resume(key, kind, entry, fp)
                 if isinstance(resumed, Outcome):
                     return resumed
                 asset_id = resumed
@@ -273,8 +328,7 @@ class Runner:
                 await self._record_final(key, "failed", (), str(exc))
                 return Outcome(key, kind, "failed", asset_id=asset_id, error=str(exc),
                                error_code=getattr(exc, "error_code", None), attempts=attempts)
-        if self._journal:
-            await self._journal.record_final(key, ready.status, _segment_outputs(segments))
+        await self._journal.record_final(key, ready.status, _segment_outputs(segments))
         handle.value = ready
         return Outcome(key, kind, "complete", asset_id=ready.id, status=ready.status,
                        credits=cost, attempts=attempts)
@@ -310,6 +364,24 @@ def cost_of(prepared: PreparedCreate, est_seconds: float | None) -> int | None:
     if est_seconds is None:
         return None
     return math.ceil(est_seconds) * (2 if prepared.fast else 1)
+
+
+# Tries per output before a complete render is reported not downloaded.
+_DOWNLOAD_ATTEMPTS = 4
+# Unreadable status answers in a row before a job's wait gives up (it stays resumable).
+_MAX_UNREADABLE = 10
+
+
+def _pause_of(exc: APIError | TransportError) -> float | None:
+    """Seconds the API asked every client to wait, or None: a 429 (5 s when it gave no
+    Retry-After) or a 5xx that carries a Retry-After."""
+    if isinstance(exc, RateLimitError):
+        return exc.retry_after if exc.retry_after is not None else 5.0
+    if isinstance(exc, APIError) and exc.status >= 500:
+        # ``retry_after`` on 5xx errors comes with the request path's parsing of the header.
+        retry_after = getattr(exc, "retry_after", None)
+        return float(retry_after) if isinstance(retry_after, int | float) else None
+    return None
 
 
 def _transient(exc: Exception) -> bool:

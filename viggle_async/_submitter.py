@@ -12,6 +12,7 @@ journal entry back to ``intent``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -32,9 +33,10 @@ from ._errors import (
     TransportError,
 )
 from ._events import Backoff, Event, FastFallback, OutcomeState, Submitted, Uploading
-from ._journal import Journal
+from ._journal import JournalError
 from ._models import RenderJob
 from ._resources import PreparedCreate
+from ._run_journal import RunJournal
 
 if TYPE_CHECKING:
     from ._client import ViggleClient
@@ -120,7 +122,7 @@ class _Gate:
 class Submitter:
     """Sends every create of one supervisor; see the module docstring for the rules."""
 
-    def __init__(self, client: ViggleClient, *, journal: Journal | None,
+    def __init__(self, client: ViggleClient, *, journal: RunJournal,
                  uploads: anyio.Semaphore, fallback: FastFallbackPolicy,
                  capacity_backoff: tuple[float, float], rand: Callable[[], float],
                  emit: Callable[[Event], None], on_created: Callable[[str, str, str], None]):
@@ -219,21 +221,31 @@ class Submitter:
 
     async def _once(self, key: str, kind: str, fp: str, create: Callable[[Hook], Awaitable[T]],
                     ident: Callable[[T], str]) -> T:
-        """One create request, journaled: intent, sending, then the id."""
+        """One create request, journaled: intent, sending, then the id.
+
+        A journal that cannot record the intent or the send raises NotSent (nothing was
+        sent); one that cannot record the id keeps it (``RunJournal.unjournaled``)."""
         journal = self._journal
-        if journal:
-            # Every attempt starts as an intent: the previous one was answered (429,
-            # capacity) or never connected, so no job exists. replace=True because the
-            # caller's resume step already decided; the journal still refuses a known job id.
-            await journal.record_intent(key, kind, fp, replace=True)
+        # Every attempt starts as an intent: the previous one was refused (429, capacity)
+        # or never connected, so no job exists.
+        try:
+            await journal.record_intent(key, kind, fp)
+        except JournalError as exc:
+            raise NotSent("not_submitted", f"not sent: {exc}") from None
+        marked = False
+        journal_failed: JournalError | None = None
         with anyio.CancelScope() as scope:
-            marked = False
 
             async def before_last_bytes() -> None:
-                nonlocal marked
+                nonlocal marked, journal_failed
                 # The client may resend after a 429 answer; "sending" is already recorded.
-                if journal and not marked:
-                    await journal.mark_sending(key)
+                if not marked:
+                    try:
+                        await journal.mark_sending(key)
+                    except JournalError as exc:
+                        # Raised before the last bytes: the request is never complete.
+                        journal_failed = exc
+                        raise
                 marked = True
                 # From here the job may exist: if we are cancelled now, still wait for the
                 # answer (bounded by the read timeout) so its id is journaled and, with
@@ -242,17 +254,22 @@ class Submitter:
 
             try:
                 result = await create(before_last_bytes)
-            except CreateError as exc:
+            except Exception as exc:
+                if journal_failed is not None:
+                    raise NotSent("not_submitted", f"not sent: {journal_failed}") from None
+                if not isinstance(exc, CreateError):
+                    raise
                 # A documented refusal (429, capacity, 402, 4xx) proves no job exists: back to
                 # "intent", so a rerun may send it. Anything else (5xx, HTML, no answer) leaves
                 # "sending": the job may exist, and a rerun reports it ambiguous.
-                if journal and marked and _proves_no_job(exc):
-                    await journal.record_intent(key, kind, fp, replace=True)
+                # If the journal cannot, the entry stays "sending": ambiguous, never resent.
+                if marked and _proves_no_job(exc):
+                    with contextlib.suppress(JournalError):
+                        await journal.record_intent(key, kind, fp)
                 raise
             created = ident(result)
             self._on_created(key, kind, created)
-            if journal:
-                await journal.record_submitted(key, created)
+            await journal.record_submitted(key, created)  # keeps the id if it cannot
         return result
 
     async def _not_created(self, key: str, exc: Exception, attempts: int) -> None:

@@ -9,6 +9,8 @@ and a journal so a rerun never submits a job twice (viggle-api.md §4, §5, §7)
 from __future__ import annotations
 
 import contextlib
+import inspect
+import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -18,6 +20,7 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
+from . import _journal as _journal_module
 from ._errors import ViggleError
 from ._events import (
     CharacterHandle,
@@ -26,13 +29,16 @@ from ._events import (
     Event,
     Failed,
     Handle,
+    JournalBusy,
     Outcome,
     Queued,
     RenderHandle,
     SceneHandle,
 )
 from ._journal import Journal, request_fingerprint
+from ._journal_sqlite import SQLiteJournal
 from ._models import RenderStatus
+from ._run_journal import RunJournal
 from ._runner import Hook, Runner, cost_of, poll_view
 from ._scheduler import PollPolicy, PollScheduler
 from ._submitter import FastFallbackPolicy, Submitter, fingerprint
@@ -50,6 +56,11 @@ class Supervisor(Runner):
     return awaitable handles; leaving the block waits for everything. An exception or
     cancellation inside the block cancels local work; with ``cancel_remote=True`` submitted
     renders still running are cancelled on the server (refunded), best effort.
+
+    ``journal`` is a ``Journal`` object, or a path (str or PathLike) to a SQLite journal
+    opened for the block and closed after it; anything else raises ``TypeError``. A journal
+    that cannot be written stops new creates, lets created work finish, and makes the block
+    raise ``JournalError`` naming every job id it could not record.
     """
 
     def __init__(
@@ -60,7 +71,7 @@ class Supervisor(Runner):
         max_polls: int = 8,
         max_active_jobs: int = 100,
         poll_rate: float = 20.0,
-        journal: Journal | None = None,
+        journal: Journal | str | os.PathLike[str] | None = None,
         credit_budget: float | None = None,
         fast_fallback: FastFallbackPolicy = FastFallbackPolicy(),
         resubmit_ambiguous: bool = False,
@@ -75,24 +86,37 @@ class Supervisor(Runner):
     ):
         self.client = client
         self._clock = client.clock
-        self._journal = journal
+        self._journal_path: str | os.PathLike[str] | None = None
+        if isinstance(journal, (str, os.PathLike)):
+            self._journal_path, journal = journal, None  # opened in __aenter__
+        elif journal is not None and not _is_journal(journal):
+            raise TypeError(f"journal must be a Journal, a path (str or PathLike) or None, "
+                            f"not {type(journal).__name__}")
+        self._journal = RunJournal(journal, on_failure=self._stop)
+        self._stack: contextlib.AsyncExitStack | None = None
         self._budget = credit_budget
         self._resubmit_ambiguous = resubmit_ambiguous
         self._cancel_remote = cancel_remote
         self._render_timeout = render_timeout
         self._asset_poll = asset_poll_interval  # §4: characters and scenes every 5 s
+        self._rand = rand
         self._active = anyio.Semaphore(max_active_jobs)
         self.credits_committed = 0
         self._subscribers: list[MemoryObjectSendStream[Event]] = []
         self._keys: set[str] = set()
         self._running_jobs: dict[str, str] = {}  # key -> render job id, created and not final
-        self._sub = Submitter(client, journal=journal, uploads=anyio.Semaphore(max_uploads),
+        self._sub = Submitter(client, journal=self._journal, uploads=anyio.Semaphore(max_uploads),
                               fallback=fast_fallback, capacity_backoff=capacity_backoff,
                               rand=rand, emit=self._emit, on_created=self._created)
         self._scheduler: PollScheduler[RenderStatus] = PollScheduler(
             client.renders.get, poll_view, clock=self._clock, rand=rand, max_in_flight=max_polls,
             max_rate=poll_rate, policy=poll_policy)
         self._tg: TaskGroup | None = None
+
+    def _stop(self, reason: str) -> None:
+        """Stop new creates (work already created goes on); the first reason stays."""
+        if not self._sub.stopped:
+            self._sub.stopped = reason
 
     @property
     def capacity_rejections(self) -> int:
@@ -102,27 +126,45 @@ class Supervisor(Runner):
     # --- context ---------------------------------------------------------------------
 
     async def __aenter__(self) -> Supervisor:
-        await self._scheduler.__aenter__()
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
+        async with contextlib.AsyncExitStack() as stack:
+            if self._journal_path is not None:
+                store = await _open_journal(self._journal_path, self.on_journal_busy)
+                stack.push_async_callback(store.close)
+                self._journal.journal = store
+            await stack.enter_async_context(self._scheduler)
+            stack.callback(self._close_streams)
+            # Runs after the work ends and before the scheduler closes: a block that failed
+            # or was cancelled while waiting still reaches its running jobs.
+            stack.push_async_exit(self._after_work)
+            self._tg = await stack.enter_async_context(anyio.create_task_group())
+            self._stack = stack.pop_all()
         return self
 
     async def __aexit__(self, *exc_info: Any) -> bool | None:
-        assert self._tg is not None
-        try:
-            if exc_info[0] is not None and self._cancel_remote:
-                await self._cancel_running()
-            try:
-                return await self._tg.__aexit__(*exc_info)
-            except BaseException:
-                # Cancelled (or failed) while waiting for the work: the same as above.
-                if self._cancel_remote:
-                    await self._cancel_running()
-                raise
-        finally:
-            await self._scheduler.__aexit__(None, None, None)
-            for stream in self._subscribers:
-                stream.close()
+        assert self._stack is not None
+        if exc_info[0] is not None and self._cancel_remote:
+            await self._cancel_running()
+        suppress = await self._stack.__aexit__(*exc_info)
+        failure = self._journal.error()
+        if failure is not None and (exc_info[0] is None or suppress):
+            # Every outcome is set by now, created job ids included; this names the ids the
+            # journal lacks, so none is lost.
+            raise failure
+        return suppress
+
+    async def _after_work(self, exc_type: type[BaseException] | None, *_: Any) -> bool:
+        if exc_type is not None and self._cancel_remote:
+            await self._cancel_running()
+        return False
+
+    def _close_streams(self) -> None:
+        for stream in self._subscribers:
+            stream.close()
+
+    def on_journal_busy(self, waited_s: float) -> None:
+        """Report a journal store's wait for its lock (``waited_s`` seconds) as a
+        ``JournalBusy`` event; pass it as a store's ``on_busy`` callback."""
+        self._emit(JournalBusy(waited_s))
 
     async def _cancel_running(self) -> None:
         with anyio.CancelScope(shield=True), anyio.move_on_after(30):
@@ -265,6 +307,27 @@ class Supervisor(Runner):
         prepared = await self.client.renders.prepare(**inputs)
         return Estimate(cost_of(prepared, estimated_seconds), prepared.fast, prepared.duration_s,
                         prepared.upload_bytes)
+
+
+def _is_journal(obj: object) -> bool:
+    return all(callable(getattr(obj, name, None)) for name in
+               ("get", "record_intent", "mark_sending", "record_submitted", "record_final"))
+
+
+async def _open_journal(path: str | os.PathLike[str],
+                        on_busy: Callable[[float], None]) -> Journal:
+    """The SQLite journal at ``path``, through the journal module's ``open_journal`` (with
+    ``on_busy`` when it takes one) where there is one, else ``SQLiteJournal.open``."""
+    # Seam: the journal helper adds ``open_journal(path, *, on_busy=...)``; until it lands
+    # this opens the store directly.
+    opener = getattr(_journal_module, "open_journal", None)
+    if opener is None:
+        return await SQLiteJournal.open(path)
+    takes_busy = "on_busy" in inspect.signature(opener).parameters
+    store = opener(path, on_busy=on_busy) if takes_busy else opener(path)
+    if inspect.isawaitable(store):
+        store = await store
+    return store  # type: ignore[no-any-return]
 
 
 # Stands in for the id of a character or scene not created yet, in a dry run.
