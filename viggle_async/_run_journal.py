@@ -36,7 +36,8 @@ class RunJournal:
     called on the first failure (the supervisor stops new creates).
     """
 
-    def __init__(self, journal: Journal | None, on_failure: Callable[[str], None]) -> None:
+    def __init__(self, journal: Journal | None,
+                 on_failure: Callable[[str], Awaitable[None]]) -> None:
         self.journal = journal
         self._on_failure = on_failure
         self.failure: JournalError | None = None
@@ -106,7 +107,7 @@ class RunJournal:
                 f"could not {what}: {type(exc).__name__}: {exc}")
             if self.failure is None:
                 self.failure = failure
-                self._on_failure(f"the journal could not be written: {failure}")
+                await self._on_failure(f"the journal could not be written: {failure}")
             if failure is exc:
                 raise
             raise failure from exc

@@ -1,19 +1,25 @@
 """How one piece of supervised work runs: resume from the journal, create through the
 shared ``Submitter``, poll through the shared scheduler, download, record the end.
 
-``Runner`` is the supervisor's working half; ``Supervisor`` adds the public surface and the
-lifecycle. Split so each stays readable; they share one object's state.
+The flows take an explicit ``RunContext``: the shared pieces of one supervisor run, each with
+one owner (the account state, the journal, the scheduler, the submitter, the job registry).
+``Supervisor`` builds the context and owns the lifecycle; ``Runner`` holds no shared state of
+its own beyond a per-run cache of scene lengths.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.to_thread
+import attrs
 
+from ._account import AccountState
 from ._backoff import full_jitter
 from ._errors import (
     APIError,
@@ -45,32 +51,75 @@ from ._submitter import Hook, NotSent, Submitter, fingerprint
 if TYPE_CHECKING:
     from ._client import ViggleClient
 
-__all__ = ["Hook", "Runner", "cost_of", "poll_view"]
+__all__ = ["Hook", "JobRegistry", "RunContext", "Runner", "cost_of", "poll_view"]
+
+
+class JobRegistry:
+    """The job ids of one run: every id a create returned, and the renders still running
+    (created, not final), which ``cancel_remote`` cancels. The only writer of both."""
+
+    def __init__(self) -> None:
+        self._created: dict[str, str] = {}  # key -> job or asset id
+        self._running: dict[str, str] = {}  # key -> render job id
+
+    def created(self, key: str, kind: str, ident: str) -> None:
+        self._created[key] = ident
+        if kind == "render":
+            self._running[key] = ident
+
+    def polling(self, key: str, job_id: str) -> None:
+        self._running[key] = job_id  # a resumed job is running too
+
+    def finished(self, key: str) -> None:
+        self._running.pop(key, None)
+
+    def created_id(self, key: str) -> str | None:
+        return self._created.get(key)
+
+    def take_running(self) -> tuple[str, str] | None:
+        """Remove and return one running (key, job id), or None."""
+        return self._running.popitem() if self._running else None
+
+
+@attrs.frozen
+class RunContext:
+    """The shared pieces one run's flows work with; built by ``Supervisor``."""
+
+    client: ViggleClient
+    account: AccountState
+    journal: RunJournal
+    scheduler: PollScheduler[RenderStatus]
+    submitter: Submitter
+    jobs: JobRegistry
+    emit: Callable[[Event], None]
+    active: anyio.Semaphore  # max_active_jobs
+    rand: Callable[[], float]
+    resubmit_ambiguous: bool = False
+    render_timeout: float | None = None  # seconds
+    asset_poll: float = 5.0  # seconds between asset polls (§4)
 
 
 class Runner:
-    """The work of a supervisor; its attributes are set by ``Supervisor.__init__``."""
+    """The per-item flows (render, character or scene) of one run, over ``ctx``."""
 
-    client: ViggleClient
-    _clock: Any
-    _journal: RunJournal
-    _budget: float | None
-    _resubmit_ambiguous: bool
-    _render_timeout: float | None
-    _asset_poll: float
-    _rand: Callable[[], float]
-    _active: anyio.Semaphore
-    credits_committed: int
-    _running_jobs: dict[str, str]
-    _sub: Submitter
-    _scheduler: PollScheduler[RenderStatus]
-
-    def _emit(self, event: Event) -> None:
-        raise NotImplementedError
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.client = ctx.client
+        self._clock = ctx.client.clock
+        self._account = ctx.account
+        self._journal = ctx.journal
+        self._scheduler = ctx.scheduler
+        self._sub = ctx.submitter
+        self._jobs = ctx.jobs
+        self._emit = ctx.emit
+        self._active = ctx.active
+        self._rand = ctx.rand
+        self._scene_seconds: dict[str, float | None] = {}  # scene id -> length, asked once
+        self._scene_locks: dict[str, anyio.Lock] = {}
 
     # --- renders ---------------------------------------------------------------------
 
-    async def _render(self, key: str, inputs: dict[str, Any], deps: dict[str, Handle | None],
+    async def render(self, key: str, inputs: dict[str, Any], deps: dict[str, Handle | None],
                       output: str | Path | None, mask_output: str | Path | None,
                       est_seconds: float | None) -> Outcome:
         def out(state: Any, **kw: Any) -> Outcome:
@@ -82,6 +131,8 @@ class Runner:
                 if not done.ok:
                     return out("failed", error=f"{dep.kind} {dep.key!r} failed: {done.error}")
                 inputs = {**inputs, field: done.asset_id}
+                if isinstance(dep.value, Scene) and dep.value.duration_seconds is not None:
+                    self._scene_seconds.setdefault(dep.value.id, dep.value.duration_seconds)
         try:
             entry = await self._journal.get(key)
         except JournalError as exc:
@@ -99,12 +150,19 @@ class Runner:
                 if isinstance(resumed, Outcome):
                     return resumed
                 job_id = resumed
+            folders = await _ready_folders(output=output, mask_output=mask_output)
+            if folders is not None and job_id is None:
+                return out("not_submitted", error=folders)  # before anything is paid for
+            if (est_seconds is None and prepared.estimated_credits is None
+                    and isinstance(inputs.get("scene_id"), str)
+                    and inputs.get("driving_video_url") is None):
+                # A scene render is as long as its scene (§2.11 duration_seconds, §7).
+                est_seconds = await self._scene_length(inputs["scene_id"])
             cost = cost_of(prepared, est_seconds)
             if job_id is None:
-                refusal = self._refuse(cost, priced=cost is not None)
+                refusal = await self._account.reserve(cost)
                 if refusal:
                     return out("not_submitted", error=refusal, credits=cost)
-                self.credits_committed += cost or 0
                 try:
                     sub = await self._sub.render(key, prepared, fp, inputs)
                 except NotSent as ns:
@@ -112,15 +170,14 @@ class Runner:
                         # The job may exist and be billed: its credits stay committed.
                         return out(ns.state, error=ns.reason, error_code=ns.code,
                                    credits=cost, attempts=ns.attempts)
-                    self.credits_committed -= cost or 0
+                    await self._account.refund(cost or 0)
                     return out(ns.state, error=ns.reason, error_code=ns.code, credits=0,
                                attempts=ns.attempts)
                 job_id, attempts, fell_back, fast = (sub.job_id, sub.attempts, sub.fell_back,
                                                      sub.fast)
                 if fell_back and cost is not None:
                     # Submitted standard after all: half the fast price (§7).
-                    self.credits_committed -= cost - cost // 2
-                    cost //= 2
+                    cost = await self._account.settle_fallback(cost)
             common = dict(job_id=job_id, credits=cost, attempts=attempts, fast=fast,
                           fallback_used=fell_back)
             final = await self._poll(key, job_id)
@@ -128,7 +185,7 @@ class Runner:
                 return out("failed", error=final, **common)
             if not final.is_complete:
                 if final.status != "complete":  # refunded by the API (§7)
-                    self.credits_committed -= cost or 0
+                    await self._account.refund(cost or 0)
                 await self._record_final(key, final.status, (), final.error_message)
                 return out("cancelled" if final.status == "cancelled" else "failed",
                            status=final.status, error=final.error_message or final.error,
@@ -164,7 +221,7 @@ class Runner:
             return entry.job_id  # outputs gone (or an asset to look up): resume it
         if entry.state == "submitted":
             return entry.job_id
-        if entry.state == "sending" and not self._resubmit_ambiguous:
+        if entry.state == "sending" and not self.ctx.resubmit_ambiguous:
             return Outcome(key, kind, "ambiguous",
                            error="an earlier run may have created this (its request was "
                                  "sent but no answer was recorded); check your Viggle "
@@ -172,31 +229,31 @@ class Runner:
                                  "(CLI: --resubmit-ambiguous)")
         return None  # "intent" never reached the API: safe to submit
 
-    def _refuse(self, cost: int | None, *, priced: bool) -> str | None:
-        if self._sub.stopped:
-            return self._sub.stopped
-        if self._budget is not None:
-            if not priced or cost is None:
-                return ("credit_budget is set but this render's cost cannot be read locally "
-                        "(URL or scene input); pass estimated_seconds=")
-            if self.credits_committed + cost > self._budget:
-                return (f"over credit_budget: {self.credits_committed} committed + {cost} "
-                        f"> {self._budget:g}")
-        return None
+    async def _scene_length(self, scene_id: str) -> float | None:
+        """The scene's ``duration_seconds`` (Get Scene, §2.11), asked once per scene; None
+        when the API does not say or cannot be asked (then the render is not priced)."""
+        async with self._scene_locks.setdefault(scene_id, anyio.Lock()):
+            if scene_id not in self._scene_seconds:
+                try:
+                    scene = await self.client.scenes.get(scene_id)
+                except (APIError, TransportError, ResponseFormatError):
+                    return None  # not cached: the next render of this scene asks again
+                self._scene_seconds[scene_id] = scene.duration_seconds
+            return self._scene_seconds[scene_id]
 
     async def _poll(self, key: str, job_id: str) -> RenderStatus | str:
         """Wait for a terminal status through the shared scheduler; a str is an error."""
-        deadline = (None if self._render_timeout is None
-                    else self._clock.now() + self._render_timeout)
+        timeout = self.ctx.render_timeout
+        deadline = None if timeout is None else self._clock.now() + timeout
 
         def update(status: RenderStatus) -> None:
             self._emit(Progress(key, job_id, status.status, status.progress_pct,
                                 status.checkpoint))
 
-        self._running_jobs[key] = job_id
+        self._jobs.polling(key, job_id)
         # Not in a finally: a cancelled poll stays listed, so __aexit__ can cancel the job.
         result = await self._poll_loop(job_id, deadline, update)
-        self._running_jobs.pop(key, None)
+        self._jobs.finished(key)
         return result
 
     async def _poll_loop(self, job_id: str, deadline: float | None,
@@ -213,7 +270,8 @@ class Runner:
                 if pause is not None:
                     # 429, or a 5xx with Retry-After (a 503 under load): the API asks every
                     # client to wait, so every poll of this supervisor waits (§1.5, §4).
-                    self._scheduler.pause_until(self._clock.now() + pause)
+                    await self._account.pause_polls(self._clock.now() + pause)
+                    self._scheduler.pause_until(await self._account.polls_paused_until())
                 elif not _transient(exc):
                     return f"status polling failed: {exc}"
             except ResponseFormatError as exc:
@@ -275,7 +333,7 @@ class Runner:
 
     # --- characters and scenes -------------------------------------------------------
 
-    async def _asset(self, handle: Handle, cost: int, prepare: Callable[[], Awaitable[str]],
+    async def asset(self, handle: Handle, cost: int, prepare: Callable[[], Awaitable[str]],
                      create: Callable[[Hook], Awaitable[Any]],
                      get: Callable[[str], Awaitable[Any]],
                      wait: Callable[..., Awaitable[Any]]) -> Outcome:
@@ -300,16 +358,15 @@ class Runner:
                 asset_id = resumed
             try:
                 if asset_id is None:
-                    refusal = self._refuse(cost, priced=True)
+                    refusal = await self._account.reserve(cost)
                     if refusal:
                         return Outcome(key, kind, "not_submitted", error=refusal)
-                    self.credits_committed += cost
                     try:
                         created, attempts = await self._sub.asset(key, kind, fp, create,
                                                                   lambda a: str(a.id))
                     except NotSent as ns:
                         if ns.state != "ambiguous":  # else it may exist and be billed
-                            self.credits_committed -= cost
+                            await self._account.refund(cost)
                         return Outcome(key, kind, ns.state, error=ns.reason,
                                        error_code=ns.code, attempts=ns.attempts)
                     asset_id = created.id
@@ -319,7 +376,7 @@ class Runner:
                     handle.value = _with_segments(await get(asset_id), segments)
                     return Outcome(key, kind, "skipped", asset_id=asset_id,
                                    status=handle.value.status)
-                ready = _with_segments(await wait(asset_id, poll_interval=self._asset_poll),
+                ready = _with_segments(await wait(asset_id, poll_interval=self.ctx.asset_poll),
                                        segments)
             except NotFoundError as exc:
                 return Outcome(key, kind, "failed", asset_id=asset_id, error_code=exc.error_code,
@@ -364,6 +421,23 @@ def cost_of(prepared: PreparedCreate, est_seconds: float | None) -> int | None:
     if est_seconds is None:
         return None
     return math.ceil(est_seconds) * (2 if prepared.fast else 1)
+
+
+async def _ready_folders(**dests: str | Path | None) -> str | None:
+    """Create the folders the outputs go to (as the CLI does); why not, or None."""
+    for field, dest in dests.items():
+        if dest is None:
+            continue
+        path = Path(dest)
+        try:
+            if await anyio.to_thread.run_sync(path.is_dir):
+                return f"{field}: {str(path)!r} is a directory. Fix: pass a file path"
+            await anyio.to_thread.run_sync(functools.partial(
+                path.parent.mkdir, parents=True, exist_ok=True))
+        except OSError as exc:
+            return (f"{field}: cannot create the folder {str(path.parent)!r} "
+                    f"({exc.strerror or exc}). Fix: pass an output path in a writable folder")
+    return None
 
 
 # Tries per output before a complete render is reported not downloaded.

@@ -1,13 +1,13 @@
 """Sending creates for the supervisor under the shared rules.
 
 A fast-capacity gate shared by every fast render (400 CS-UORC01-001: one probe at a time
-with capped full-jitter backoff, then everyone goes), a shared pause on 429, a stop on 402,
-and the journal steps around each create (viggle-api.md §4, §5, §7). A create is resent only
-when the API cannot have made the job: it answered 429 or capacity, or the connection failed
-before the last bytes went out. Anything else that may have reached the API is *ambiguous*:
-a 5xx, an HTML or empty page, a redirect or an unreadable 2xx may come from a gateway that
-already forwarded the request, so only a documented refusal (``_proves_no_job``) puts a
-journal entry back to ``intent``.
+with capped full-jitter backoff, then everyone goes), a shared pause on 429, a stop on 402
+(all three kept by the ``AccountState``), and the journal steps around each create
+(viggle-api.md §4, §5, §7). A create is resent only when the API cannot have made the job:
+it answered 429 or capacity, or the connection failed before the last bytes went out.
+Anything else that may have reached the API is *ambiguous*: a 5xx, an HTML or empty page, a
+redirect or an unreadable 2xx may come from a gateway that already forwarded the request, so
+only a documented refusal (``_proves_no_job``) puts a journal entry back to ``intent``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import attrs
 
+from ._account import AccountState
 from ._backoff import full_jitter
 from ._errors import (
     APIError,
@@ -109,25 +110,16 @@ def _proves_no_job(exc: BaseException) -> bool:
     return isinstance(exc, _REFUSALS)
 
 
-class _Gate:
-    """Fast-mode capacity, shared by every fast submission."""
-
-    def __init__(self) -> None:
-        self.open = True
-        self.lock = anyio.Lock()
-        self.failures = 0
-        self.rejections = 0
-
-
 class Submitter:
     """Sends every create of one supervisor; see the module docstring for the rules."""
 
-    def __init__(self, client: ViggleClient, *, journal: RunJournal,
+    def __init__(self, client: ViggleClient, *, account: AccountState, journal: RunJournal,
                  uploads: anyio.Semaphore, fallback: FastFallbackPolicy,
                  capacity_backoff: tuple[float, float], rand: Callable[[], float],
                  emit: Callable[[Event], None], on_created: Callable[[str, str, str], None]):
         self.client = client
         self._clock = client.clock
+        self._account = account
         self._journal = journal
         self._uploads = uploads
         self._fallback = fallback
@@ -135,62 +127,59 @@ class Submitter:
         self._rand = rand
         self._emit = emit
         self._on_created = on_created  # (key, kind, id): called before the id is journaled
-        self.gate = _Gate()
-        self.paused_until = 0.0
-        self.stopped: str | None = None  # why new submissions stopped (402)
 
     async def render(self, key: str, prepared: PreparedCreate, fp: str,
                      inputs: dict[str, Any]) -> Submission:
         """Create a render job, through the capacity gate, falling back to standard as the
         policy says."""
+        account = self._account
         attempts, rejections, fell_back = 0, 0, False
         first_rejection: float | None = None
         fast = prepared.fast
         while True:
-            self._check_stopped(attempts)
-            await self._clock.sleep_until(self.paused_until)
-            probing = fast and not self.gate.open
-            if probing:
-                await self.gate.lock.acquire()
-                if self.gate.open:  # another probe succeeded while we queued
-                    self.gate.lock.release()
-                    probing = False
-                else:
-                    delay = full_jitter(self.gate.failures, base=self._capacity_backoff[0],
-                                        cap=self._capacity_backoff[1], rand=self._rand)
-                    self._emit(Backoff(key, "capacity", delay))
-                    await self._clock.sleep_until(self._clock.now() + delay)
-            try:
-                async with self._uploads:
-                    self._check_stopped(attempts)  # a 402 arrived while we queued for a slot
-                    if fast and not probing and not self.gate.open:
-                        continue  # capacity ran out while we queued for a slot: probe first
-                    attempts += 1
-                    job = await self._once(key, "render", fp,
-                                           self._render_call(key, prepared), lambda j: j.job_id)
-                if fast:
-                    self.gate.open, self.gate.failures = True, 0
-                self._emit(Submitted(key, job.job_id, attempts, fast))
-                return Submission(job.job_id, attempts, fell_back, fast)
-            except FastModeUnavailableError:
-                self.gate.open = False
-                self.gate.failures += 1
-                self.gate.rejections += 1
-                rejections += 1
-                now = self._clock.now()
-                first_rejection = first_rejection if first_rejection is not None else now
-                policy = self._fallback
-                if ((policy.after_attempts is not None and rejections >= policy.after_attempts)
-                        or (policy.after_seconds is not None
-                            and now - first_rejection >= policy.after_seconds)):
-                    self._emit(FastFallback(key, rejections))
-                    prepared = await self.client.renders.prepare(**{**inputs, "fast": False})
-                    fast, fell_back = False, True
-            except CreateError as exc:
-                await self._not_created(key, exc, attempts)
-            finally:
-                if probing:
-                    self.gate.lock.release()
+            await self._check_stopped(attempts)
+            await self._clock.sleep_until(await account.creates_paused_until())
+            async with contextlib.AsyncExitStack() as probe:
+                probing = False
+                if fast and not await account.fast_open():
+                    failures = await probe.enter_async_context(account.probe())
+                    if failures is None:  # another probe succeeded while we queued
+                        await probe.aclose()
+                    else:
+                        probing = True
+                        delay = full_jitter(failures, base=self._capacity_backoff[0],
+                                            cap=self._capacity_backoff[1], rand=self._rand)
+                        self._emit(Backoff(key, "capacity", delay))
+                        await self._clock.sleep_until(self._clock.now() + delay)
+                try:
+                    async with self._uploads:
+                        await self._check_stopped(attempts)  # a 402 came while we queued
+                        if fast and not probing and not await account.fast_open():
+                            continue  # capacity ran out while we queued for a slot: probe
+                        attempts += 1
+                        job = await self._once(key, "render", fp,
+                                               self._render_call(key, prepared),
+                                               lambda j: j.job_id)
+                    if fast:
+                        await account.fast_accepted()
+                    self._emit(Submitted(key, job.job_id, attempts, fast))
+                    return Submission(job.job_id, attempts, fell_back, fast)
+                except FastModeUnavailableError:
+                    await account.fast_refused()
+                    rejections += 1
+                    now = self._clock.now()
+                    first_rejection = first_rejection if first_rejection is not None else now
+                    policy = self._fallback
+                    if ((policy.after_attempts is not None
+                         and rejections >= policy.after_attempts)
+                            or (policy.after_seconds is not None
+                                and now - first_rejection >= policy.after_seconds)):
+                        self._emit(FastFallback(key, rejections))
+                        prepared = await self.client.renders.prepare(
+                            **{**inputs, "fast": False})
+                        fast, fell_back = False, True
+                except CreateError as exc:
+                    await self._not_created(key, exc, attempts)
 
     def _render_call(self, key: str,
                      prepared: PreparedCreate) -> Callable[[Hook], Awaitable[RenderJob]]:
@@ -205,19 +194,20 @@ class Submitter:
         """Create a character or scene; returns it and the create requests sent."""
         attempts = 0
         while True:
-            self._check_stopped(attempts)
-            await self._clock.sleep_until(self.paused_until)
+            await self._check_stopped(attempts)
+            await self._clock.sleep_until(await self._account.creates_paused_until())
             try:
                 async with self._uploads:
-                    self._check_stopped(attempts)
+                    await self._check_stopped(attempts)
                     attempts += 1
                     return await self._once(key, kind, fp, create, ident), attempts
             except CreateError as exc:
                 await self._not_created(key, exc, attempts)
 
-    def _check_stopped(self, attempts: int) -> None:
-        if self.stopped:
-            raise NotSent("not_submitted", self.stopped, attempts=attempts)
+    async def _check_stopped(self, attempts: int) -> None:
+        stopped = await self._account.stopped()
+        if stopped:
+            raise NotSent("not_submitted", stopped, attempts=attempts)
 
     async def _once(self, key: str, kind: str, fp: str, create: Callable[[Hook], Awaitable[T]],
                     ident: Callable[[T], str]) -> T:
@@ -279,11 +269,12 @@ class Submitter:
         carried the request; an answer that does not prove "no job" is ``ambiguous``."""
         if isinstance(exc, RateLimitError):
             delay = exc.retry_after if exc.retry_after is not None else 5.0
-            self.paused_until = max(self.paused_until, self._clock.now() + delay)
+            await self._account.pause_creates(self._clock.now() + delay)
             self._emit(Backoff(key, "rate_limit", delay))
         elif isinstance(exc, InsufficientCreditsError):
-            self.stopped = f"stopped after 402 ({exc.error_code}): {exc.message}"
-            raise NotSent("not_submitted", self.stopped, exc.error_code, attempts) from None
+            await self._account.stop(f"stopped after 402 ({exc.error_code}): {exc.message}")
+            reason = await self._account.stopped() or "stopped after 402"
+            raise NotSent("not_submitted", reason, exc.error_code, attempts) from None
         elif not _proves_no_job(exc):
             code = exc.error_code if isinstance(exc, APIError) else None
             raise NotSent("ambiguous", f"{_AMBIGUOUS}: {exc}", code, attempts) from None

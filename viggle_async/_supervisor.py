@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,6 +22,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
 from . import _journal as _journal_module
+from ._account import LocalAccountState
 from ._errors import ViggleError
 from ._events import (
     CharacterHandle,
@@ -39,7 +41,7 @@ from ._journal import Journal, request_fingerprint
 from ._journal_sqlite import SQLiteJournal
 from ._models import RenderStatus
 from ._run_journal import RunJournal
-from ._runner import Hook, Runner, cost_of, poll_view
+from ._runner import Hook, JobRegistry, RunContext, Runner, cost_of, poll_view
 from ._scheduler import PollPolicy, PollScheduler
 from ._submitter import FastFallbackPolicy, Submitter, fingerprint
 
@@ -48,8 +50,10 @@ if TYPE_CHECKING:
 
 __all__ = ["FastFallbackPolicy", "Supervisor", "fingerprint"]
 
+logger = logging.getLogger("viggle_async")
 
-class Supervisor(Runner):
+
+class Supervisor:
     """Runs bulk work inside ``async with Supervisor(client, ...) as sup:``.
 
     ``sup.render(...)``, ``sup.character(...)`` and ``sup.scene(...)`` schedule at once and
@@ -92,36 +96,38 @@ class Supervisor(Runner):
         elif journal is not None and not _is_journal(journal):
             raise TypeError(f"journal must be a Journal, a path (str or PathLike) or None, "
                             f"not {type(journal).__name__}")
-        self._journal = RunJournal(journal, on_failure=self._stop)
-        self._stack: contextlib.AsyncExitStack | None = None
-        self._budget = credit_budget
-        self._resubmit_ambiguous = resubmit_ambiguous
         self._cancel_remote = cancel_remote
-        self._render_timeout = render_timeout
-        self._asset_poll = asset_poll_interval  # §4: characters and scenes every 5 s
-        self._rand = rand
-        self._active = anyio.Semaphore(max_active_jobs)
-        self.credits_committed = 0
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._tg: TaskGroup | None = None
         self._subscribers: list[MemoryObjectSendStream[Event]] = []
         self._keys: set[str] = set()
-        self._running_jobs: dict[str, str] = {}  # key -> render job id, created and not final
-        self._sub = Submitter(client, journal=self._journal, uploads=anyio.Semaphore(max_uploads),
-                              fallback=fast_fallback, capacity_backoff=capacity_backoff,
-                              rand=rand, emit=self._emit, on_created=self._created)
+        # The shared state, each piece with one owner; the flows get them as one context.
+        self._account = LocalAccountState(budget=credit_budget)
+        self._journal = RunJournal(journal, on_failure=self._account.stop)
+        self._jobs = JobRegistry()
+        submitter = Submitter(client, account=self._account, journal=self._journal,
+                              uploads=anyio.Semaphore(max_uploads), fallback=fast_fallback,
+                              capacity_backoff=capacity_backoff, rand=rand, emit=self._emit,
+                              on_created=self._jobs.created)
         self._scheduler: PollScheduler[RenderStatus] = PollScheduler(
             client.renders.get, poll_view, clock=self._clock, rand=rand, max_in_flight=max_polls,
             max_rate=poll_rate, policy=poll_policy)
-        self._tg: TaskGroup | None = None
-
-    def _stop(self, reason: str) -> None:
-        """Stop new creates (work already created goes on); the first reason stays."""
-        if not self._sub.stopped:
-            self._sub.stopped = reason
+        self._runner = Runner(RunContext(
+            client=client, account=self._account, journal=self._journal,
+            scheduler=self._scheduler, submitter=submitter, jobs=self._jobs, emit=self._emit,
+            active=anyio.Semaphore(max_active_jobs), rand=rand,
+            resubmit_ambiguous=resubmit_ambiguous, render_timeout=render_timeout,
+            asset_poll=asset_poll_interval))  # §4: characters and scenes every 5 s
 
     @property
     def capacity_rejections(self) -> int:
         """Fast-capacity rejections (400 CS-UORC01-001) seen so far."""
-        return self._sub.gate.rejections
+        return self._account.rejections_now
+
+    @property
+    def credits_committed(self) -> int:
+        """Credits reserved for work sent (or possibly sent) and not refunded."""
+        return self._account.committed_now
 
     # --- context ---------------------------------------------------------------------
 
@@ -168,21 +174,18 @@ class Supervisor(Runner):
 
     async def _cancel_running(self) -> None:
         with anyio.CancelScope(shield=True), anyio.move_on_after(30):
-            while self._running_jobs:
-                key, job_id = self._running_jobs.popitem()
+            while (running := self._jobs.take_running()) is not None:
+                key, job_id = running
                 try:
                     await self.client.renders.cancel(job_id)
-                    await self._record_final(key, "cancelled", (), "cancelled on the server")
+                    await self._journal.record_final(key, "cancelled", (),
+                                                    "cancelled on the server")
                     self._emit(Failed(key, Outcome(key, "render", "cancelled", job_id=job_id,
                                                    status="cancelled",
                                                    error="cancelled on the server")))
                 except ViggleError as exc:
                     self._emit(Failed(key, Outcome(key, "render", "failed", job_id=job_id,
                                                    error=f"remote cancel failed: {exc}")))
-
-    def _created(self, key: str, kind: str, ident: str) -> None:
-        if kind == "render":
-            self._running_jobs[key] = ident
 
     # --- events ----------------------------------------------------------------------
 
@@ -216,6 +219,14 @@ class Supervisor(Runner):
         async def run() -> None:
             try:
                 outcome = await work()
+            except Exception as exc:
+                # One piece of work never takes the whole block down (an exception group
+                # out of ``async with``): its outcome says what broke, with any job id it got.
+                logger.error("supervised %s %r failed unexpectedly", handle.kind, handle.key,
+                             exc_info=True)
+                outcome = Outcome(handle.key, handle.kind, "failed",
+                                  job_id=self._jobs.created_id(handle.key),
+                                  error=f"unexpected {type(exc).__name__}: {exc}")
             except BaseException:
                 # Cancelled (or crashed): whoever awaits the handle still gets an answer.
                 # The job may go on at the API unless cancel_remote reached it.
@@ -239,7 +250,7 @@ class Supervisor(Runner):
         """
         handle = RenderHandle(key)
         deps: dict[str, Handle | None] = {"character_id": character, "scene_id": scene}
-        self._start(handle, lambda: self._render(key, inputs, deps, output, mask_output,
+        self._start(handle, lambda: self._runner.render(key, inputs, deps, output, mask_output,
                                                  estimated_seconds))
         return handle
 
@@ -252,7 +263,7 @@ class Supervisor(Runner):
         async def prepare() -> str:
             return fingerprint(await chars.prepare(name=name, image=image, image_url=image_url))
 
-        self._start(handle, lambda: self._asset(
+        self._start(handle, lambda: self._runner.asset(
             handle, 1, prepare,
             lambda hook: chars.create(name=name, image=image, image_url=image_url,
                                       before_last_bytes=hook),
@@ -288,7 +299,7 @@ class Supervisor(Runner):
             def create(hook: Hook) -> Awaitable[Any]:
                 return scenes.create(**kw, before_last_bytes=hook)
 
-        self._start(handle, lambda: self._asset(handle, 0, prepare, create, scenes.get,
+        self._start(handle, lambda: self._runner.asset(handle, 0, prepare, create, scenes.get,
                                                 scenes.wait))
         return handle
 
