@@ -12,6 +12,7 @@ import anyio
 import attrs
 import pytest
 
+from viggle_async import ViggleError, WaitTimeoutError
 from viggle_async._clock import ManualClock
 from viggle_async._scheduler import (
     PollDeadlineExceeded,
@@ -303,6 +304,9 @@ async def test_deadline_raises_with_last_result_and_stops_polling() -> None:
     err = info.value
     assert err.job_id == "j" and err.deadline == 30.0
     assert err.last_result == sim.state("j", max(sim.starts["j"]))
+    # One error tree: a caller catching ViggleError (or WaitTimeoutError) catches this too.
+    assert isinstance(err, WaitTimeoutError) and isinstance(err, ViggleError)
+    assert err.last is err.last_result
     assert max(sim.starts["j"]) <= 30.0
 
 

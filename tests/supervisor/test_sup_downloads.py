@@ -35,6 +35,7 @@ class Api:
         self.expired_up_to = 0
         self.expired_status = 403
         self.no_url_polls = 0
+        self.maintenance = False  # every status poll answers 200 with an HTML page
         self.signature = 0
         self.creates = 0
         self.polls = 0
@@ -47,6 +48,8 @@ class Api:
 
     async def status(self, request: web.Request) -> web.Response:
         self.polls += 1
+        if self.maintenance:
+            return web.Response(text="<html>maintenance</html>", content_type="text/html")
         if self.polls <= self.no_url_polls:
             return web.json_response({"job_id": "job_1", "status": "complete"})
         self.signature += 1
@@ -136,3 +139,22 @@ async def test_complete_without_cdn_url_is_polled_again(
                             output=tmp_path / "r.mp4")
     assert handle.outcome.state == "complete" and handle.outcome.downloaded
     assert api.polls > 3
+
+
+async def test_a_status_that_never_reads_ends_the_wait_as_unreadable_not_timed_out(
+    api: Api, clock: ManualClock, png: Path, videos: dict[int, Path], tmp_path: Path,
+) -> None:
+    """Only the render_timeout reads as "gave up waiting"; an answer we cannot read is
+    polled again a bounded number of times, and the job stays resumable."""
+    api.maintenance = True
+    journal = MemoryJournal()
+    async with (ViggleClient("sk-test", base_url=api.base_url, clock=clock) as client,
+                clock.autojump(), Supervisor(client, journal=journal, **RENDER_KW) as sup):
+        handle = sup.render(key="r", ref_image=png, driving_video=videos[1],
+                            output=tmp_path / "r.mp4")
+    assert handle.outcome.state == "failed"
+    assert handle.outcome.job_id == "job_1"
+    assert "unreadable" in (handle.outcome.error or "")
+    assert "gave up waiting" not in (handle.outcome.error or "")
+    entry = await journal.get("r")
+    assert entry is not None and entry.state == "submitted"  # a rerun resumes it

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
+import anyio.lowlevel
 import pytest
 from conftest import RENDER_KW
 
-from viggle_async import ManualClock, SQLiteJournal, Supervisor, ViggleClient
+from viggle_async import JournalBusy, ManualClock, SQLiteJournal, Supervisor, ViggleClient
 from viggle_async.testing import FakeViggle
 
 
@@ -38,3 +40,24 @@ async def test_any_other_journal_type_is_a_type_error_at_construction(
 ) -> None:
     with pytest.raises(TypeError, match="journal must be"):
         Supervisor(client, journal=bad)  # type: ignore[arg-type]
+
+
+async def test_a_busy_journal_store_is_reported_as_an_event(
+    clock: ManualClock, client: ViggleClient,
+) -> None:
+    """``on_journal_busy`` is what a store's ``on_busy`` callback is given (the supervisor
+    passes it itself when it opens the journal from a path)."""
+    seen: list[JournalBusy] = []
+    sup = Supervisor(client, **RENDER_KW)
+    async with clock.autojump(), anyio.create_task_group() as tg, sup:
+        events = sup.events()
+
+        async def collect() -> None:
+            async for event in events:
+                if isinstance(event, JournalBusy):
+                    seen.append(event)
+
+        tg.start_soon(collect)
+        await anyio.lowlevel.checkpoint()
+        sup.on_journal_busy(0.25)
+    assert seen == [JournalBusy(0.25)]
