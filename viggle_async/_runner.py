@@ -23,6 +23,7 @@ from ._account import AccountState
 from ._backoff import full_jitter
 from ._errors import (
     APIError,
+    AssetFailedError,
     DownloadError,
     InvalidInputError,
     NotFoundError,
@@ -30,6 +31,7 @@ from ._errors import (
     ResponseFormatError,
     TransportError,
     ViggleError,
+    WaitTimeoutError,
 )
 from ._events import (
     Backoff,
@@ -381,10 +383,18 @@ class Runner:
             except NotFoundError as exc:
                 return Outcome(key, kind, "failed", asset_id=asset_id, error_code=exc.error_code,
                                error=f"{kind} {asset_id} is gone: {exc}; use a new key")
-            except ViggleError as exc:
+            except AssetFailedError as exc:  # the API says it failed: final
                 await self._record_final(key, "failed", (), str(exc))
                 return Outcome(key, kind, "failed", asset_id=asset_id, error=str(exc),
-                               error_code=getattr(exc, "error_code", None), attempts=attempts)
+                               error_code=getattr(exc.asset, "error_code", None),
+                               attempts=attempts)
+            except (APIError, TransportError, ResponseFormatError, WaitTimeoutError) as exc:
+                # Only waiting failed: the asset exists (and a character is paid for), so the
+                # journal keeps its id and a rerun resumes it instead of paying again.
+                return Outcome(key, kind, "failed", asset_id=asset_id, attempts=attempts,
+                               error=f"waiting for {kind} {asset_id} failed (a rerun "
+                                     f"resumes it): {exc}",
+                               error_code=getattr(exc, "error_code", None))
         await self._journal.record_final(key, ready.status, _segment_outputs(segments))
         handle.value = ready
         return Outcome(key, kind, "complete", asset_id=ready.id, status=ready.status,
