@@ -17,6 +17,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from ._events import WorkKind
 from ._journal import Journal, JournalEntry, JournalError
 
 __all__ = ["RunJournal"]
@@ -52,7 +53,7 @@ class RunJournal:
         journal = self.journal
         return await self._step(f"read {key!r}", lambda: journal.get(key))
 
-    async def record_intent(self, key: str, kind: str, fp: str) -> None:
+    async def record_intent(self, key: str, kind: WorkKind, fp: str) -> None:
         if self.journal is not None:
             journal = self.journal
             # replace=True: the caller's resume step already decided; the journal still

@@ -64,7 +64,7 @@ class JobRegistry:
         self._created: dict[str, str] = {}  # key -> job or asset id
         self._running: dict[str, str] = {}  # key -> render job id
 
-    def created(self, key: str, kind: str, ident: str) -> None:
+    def created(self, key: str, kind: WorkKind, ident: str) -> None:
         self._created[key] = ident
         if kind == "render":
             self._running[key] = ident

@@ -33,7 +33,15 @@ from ._errors import (
     ResponseFormatError,
     TransportError,
 )
-from ._events import Backoff, Event, FastFallback, OutcomeState, Submitted, Uploading
+from ._events import (
+    Backoff,
+    Event,
+    FastFallback,
+    OutcomeState,
+    Submitted,
+    Uploading,
+    WorkKind,
+)
 from ._journal import JournalError
 from ._models import RenderJob
 from ._resources import PreparedCreate
@@ -116,7 +124,7 @@ class Submitter:
     def __init__(self, client: ViggleClient, *, account: AccountState, journal: RunJournal,
                  uploads: anyio.Semaphore, fallback: FastFallbackPolicy,
                  capacity_backoff: tuple[float, float], rand: Callable[[], float],
-                 emit: Callable[[Event], None], on_created: Callable[[str, str, str], None]):
+                 emit: Callable[[Event], None], on_created: Callable[[str, WorkKind, str], None]):
         self.client = client
         self._clock = client.clock
         self._account = account
@@ -189,7 +197,7 @@ class Submitter:
                 on_upload=lambda sent, total: self._emit(Uploading(key, sent, total)))
         return call
 
-    async def asset(self, key: str, kind: str, fp: str, create: Callable[[Hook], Awaitable[T]],
+    async def asset(self, key: str, kind: WorkKind, fp: str, create: Callable[[Hook], Awaitable[T]],
                     ident: Callable[[T], str]) -> tuple[T, int]:
         """Create a character or scene; returns it and the create requests sent."""
         attempts = 0
@@ -209,7 +217,7 @@ class Submitter:
         if stopped:
             raise NotSent("not_submitted", stopped, attempts=attempts)
 
-    async def _once(self, key: str, kind: str, fp: str, create: Callable[[Hook], Awaitable[T]],
+    async def _once(self, key: str, kind: WorkKind, fp: str, create: Callable[[Hook], Awaitable[T]],
                     ident: Callable[[T], str]) -> T:
         """One create request, journaled: intent, sending, then the id.
 
