@@ -150,13 +150,24 @@ class Supervisor:
         assert self._stack is not None
         if exc_info[0] is not None and self._cancel_remote:
             await self._cancel_running()
-        suppress = await self._stack.__aexit__(*exc_info)
+        try:
+            suppress = await self._stack.__aexit__(*exc_info)
+        except BaseException as exc:
+            self._note_journal_failure(exc)  # the block's own error wins; keep the ids
+            raise
         failure = self._journal.error()
-        if failure is not None and (exc_info[0] is None or suppress):
-            # Every outcome is set by now, created job ids included; this names the ids the
-            # journal lacks, so none is lost.
-            raise failure
+        if failure is not None:
+            if exc_info[0] is None or suppress:
+                # Every outcome is set by now, created job ids included; this names the ids
+                # the journal lacks, so none is lost.
+                raise failure
+            self._note_journal_failure(exc_info[1])
         return suppress
+
+    def _note_journal_failure(self, exc: object) -> None:
+        failure = self._journal.error()
+        if failure is not None and isinstance(exc, BaseException):
+            exc.add_note(str(failure))
 
     async def _after_work(self, exc_type: type[BaseException] | None, *_: Any) -> bool:
         if exc_type is not None and self._cancel_remote:

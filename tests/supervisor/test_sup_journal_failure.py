@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 from conftest import RENDER_KW
 
-from viggle_async import JournalError, ManualClock, MemoryJournal, Supervisor, ViggleClient
+from viggle_async import (
+    JournalError,
+    ManualClock,
+    MemoryJournal,
+    Submitted,
+    Supervisor,
+    ViggleClient,
+)
 from viggle_async._journal import JournalEntry
 from viggle_async.testing import FakeViggle
 
@@ -116,3 +123,23 @@ async def test_a_journal_that_cannot_record_the_send_sends_nothing(
     assert render.outcome.state == "not_submitted"
     assert char.outcome.state == "not_submitted"
     assert [c for c in fake.creates if c.status == 200] == []
+
+
+async def test_the_blocks_own_error_wins_and_carries_the_unjournaled_ids(
+    clock: ManualClock, fake: FakeViggle, client: ViggleClient, png: Path,
+    videos: dict[int, Path],
+) -> None:
+    journal = BrokenJournal("record_submitted", sqlite3.OperationalError("disk I/O error"))
+    sup = Supervisor(client, journal=journal, **RENDER_KW)
+    async with clock.autojump():
+        # (anyio groups an error raised in the block; the group carries the note.)
+        with pytest.raises(ExceptionGroup) as info:
+            async with sup:
+                events = sup.events()
+                sup.render(key="r", ref_image=png, driving_video=videos[1])
+                async for event in events:
+                    if isinstance(event, Submitted):
+                        raise LookupError("the caller's own bug")
+    assert info.group_contains(LookupError)
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "r=job_" in notes and "could not be written" in notes
