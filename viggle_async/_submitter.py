@@ -236,6 +236,12 @@ class Submitter:
 
             async def before_last_bytes() -> None:
                 nonlocal marked, journal_failed
+                # From here the job may exist: if we are cancelled now, still wait for the
+                # answer (bounded by the read timeout) so its id is journaled and, with
+                # cancel_remote, cancelled; otherwise a rerun could only call it ambiguous.
+                # Shielded before "sending" is written, so a cancel that arrives while it is
+                # being written cannot leave it "sending" with the request abandoned.
+                scope.shield = True
                 # The client may resend after a 429 answer; "sending" is already recorded.
                 if not marked:
                     try:
@@ -245,10 +251,6 @@ class Submitter:
                         journal_failed = exc
                         raise
                 marked = True
-                # From here the job may exist: if we are cancelled now, still wait for the
-                # answer (bounded by the read timeout) so its id is journaled and, with
-                # cancel_remote, cancelled; otherwise a rerun could only call it ambiguous.
-                scope.shield = True
 
             try:
                 result = await create(before_last_bytes)
