@@ -12,12 +12,14 @@ import anyio
 import attrs
 import pytest
 
+from viggle_async import ViggleError, WaitTimeoutError
 from viggle_async._clock import ManualClock
 from viggle_async._scheduler import (
     PollDeadlineExceeded,
     PollPolicy,
     PollScheduler,
     PollSchedulerClosed,
+    PollState,
     PollView,
 )
 
@@ -302,6 +304,9 @@ async def test_deadline_raises_with_last_result_and_stops_polling() -> None:
     err = info.value
     assert err.job_id == "j" and err.deadline == 30.0
     assert err.last_result == sim.state("j", max(sim.starts["j"]))
+    # One error tree: a caller catching ViggleError (or WaitTimeoutError) catches this too.
+    assert isinstance(err, WaitTimeoutError) and isinstance(err, ViggleError)
+    assert err.last is err.last_result
     assert max(sim.starts["j"]) <= 30.0
 
 
@@ -474,3 +479,58 @@ def test_policy_rejects_inconsistent_bounds() -> None:
         PollPolicy(jitter=1.0)
     with pytest.raises(ValueError):
         PollPolicy(growth=0.5)
+
+
+# --- PollPolicy.next_interval: the interval math alone, as a pure function ------------------
+
+
+def test_policy_grows_while_unchanged_up_to_the_cap() -> None:
+    policy = PollPolicy(first_delay=3.0, growth=2.0, min_interval=1.0, max_interval=20.0)
+    state, seen = policy.first_state(), []
+    for t in range(6):
+        interval, state = policy.next_interval(state, progress_pct=None, moved=False, now=t)
+        seen.append(interval)
+    assert seen == [6.0, 12.0, 20.0, 20.0, 20.0, 20.0]
+
+
+def test_policy_drops_to_first_delay_when_the_state_moves() -> None:
+    policy = PollPolicy(first_delay=3.0, growth=2.0, min_interval=1.0, max_interval=20.0)
+    state = PollState(interval=16.0)
+    interval, state = policy.next_interval(state, progress_pct=None, moved=True, now=0.0)
+    assert interval == 3.0
+    interval, _ = policy.next_interval(state, progress_pct=None, moved=True, now=3.0)
+    assert interval == 1.5  # keeps shrinking while it keeps moving
+
+
+def test_policy_aims_at_a_fraction_of_the_predicted_remaining_time() -> None:
+    policy = PollPolicy(first_delay=3.0, min_interval=1.0, max_interval=60.0, aim=0.5)
+    _, state = policy.next_interval(policy.first_state(), progress_pct=10.0, moved=True,
+                                    now=100.0)
+    # 10 % -> 30 % in 10 s: 2 %/s, 70 % left = 35 s; aim at half of it.
+    interval, state = policy.next_interval(state, progress_pct=30.0, moved=True, now=110.0)
+    assert interval == pytest.approx(17.5)
+    assert (state.p0, state.t0) == (10.0, 100.0)  # the rate is averaged from the first sample
+
+
+def test_policy_restarts_its_estimate_when_progress_goes_back() -> None:
+    policy = PollPolicy(first_delay=3.0, min_interval=1.0, max_interval=60.0)
+    state = PollState(interval=5.0, p0=50.0, t0=0.0)
+    interval, state = policy.next_interval(state, progress_pct=5.0, moved=True, now=40.0)
+    assert (state.p0, state.t0) == (5.0, 40.0)
+    assert interval == 3.0  # no rate yet: as for any movement
+
+
+def test_policy_backs_off_past_the_predicted_end_when_nothing_moves() -> None:
+    policy = PollPolicy(first_delay=3.0, growth=1.5, min_interval=1.0, max_interval=20.0)
+    state = PollState(interval=4.0, p0=0.0, t0=0.0)
+    interval, _ = policy.next_interval(state, progress_pct=100.0, moved=False, now=50.0)
+    assert interval == 6.0  # a final merge at 100 %: grow, do not hammer at min_interval
+
+
+def test_policy_is_pure_and_clamps_every_answer() -> None:
+    policy = PollPolicy(first_delay=3.0, min_interval=2.0, max_interval=4.0, aim=0.01)
+    state = PollState(interval=3.0, p0=0.0, t0=0.0)
+    first = policy.next_interval(state, progress_pct=90.0, moved=True, now=10.0)
+    again = policy.next_interval(state, progress_pct=90.0, moved=True, now=10.0)
+    assert first == again and state == PollState(interval=3.0, p0=0.0, t0=0.0)
+    assert first[0] == 2.0  # aim says 0.01 s: clamped to min_interval

@@ -22,6 +22,7 @@ __all__ = [
     "Failed",
     "FastFallback",
     "Handle",
+    "JournalBusy",
     "Outcome",
     "OutcomeState",
     "Progress",
@@ -30,7 +31,11 @@ __all__ = [
     "SceneHandle",
     "Submitted",
     "Uploading",
+    "WorkKind",
 ]
+
+WorkKind = Literal["render", "character", "scene"]
+BackoffCause = Literal["capacity", "rate_limit", "connect", "download"]
 
 OutcomeState = Literal[
     "complete",       # finished; outputs downloaded where asked
@@ -47,7 +52,7 @@ class Outcome:
     """The final word on one piece of work."""
 
     key: str
-    kind: str  # "render" | "character" | "scene"
+    kind: WorkKind
     state: OutcomeState
     job_id: str | None = None
     asset_id: str | None = None  # the character or scene id
@@ -59,10 +64,15 @@ class Outcome:
     fallback_used: bool = False  # gave up on fast and submitted standard
     error: str | None = None
     error_code: str | None = None
+    # A complete render whose output could not be fetched (after fresh URLs and retries):
+    # paid for and still on the API; a rerun on the journal downloads it.
+    downloaded: bool = True
+    download_error: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.state in ("complete", "skipped")
+        """Finished, and every asked-for output is on disk."""
+        return self.state in ("complete", "skipped") and self.downloaded
 
 
 @attrs.frozen
@@ -82,7 +92,7 @@ class Estimate:
 @attrs.frozen
 class Queued:
     key: str
-    kind: str
+    kind: WorkKind
 
 
 @attrs.frozen
@@ -111,10 +121,11 @@ class Progress:
 
 @attrs.frozen
 class Backoff:
-    """A create is waiting: ``cause`` is "capacity", "rate_limit" or "connect"."""
+    """Work is waiting ``delay`` seconds: a create for "capacity", "rate_limit" or
+    "connect"; an output for "download" (then it asks for a fresh URL and tries again)."""
 
     key: str
-    cause: str
+    cause: BackoffCause
     delay: float
 
 
@@ -142,6 +153,13 @@ class Downloaded:
 
 
 @attrs.frozen
+class JournalBusy:
+    """The journal's store waited ``waited_s`` seconds for a lock another writer held."""
+
+    waited_s: float
+
+
+@attrs.frozen
 class Completed:
     key: str
     outcome: Outcome
@@ -154,13 +172,13 @@ class Failed:
 
 
 Event = (Queued | Uploading | Submitted | Progress | Backoff | FastFallback | Downloading
-         | Downloaded | Completed | Failed)
+         | Downloaded | JournalBusy | Completed | Failed)
 
 
 class Handle:
     """Scheduled work; ``await handle`` gives its ``Outcome`` once it is final."""
 
-    kind = "work"
+    kind: WorkKind
 
     def __init__(self, key: str):
         self.key = key
@@ -197,12 +215,12 @@ class Handle:
 
 
 class RenderHandle(Handle):
-    kind = "render"
+    kind: WorkKind = "render"
 
 
 class CharacterHandle(Handle):
-    kind = "character"
+    kind: WorkKind = "character"
 
 
 class SceneHandle(Handle):
-    kind = "scene"
+    kind: WorkKind = "scene"

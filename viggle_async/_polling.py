@@ -8,9 +8,12 @@ from typing import Generic, TypeVar
 
 import attrs
 
+from ._errors import ViggleError, WaitTimeoutError
+
 __all__ = [
     "PollDeadlineExceeded",
     "PollPolicy",
+    "PollState",
     "PollSchedulerClosed",
     "PollStats",
     "PollView",
@@ -35,6 +38,19 @@ class PollView:
 def _positive(_inst: object, attr: attrs.Attribute[float], value: float) -> None:
     if not value > 0:
         raise ValueError(f"{attr.name} must be > 0, got {value!r}")
+
+
+@attrs.frozen
+class PollState:
+    """What a ``PollPolicy`` remembers about one job between polls.
+
+    ``interval`` is the last interval chosen (seconds); ``p0`` the first ``progress_pct``
+    sample of the current run of progress and ``t0`` its clock time (seconds).
+    """
+
+    interval: float
+    p0: float | None = None
+    t0: float = 0.0
 
 
 @attrs.frozen
@@ -67,6 +83,39 @@ class PollPolicy:
         if self.growth < 1.0:
             raise ValueError("growth must be >= 1")
 
+    def first_state(self) -> PollState:
+        """The state of a job not polled yet."""
+        return PollState(self.first_delay)
+
+    def next_interval(self, state: PollState, *, progress_pct: float | None, moved: bool,
+                      now: float) -> tuple[float, PollState]:
+        """Seconds until the next poll (before jitter), and the state to pass next time.
+
+        Pure: the same arguments give the same answer. ``moved`` says whether the observed
+        state changed since the previous poll; ``now`` is the clock time of this result.
+        """
+        pct = progress_pct
+        p0, t0 = state.p0, state.t0
+        interval: float | None = None
+        if pct is None:
+            p0 = None
+        elif p0 is None or pct < p0:
+            p0, t0 = pct, now  # first sample, or progress restarted
+        elif pct > p0 and now > t0:
+            # Average rate since the first sample is steadier than the last step's rate.
+            rate = (pct - p0) / (now - t0)
+            remaining = max(0.0, 100.0 - pct) / rate
+            if remaining > 0 or moved:
+                interval = remaining * self.aim
+            # else: past the estimated end and nothing moves (e.g. a final merge): back off.
+        if interval is None:
+            if moved:
+                interval = min(state.interval / self.growth, self.first_delay)
+            else:
+                interval = state.interval * self.growth
+        interval = min(max(interval, self.min_interval), self.max_interval)
+        return interval, PollState(interval, p0, t0)
+
 
 @attrs.frozen
 class PollStats:
@@ -80,18 +129,20 @@ class PollStats:
     waiters: int
 
 
-class PollDeadlineExceeded(Exception, Generic[R]):
+class PollDeadlineExceeded(WaitTimeoutError, Generic[R]):
     """A waiter's deadline passed before its job reached a terminal state.
 
-    ``last_result`` is the last poll result seen for the job (None if no poll answered yet).
+    ``last_result`` (also ``last``) is the last poll result seen for the job (None if no
+    poll answered yet). A ``WaitTimeoutError``, so a ``ViggleError`` and a ``TimeoutError``.
     """
 
     def __init__(self, job_id: str, deadline: float, last_result: R | None) -> None:
-        super().__init__(f"job {job_id!r} not finished by its deadline ({deadline:.3f})")
+        super().__init__(f"job {job_id!r} not finished by its deadline ({deadline:.3f})",
+                         last=last_result)
         self.job_id = job_id
         self.deadline = deadline
         self.last_result = last_result
 
 
-class PollSchedulerClosed(Exception):
+class PollSchedulerClosed(ViggleError):
     """``wait`` was called outside the scheduler's context, or the context ended first."""

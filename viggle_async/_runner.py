@@ -1,64 +1,127 @@
 """How one piece of supervised work runs: resume from the journal, create through the
 shared ``Submitter``, poll through the shared scheduler, download, record the end.
 
-``Runner`` is the supervisor's working half; ``Supervisor`` adds the public surface and the
-lifecycle. Split so each stays readable; they share one object's state.
+The flows take an explicit ``RunContext``: the shared pieces of one supervisor run, each with
+one owner (the account state, the journal, the scheduler, the submitter, the job registry).
+``Supervisor`` builds the context and owns the lifecycle; ``Runner`` holds no shared state of
+its own beyond a per-run cache of scene lengths.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.to_thread
+import attrs
 
+from ._account import AccountState
+from ._backoff import full_jitter
 from ._errors import (
     APIError,
+    AssetFailedError,
     DownloadError,
+    InvalidInputError,
     NotFoundError,
     RateLimitError,
+    ResponseFormatError,
     TransportError,
     ViggleError,
+    WaitTimeoutError,
 )
-from ._events import Downloaded, Downloading, Event, Handle, Outcome, Progress
-from ._journal import Journal, JournalEntry
+from ._events import (
+    Backoff,
+    Downloaded,
+    Downloading,
+    Event,
+    Handle,
+    Outcome,
+    Progress,
+    WorkKind,
+)
+from ._journal import JournalEntry, JournalError
 from ._models import RenderStatus, Scene, Segment
 from ._resources import PreparedCreate
-from ._scheduler import PollScheduler, PollView
-from ._submitter import NotSent, Submitter, fingerprint
+from ._run_journal import RunJournal
+from ._scheduler import PollDeadlineExceeded, PollScheduler, PollView
+from ._submitter import Hook, NotSent, Submitter, fingerprint
 
 if TYPE_CHECKING:
     from ._client import ViggleClient
 
-__all__ = ["Hook", "Runner", "cost_of", "poll_view"]
+__all__ = ["Hook", "JobRegistry", "RunContext", "Runner", "cost_of", "poll_view"]
 
-Hook = Callable[[], Awaitable[None]]
+
+class JobRegistry:
+    """The job ids of one run: every id a create returned, and the renders still running
+    (created, not final), which ``cancel_remote`` cancels. The only writer of both."""
+
+    def __init__(self) -> None:
+        self._created: dict[str, str] = {}  # key -> job or asset id
+        self._running: dict[str, str] = {}  # key -> render job id
+
+    def created(self, key: str, kind: WorkKind, ident: str) -> None:
+        self._created[key] = ident
+        if kind == "render":
+            self._running[key] = ident
+
+    def polling(self, key: str, job_id: str) -> None:
+        self._running[key] = job_id  # a resumed job is running too
+
+    def finished(self, key: str) -> None:
+        self._running.pop(key, None)
+
+    def created_id(self, key: str) -> str | None:
+        return self._created.get(key)
+
+    def take_running(self) -> tuple[str, str] | None:
+        """Remove and return one running (key, job id), or None."""
+        return self._running.popitem() if self._running else None
+
+
+@attrs.frozen
+class RunContext:
+    """The shared pieces one run's flows work with; built by ``Supervisor``."""
+
+    client: ViggleClient
+    account: AccountState
+    journal: RunJournal
+    scheduler: PollScheduler[RenderStatus]
+    submitter: Submitter
+    jobs: JobRegistry
+    emit: Callable[[Event], None]
+    active: anyio.Semaphore  # max_active_jobs
+    rand: Callable[[], float]
+    resubmit_ambiguous: bool = False
+    render_timeout: float | None = None  # seconds
+    asset_poll: float = 5.0  # seconds between asset polls (§4)
 
 
 class Runner:
-    """The work of a supervisor; its attributes are set by ``Supervisor.__init__``."""
+    """The per-item flows (render, character or scene) of one run, over ``ctx``."""
 
-    client: ViggleClient
-    _clock: Any
-    _journal: Journal | None
-    _budget: float | None
-    _resubmit_ambiguous: bool
-    _render_timeout: float | None
-    _asset_poll: float
-    _active: anyio.Semaphore
-    credits_committed: int
-    _running_jobs: dict[str, str]
-    _sub: Submitter
-    _scheduler: PollScheduler[RenderStatus]
-
-    def _emit(self, event: Event) -> None:
-        raise NotImplementedError
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.client = ctx.client
+        self._clock = ctx.client.clock
+        self._account = ctx.account
+        self._journal = ctx.journal
+        self._scheduler = ctx.scheduler
+        self._sub = ctx.submitter
+        self._jobs = ctx.jobs
+        self._emit = ctx.emit
+        self._active = ctx.active
+        self._rand = ctx.rand
+        self._scene_seconds: dict[str, float | None] = {}  # scene id -> length, asked once
+        self._scene_locks: dict[str, anyio.Lock] = {}
 
     # --- renders ---------------------------------------------------------------------
 
-    async def _render(self, key: str, inputs: dict[str, Any], deps: dict[str, Handle | None],
+    async def render(self, key: str, inputs: dict[str, Any], deps: dict[str, Handle | None],
                       output: str | Path | None, mask_output: str | Path | None,
                       est_seconds: float | None) -> Outcome:
         def out(state: Any, **kw: Any) -> Outcome:
@@ -70,7 +133,12 @@ class Runner:
                 if not done.ok:
                     return out("failed", error=f"{dep.kind} {dep.key!r} failed: {done.error}")
                 inputs = {**inputs, field: done.asset_id}
-        entry = await self._journal.get(key) if self._journal else None
+                if isinstance(dep.value, Scene) and dep.value.duration_seconds is not None:
+                    self._scene_seconds.setdefault(dep.value.id, dep.value.duration_seconds)
+        try:
+            entry = await self._journal.get(key)
+        except JournalError as exc:
+            return out("not_submitted", error=f"not sent: {exc}")
         async with self._active:
             try:
                 prepared = await self.client.renders.prepare(**inputs)
@@ -80,28 +148,38 @@ class Runner:
             job_id: str | None = None
             attempts, fell_back, fast = 0, False, prepared.fast
             if entry is not None:
-                resumed = self._resume(key, entry, fp)
+                resumed = self._resume(key, "render", entry, fp)
                 if isinstance(resumed, Outcome):
                     return resumed
                 job_id = resumed
+            folders = await _ready_folders(output=output, mask_output=mask_output)
+            if folders is not None and job_id is None:
+                return out("not_submitted", error=folders)  # before anything is paid for
+            if (est_seconds is None and prepared.estimated_credits is None
+                    and isinstance(inputs.get("scene_id"), str)
+                    and inputs.get("driving_video_url") is None):
+                # A scene render is as long as its scene (§2.11 duration_seconds, §7).
+                est_seconds = await self._scene_length(inputs["scene_id"])
             cost = cost_of(prepared, est_seconds)
             if job_id is None:
-                refusal = self._refuse(cost, priced=cost is not None)
+                refusal = await self._account.reserve(cost)
                 if refusal:
                     return out("not_submitted", error=refusal, credits=cost)
-                self.credits_committed += cost or 0
                 try:
                     sub = await self._sub.render(key, prepared, fp, inputs)
                 except NotSent as ns:
-                    self.credits_committed -= cost or 0
+                    if ns.state == "ambiguous":
+                        # The job may exist and be billed: its credits stay committed.
+                        return out(ns.state, error=ns.reason, error_code=ns.code,
+                                   credits=cost, attempts=ns.attempts)
+                    await self._account.refund(cost or 0)
                     return out(ns.state, error=ns.reason, error_code=ns.code, credits=0,
                                attempts=ns.attempts)
                 job_id, attempts, fell_back, fast = (sub.job_id, sub.attempts, sub.fell_back,
                                                      sub.fast)
                 if fell_back and cost is not None:
                     # Submitted standard after all: half the fast price (§7).
-                    self.credits_committed -= cost - cost // 2
-                    cost //= 2
+                    cost = await self._account.settle_fallback(cost)
             common = dict(job_id=job_id, credits=cost, attempts=attempts, fast=fast,
                           fallback_used=fell_back)
             final = await self._poll(key, job_id)
@@ -109,104 +187,143 @@ class Runner:
                 return out("failed", error=final, **common)
             if not final.is_complete:
                 if final.status != "complete":  # refunded by the API (§7)
-                    self.credits_committed -= cost or 0
+                    await self._account.refund(cost or 0)
                 await self._record_final(key, final.status, (), final.error_message)
                 return out("cancelled" if final.status == "cancelled" else "failed",
                            status=final.status, error=final.error_message or final.error,
                            error_code=final.error_code, **common)
-            try:
-                paths = await self._download(key, final, output, mask_output)
-            except DownloadError as exc:
-                return out("failed", status=final.status, error=str(exc), **common)
+            paths, not_fetched = await self._download(key, final, output, mask_output)
+            if not_fetched is not None:
+                # Paid for and finished: never "failed". The journal keeps the job at
+                # "submitted", so a rerun polls it and downloads again.
+                return out("complete", status="complete", outputs=paths, downloaded=False,
+                           download_error=not_fetched, **common)
             await self._record_final(key, "complete", paths, None)
             return out("complete", status="complete", outputs=paths, **common)
 
-    def _resume(self, key: str, entry: JournalEntry, fp: str) -> Outcome | str | None:
+    def _resume(self, key: str, kind: WorkKind, entry: JournalEntry,
+                fp: str) -> Outcome | str | None:
         """What the journal says about ``key``: an outcome, a job or asset id to resume,
         or None (submit it)."""
         if entry.fingerprint != fp:
-            return Outcome(key, entry.kind, "not_submitted",
+            return Outcome(key, kind, "not_submitted",
                            error="the journal has this key with different inputs; use a new key")
         if entry.state == "final":
             if entry.final_status not in ("complete", "ready"):
                 # Finished work is not redone silently: a failed job was refunded, and
                 # trying again is the caller's call (use a new key).
-                return Outcome(key, entry.kind, "failed", job_id=entry.job_id,
+                return Outcome(key, kind, "failed", job_id=entry.job_id,
                                status=entry.final_status,
                                error=f"ended {entry.final_status} in an earlier run: "
                                      f"{entry.error or 'no reason recorded'}")
             if entry.kind == "render" and all(Path(p).exists() for p in entry.outputs):
-                return Outcome(key, entry.kind, "skipped", job_id=entry.job_id,
+                return Outcome(key, kind, "skipped", job_id=entry.job_id,
                                status=entry.final_status,
                                outputs=tuple(Path(p) for p in entry.outputs))
             return entry.job_id  # outputs gone (or an asset to look up): resume it
         if entry.state == "submitted":
             return entry.job_id
-        if entry.state == "sending" and not self._resubmit_ambiguous:
-            return Outcome(key, entry.kind, "ambiguous",
+        if entry.state == "sending" and not self.ctx.resubmit_ambiguous:
+            return Outcome(key, kind, "ambiguous",
                            error="an earlier run may have created this (its request was "
                                  "sent but no answer was recorded); check your Viggle "
                                  "account, and to submit it again pass resubmit_ambiguous=True "
                                  "(CLI: --resubmit-ambiguous)")
         return None  # "intent" never reached the API: safe to submit
 
-    def _refuse(self, cost: int | None, *, priced: bool) -> str | None:
-        if self._sub.stopped:
-            return self._sub.stopped
-        if self._budget is not None:
-            if not priced or cost is None:
-                return ("credit_budget is set but this render's cost cannot be read locally "
-                        "(URL or scene input); pass estimated_seconds=")
-            if self.credits_committed + cost > self._budget:
-                return (f"over credit_budget: {self.credits_committed} committed + {cost} "
-                        f"> {self._budget:g}")
-        return None
+    async def _scene_length(self, scene_id: str) -> float | None:
+        """The scene's ``duration_seconds`` (Get Scene, §2.11), asked once per scene; None
+        when the API does not say or cannot be asked (then the render is not priced)."""
+        async with self._scene_locks.setdefault(scene_id, anyio.Lock()):
+            if scene_id not in self._scene_seconds:
+                try:
+                    scene = await self.client.scenes.get(scene_id)
+                except (APIError, TransportError, ResponseFormatError):
+                    return None  # not cached: the next render of this scene asks again
+                self._scene_seconds[scene_id] = scene.duration_seconds
+            return self._scene_seconds[scene_id]
 
     async def _poll(self, key: str, job_id: str) -> RenderStatus | str:
         """Wait for a terminal status through the shared scheduler; a str is an error."""
-        deadline = (None if self._render_timeout is None
-                    else self._clock.now() + self._render_timeout)
+        timeout = self.ctx.render_timeout
+        deadline = None if timeout is None else self._clock.now() + timeout
 
         def update(status: RenderStatus) -> None:
             self._emit(Progress(key, job_id, status.status, status.progress_pct,
                                 status.checkpoint))
 
-        self._running_jobs[key] = job_id
+        self._jobs.polling(key, job_id)
         # Not in a finally: a cancelled poll stays listed, so __aexit__ can cancel the job.
         result = await self._poll_loop(job_id, deadline, update)
-        self._running_jobs.pop(key, None)
+        self._jobs.finished(key)
         return result
 
     async def _poll_loop(self, job_id: str, deadline: float | None,
                          update: Callable[[RenderStatus], None]) -> RenderStatus | str:
+        """Poll until terminal; a str says why we stopped waiting (the job may go on)."""
+        unreadable = 0
         while True:
             try:
                 return await self._scheduler.wait(job_id, deadline=deadline, on_update=update)
-            except RateLimitError as exc:
-                self._scheduler.pause_until(self._clock.now() + (exc.retry_after or 5.0))
-            except (TransportError, APIError) as exc:
-                if not _transient(exc):
+            except PollDeadlineExceeded as exc:
+                return f"gave up waiting (render_timeout): {exc}"
+            except (APIError, TransportError) as exc:
+                pause = _pause_of(exc)
+                if pause is not None:
+                    # 429, or a 5xx with Retry-After (a 503 under load): the API asks every
+                    # client to wait, so every poll of this supervisor waits (§1.5, §4).
+                    await self._account.pause_polls(self._clock.now() + pause)
+                    self._scheduler.pause_until(await self._account.polls_paused_until())
+                elif not _transient(exc):
                     return f"status polling failed: {exc}"
-            except Exception as exc:  # the scheduler's deadline
-                return f"gave up waiting: {exc}"
+            except ResponseFormatError as exc:
+                # A status we cannot read (e.g. "complete" with no cdn_url yet) is not an
+                # end: the job exists and is paid for. Poll again, a bounded number of times.
+                unreadable += 1
+                if unreadable >= _MAX_UNREADABLE:
+                    return f"status unreadable {unreadable} times in a row: {exc}"
 
     async def _download(self, key: str, final: RenderStatus, output: str | Path | None,
-                        mask_output: str | Path | None) -> tuple[Path, ...]:
-        paths = []
-        for url, dest in ((final.cdn_url, output), (final.mask_cdn_url, mask_output)):
-            if url is None or dest is None:
+                        mask_output: str | Path | None
+                        ) -> tuple[tuple[Path, ...], str | None]:
+        """Fetch the outputs asked for; the paths written and, if one could not be fetched
+        after ``_DOWNLOAD_ATTEMPTS`` tries, why (else None).
+
+        Between tries it waits (full jitter) and asks the API for the job again: a signed
+        CDN URL that expired (403/404/410) comes back fresh (§2.3)."""
+        paths: list[Path] = []
+        status = final
+        for which, dest in (("cdn_url", output), ("mask_cdn_url", mask_output)):
+            if dest is None or getattr(status, which) is None:
                 continue
-            for attempt in range(3):
+            attempt = 0
+            while True:
+                url: str = getattr(status, which)
                 try:
                     path = await self.client.download(url, dest,
                                                       on_progress=self._progress(key, dest))
                     break
-                except DownloadError:
-                    if attempt == 2:
-                        raise
+                except InvalidInputError as exc:  # the destination itself: retrying is futile
+                    return tuple(paths), f"{which}: {exc}"
+                except DownloadError as exc:
+                    attempt += 1
+                    if attempt >= _DOWNLOAD_ATTEMPTS:
+                        return tuple(paths), f"{which} after {attempt} tries: {exc}"
+                    delay = full_jitter(attempt, base=1.0, cap=30.0, rand=self._rand)
+                    self._emit(Backoff(key, "download", delay))
+                    await self._clock.sleep_until(self._clock.now() + delay)
+                    status = await self._refresh(final.job_id, status)
             self._emit(Downloaded(key, path, path.stat().st_size))
             paths.append(path)
-        return tuple(paths)
+        return tuple(paths), None
+
+    async def _refresh(self, job_id: str, status: RenderStatus) -> RenderStatus:
+        """The job's current status, for fresh output URLs; ``status`` if none comes."""
+        try:
+            fresh = await self.client.renders.get(job_id)
+        except (APIError, TransportError, ResponseFormatError):
+            return status  # retry the old URL; the next try asks again
+        return fresh if fresh.is_complete else status
 
     def _progress(self, key: str, dest: str | Path) -> Callable[[int, int | None], None]:
         path = Path(dest)
@@ -214,18 +331,20 @@ class Runner:
 
     async def _record_final(self, key: str, status: str, outputs: tuple[Path, ...],
                             error: str | None) -> None:
-        if self._journal:
-            await self._journal.record_final(key, status, [str(p) for p in outputs], error)
+        await self._journal.record_final(key, status, [str(p) for p in outputs], error)
 
     # --- characters and scenes -------------------------------------------------------
 
-    async def _asset(self, handle: Handle, cost: int, prepare: Callable[[], Awaitable[str]],
+    async def asset(self, handle: Handle, cost: int, prepare: Callable[[], Awaitable[str]],
                      create: Callable[[Hook], Awaitable[Any]],
                      get: Callable[[str], Awaitable[Any]],
                      wait: Callable[..., Awaitable[Any]]) -> Outcome:
         """Create (or, from the journal, find) a character or scene and wait until ready."""
         key, kind = handle.key, handle.kind
-        entry = await self._journal.get(key) if self._journal else None
+        try:
+            entry = await self._journal.get(key)
+        except JournalError as exc:
+            return Outcome(key, kind, "not_submitted", error=f"not sent: {exc}")
         attempts = 0
         segments: tuple[Segment, ...] = _segments_from(entry.outputs) if entry else ()
         async with self._active:
@@ -235,21 +354,21 @@ class Runner:
                 return Outcome(key, kind, "not_submitted", error=str(exc))
             asset_id = None
             if entry is not None:
-                resumed = self._resume(key, entry, fp)
+                resumed = self._resume(key, kind, entry, fp)
                 if isinstance(resumed, Outcome):
                     return resumed
                 asset_id = resumed
             try:
                 if asset_id is None:
-                    refusal = self._refuse(cost, priced=True)
+                    refusal = await self._account.reserve(cost)
                     if refusal:
                         return Outcome(key, kind, "not_submitted", error=refusal)
-                    self.credits_committed += cost
                     try:
                         created, attempts = await self._sub.asset(key, kind, fp, create,
                                                                   lambda a: str(a.id))
                     except NotSent as ns:
-                        self.credits_committed -= cost
+                        if ns.state != "ambiguous":  # else it may exist and be billed
+                            await self._account.refund(cost)
                         return Outcome(key, kind, ns.state, error=ns.reason,
                                        error_code=ns.code, attempts=ns.attempts)
                     asset_id = created.id
@@ -259,17 +378,24 @@ class Runner:
                     handle.value = _with_segments(await get(asset_id), segments)
                     return Outcome(key, kind, "skipped", asset_id=asset_id,
                                    status=handle.value.status)
-                ready = _with_segments(await wait(asset_id, poll_interval=self._asset_poll),
+                ready = _with_segments(await wait(asset_id, poll_interval=self.ctx.asset_poll),
                                        segments)
             except NotFoundError as exc:
                 return Outcome(key, kind, "failed", asset_id=asset_id, error_code=exc.error_code,
                                error=f"{kind} {asset_id} is gone: {exc}; use a new key")
-            except ViggleError as exc:
+            except AssetFailedError as exc:  # the API says it failed: final
                 await self._record_final(key, "failed", (), str(exc))
                 return Outcome(key, kind, "failed", asset_id=asset_id, error=str(exc),
-                               error_code=getattr(exc, "error_code", None), attempts=attempts)
-        if self._journal:
-            await self._journal.record_final(key, ready.status, _segment_outputs(segments))
+                               error_code=getattr(exc.asset, "error_code", None),
+                               attempts=attempts)
+            except (APIError, TransportError, ResponseFormatError, WaitTimeoutError) as exc:
+                # Only waiting failed: the asset exists (and a character is paid for), so the
+                # journal keeps its id and a rerun resumes it instead of paying again.
+                return Outcome(key, kind, "failed", asset_id=asset_id, attempts=attempts,
+                               error=f"waiting for {kind} {asset_id} failed (a rerun "
+                                     f"resumes it): {exc}",
+                               error_code=getattr(exc, "error_code", None))
+        await self._journal.record_final(key, ready.status, _segment_outputs(segments))
         handle.value = ready
         return Outcome(key, kind, "complete", asset_id=ready.id, status=ready.status,
                        credits=cost, attempts=attempts)
@@ -305,6 +431,41 @@ def cost_of(prepared: PreparedCreate, est_seconds: float | None) -> int | None:
     if est_seconds is None:
         return None
     return math.ceil(est_seconds) * (2 if prepared.fast else 1)
+
+
+async def _ready_folders(**dests: str | Path | None) -> str | None:
+    """Create the folders the outputs go to (as the CLI does); why not, or None."""
+    for field, dest in dests.items():
+        if dest is None:
+            continue
+        path = Path(dest)
+        try:
+            if await anyio.to_thread.run_sync(path.is_dir):
+                return f"{field}: {str(path)!r} is a directory. Fix: pass a file path"
+            await anyio.to_thread.run_sync(functools.partial(
+                path.parent.mkdir, parents=True, exist_ok=True))
+        except OSError as exc:
+            return (f"{field}: cannot create the folder {str(path.parent)!r} "
+                    f"({exc.strerror or exc}). Fix: pass an output path in a writable folder")
+    return None
+
+
+# Tries per output before a complete render is reported not downloaded.
+_DOWNLOAD_ATTEMPTS = 4
+# Unreadable status answers in a row before a job's wait gives up (it stays resumable).
+_MAX_UNREADABLE = 10
+
+
+def _pause_of(exc: APIError | TransportError) -> float | None:
+    """Seconds the API asked every client to wait, or None: a 429 (5 s when it gave no
+    Retry-After) or a 5xx that carries a Retry-After."""
+    if isinstance(exc, RateLimitError):
+        return exc.retry_after if exc.retry_after is not None else 5.0
+    if isinstance(exc, APIError) and exc.status >= 500:
+        # ``retry_after`` on 5xx errors comes with the request path's parsing of the header.
+        retry_after = getattr(exc, "retry_after", None)
+        return float(retry_after) if isinstance(retry_after, int | float) else None
+    return None
 
 
 def _transient(exc: Exception) -> bool:

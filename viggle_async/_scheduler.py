@@ -36,6 +36,7 @@ from ._polling import (
     PollDeadlineExceeded,
     PollPolicy,
     PollSchedulerClosed,
+    PollState,
     PollStats,
     PollView,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "PollPolicy",
     "PollScheduler",
     "PollSchedulerClosed",
+    "PollState",
     "PollStats",
     "PollView",
 ]
@@ -53,20 +55,17 @@ R = TypeVar("R")
 
 
 class _Job(Generic[R]):
-    __slots__ = ("fingerprint", "gen", "interval", "job_id", "last", "p0", "polling", "seen",
-                 "t0", "waiters")
+    __slots__ = ("fingerprint", "gen", "job_id", "last", "polling", "seen", "state", "waiters")
 
-    def __init__(self, job_id: str, interval: float) -> None:
+    def __init__(self, job_id: str, state: PollState) -> None:
         self.job_id = job_id
         self.waiters: list[_Waiter[R]] = []
         self.polling = False
         self.gen = 0  # a heap entry is live only while its gen matches
-        self.interval = interval
+        self.state = state  # the policy's memory of this job
         self.last: R | None = None
         self.seen = False
         self.fingerprint: Hashable = None
-        self.p0: float | None = None  # first progress sample of the current run, and its time
-        self.t0 = 0.0
 
 
 class _Waiter(Generic[R]):
@@ -213,7 +212,7 @@ class PollScheduler(Generic[R]):
         now = self._clock.now()
         job = self._jobs.get(job_id)
         if job is None:
-            job = _Job(job_id, self._policy.first_delay)
+            job = _Job(job_id, self._policy.first_state())
             self._jobs[job_id] = job
             delay = self._policy.first_delay if first_delay is None else first_delay
             self._schedule(job, now + delay * self._jitter())
@@ -343,27 +342,8 @@ class PollScheduler(Generic[R]):
             self._schedule(job, now + self._interval(job, view, moved, now) * self._jitter())
 
     def _interval(self, job: _Job[R], view: PollView, moved: bool, now: float) -> float:
-        pol = self._policy
-        pct = view.progress_pct
-        interval: float | None = None
-        if pct is None:
-            job.p0 = None
-        elif job.p0 is None or pct < job.p0:
-            job.p0, job.t0 = pct, now  # first sample, or progress restarted
-        elif pct > job.p0 and now > job.t0:
-            # Average rate since the first sample is steadier than the last step's rate.
-            rate = (pct - job.p0) / (now - job.t0)
-            remaining = max(0.0, 100.0 - pct) / rate
-            if remaining > 0 or moved:
-                interval = remaining * pol.aim
-            # else: past the estimated end and nothing moves (e.g. a final merge): back off.
-        if interval is None:
-            if moved:
-                interval = min(job.interval / pol.growth, pol.first_delay)
-            else:
-                interval = job.interval * pol.growth
-        interval = min(max(interval, pol.min_interval), pol.max_interval)
-        job.interval = interval
+        interval, job.state = self._policy.next_interval(
+            job.state, progress_pct=view.progress_pct, moved=moved, now=now)
         return interval
 
     def _jitter(self) -> float:

@@ -1,14 +1,18 @@
 """Sending creates for the supervisor under the shared rules.
 
 A fast-capacity gate shared by every fast render (400 CS-UORC01-001: one probe at a time
-with capped full-jitter backoff, then everyone goes), a shared pause on 429, a stop on 402,
-and the journal steps around each create (viggle-api.md §4, §5, §7). A create is resent only
-when the API cannot have made the job: it answered 429 or capacity, or the connection failed
-before the last bytes went out. Anything else that may have reached the API is *ambiguous*.
+with capped full-jitter backoff, then everyone goes), a shared pause on 429, a stop on 402
+(all three kept by the ``AccountState``), and the journal steps around each create
+(viggle-api.md §4, §5, §7). A create is resent only when the API cannot have made the job:
+it answered 429 or capacity, or the connection failed before the last bytes went out.
+Anything else that may have reached the API is *ambiguous*: a 5xx, an HTML or empty page, a
+redirect or an unreadable 2xx may come from a gateway that already forwarded the request, so
+only a documented refusal (``_proves_no_job``) puts a journal entry back to ``intent``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -16,18 +20,32 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import attrs
 
+from ._account import AccountState
 from ._backoff import full_jitter
 from ._errors import (
     APIError,
+    AuthenticationError,
+    BadRequestError,
     FastModeUnavailableError,
     InsufficientCreditsError,
+    NotFoundError,
     RateLimitError,
+    ResponseFormatError,
     TransportError,
 )
-from ._events import Backoff, Event, FastFallback, OutcomeState, Submitted, Uploading
-from ._journal import Journal
+from ._events import (
+    Backoff,
+    Event,
+    FastFallback,
+    OutcomeState,
+    Submitted,
+    Uploading,
+    WorkKind,
+)
+from ._journal import JournalError
 from ._models import RenderJob
 from ._resources import PreparedCreate
+from ._run_journal import RunJournal
 
 if TYPE_CHECKING:
     from ._client import ViggleClient
@@ -78,25 +96,38 @@ def fingerprint(prepared: PreparedCreate, extra: str = "") -> str:
     return h.hexdigest()[:32]
 
 
-class _Gate:
-    """Fast-mode capacity, shared by every fast submission."""
+# The answers that prove a create made no job: the documented refusals (viggle-api.md §1.5,
+# §5: validation and fast capacity are 400/422, auth 401/403, credits 402, a missing
+# character or scene 404) and 429 (rate limited before the job was made).
+_REFUSALS = (BadRequestError, AuthenticationError, InsufficientCreditsError, NotFoundError,
+             RateLimitError)
 
-    def __init__(self) -> None:
-        self.open = True
-        self.lock = anyio.Lock()
-        self.failures = 0
-        self.rejections = 0
+# What a create may raise besides cancellation: an answer, no answer, or an unreadable one.
+CreateError = (APIError, TransportError, ResponseFormatError)
+
+
+def _proves_no_job(exc: BaseException) -> bool:
+    """True only when ``exc`` proves the create made no job, so it may be sent again.
+
+    A documented refusal, or a connection that failed before the request could be complete
+    (``may_have_reached_server`` False). A 5xx, a 3xx, another 4xx, or an answer that is
+    not JSON may come from a gateway that forwarded the request: the job may exist.
+    """
+    if isinstance(exc, TransportError):
+        return not exc.may_have_reached_server
+    return isinstance(exc, _REFUSALS)
 
 
 class Submitter:
     """Sends every create of one supervisor; see the module docstring for the rules."""
 
-    def __init__(self, client: ViggleClient, *, journal: Journal | None,
+    def __init__(self, client: ViggleClient, *, account: AccountState, journal: RunJournal,
                  uploads: anyio.Semaphore, fallback: FastFallbackPolicy,
                  capacity_backoff: tuple[float, float], rand: Callable[[], float],
-                 emit: Callable[[Event], None], on_created: Callable[[str, str, str], None]):
+                 emit: Callable[[Event], None], on_created: Callable[[str, WorkKind, str], None]):
         self.client = client
         self._clock = client.clock
+        self._account = account
         self._journal = journal
         self._uploads = uploads
         self._fallback = fallback
@@ -104,62 +135,59 @@ class Submitter:
         self._rand = rand
         self._emit = emit
         self._on_created = on_created  # (key, kind, id): called before the id is journaled
-        self.gate = _Gate()
-        self.paused_until = 0.0
-        self.stopped: str | None = None  # why new submissions stopped (402)
 
     async def render(self, key: str, prepared: PreparedCreate, fp: str,
                      inputs: dict[str, Any]) -> Submission:
         """Create a render job, through the capacity gate, falling back to standard as the
         policy says."""
+        account = self._account
         attempts, rejections, fell_back = 0, 0, False
         first_rejection: float | None = None
         fast = prepared.fast
         while True:
-            self._check_stopped(attempts)
-            await self._clock.sleep_until(self.paused_until)
-            probing = fast and not self.gate.open
-            if probing:
-                await self.gate.lock.acquire()
-                if self.gate.open:  # another probe succeeded while we queued
-                    self.gate.lock.release()
-                    probing = False
-                else:
-                    delay = full_jitter(self.gate.failures, base=self._capacity_backoff[0],
-                                        cap=self._capacity_backoff[1], rand=self._rand)
-                    self._emit(Backoff(key, "capacity", delay))
-                    await self._clock.sleep_until(self._clock.now() + delay)
-            try:
-                async with self._uploads:
-                    self._check_stopped(attempts)  # a 402 arrived while we queued for a slot
-                    if fast and not probing and not self.gate.open:
-                        continue  # capacity ran out while we queued for a slot: probe first
-                    attempts += 1
-                    job = await self._once(key, "render", fp,
-                                           self._render_call(key, prepared), lambda j: j.job_id)
-                if fast:
-                    self.gate.open, self.gate.failures = True, 0
-                self._emit(Submitted(key, job.job_id, attempts, fast))
-                return Submission(job.job_id, attempts, fell_back, fast)
-            except FastModeUnavailableError:
-                self.gate.open = False
-                self.gate.failures += 1
-                self.gate.rejections += 1
-                rejections += 1
-                now = self._clock.now()
-                first_rejection = first_rejection if first_rejection is not None else now
-                policy = self._fallback
-                if ((policy.after_attempts is not None and rejections >= policy.after_attempts)
-                        or (policy.after_seconds is not None
-                            and now - first_rejection >= policy.after_seconds)):
-                    self._emit(FastFallback(key, rejections))
-                    prepared = await self.client.renders.prepare(**{**inputs, "fast": False})
-                    fast, fell_back = False, True
-            except (RateLimitError, InsufficientCreditsError, TransportError, APIError) as exc:
-                await self._not_created(key, exc, attempts)
-            finally:
-                if probing:
-                    self.gate.lock.release()
+            await self._check_stopped(attempts)
+            await self._clock.sleep_until(await account.creates_paused_until())
+            async with contextlib.AsyncExitStack() as probe:
+                probing = False
+                if fast and not await account.fast_open():
+                    failures = await probe.enter_async_context(account.probe())
+                    if failures is None:  # another probe succeeded while we queued
+                        await probe.aclose()
+                    else:
+                        probing = True
+                        delay = full_jitter(failures, base=self._capacity_backoff[0],
+                                            cap=self._capacity_backoff[1], rand=self._rand)
+                        self._emit(Backoff(key, "capacity", delay))
+                        await self._clock.sleep_until(self._clock.now() + delay)
+                try:
+                    async with self._uploads:
+                        await self._check_stopped(attempts)  # a 402 came while we queued
+                        if fast and not probing and not await account.fast_open():
+                            continue  # capacity ran out while we queued for a slot: probe
+                        attempts += 1
+                        job = await self._once(key, "render", fp,
+                                               self._render_call(key, prepared),
+                                               lambda j: j.job_id)
+                    if fast:
+                        await account.fast_accepted()
+                    self._emit(Submitted(key, job.job_id, attempts, fast))
+                    return Submission(job.job_id, attempts, fell_back, fast)
+                except FastModeUnavailableError:
+                    await account.fast_refused()
+                    rejections += 1
+                    now = self._clock.now()
+                    first_rejection = first_rejection if first_rejection is not None else now
+                    policy = self._fallback
+                    if ((policy.after_attempts is not None
+                         and rejections >= policy.after_attempts)
+                            or (policy.after_seconds is not None
+                                and now - first_rejection >= policy.after_seconds)):
+                        self._emit(FastFallback(key, rejections))
+                        prepared = await self.client.renders.prepare(
+                            **{**inputs, "fast": False})
+                        fast, fell_back = False, True
+                except CreateError as exc:
+                    await self._not_created(key, exc, attempts)
 
     def _render_call(self, key: str,
                      prepared: PreparedCreate) -> Callable[[Hook], Awaitable[RenderJob]]:
@@ -169,76 +197,105 @@ class Submitter:
                 on_upload=lambda sent, total: self._emit(Uploading(key, sent, total)))
         return call
 
-    async def asset(self, key: str, kind: str, fp: str, create: Callable[[Hook], Awaitable[T]],
+    async def asset(self, key: str, kind: WorkKind, fp: str, create: Callable[[Hook], Awaitable[T]],
                     ident: Callable[[T], str]) -> tuple[T, int]:
         """Create a character or scene; returns it and the create requests sent."""
         attempts = 0
         while True:
-            self._check_stopped(attempts)
-            await self._clock.sleep_until(self.paused_until)
+            await self._check_stopped(attempts)
+            await self._clock.sleep_until(await self._account.creates_paused_until())
             try:
                 async with self._uploads:
-                    self._check_stopped(attempts)
+                    await self._check_stopped(attempts)
                     attempts += 1
                     return await self._once(key, kind, fp, create, ident), attempts
-            except (RateLimitError, InsufficientCreditsError, TransportError, APIError) as exc:
+            except CreateError as exc:
                 await self._not_created(key, exc, attempts)
 
-    def _check_stopped(self, attempts: int) -> None:
-        if self.stopped:
-            raise NotSent("not_submitted", self.stopped, attempts=attempts)
+    async def _check_stopped(self, attempts: int) -> None:
+        stopped = await self._account.stopped()
+        if stopped:
+            raise NotSent("not_submitted", stopped, attempts=attempts)
 
-    async def _once(self, key: str, kind: str, fp: str, create: Callable[[Hook], Awaitable[T]],
+    async def _once(self, key: str, kind: WorkKind, fp: str, create: Callable[[Hook], Awaitable[T]],
                     ident: Callable[[T], str]) -> T:
-        """One create request, journaled: intent, sending, then the id."""
+        """One create request, journaled: intent, sending, then the id.
+
+        A journal that cannot record the intent or the send raises NotSent (nothing was
+        sent); one that cannot record the id keeps it (``RunJournal.unjournaled``)."""
         journal = self._journal
-        if journal:
-            # Every attempt starts as an intent: the previous one was answered (429,
-            # capacity) or never connected, so no job exists. replace=True because the
-            # caller's resume step already decided; the journal still refuses a known job id.
-            await journal.record_intent(key, kind, fp, replace=True)
+        # Every attempt starts as an intent: the previous one was refused (429, capacity)
+        # or never connected, so no job exists.
+        try:
+            await journal.record_intent(key, kind, fp)
+        except JournalError as exc:
+            raise NotSent("not_submitted", f"not sent: {exc}") from None
+        marked = False
+        journal_failed: JournalError | None = None
         with anyio.CancelScope() as scope:
-            marked = False
 
             async def before_last_bytes() -> None:
-                nonlocal marked
-                # The client may resend after a 429 answer; "sending" is already recorded.
-                if journal and not marked:
-                    await journal.mark_sending(key)
-                marked = True
+                nonlocal marked, journal_failed
                 # From here the job may exist: if we are cancelled now, still wait for the
                 # answer (bounded by the read timeout) so its id is journaled and, with
                 # cancel_remote, cancelled; otherwise a rerun could only call it ambiguous.
+                # Shielded before "sending" is written, so a cancel that arrives while it is
+                # being written cannot leave it "sending" with the request abandoned.
                 scope.shield = True
+                # The client may resend after a 429 answer; "sending" is already recorded.
+                if not marked:
+                    try:
+                        await journal.mark_sending(key)
+                    except JournalError as exc:
+                        # Raised before the last bytes: the request is never complete.
+                        journal_failed = exc
+                        raise
+                marked = True
 
             try:
                 result = await create(before_last_bytes)
-            except APIError:
-                # The API answered (429, capacity, 402, 4xx): no job exists. Back to "intent",
-                # so a rerun may send it; left at "sending" it would look ambiguous.
-                if journal and marked:
-                    await journal.record_intent(key, kind, fp, replace=True)
+            except Exception as exc:
+                if journal_failed is not None:
+                    raise NotSent("not_submitted", f"not sent: {journal_failed}") from None
+                if not isinstance(exc, CreateError):
+                    raise
+                # A documented refusal (429, capacity, 402, 4xx) proves no job exists: back to
+                # "intent", so a rerun may send it. Anything else (5xx, HTML, no answer) leaves
+                # "sending": the job may exist, and a rerun reports it ambiguous.
+                # If the journal cannot, the entry stays "sending": ambiguous, never resent.
+                if marked and _proves_no_job(exc):
+                    with contextlib.suppress(JournalError):
+                        await journal.record_intent(key, kind, fp)
                 raise
             created = ident(result)
             self._on_created(key, kind, created)
-            if journal:
-                await journal.record_submitted(key, created)
+            await journal.record_submitted(key, created)  # keeps the id if it cannot
         return result
 
     async def _not_created(self, key: str, exc: Exception, attempts: int) -> None:
-        """After a create failed: wait and return to retry, or raise NotSent."""
+        """After a create failed: wait and return to retry, or raise NotSent.
+
+        Resent only after a refusal that asks for it (429) or a connection that never
+        carried the request; an answer that does not prove "no job" is ``ambiguous``."""
         if isinstance(exc, RateLimitError):
             delay = exc.retry_after if exc.retry_after is not None else 5.0
-            self.paused_until = max(self.paused_until, self._clock.now() + delay)
+            await self._account.pause_creates(self._clock.now() + delay)
             self._emit(Backoff(key, "rate_limit", delay))
         elif isinstance(exc, InsufficientCreditsError):
-            self.stopped = f"stopped after 402 ({exc.error_code}): {exc.message}"
-            raise NotSent("not_submitted", self.stopped, exc.error_code, attempts) from None
+            await self._account.stop(f"stopped after 402 ({exc.error_code}): {exc.message}")
+            reason = await self._account.stopped() or "stopped after 402"
+            raise NotSent("not_submitted", reason, exc.error_code, attempts) from None
+        elif not _proves_no_job(exc):
+            code = exc.error_code if isinstance(exc, APIError) else None
+            raise NotSent("ambiguous", f"{_AMBIGUOUS}: {exc}", code, attempts) from None
         elif isinstance(exc, TransportError):
-            if exc.may_have_reached_server:
-                raise NotSent("ambiguous", str(exc), attempts=attempts) from None
             delay = full_jitter(attempts, base=1.0, cap=30.0, rand=self._rand)
             self._emit(Backoff(key, "connect", delay))
             await self._clock.sleep_until(self._clock.now() + delay)
         elif isinstance(exc, APIError):
             raise NotSent("failed", str(exc), exc.error_code, attempts) from None
+
+
+_AMBIGUOUS = ("the create was sent and its answer does not prove that no job was made, so it "
+              "is not resent (check your Viggle account; to send it again pass "
+              "resubmit_ambiguous=True, CLI: --resubmit-ambiguous)")

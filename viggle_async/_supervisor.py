@@ -9,6 +9,9 @@ and a journal so a rerun never submits a job twice (viggle-api.md §4, §5, §7)
 from __future__ import annotations
 
 import contextlib
+import inspect
+import logging
+import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -18,6 +21,8 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
+from . import _journal as _journal_module
+from ._account import LocalAccountState
 from ._errors import ViggleError
 from ._events import (
     CharacterHandle,
@@ -26,14 +31,17 @@ from ._events import (
     Event,
     Failed,
     Handle,
+    JournalBusy,
     Outcome,
     Queued,
     RenderHandle,
     SceneHandle,
 )
 from ._journal import Journal, request_fingerprint
+from ._journal_sqlite import SQLiteJournal
 from ._models import RenderStatus
-from ._runner import Hook, Runner, cost_of, poll_view
+from ._run_journal import RunJournal
+from ._runner import Hook, JobRegistry, RunContext, Runner, cost_of, poll_view
 from ._scheduler import PollPolicy, PollScheduler
 from ._submitter import FastFallbackPolicy, Submitter, fingerprint
 
@@ -42,14 +50,21 @@ if TYPE_CHECKING:
 
 __all__ = ["FastFallbackPolicy", "Supervisor", "fingerprint"]
 
+logger = logging.getLogger("viggle_async")
 
-class Supervisor(Runner):
+
+class Supervisor:
     """Runs bulk work inside ``async with Supervisor(client, ...) as sup:``.
 
     ``sup.render(...)``, ``sup.character(...)`` and ``sup.scene(...)`` schedule at once and
     return awaitable handles; leaving the block waits for everything. An exception or
     cancellation inside the block cancels local work; with ``cancel_remote=True`` submitted
     renders still running are cancelled on the server (refunded), best effort.
+
+    ``journal`` is a ``Journal`` object, or a path (str or PathLike) to a SQLite journal
+    opened for the block and closed after it; anything else raises ``TypeError``. A journal
+    that cannot be written stops new creates, lets created work finish, and makes the block
+    raise ``JournalError`` naming every job id it could not record.
     """
 
     def __init__(
@@ -60,7 +75,7 @@ class Supervisor(Runner):
         max_polls: int = 8,
         max_active_jobs: int = 100,
         poll_rate: float = 20.0,
-        journal: Journal | None = None,
+        journal: Journal | str | os.PathLike[str] | None = None,
         credit_budget: float | None = None,
         fast_fallback: FastFallbackPolicy = FastFallbackPolicy(),
         resubmit_ambiguous: bool = False,
@@ -75,72 +90,113 @@ class Supervisor(Runner):
     ):
         self.client = client
         self._clock = client.clock
-        self._journal = journal
-        self._budget = credit_budget
-        self._resubmit_ambiguous = resubmit_ambiguous
+        self._journal_path: str | os.PathLike[str] | None = None
+        if isinstance(journal, (str, os.PathLike)):
+            self._journal_path, journal = journal, None  # opened in __aenter__
+        elif journal is not None and not _is_journal(journal):
+            raise TypeError(f"journal must be a Journal, a path (str or PathLike) or None, "
+                            f"not {type(journal).__name__}")
         self._cancel_remote = cancel_remote
-        self._render_timeout = render_timeout
-        self._asset_poll = asset_poll_interval  # §4: characters and scenes every 5 s
-        self._active = anyio.Semaphore(max_active_jobs)
-        self.credits_committed = 0
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._tg: TaskGroup | None = None
         self._subscribers: list[MemoryObjectSendStream[Event]] = []
         self._keys: set[str] = set()
-        self._running_jobs: dict[str, str] = {}  # key -> render job id, created and not final
-        self._sub = Submitter(client, journal=journal, uploads=anyio.Semaphore(max_uploads),
-                              fallback=fast_fallback, capacity_backoff=capacity_backoff,
-                              rand=rand, emit=self._emit, on_created=self._created)
+        # The shared state, each piece with one owner; the flows get them as one context.
+        self._account = LocalAccountState(budget=credit_budget)
+        self._journal = RunJournal(journal, on_failure=self._account.stop)
+        self._jobs = JobRegistry()
+        submitter = Submitter(client, account=self._account, journal=self._journal,
+                              uploads=anyio.Semaphore(max_uploads), fallback=fast_fallback,
+                              capacity_backoff=capacity_backoff, rand=rand, emit=self._emit,
+                              on_created=self._jobs.created)
         self._scheduler: PollScheduler[RenderStatus] = PollScheduler(
             client.renders.get, poll_view, clock=self._clock, rand=rand, max_in_flight=max_polls,
             max_rate=poll_rate, policy=poll_policy)
-        self._tg: TaskGroup | None = None
+        self._runner = Runner(RunContext(
+            client=client, account=self._account, journal=self._journal,
+            scheduler=self._scheduler, submitter=submitter, jobs=self._jobs, emit=self._emit,
+            active=anyio.Semaphore(max_active_jobs), rand=rand,
+            resubmit_ambiguous=resubmit_ambiguous, render_timeout=render_timeout,
+            asset_poll=asset_poll_interval))  # §4: characters and scenes every 5 s
 
     @property
     def capacity_rejections(self) -> int:
         """Fast-capacity rejections (400 CS-UORC01-001) seen so far."""
-        return self._sub.gate.rejections
+        return self._account.rejections_now
+
+    @property
+    def credits_committed(self) -> int:
+        """Credits reserved for work sent (or possibly sent) and not refunded."""
+        return self._account.committed_now
 
     # --- context ---------------------------------------------------------------------
 
     async def __aenter__(self) -> Supervisor:
-        await self._scheduler.__aenter__()
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
+        async with contextlib.AsyncExitStack() as stack:
+            if self._journal_path is not None:
+                store = await _open_journal(self._journal_path, self.on_journal_busy)
+                stack.push_async_callback(store.close)
+                self._journal.journal = store
+            await stack.enter_async_context(self._scheduler)
+            stack.callback(self._close_streams)
+            # Runs after the work ends and before the scheduler closes: a block that failed
+            # or was cancelled while waiting still reaches its running jobs.
+            stack.push_async_exit(self._after_work)
+            self._tg = await stack.enter_async_context(anyio.create_task_group())
+            self._stack = stack.pop_all()
         return self
 
     async def __aexit__(self, *exc_info: Any) -> bool | None:
-        assert self._tg is not None
+        assert self._stack is not None
+        if exc_info[0] is not None and self._cancel_remote:
+            await self._cancel_running()
         try:
-            if exc_info[0] is not None and self._cancel_remote:
-                await self._cancel_running()
-            try:
-                return await self._tg.__aexit__(*exc_info)
-            except BaseException:
-                # Cancelled (or failed) while waiting for the work: the same as above.
-                if self._cancel_remote:
-                    await self._cancel_running()
-                raise
-        finally:
-            await self._scheduler.__aexit__(None, None, None)
-            for stream in self._subscribers:
-                stream.close()
+            suppress = await self._stack.__aexit__(*exc_info)
+        except BaseException as exc:
+            self._note_journal_failure(exc)  # the block's own error wins; keep the ids
+            raise
+        failure = self._journal.error()
+        if failure is not None:
+            if exc_info[0] is None or suppress:
+                # Every outcome is set by now, created job ids included; this names the ids
+                # the journal lacks, so none is lost.
+                raise failure
+            self._note_journal_failure(exc_info[1])
+        return suppress
+
+    def _note_journal_failure(self, exc: object) -> None:
+        failure = self._journal.error()
+        if failure is not None and isinstance(exc, BaseException):
+            exc.add_note(str(failure))
+
+    async def _after_work(self, exc_type: type[BaseException] | None, *_: Any) -> bool:
+        if exc_type is not None and self._cancel_remote:
+            await self._cancel_running()
+        return False
+
+    def _close_streams(self) -> None:
+        for stream in self._subscribers:
+            stream.close()
+
+    def on_journal_busy(self, waited_s: float) -> None:
+        """Report a journal store's wait for its lock (``waited_s`` seconds) as a
+        ``JournalBusy`` event; pass it as a store's ``on_busy`` callback."""
+        self._emit(JournalBusy(waited_s))
 
     async def _cancel_running(self) -> None:
         with anyio.CancelScope(shield=True), anyio.move_on_after(30):
-            while self._running_jobs:
-                key, job_id = self._running_jobs.popitem()
+            while (running := self._jobs.take_running()) is not None:
+                key, job_id = running
                 try:
                     await self.client.renders.cancel(job_id)
-                    await self._record_final(key, "cancelled", (), "cancelled on the server")
+                    await self._journal.record_final(key, "cancelled", (),
+                                                    "cancelled on the server")
                     self._emit(Failed(key, Outcome(key, "render", "cancelled", job_id=job_id,
                                                    status="cancelled",
                                                    error="cancelled on the server")))
                 except ViggleError as exc:
                     self._emit(Failed(key, Outcome(key, "render", "failed", job_id=job_id,
                                                    error=f"remote cancel failed: {exc}")))
-
-    def _created(self, key: str, kind: str, ident: str) -> None:
-        if kind == "render":
-            self._running_jobs[key] = ident
 
     # --- events ----------------------------------------------------------------------
 
@@ -174,6 +230,14 @@ class Supervisor(Runner):
         async def run() -> None:
             try:
                 outcome = await work()
+            except Exception as exc:
+                # One piece of work never takes the whole block down (an exception group
+                # out of ``async with``): its outcome says what broke, with any job id it got.
+                logger.error("supervised %s %r failed unexpectedly", handle.kind, handle.key,
+                             exc_info=True)
+                outcome = Outcome(handle.key, handle.kind, "failed",
+                                  job_id=self._jobs.created_id(handle.key),
+                                  error=f"unexpected {type(exc).__name__}: {exc}")
             except BaseException:
                 # Cancelled (or crashed): whoever awaits the handle still gets an answer.
                 # The job may go on at the API unless cancel_remote reached it.
@@ -197,7 +261,7 @@ class Supervisor(Runner):
         """
         handle = RenderHandle(key)
         deps: dict[str, Handle | None] = {"character_id": character, "scene_id": scene}
-        self._start(handle, lambda: self._render(key, inputs, deps, output, mask_output,
+        self._start(handle, lambda: self._runner.render(key, inputs, deps, output, mask_output,
                                                  estimated_seconds))
         return handle
 
@@ -210,7 +274,7 @@ class Supervisor(Runner):
         async def prepare() -> str:
             return fingerprint(await chars.prepare(name=name, image=image, image_url=image_url))
 
-        self._start(handle, lambda: self._asset(
+        self._start(handle, lambda: self._runner.asset(
             handle, 1, prepare,
             lambda hook: chars.create(name=name, image=image, image_url=image_url,
                                       before_last_bytes=hook),
@@ -246,7 +310,7 @@ class Supervisor(Runner):
             def create(hook: Hook) -> Awaitable[Any]:
                 return scenes.create(**kw, before_last_bytes=hook)
 
-        self._start(handle, lambda: self._asset(handle, 0, prepare, create, scenes.get,
+        self._start(handle, lambda: self._runner.asset(handle, 0, prepare, create, scenes.get,
                                                 scenes.wait))
         return handle
 
@@ -265,6 +329,27 @@ class Supervisor(Runner):
         prepared = await self.client.renders.prepare(**inputs)
         return Estimate(cost_of(prepared, estimated_seconds), prepared.fast, prepared.duration_s,
                         prepared.upload_bytes)
+
+
+def _is_journal(obj: object) -> bool:
+    return all(callable(getattr(obj, name, None)) for name in
+               ("get", "record_intent", "mark_sending", "record_submitted", "record_final"))
+
+
+async def _open_journal(path: str | os.PathLike[str],
+                        on_busy: Callable[[float], None]) -> Journal:
+    """The SQLite journal at ``path``, through the journal module's ``open_journal`` (with
+    ``on_busy`` when it takes one) where there is one, else ``SQLiteJournal.open``."""
+    # Seam: the journal helper adds ``open_journal(path, *, on_busy=...)``; until it lands
+    # this opens the store directly.
+    opener = getattr(_journal_module, "open_journal", None)
+    if opener is None:
+        return await SQLiteJournal.open(path)
+    takes_busy = "on_busy" in inspect.signature(opener).parameters
+    store = opener(path, on_busy=on_busy) if takes_busy else opener(path)
+    if inspect.isawaitable(store):
+        store = await store
+    return store  # type: ignore[no-any-return]
 
 
 # Stands in for the id of a character or scene not created yet, in a dry run.

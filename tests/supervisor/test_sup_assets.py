@@ -161,3 +161,53 @@ async def test_cancel_remote_after_the_last_bytes_cancels_the_new_job(
     assert entry is not None and (entry.state, entry.final_status, entry.job_id) == (
         "final", "cancelled", record.result_id)
     assert fake.balance() == 10_000  # refunded
+
+
+async def test_an_asset_whose_wait_fails_is_resumed_not_paid_for_again(
+    clock: ManualClock, png: Path,
+) -> None:
+    """Only the API saying ``failed`` ends a character for good; a status that could not be
+    fetched leaves its id in the journal, and the rerun resumes it (1 credit, once)."""
+    from aiohttp import web
+
+    from viggle_async import MemoryJournal, RetryPolicy
+
+    state = {"creates": 0, "outage": True}
+
+    async def create(request: web.Request) -> web.Response:
+        await request.read()
+        state["creates"] += 1
+        return web.json_response({"character_id": "char_1", "status": "pending"})
+
+    async def get(request: web.Request) -> web.Response:
+        if state["outage"]:
+            return web.Response(status=503, text="<html>unavailable</html>",
+                                content_type="text/html")
+        return web.json_response({"id": "char_1", "name": "Alice", "status": "ready"})
+
+    app = web.Application()
+    app.router.add_post("/api/characters/preprocess", create)
+    app.router.add_get("/api/characters/{character_id}", get)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    journal = MemoryJournal()
+    try:
+        async with ViggleClient("sk-test", base_url=f"http://127.0.0.1:{port}", clock=clock,
+                                retry=RetryPolicy(max_attempts=1)) as client:
+            outcomes = []
+            for _ in range(2):
+                async with clock.autojump(), Supervisor(client, journal=journal,
+                                                        **RENDER_KW) as sup:
+                    handle = sup.character(key="alice", name="Alice", image=png)
+                outcomes.append(handle.outcome)
+                state["outage"] = False
+    finally:
+        await runner.cleanup()
+    first, second = outcomes
+    assert first.state == "failed" and first.asset_id == "char_1"
+    assert "rerun resumes it" in (first.error or "")
+    assert second.state == "complete" and second.asset_id == "char_1"
+    assert state["creates"] == 1
