@@ -91,18 +91,10 @@ EXPECTED_OUTPUTS: dict[str, list[str]] = {
 }
 
 #: Snippets that fail today because of the library, not the README; flip when it is fixed.
-KNOWN_FAILURES: dict[str, str] = {
-    "bulk-rendering-with-the-supervisor": (
-        "library: with credit_budget set, a render of a scene_id is refused as unpriceable "
-        "(the credit guard does not read the scene's duration yet), so no clip is rendered"),
-}
+KNOWN_FAILURES: dict[str, str] = {}
 
 #: Snippets that fail ``mypy --strict`` today; the README text needs the fix named here.
-KNOWN_TYPE_ERRORS: dict[str, str] = {
-    "bulk-rendering-with-the-supervisor": (
-        "README: `async def show(events):` has no annotations; write "
-        "`async def show(events: AsyncIterator[Event]) -> None:` and import both names"),
-}
+KNOWN_TYPE_ERRORS: dict[str, str] = {}
 
 
 @dataclass(frozen=True)

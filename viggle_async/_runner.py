@@ -20,7 +20,6 @@ import anyio.to_thread
 import attrs
 
 from ._account import AccountState
-from ._backoff import full_jitter
 from ._errors import (
     APIError,
     AssetFailedError,
@@ -286,33 +285,34 @@ class Runner:
     async def _download(self, key: str, final: RenderStatus, output: str | Path | None,
                         mask_output: str | Path | None
                         ) -> tuple[tuple[Path, ...], str | None]:
-        """Fetch the outputs asked for; the paths written and, if one could not be fetched
-        after ``_DOWNLOAD_ATTEMPTS`` tries, why (else None).
+        """Fetch the outputs asked for; the paths written and, if one could not be fetched,
+        why (else None).
 
-        Between tries it waits (full jitter) and asks the API for the job again: a signed
-        CDN URL that expired (403/404/410) comes back fresh (§2.3)."""
+        One ``client.download`` per output: it backs off on CDN hiccups, resumes dropped
+        bodies, and after a 403/404/410 (an expired signed URL) calls ``refresh``, which asks
+        the API for the job again: its status carries freshly signed URLs
+        (docs/api/renders.md#status-fields)."""
         paths: list[Path] = []
         status = final
         for which, dest in (("cdn_url", output), ("mask_cdn_url", mask_output)):
-            if dest is None or getattr(status, which) is None:
+            url = getattr(status, which)
+            if dest is None or url is None:
                 continue
-            attempt = 0
-            while True:
-                url: str = getattr(status, which)
-                try:
-                    path = await self.client.download(url, dest,
-                                                      on_progress=self._progress(key, dest))
-                    break
-                except InvalidInputError as exc:  # the destination itself: retrying is futile
-                    return tuple(paths), f"{which}: {exc}"
-                except DownloadError as exc:
-                    attempt += 1
-                    if attempt >= _DOWNLOAD_ATTEMPTS:
-                        return tuple(paths), f"{which} after {attempt} tries: {exc}"
-                    delay = full_jitter(attempt, base=1.0, cap=30.0, rand=self._rand)
-                    self._emit(Backoff(key, "download", delay))
-                    await self._clock.sleep_until(self._clock.now() + delay)
-                    status = await self._refresh(final.job_id, status)
+
+            async def refresh(which: str = which, last: str = url) -> str:
+                nonlocal status
+                self._emit(Backoff(key, "download", 0.0))
+                status = await self._refresh(final.job_id, status)
+                fresh: str | None = getattr(status, which)
+                return fresh or last
+
+            try:
+                path = await self.client.download(url, dest, on_progress=self._progress(key, dest),
+                                                  refresh=refresh, job_id=final.job_id)
+            except InvalidInputError as exc:  # the destination itself: retrying is futile
+                return tuple(paths), f"{which}: {exc}"
+            except DownloadError as exc:
+                return tuple(paths), f"{which}: {exc}"
             self._emit(Downloaded(key, path, path.stat().st_size))
             paths.append(path)
         return tuple(paths), None
@@ -451,7 +451,6 @@ async def _ready_folders(**dests: str | Path | None) -> str | None:
 
 
 # Tries per output before a complete render is reported not downloaded.
-_DOWNLOAD_ATTEMPTS = 4
 # Unreadable status answers in a row before a job's wait gives up (it stays resumable).
 _MAX_UNREADABLE = 10
 

@@ -24,11 +24,8 @@ from ._account import AccountState
 from ._backoff import full_jitter
 from ._errors import (
     APIError,
-    AuthenticationError,
-    BadRequestError,
     FastModeUnavailableError,
     InsufficientCreditsError,
-    NotFoundError,
     RateLimitError,
     ResponseFormatError,
     TransportError,
@@ -99,9 +96,6 @@ def fingerprint(prepared: PreparedCreate, extra: str = "") -> str:
 # The answers that prove a create made no job: the documented refusals (viggle-api.md §1.5,
 # §5: validation and fast capacity are 400/422, auth 401/403, credits 402, a missing
 # character or scene 404) and 429 (rate limited before the job was made).
-_REFUSALS = (BadRequestError, AuthenticationError, InsufficientCreditsError, NotFoundError,
-             RateLimitError)
-
 # What a create may raise besides cancellation: an answer, no answer, or an unreadable one.
 CreateError = (APIError, TransportError, ResponseFormatError)
 
@@ -109,13 +103,16 @@ CreateError = (APIError, TransportError, ResponseFormatError)
 def _proves_no_job(exc: BaseException) -> bool:
     """True only when ``exc`` proves the create made no job, so it may be sent again.
 
-    A documented refusal, or a connection that failed before the request could be complete
-    (``may_have_reached_server`` False). A 5xx, a 3xx, another 4xx, or an answer that is
-    not JSON may come from a gateway that forwarded the request: the job may exist.
+    The rule itself lives in one place, ``_protocol.proves_no_job`` (documented refusals:
+    400/422 incl. fast capacity, 401/403, 402, 404, 409, 413, 415, 429), which sets
+    ``may_have_reached_server`` on every API error; a transport error sets it False only when
+    the request provably never went out whole. A 5xx, a 3xx, an undocumented 4xx, or an
+    answer that is not JSON may come from a gateway that forwarded the request: the job may
+    exist.
     """
-    if isinstance(exc, TransportError):
+    if isinstance(exc, CreateError):
         return not exc.may_have_reached_server
-    return isinstance(exc, _REFUSALS)
+    return False
 
 
 class Submitter:
