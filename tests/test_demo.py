@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 
 from viggle_async import Completed, Event, FastFallback, Outcome
-from viggle_async._demo import DUO_TEMPLATE, OUTAGE_REFUSALS, DemoSummary, run_demo
+from viggle_async.cli._demo import DUO_TEMPLATE, OUTAGE_REFUSALS, DemoSummary, run_demo
 from viggle_async.testing import FakeViggle
 
 

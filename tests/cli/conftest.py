@@ -11,7 +11,7 @@ import anyio
 import pytest
 from clihelp import SECRET, Result, Run
 
-from viggle_async._cli import main
+from viggle_async.cli._app import main
 from viggle_async.testing import FakeViggle, make_png, write_mp4
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from clihelp import Run, api_requests, write
 
-from viggle_async._manifest import parse_manifest
+from viggle_async.cli._manifest import parse_manifest
 from viggle_async.testing import FakeViggle
 
 HEAD = "key,kind,name,image,ref_image,driving_video,character_id,scene_id,fast,output\n"

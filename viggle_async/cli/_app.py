@@ -14,10 +14,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import ConfigurationError, InvalidInputError, ViggleError, __version__
-from ._cli_bulk import cmd_bulk
-from ._cli_commands import COMMANDS
-from ._cli_common import (
+from .. import ConfigurationError, InvalidInputError, ViggleError, __version__
+from ._bulk import cmd_bulk
+from ._commands import COMMANDS
+from ._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
@@ -28,7 +28,7 @@ from ._cli_common import (
     positive_float,
     positive_int,
 )
-from ._cli_progress import Mode, Output
+from ._progress import Mode, Output
 
 __all__ = ["build_parser", "main"]
 

@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import attrs
 
-from . import (
+from .. import (
     AuthenticationError,
     CharacterHandle,
     ConnectError,
@@ -28,12 +28,12 @@ from . import (
     ViggleClient,
     ViggleError,
 )
-from ._cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, Ctx
-from ._cli_progress import EventView, summary_text, to_json
-from ._endpoints import import_scene
-from ._events import Handle
-from ._journal import JournalError
+from .._endpoints import import_scene
+from .._events import Handle
+from .._journal import JournalError
+from ._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, Ctx
 from ._manifest import Manifest, Problem, Row, load_manifest
+from ._progress import EventView, summary_text, to_json
 
 __all__ = ["cmd_bulk"]
 

@@ -22,8 +22,8 @@ import attrs
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 
-from ._client import RetryEvent
-from ._events import (
+from .._client import RetryEvent
+from .._events import (
     Backoff,
     Completed,
     Downloaded,
@@ -36,10 +36,10 @@ from ._events import (
     Submitted,
     Uploading,
 )
-from ._events import (
+from .._events import (
     Progress as ProgressEvent,
 )
-from ._models import RenderStatus
+from .._models import RenderStatus
 
 __all__ = ["EventView", "Mode", "Output", "RunStats", "to_json"]
 

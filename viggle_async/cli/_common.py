@@ -8,10 +8,10 @@ from typing import Any
 
 import attrs
 
-from ._cli_progress import EventView, Output, RunStats
-from ._client import ViggleClient
-from ._scheduler import PollPolicy
-from ._supervisor import FastFallbackPolicy
+from .._client import ViggleClient
+from .._scheduler import PollPolicy
+from .._supervisor import FastFallbackPolicy
+from ._progress import EventView, Output, RunStats
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "CliError", "Ctx",
            "parse_backoff", "parse_fast_fallback",

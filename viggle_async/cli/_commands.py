@@ -9,7 +9,7 @@ from typing import Any
 
 import anyio
 
-from . import (
+from .. import (
     Character,
     RenderStatus,
     Scene,
@@ -17,8 +17,8 @@ from . import (
     ViggleClient,
     WaitTimeoutError,
 )
-from ._cli_common import EXIT_FAILED, EXIT_OK, CliError, Ctx
-from ._cli_progress import EventView, outcome_text
+from ._common import EXIT_FAILED, EXIT_OK, CliError, Ctx
+from ._progress import EventView, outcome_text
 
 __all__ = ["COMMANDS"]
 
@@ -263,7 +263,7 @@ async def cmd_credits(ctx: Ctx) -> int:
 
 def cmd_fake_server(ctx: Ctx) -> int:
     """Runs in the foreground until Ctrl-C / SIGTERM (not inside the CLI's event loop)."""
-    from .testing.__main__ import main as serve
+    from ..testing.__main__ import main as serve
 
     args = ctx.args
     ctx.out.note("fake Viggle API on loopback for local development; in another shell run\n"

@@ -16,12 +16,12 @@ from typing import Any
 import anyio
 import attrs
 
-from ._client import ViggleClient
-from ._events import Backoff, Event, FastFallback, Handle, Outcome
-from ._scheduler import PollPolicy
-from ._supervisor import FastFallbackPolicy, Supervisor
-from .testing import FakeViggle, Faults
-from .testing._samples import make_png, write_mp4
+from .._client import ViggleClient
+from .._events import Backoff, Event, FastFallback, Handle, Outcome
+from .._scheduler import PollPolicy
+from .._supervisor import FastFallbackPolicy, Supervisor
+from ..testing import FakeViggle, Faults
+from ..testing._samples import make_png, write_mp4
 
 __all__ = ["DemoSummary", "run_demo"]
 
