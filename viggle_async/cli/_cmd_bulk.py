@@ -8,6 +8,7 @@ costs nothing and exits 2 with every problem listed.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import sqlite3
 from pathlib import Path
@@ -31,11 +32,67 @@ from .. import (
 from .._endpoints import import_scene
 from .._events import Handle
 from .._journal import JournalError
-from ._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError, Ctx
+from ._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    Command,
+    Ctx,
+    asset_credits,
+    parse_backoff,
+    parse_fast_fallback,
+    positive_float,
+    positive_int,
+)
 from ._manifest import Manifest, Problem, Row, load_manifest
+from ._options import BACKOFF_HELP, FAST_FALLBACK_HELP, add_poll_interval
 from ._progress import EventView, summary_text, to_json
 
-__all__ = ["cmd_bulk"]
+__all__ = ["COMMAND"]
+
+DESCRIPTION = """\
+Render a CSV or JSON-lines manifest: one row per render, character or scene.
+
+columns: key (unique, required), kind (render | character | scene; default render),
+  the API's field names (ref_image, ref_image_url, driving_video, driving_video_url,
+  character_id, scene_id, character_mapping, model, background_mode, bg_color, fast;
+  name, image, image_url for characters; name, video, video_url or template_id for
+  scenes), output, mask_output and estimated_seconds (prices URL and scene renders).
+A render's character_id / scene_id (or a character_mapping value) that is the key of a
+character / scene row uses the asset that row creates; write @key to insist on a key.
+Relative paths resolve against the manifest's folder. Every row is checked before
+anything is sent; problems are listed as FILE:LINE: row N, FIELD: problem. Fix: ...
+"""
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("manifest", metavar="MANIFEST", help="a .csv or .jsonl file (see README)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check every row and total the estimated credits; send nothing")
+    p.add_argument("--journal", metavar="PATH",
+                   help="SQLite journal: a rerun skips finished rows and resumes jobs")
+    p.add_argument("--report", metavar="PATH", help="write one outcome per row as JSON")
+    p.add_argument("--budget", type=positive_float, metavar="CREDITS",
+                   help="submit nothing past this many credits")
+    p.add_argument("--fast-fallback", type=parse_fast_fallback, default="attempts:5,seconds:300",
+                   metavar="SPEC", help=FAST_FALLBACK_HELP)
+    p.add_argument("--capacity-backoff", type=parse_backoff, default="2:60",
+                   metavar="BASE:CAP", help=BACKOFF_HELP)
+    p.add_argument("--resubmit-ambiguous", action="store_true",
+                   help="resubmit creates an earlier run sent without an answer (may pay "
+                        "twice)")
+    p.add_argument("--cancel-remote", action="store_true",
+                   help="on Ctrl-C, cancel running jobs on the server (refunded)")
+    p.add_argument("--max-uploads", type=positive_int, default=4, metavar="N",
+                   help="creates (uploads) in flight at once (default 4)")
+    p.add_argument("--max-polls", type=positive_int, default=8, metavar="N",
+                   help="status requests in flight at once (default 8)")
+    p.add_argument("--max-active-jobs", type=positive_int, default=100, metavar="N",
+                   help="rows being worked on at once, submitted or uploading (default 100)")
+    p.add_argument("--poll-rate", type=positive_float, default=20.0, metavar="N",
+                   help="at most N status polls started per second, for all jobs (default 20)")
+    add_poll_interval(p)
 
 # Stands in for ids of characters not created yet when pricing a mapping render.
 _PENDING = "pending-dry-run"
@@ -50,7 +107,7 @@ class Priced:
     upload_bytes: int | None = None
 
 
-async def cmd_bulk(ctx: Ctx) -> int:
+async def run(ctx: Ctx) -> int:
     args = ctx.args
     manifest = await anyio.to_thread.run_sync(load_manifest, Path(args.manifest))
     async with ctx.client() as client:
@@ -102,13 +159,13 @@ async def _validate(client: ViggleClient, manifest: Manifest
 async def _price(client: ViggleClient, sup: Supervisor, row: Row) -> Priced:
     if row.kind == "character":
         await client.characters.prepare(**row.inputs)
-        return Priced(row, 1)  # §7: a character costs 1 credit
+        return Priced(row, asset_credits("character"))
     if row.kind == "scene":
         if "template_id" in row.inputs:
             import_scene(row.inputs["template_id"], row.inputs.get("name"))
-            return Priced(row, 0)
+            return Priced(row, asset_credits("scene"))
         prepared = await client.scenes.prepare(**row.inputs)
-        return Priced(row, 0, duration_s=prepared.duration_s)  # §7: scenes are free
+        return Priced(row, asset_credits("scene"), duration_s=prepared.duration_s)
     inputs = _with_mapping(row, {k: _PENDING for k in row.mapping_refs.values()})
     est = await sup.estimate(character=row.character, scene=row.scene,
                              estimated_seconds=row.estimated_seconds, **inputs)
@@ -292,3 +349,7 @@ def _outcome_of(row: Row, handles: dict[str, Handle], settled: dict[str, Outcome
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(to_json(data, indent=2) + "\n", encoding="utf-8")
+
+
+COMMAND = Command("bulk", "render a CSV/JSONL manifest of renders, characters and scenes",
+                  configure, run, description=DESCRIPTION)
