@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import inspect
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import attrs
@@ -29,9 +32,12 @@ from .. import (
     ViggleClient,
     ViggleError,
 )
-from .._endpoints import import_scene
+from .. import _endpoints as ep
 from .._events import Handle
 from .._journal import JournalError
+from .._media import IMAGE_CONTENT_TYPES, VIDEO_CONTENT_TYPES
+from .._resources import RENDER_IMAGE_TYPES
+from .._uploads import prepare_upload
 from ._common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -42,6 +48,7 @@ from ._common import (
     asset_credits,
     parse_backoff,
     parse_fast_fallback,
+    plural,
     positive_float,
     positive_int,
 )
@@ -125,35 +132,100 @@ async def run(ctx: Ctx) -> int:
 
 async def _validate(client: ViggleClient, manifest: Manifest
                     ) -> tuple[list[Priced], list[Problem]]:
-    """Every row through the library's local checks (files are sniffed, nothing is sent).
+    """Every check on every row, each check on its own, so one pass lists every problem
+    (files are sniffed, nothing is sent). Rows the manifest held back for problems of their
+    own are checked too, but never priced or run.
 
     Returns the rows priced, in manifest order; a render of an uploaded scene row without
     ``estimated_seconds`` takes that scene video's length, so budgets can price it.
     """
     problems = list(manifest.problems)
+    seen = {(p.line, p.field) for p in problems}
     sup = Supervisor(client)  # estimate() works outside 'async with'
     priced: dict[str, Priced] = {}
     scene_seconds: dict[str, float] = {}
+    held = {id(r) for r in manifest.held}
     # Assets first: their lengths price the renders that use them.
-    for row in sorted(manifest.rows, key=lambda r: r.kind == "render"):
-        try:
-            if row.kind == "render" and row.estimated_seconds is None and (
-                    row.scene in scene_seconds):
-                row = attrs.evolve(row, estimated_seconds=scene_seconds[row.scene or ""])
-            priced[row.key] = found = await _price(client, sup, row)
-            if row.kind == "scene" and found.duration_s is not None:
-                scene_seconds[row.key] = found.duration_s
-            for column in ("output", "mask_output"):
-                path = getattr(row, column)
-                if path is not None and await anyio.Path(path).is_dir():
-                    raise InvalidInputError(column, f"{str(path)!r} is a folder",
-                                            "name the file to write, e.g. out/clip.mp4")
-        except InvalidInputError as exc:
+    for row in sorted((*manifest.rows, *manifest.held), key=lambda r: r.kind == "render"):
+        found = await _row_problems(client, row)
+        for exc in found:
+            if (row.line, exc.field) in seen:
+                continue  # the manifest already named this field (e.g. a value of bad type)
+            seen.add((row.line, exc.field))
             code = f" [{exc.error_code}]" if exc.error_code else ""
             problems.append(Problem(row.line, row.row, exc.field, exc.problem + code, exc.fix,
-                                    key=row.key))
+                                    key=row.key or None))
+        if found or id(row) in held:
+            continue
+        if row.kind == "render" and row.estimated_seconds is None and (
+                row.scene in scene_seconds):
+            row = attrs.evolve(row, estimated_seconds=scene_seconds[row.scene or ""])
+        priced[row.key] = price = await _price(client, sup, row)
+        if row.kind == "scene" and price.duration_s is not None:
+            scene_seconds[row.key] = price.duration_s
     problems.sort(key=lambda p: (p.line, p.field or ""))
     return [priced[r.key] for r in manifest.rows if r.key in priced], problems
+
+
+_RENDER_FIELDS = ("ref_image_url", "driving_video_url", "character_id", "scene_id",
+                  "character_mapping", "model", "background_mode", "bg_color")
+
+
+async def _row_problems(client: ViggleClient, row: Row) -> list[InvalidInputError]:
+    """The library's local checks for one row, each run separately (its ``prepare`` stops
+    at the first problem): the fields together, then every file, then the outputs."""
+    inputs = _with_mapping(row, {k: _PENDING for k in row.mapping_refs.values()})
+    if row.character is not None:
+        inputs["character_id"] = _PENDING
+    if row.scene is not None:
+        inputs["scene_id"] = _PENDING
+    limits = client.limits
+    checks: list[Callable[[], Any]] = []
+    files: list[tuple[str, Literal["image", "video"], frozenset[str], float]]
+    if row.kind == "render":
+        checks.append(lambda: ep.render_create_fields(
+            has_ref_image="ref_image" in inputs, has_driving_video="driving_video" in inputs,
+            fast=bool(inputs.get("fast", False)), **{k: inputs.get(k) for k in _RENDER_FIELDS}))
+        files = [("ref_image", "image", RENDER_IMAGE_TYPES, 0.0),
+                 ("driving_video", "video", VIDEO_CONTENT_TYPES, 0.0)]
+    elif row.kind == "character":
+        checks.append(lambda: ep.character_create_fields(
+            name=inputs.get("name", ""), has_image="image" in inputs,
+            image_url=inputs.get("image_url")))
+        files = [("image", "image", IMAGE_CONTENT_TYPES, 0.0)]
+    elif "template_id" in inputs:
+        checks.append(lambda: ep.import_scene(inputs["template_id"], inputs.get("name")))
+        files = []
+    else:
+        checks.append(lambda: ep.scene_create_fields(
+            name=inputs.get("name", ""), has_video="video" in inputs,
+            video_url=inputs.get("video_url"), background_mode=inputs.get("background_mode"),
+            model=inputs.get("model")))
+        files = [("video", "video", VIDEO_CONTENT_TYPES, 0.5)]  # §6: scenes >= 0.5 s
+    for field, media, allowed, min_s in files:
+        if field in inputs:
+            checks.append(functools.partial(
+                prepare_upload, field, media, inputs[field], allowed=allowed, limits=limits,
+                min_seconds=min_s))
+    for column in ("output", "mask_output"):
+        path = getattr(row, column)
+        if path is not None:
+            checks.append(functools.partial(_not_a_folder, column, path))
+    found = []
+    for check in checks:
+        try:
+            result = check()
+            if inspect.isawaitable(result):
+                await result
+        except InvalidInputError as exc:
+            found.append(exc)
+    return found
+
+
+async def _not_a_folder(column: str, path: Path) -> None:
+    if await anyio.Path(path).is_dir():
+        raise InvalidInputError(column, f"{str(path)!r} is a folder",
+                                "name the file to write, e.g. out/clip.mp4")
 
 
 async def _price(client: ViggleClient, sup: Supervisor, row: Row) -> Priced:
@@ -162,7 +234,7 @@ async def _price(client: ViggleClient, sup: Supervisor, row: Row) -> Priced:
         return Priced(row, asset_credits("character"))
     if row.kind == "scene":
         if "template_id" in row.inputs:
-            import_scene(row.inputs["template_id"], row.inputs.get("name"))
+            ep.import_scene(row.inputs["template_id"], row.inputs.get("name"))
             return Priced(row, asset_credits("scene"))
         prepared = await client.scenes.prepare(**row.inputs)
         return Priced(row, asset_credits("scene"), duration_s=prepared.duration_s)
@@ -187,7 +259,7 @@ def _report_problems(ctx: Ctx, manifest: Manifest, problems: list[Problem]) -> N
         ctx.out.json({"event": "problem", **attrs.asdict(p)})
         ctx.out.error(p.describe(name))
     ctx.out.json({"event": "summary", "problems": len(problems), "exit_code": EXIT_USAGE})
-    ctx.out.error(f"{len(problems)} problem(s) in {name}; nothing was sent")
+    ctx.out.error(f"{plural(len(problems), 'problem')} in {name}; nothing was sent")
 
 
 # --- dry run -------------------------------------------------------------------------------
