@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json and args.quiet:
         out.error("error: --json and --quiet cannot be combined")
         return EXIT_USAGE
-    ctx = Ctx(args, out)
+    ctx = Ctx(args, out, argv=tuple(sys.argv[1:] if argv is None else argv))
     try:
         result = args.run(ctx)
         if inspect.iscoroutine(result):

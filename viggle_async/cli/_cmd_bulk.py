@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import functools
 import inspect
+import shlex
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -21,31 +22,30 @@ import anyio
 import attrs
 
 from .. import (
-    AuthenticationError,
     CharacterHandle,
-    ConnectError,
     InvalidInputError,
     Outcome,
     SceneHandle,
     SQLiteJournal,
     Supervisor,
     ViggleClient,
-    ViggleError,
 )
 from .. import _endpoints as ep
 from .._events import Handle
-from .._journal import JournalError
+from .._journal import EntryState, JournalEntry, JournalError
 from .._media import IMAGE_CONTENT_TYPES, VIDEO_CONTENT_TYPES
 from .._resources import RENDER_IMAGE_TYPES
 from .._uploads import prepare_upload
 from ._common import (
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
     CliError,
     Command,
     Ctx,
     asset_credits,
+    credits_text,
     parse_backoff,
     parse_fast_fallback,
     plural,
@@ -54,6 +54,7 @@ from ._common import (
 )
 from ._manifest import Manifest, Problem, Row, load_manifest
 from ._options import BACKOFF_HELP, FAST_FALLBACK_HELP, add_poll_interval
+from ._preflight import preflight
 from ._progress import EventView, summary_text, to_json
 
 __all__ = ["COMMAND"]
@@ -89,6 +90,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resubmit-ambiguous", action="store_true",
                    help="resubmit creates an earlier run sent without an answer (may pay "
                         "twice)")
+    p.add_argument("--resubmit-ended", type=parse_ended, metavar="STATES",
+                   help="with --journal: submit again the rows that ended cancelled or failed "
+                        "in an earlier run (cancelled, failed or cancelled,failed); they are "
+                        "paid again, and the plan line says how much before anything is sent")
     p.add_argument("--cancel-remote", action="store_true",
                    help="on Ctrl-C, cancel running jobs on the server (refunded)")
     p.add_argument("--max-uploads", type=positive_int, default=4, metavar="N",
@@ -299,45 +304,201 @@ def _dry_run(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
 
 # --- the run -------------------------------------------------------------------------------
 
+_ENDED = ("cancelled", "failed")
+
+
+@attrs.frozen
+class Plan:
+    """What the journal says this run will do with each row, before anything is sent."""
+
+    new: tuple[str, ...] = ()         # keys to submit (they spend credits now)
+    resumed: tuple[str, ...] = ()     # submitted by an earlier run: poll, download
+    finished: tuple[str, ...] = ()    # finished earlier: skipped (or re-downloaded)
+    ended: tuple[str, ...] = ()       # ended cancelled/failed earlier, not resubmitted
+    resubmit: tuple[str, ...] = ()    # ended earlier and resubmitted (--resubmit-ended)
+    ambiguous: tuple[str, ...] = ()   # sent without an answer earlier
+
+    def spends(self, key: str) -> bool:
+        return key in self.new or key in self.resubmit
+
+
+async def _plan(journal: SQLiteJournal | None, rows: tuple[Row, ...],
+                resubmit_ended: frozenset[str], resubmit_ambiguous: bool) -> Plan:
+    entries = {e.key: e for e in await journal.entries()} if journal is not None else {}
+    sort: dict[str, list[str]] = {name: [] for name in attrs.fields_dict(Plan)}
+    for row in rows:
+        entry = entries.get(row.key)
+        if entry is None or entry.state is EntryState.INTENT:
+            sort["new"].append(row.key)
+        elif entry.state is EntryState.SENDING:
+            sort["new" if resubmit_ambiguous else "ambiguous"].append(row.key)
+        elif entry.state is EntryState.SUBMITTED:
+            sort["resumed"].append(row.key)
+        elif entry.final_status in ("complete", "ready"):
+            sort["finished"].append(row.key)
+        elif (entry.final_status or "failed") in resubmit_ended:
+            sort["resubmit"].append(row.key)
+        else:
+            sort["ended"].append(row.key)
+    return Plan(**{name: tuple(keys) for name, keys in sort.items()})
+
+
+class _ResubmitEnded:
+    """A journal that forgets, once, the final entry of each key in ``keys``: the runner
+    then submits those rows again, and the journal records the new job (``record_intent``
+    with ``replace=True`` starts a new attempt over a final entry)."""
+
+    def __init__(self, journal: SQLiteJournal, keys: tuple[str, ...]):
+        self._journal = journal
+        self._forget = set(keys)
+
+    async def get(self, key: str) -> JournalEntry | None:
+        if key in self._forget:
+            self._forget.discard(key)
+            return None
+        return await self._journal.get(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._journal, name)
+
+
+def parse_ended(text: str) -> frozenset[str]:
+    """``cancelled``, ``failed`` or ``cancelled,failed``."""
+    states = frozenset(part.strip() for part in text.split(",") if part.strip())
+    wrong = sorted(states - set(_ENDED))
+    if wrong or not states:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: name cancelled, failed or both (cancelled,failed)")
+    return states
+
+
 async def _run(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
     args = ctx.args
     rows = tuple(p.row for p in priced)  # with any estimated_seconds filled in
+    cost = {p.row.key: p for p in priced}
     for row in rows:
         for path in (row.output, row.mask_output):
             if path is not None:
                 await anyio.Path(path.parent).mkdir(parents=True, exist_ok=True)
-    view = EventView(ctx.out, ctx.stats, title=f"{len(rows)} rows")
+    view = EventView(ctx.out, ctx.stats, title=plural(len(rows), "row"))
     handles: dict[str, Handle] = {}
     settled: dict[str, Outcome] = {}  # outcomes decided here, not by the supervisor
+    interrupted = False
     async with contextlib.AsyncExitStack() as stack:
         journal = None
+        plan = Plan(new=tuple(r.key for r in rows))
         if args.journal:
             journal = await stack.enter_async_context(await _open_journal(Path(args.journal)))
+            plan = await _plan(journal, rows, args.resubmit_ended or frozenset(),
+                               args.resubmit_ambiguous)
         client = await stack.enter_async_context(ctx.client(view))
-        await _preflight(ctx, client, sum(p.credits or 0 for p in priced))
+        await _announce(ctx, client, plan, cost)
+        used: Any = journal
+        if journal is not None and plan.resubmit:
+            used = _ResubmitEnded(journal, plan.resubmit)
         sup = Supervisor(
             client, max_uploads=args.max_uploads, max_polls=args.max_polls,
-            max_active_jobs=args.max_active_jobs, poll_rate=args.poll_rate, journal=journal,
+            max_active_jobs=args.max_active_jobs, poll_rate=args.poll_rate, journal=used,
             credit_budget=args.budget, fast_fallback=args.fast_fallback,
             resubmit_ambiguous=args.resubmit_ambiguous, cancel_remote=args.cancel_remote,
             poll_policy=ctx.poll_policy(), capacity_backoff=args.capacity_backoff,
             asset_poll_interval=ctx.asset_poll_interval)
         try:
             with view:
-                async with anyio.create_task_group() as tg, sup:
-                    tg.start_soon(view.consume, sup.events())
+                async with view.supervising(sup):
                     await _schedule(sup, rows, handles, settled)
+        except BaseException as exc:
+            # Ctrl-C reaches here as the cancellation of the run (asyncio.run turns it
+            # into KeyboardInterrupt afterwards): report what is true, then go on.
+            interrupted = _is_interrupt(exc)
+            raise
         finally:
             outcomes = [_outcome_of(row, handles, settled) for row in rows]
-            summary = ctx.stats.summary(outcomes)
+            report = [_row_report(r, o, view, cost, plan, interrupted)
+                      for r, o in zip(rows, outcomes, strict=True)]
+            summary = _summary(ctx, outcomes, report, interrupted)
             if args.report:
                 _write_json(Path(args.report), {
-                    "manifest": str(manifest.path), "summary": summary,
-                    "outcomes": [{"line": r.line, **attrs.asdict(o)}
-                                 for r, o in zip(rows, outcomes, strict=True)]})
+                    "manifest": str(manifest.path), "summary": summary, "outcomes": report})
+            if interrupted:
+                ctx.out.json(summary)
+                _explain_interrupt(ctx, report)
     ctx.out.json(summary)
     ctx.out.result(summary_text(summary))
     return int(summary["exit_code"])
+
+
+def _is_interrupt(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_is_interrupt(e) for e in exc.exceptions)
+    return isinstance(exc, (KeyboardInterrupt, anyio.get_cancelled_exc_class()))
+
+
+def _row_report(row: Row, outcome: Outcome, view: EventView, cost: dict[str, Priced],
+                plan: Plan, interrupted: bool) -> dict[str, Any]:
+    """One row of ``--report``: the outcome, corrected by what the events showed (a job
+    the supervisor was stopped on is still running on the server, with its id)."""
+    obj: dict[str, Any] = {"line": row.line, **attrs.asdict(outcome),
+                           "output": str(row.output) if row.output else None}
+    sub = view.submitted.get(row.key)
+    final = view.finished.get(row.key)
+    if sub is not None:
+        obj["job_id"] = obj["job_id"] or sub.job_id
+        obj["fast"] = sub.fast
+    priced = cost[row.key].credits
+    if sub is not None and priced is not None and cost[row.key].fast and not sub.fast:
+        priced //= 2  # fell back to standard: half the fast price
+    if interrupted and final is None and sub is not None and outcome.state == "cancelled":
+        # Stopped locally, never cancelled on the server: it renders on and is charged.
+        obj.update(state="running", credits=priced,
+                   error="still running on the server: the run was interrupted")
+    elif obj["state"] == "complete" and obj["credits"] is None:
+        obj["credits"] = priced
+    obj["spent_this_run"] = plan.spends(row.key) and obj["state"] in ("complete", "running")
+    return obj
+
+
+def _summary(ctx: Ctx, outcomes: list[Outcome], report: list[dict[str, Any]],
+             interrupted: bool) -> dict[str, Any]:
+    summary = ctx.stats.summary(outcomes)
+    states: dict[str, int] = {}
+    for obj in report:
+        states[obj["state"]] = states.get(obj["state"], 0) + 1
+    paid = [o for o in report if o["state"] in ("complete", "running", "skipped")]
+    this_run = sum(o["credits"] or 0 for o in paid if o["spent_this_run"])
+    earlier = sum(o["credits"] or 0 for o in paid if not o["spent_this_run"])
+    running = [o for o in report if o["state"] == "running"]
+    summary.update(
+        states=dict(sorted(states.items())),
+        credits=this_run, credits_this_run=this_run, credits_earlier_runs=earlier,
+        running=len(running), credits_running=sum(o["credits"] or 0 for o in running))
+    if interrupted:
+        summary["exit_code"] = EXIT_INTERRUPTED
+    return summary
+
+
+def _explain_interrupt(ctx: Ctx, report: list[dict[str, Any]]) -> None:
+    """After Ctrl-C: what still runs (and costs), how to resume, how to cancel."""
+    args = ctx.args
+    running = [o for o in report if o["state"] == "running"]
+    if not running:
+        ctx.out.error("interrupted: no job is left running on the server")
+        return
+    credits = sum(o["credits"] or 0 for o in running)
+    ids = " ".join(o["job_id"] for o in running)
+    ctx.out.error(f"interrupted: {plural(len(running), 'job')} still running on the server "
+                  f"(about {credits_text(credits)} committed); they finish and are charged "
+                  "unless cancelled")
+    if args.journal:
+        ctx.out.error("  resume (waits for them, downloads, runs the rest): "
+                      + shlex.join(["viggle-async", *ctx.argv]))
+    else:
+        ctx.out.error("  without --journal a rerun would submit them again; wait for each: "
+                      + "; ".join(f"viggle-async wait {o['job_id']}"
+                                  + (f" -o {shlex.quote(o['output'])}" if o["output"] else "")
+                                  for o in running[:3])
+                      + (" ..." if len(running) > 3 else ""))
+    ctx.out.error(f"  cancel them (refunded): viggle-async cancel JOB, for JOB in: {ids}")
 
 
 async def _open_journal(path: Path) -> SQLiteJournal:
@@ -349,21 +510,40 @@ async def _open_journal(path: Path) -> SQLiteJournal:
         raise CliError(f"cannot use the journal {str(path)!r}: {exc}") from None
 
 
-async def _preflight(ctx: Ctx, client: ViggleClient, estimate: int) -> None:
-    """One read before any create: a rejected key stops the run with nothing spent."""
-    try:
-        credits = await client.get_credits()
-    except AuthenticationError as exc:
-        raise CliError(f"the API rejected VIGGLE_API_KEY ({exc}); nothing was sent") from None
-    except ConnectError as exc:
-        raise CliError(f"cannot reach the API at {client.base_url} ({exc}); check "
-                       "--base-url / VIGGLE_BASE_URL; nothing was sent") from None
-    except ViggleError:
-        return  # §2.14 is not in the versioned docs: a missing endpoint must not stop a run
-    note = f"balance {credits.balance:g} credits; this run is estimated at {estimate}"
-    if estimate > credits.balance:
-        note += " (more than the balance: later renders will be refused with 402)"
-    ctx.out.note(note)
+async def _announce(ctx: Ctx, client: ViggleClient, plan: Plan,
+                     cost: dict[str, Priced]) -> None:
+    """One read before any create: a rejected key stops the run with nothing spent. Then
+    say what this run will spend (only rows it submits), apart from earlier runs' work."""
+    credits = await preflight(ctx, client)
+    submit = [*plan.new, *plan.resubmit]
+    spend = sum(cost[k].credits or 0 for k in submit)
+    unknown = sum(1 for k in submit if cost[k].credits is None)
+    parts = [f"this run submits {plural(len(submit), 'row')}, about "
+             f"{credits_text(spend)}" + (f" plus {plural(unknown, 'row')} of unknown cost"
+                                         if unknown else "")]
+    if plan.resubmit:
+        parts.append(f"{len(plan.resubmit)} of them ended cancelled/failed earlier and are "
+                     "submitted again (--resubmit-ended)")
+    if plan.finished or plan.resumed:
+        parts.append(f"{len(plan.finished)} finished and {len(plan.resumed)} running from "
+                     "earlier runs cost nothing more")
+    if plan.ended:
+        parts.append(f"{plural(len(plan.ended), 'row')} ended cancelled/failed earlier and "
+                     "will not run (pass --resubmit-ended cancelled,failed to submit again)")
+    if plan.ambiguous:
+        parts.append(f"{plural(len(plan.ambiguous), 'row')} may already exist from an earlier "
+                     "run and will not be resent (see --resubmit-ambiguous)")
+    if credits is not None:
+        parts.insert(0, f"balance {credits_text(credits.balance)}")
+        if spend > credits.balance:
+            parts.append("that is more than the balance: later renders will be refused "
+                         "(402)")
+    ctx.out.note("; ".join(parts))
+    ctx.out.json({"event": "plan", "submit": len(submit), "credits": spend,
+                  "unknown_cost": unknown, "resubmit": list(plan.resubmit),
+                  "finished_earlier": len(plan.finished), "running_earlier": len(plan.resumed),
+                  "ended_earlier": list(plan.ended), "ambiguous": list(plan.ambiguous),
+                  "balance": credits.balance if credits is not None else None})
 
 
 async def _schedule(sup: Supervisor, rows: tuple[Row, ...], handles: dict[str, Handle],

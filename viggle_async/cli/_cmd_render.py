@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from .. import Supervisor
+from .. import Outcome, Supervisor
 from .._protocol import BACKGROUND_MODES
 from ._common import (
     EXIT_FAILED,
@@ -18,11 +19,14 @@ from ._common import (
     CliError,
     Command,
     Ctx,
+    credits_text,
+    number,
     parse_backoff,
     parse_fast_fallback,
     positive_float,
 )
 from ._options import BACKOFF_HELP, FAST_FALLBACK_HELP, add_poll_interval
+from ._preflight import preflight
 from ._progress import EventView, outcome_text
 
 __all__ = ["COMMAND", "add_render_inputs"]
@@ -87,7 +91,8 @@ async def run(ctx: Ctx) -> int:
     inputs = render_inputs(args)
     output = Path(args.output)
     mask = Path(args.mask_output) if args.mask_output else None
-    view = EventView(ctx.out, ctx.stats, title="render")
+    # The outcome is this command's result (stdout): the live log does not repeat it.
+    view = EventView(ctx.out, ctx.stats, title="render", log_outcomes=False)
     async with ctx.client(view) as client:
         sup = Supervisor(client, fast_fallback=args.fast_fallback, poll_policy=ctx.poll_policy(),
                          cancel_remote=args.cancel_remote, render_timeout=args.timeout,
@@ -95,20 +100,74 @@ async def run(ctx: Ctx) -> int:
         # Check everything locally first: bad input exits 2 with nothing sent.
         estimate = await sup.estimate(**inputs)
         ctx.require_key()
+        await preflight(ctx, client)
         for path in (output, mask):
             if path is not None:
                 await anyio.Path(path.parent).mkdir(parents=True, exist_ok=True)
         if estimate.credits is not None:
-            ctx.out.note(f"estimated cost: {estimate.credits} credits")
-        with view:
-            async with anyio.create_task_group() as tg, sup:
-                tg.start_soon(view.consume, sup.events())
-                handle = sup.render(key=output.stem or "render", output=output,
-                                    mask_output=mask, **inputs)
+            ctx.out.note(f"estimated cost: {credits_text(estimate.credits)}")
+        key = output.stem or "render"
+        try:
+            with view:
+                async with view.supervising(sup):
+                    handle = sup.render(key=key, output=output, mask_output=mask, **inputs)
+        except BaseException:
+            _explain_stop(ctx, view, key, estimate.credits)
+            raise
         outcome = await handle
+    sub = view.submitted.get(key)
+    if sub is not None and not outcome.ok and _timed_out(outcome):
+        # The API has no deadline: the job renders on and is charged (§7).
+        ctx.out.json({"event": "timeout", "key": key, "job_id": sub.job_id,
+                      "timeout_s": args.timeout, "exit_code": EXIT_FAILED})
+        ctx.out.error(f"{key}: still rendering after --timeout {number(args.timeout)} s "
+                      f"(job {sub.job_id}); the job goes on and is charged. Wait for it "
+                      f"again: {_wait_command(sub.job_id, output, mask)}; or cancel it "
+                      f"(refunded): viggle-async cancel {sub.job_id}")
+        return EXIT_FAILED
     summary = ctx.stats.summary([outcome], extra={"outcome": outcome})
-    ctx.out.emit(summary, outcome_text(outcome))
+    if outcome.ok:
+        ctx.out.emit(summary, outcome_text(outcome))
+    else:
+        ctx.out.json(summary)
+        ctx.out.error(outcome_text(outcome))
     return EXIT_OK if outcome.ok else EXIT_FAILED
+
+
+def _timed_out(outcome: Outcome) -> bool:
+    # The supervisor words a render_timeout as a failure "gave up waiting: ..." with no
+    # final status; nothing else ends a submitted job without one.
+    return outcome.status is None and (outcome.error or "").startswith("gave up waiting")
+
+
+def _wait_command(job_id: str, output: Path, mask: Path | None) -> str:
+    words = ["viggle-async", "wait", job_id, "-o", str(output)]
+    if mask is not None:
+        words += ["--mask-output", str(mask)]
+    return shlex.join(words)
+
+
+def _explain_stop(ctx: Ctx, view: EventView, key: str, credits: int | None) -> None:
+    """Ctrl-C: is the job still running (and costing), and how to get it or cancel it."""
+    sub = view.submitted.get(key)
+    final = view.finished.get(key)
+    if sub is None:
+        ctx.out.error("interrupted before the job was created: nothing is running")
+        return
+    if final is not None:
+        ctx.out.error(f"job {sub.job_id} {final.state} ({final.error or final.status})")
+        return
+    args = ctx.args
+    cost = f" (about {credits_text(credits)})" if credits is not None else ""
+    ctx.out.json({"event": "running", "key": key, "job_id": sub.job_id, "credits": credits})
+    ctx.out.error(f"job {sub.job_id} is still running on the server{cost} and is charged "
+                  f"unless cancelled.\n  get it when done: "
+                  f"{_wait_command(sub.job_id, Path(args.output), _mask(args))}\n"
+                  f"  cancel it (refunded): viggle-async cancel {sub.job_id}")
+
+
+def _mask(args: Any) -> Path | None:
+    return Path(args.mask_output) if args.mask_output else None
 
 
 COMMAND = Command("render", "render one clip, wait for it and download it", configure, run)

@@ -20,11 +20,12 @@ from .. import (
 from .._client import ViggleClient
 from .._scheduler import PollPolicy
 from .._supervisor import FastFallbackPolicy
-from ._progress import EventView, Output, RunStats
+from ._progress import EventView, Output, RunStats, credits_text, number, plural
 
 __all__ = ["EXIT_CODES_HELP", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE",
-           "CliError", "Command", "Ctx", "asset_credits", "exit_code_for",
-           "parse_backoff", "parse_fast_fallback", "positive_float", "positive_int"]
+           "CliError", "Command", "Ctx", "asset_credits", "credits_text", "exit_code_for",
+           "number", "parse_backoff", "parse_fast_fallback", "plural", "positive_float",
+           "positive_int"]
 
 EXIT_OK = 0          # everything done (complete or skipped)
 EXIT_FAILED = 1      # some work failed, timed out, was not submitted, or is ambiguous
@@ -130,6 +131,8 @@ class Ctx:
     args: argparse.Namespace
     out: Output
     stats: RunStats = attrs.field(factory=RunStats)
+    #: The command line as given (without the program name), to print resume commands.
+    argv: tuple[str, ...] = ()
 
     def require_key(self) -> None:
         """Refuse before sending anything when the command needs a key and none is set."""
@@ -209,18 +212,3 @@ def parse_fast_fallback(text: str) -> FastFallbackPolicy:
             f"{part.strip()!r} is not attempts:N, seconds:S or never")
     return FastFallbackPolicy(**fields)
 
-
-def plural(n: float, word: str, many: str | None = None) -> str:
-    """``1 credit``, ``2 credits``, ``12,000 credits`` (thousands separated)."""
-    return f"{number(n)} {word if n == 1 else many or word + 's'}"
-
-
-def number(n: float) -> str:
-    """A count or a balance for people: ``99,995,200``, ``12.5``; never ``9.99e+07``."""
-    if float(n).is_integer():
-        return f"{int(n):,}"
-    return f"{n:,.2f}".rstrip("0").rstrip(".")
-
-
-def credits_text(n: float) -> str:
-    return plural(n, "credit")

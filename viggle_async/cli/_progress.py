@@ -8,6 +8,7 @@ Results go to stdout; progress, notes and errors to stderr, so stdout stays pars
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import time
@@ -18,6 +19,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TextIO
 
+import anyio
+import anyio.lowlevel
 import attrs
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
@@ -40,8 +43,10 @@ from .._events import (
     Progress as ProgressEvent,
 )
 from .._models import RenderStatus
+from .._supervisor import Supervisor
 
-__all__ = ["EventView", "Mode", "Output", "RunStats", "to_json"]
+__all__ = ["EventView", "Mode", "Output", "RunStats", "credits_text", "number", "plural",
+           "to_json"]
 
 Mode = Literal["human", "json", "quiet"]
 # More job lines than this would scroll the live display off a terminal.
@@ -163,8 +168,29 @@ class RunStats:
 
 def summary_text(s: dict[str, Any]) -> str:
     states = ", ".join(f"{n} {state}" for state, n in s["states"].items()) or "nothing to do"
-    return (f"{s['total']} rows: {states}; credits {s['credits']}; retries {s['retries']}; "
-            f"fast fallbacks {s['fallbacks']}; {s['elapsed_s']:.1f} s")
+    money = f"this run spent {credits_text(s['credits'])}"
+    if s.get("credits_earlier_runs"):
+        money += f" (earlier runs: {credits_text(s['credits_earlier_runs'])})"
+    retries = s["retries"]
+    return (f"{plural(s['total'], 'row')}: {states}; {money}; "
+            f"{plural(retries, 'retry', 'retries')}; "
+            f"{plural(s['fallbacks'], 'fast fallback')}; {s['elapsed_s']:.1f} s")
+
+
+def number(n: float) -> str:
+    """A count or a balance for people: ``99,995,200``, ``12.5``; never ``9.99e+07``."""
+    if float(n).is_integer():
+        return f"{int(n):,}"
+    return f"{n:,.2f}".rstrip("0").rstrip(".")
+
+
+def plural(n: float, word: str, many: str | None = None) -> str:
+    """``1 credit``, ``2 credits``, ``12,000 credits``."""
+    return f"{number(n)} {word if n == 1 else many or word + 's'}"
+
+
+def credits_text(n: float) -> str:
+    return plural(n, "credit")
 
 
 def outcome_text(o: Outcome) -> str:
@@ -186,8 +212,10 @@ class EventView:
     """Shows supervisor events: an overall bar plus one line per active job (human), one
     JSON object per event (--json), or nothing (--quiet). Use ``with view:``."""
 
-    def __init__(self, out: Output, stats: RunStats, *, title: str = "work"):
+    def __init__(self, out: Output, stats: RunStats, *, title: str = "work",
+                 log_outcomes: bool = True):
         self.out = out
+        self._log_outcomes = log_outcomes
         self.stats = stats
         human = out.mode == "human"
         self._progress = Progress(
@@ -198,6 +226,11 @@ class EventView:
         self._overall = self._progress.add_task(title, total=0, note="")
         self._jobs: dict[str, TaskID] = {}
         self._queued = 0
+        #: What the events showed, by key: the submission, and the final outcome.
+        self.submitted: dict[str, Submitted] = {}
+        self._consuming: anyio.CancelScope | None = None
+        self._seen = 0
+        self.finished: dict[str, Outcome] = {}
         self._last_status: dict[str, str] = {}
 
     def __enter__(self) -> EventView:
@@ -211,7 +244,44 @@ class EventView:
     async def consume(self, events: AsyncIterator[Event]) -> None:
         """Show every event of a supervisor's ``events()`` stream until it closes."""
         async for event in events:
+            self._seen += 1
             self.handle(event)
+
+    @contextlib.asynccontextmanager
+    async def supervising(self, sup: Supervisor) -> AsyncIterator[Supervisor]:
+        """``async with view.supervising(sup):`` runs ``sup`` and shows its events, including
+        those it sends while stopping on Ctrl-C (remote cancels), which the report needs."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._consume_shielded, sup.events())
+            try:
+                async with sup:
+                    yield sup
+            except BaseException:
+                await self.drain()
+                raise
+
+    async def _consume_shielded(self, events: AsyncIterator[Event]) -> None:
+        # Shielded, so a cancelled run still shows what the supervisor does while it stops;
+        # ``drain`` ends it then.
+        with anyio.CancelScope(shield=True) as scope:
+            self._consuming = scope
+            async for event in events:
+                self._seen += 1
+                self.handle(event)
+
+    async def drain(self) -> None:
+        """After the supervisor stopped abnormally: handle the events still queued, then
+        end ``consume`` (its stream may never close if the supervisor was cancelled while
+        closing)."""
+        with anyio.CancelScope(shield=True):
+            while True:
+                before = self._seen
+                for _ in range(3):
+                    await anyio.lowlevel.checkpoint()
+                if self._seen == before:
+                    break
+        if self._consuming is not None:
+            self._consuming.cancel()
 
     def on_retry(self, event: RetryEvent) -> None:
         """For ``ViggleClient(on_retry=...)``: client retries are shown as they happen."""
@@ -229,6 +299,7 @@ class EventView:
             pct = 100 * event.sent / event.total if event.total else None
             self._job(event.key, "uploading", pct)
         elif isinstance(event, Submitted):
+            self.submitted[event.key] = event
             self._job(event.key, "submitted", 0)
             fast = " (fast)" if event.fast else ""
             tries = f" after {event.attempts} attempts" if event.attempts > 1 else ""
@@ -248,9 +319,12 @@ class EventView:
         elif isinstance(event, Downloaded):
             self._job(event.key, f"downloaded {event.bytes:,} bytes", 100)
         elif isinstance(event, (Completed, Failed)):
+            self.finished[event.key] = event.outcome
             self._finish(event.key)
             line = outcome_text(event.outcome)
-            if isinstance(event, Failed):
+            if not self._log_outcomes:
+                pass
+            elif isinstance(event, Failed):
                 if self.out.mode == "quiet":
                     self.out.error(line)
                 else:
