@@ -143,7 +143,8 @@ def test_ctrl_c_reports_the_running_jobs_and_how_to_resume_and_cancel(
     manifest.write_text("key,ref_image,driving_video,output\n"
                         + "".join(f"r{i},me.png,d.mp4,r{i}.mp4\n" for i in range(3)))
     journal, report = tmp_path / "j.db", tmp_path / "report.json"
-    argv = ["bulk", str(manifest), "--json", "--journal", str(journal), "--report", str(report)]
+    argv = ["bulk", str(manifest), "--json", "--journal", str(journal), "--report", str(report),
+            "--poll-interval", "0.2"]
     proc = _start([str(SCRIPT), *argv], env)
     _, err = _interrupt(proc, submitted=3)
     assert proc.returncode == 130, err

@@ -392,7 +392,7 @@ async def _run(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
             plan = await _plan(journal, rows, args.resubmit_ended or frozenset(),
                                args.resubmit_ambiguous)
         client = await stack.enter_async_context(ctx.client(view))
-        await _announce(ctx, client, plan, cost)
+        await _announce(ctx, client, view, plan, cost)
         used: Any = journal
         if journal is not None and plan.resubmit:
             used = _ResubmitEnded(journal, plan.resubmit)
@@ -452,7 +452,7 @@ def _row_report(row: Row, outcome: Outcome, view: EventView, cost: dict[str, Pri
         # Stopped locally, never cancelled on the server: it renders on and is charged.
         obj.update(state="running", credits=priced,
                    error="still running on the server: the run was interrupted")
-    elif obj["state"] == "complete" and obj["credits"] is None:
+    elif obj["state"] in ("complete", "skipped") and obj["credits"] is None:
         obj["credits"] = priced
     obj["spent_this_run"] = plan.spends(row.key) and obj["state"] in ("complete", "running")
     return obj
@@ -510,11 +510,11 @@ async def _open_journal(path: Path) -> SQLiteJournal:
         raise CliError(f"cannot use the journal {str(path)!r}: {exc}") from None
 
 
-async def _announce(ctx: Ctx, client: ViggleClient, plan: Plan,
-                     cost: dict[str, Priced]) -> None:
+async def _announce(ctx: Ctx, client: ViggleClient, view: EventView, plan: Plan,
+                    cost: dict[str, Priced]) -> None:
     """One read before any create: a rejected key stops the run with nothing spent. Then
     say what this run will spend (only rows it submits), apart from earlier runs' work."""
-    credits = await preflight(ctx, client)
+    credits = await preflight(ctx, client, view)
     submit = [*plan.new, *plan.resubmit]
     spend = sum(cost[k].credits or 0 for k in submit)
     unknown = sum(1 for k in submit if cost[k].credits is None)

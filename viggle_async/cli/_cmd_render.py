@@ -100,7 +100,7 @@ async def run(ctx: Ctx) -> int:
         # Check everything locally first: bad input exits 2 with nothing sent.
         estimate = await sup.estimate(**inputs)
         ctx.require_key()
-        await preflight(ctx, client)
+        await preflight(ctx, client, view)
         for path in (output, mask):
             if path is not None:
                 await anyio.Path(path.parent).mkdir(parents=True, exist_ok=True)

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from .. import AuthenticationError, ConnectError, Credits, ViggleClient, ViggleError
 from ._common import CliError, Ctx
+from ._progress import EventView
 
 __all__ = ["preflight"]
 
 
-async def preflight(ctx: Ctx, client: ViggleClient) -> Credits | None:
+async def preflight(ctx: Ctx, client: ViggleClient, view: EventView) -> Credits | None:
     """The balance (None when the endpoint is unavailable); raises ``CliError`` (exit 2)
-    when the key is rejected or the API cannot be reached."""
+    when the key is rejected or the API cannot be reached (its retries are not logged)."""
     del ctx
+    view.show_retries = False
     try:
         credits: Credits = await client.get_credits()
     except AuthenticationError as exc:
@@ -22,4 +24,6 @@ async def preflight(ctx: Ctx, client: ViggleClient) -> Credits | None:
                        "--base-url / VIGGLE_BASE_URL; nothing was sent") from None
     except ViggleError:
         return None  # §2.14 is not in the versioned docs: a missing endpoint must not stop
+    finally:
+        view.show_retries = True
     return credits

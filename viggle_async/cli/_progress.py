@@ -216,6 +216,9 @@ class EventView:
                  log_outcomes: bool = True):
         self.out = out
         self._log_outcomes = log_outcomes
+        #: False while a command checks the API before it starts: a failure there is one
+        #: line (the error), not a retry log first.
+        self.show_retries = True
         self.stats = stats
         human = out.mode == "human"
         self._progress = Progress(
@@ -286,6 +289,8 @@ class EventView:
     def on_retry(self, event: RetryEvent) -> None:
         """For ``ViggleClient(on_retry=...)``: client retries are shown as they happen."""
         self.stats.retries += 1
+        if not self.show_retries:
+            return
         self.out.json(event_json(event))
         self._log(f"retrying {event.method} {event.path} in {_secs(event.delay)} "
                   f"(retry {event.attempt}, {type(event.cause).__name__}: {event.cause})")
