@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from pathlib import Path
 
 from ._common import EXIT_FAILED, EXIT_OK, Command, Ctx, credits_text, plural
@@ -22,12 +23,17 @@ async def run(ctx: Ctx) -> int:
     with view:
         summary = await run_demo(Path(ctx.args.out), on_events=view.consume)
     code = EXIT_OK if summary.failed == 0 else EXIT_FAILED
+    kinds = Counter(o.kind for o in summary.outcomes if o.ok)
     data = {"event": "summary", "total": len(summary.outcomes), "done": summary.done,
-            "failed": summary.failed, "credits": summary.credits_spent,
+            "clips": summary.clips, "assets": summary.assets, "failed": summary.failed,
+            "credits": summary.credits_spent,
             "retries": summary.retries, "fallbacks": summary.fallbacks,
             "elapsed_s": round(summary.elapsed_s, 3), "out_dir": summary.out_dir,
             "exit_code": code}
-    ctx.out.emit(data, f"demo: {summary.done} done, {summary.failed} failed; "
+    assets = ", ".join(plural(kinds[k], k) for k in ("character", "scene") if kinds[k])
+    ctx.out.emit(data, f"demo: {plural(summary.clips, 'clip')} rendered"
+                       + (f" with {assets}" if assets else "")
+                       + f", {summary.failed} failed; "
                        f"{credits_text(summary.credits_spent)}; "
                        f"{plural(summary.retries, 'retry', 'retries')}; "
                        f"{plural(summary.fallbacks, 'fast fallback')}; "

@@ -56,6 +56,16 @@ class DemoSummary:
     def failed(self) -> int:
         return len(self.outcomes) - self.done
 
+    @property
+    def clips(self) -> int:
+        """Renders that completed (the clips the README promises, about 20)."""
+        return sum(o.ok for o in self.outcomes if o.kind == "render")
+
+    @property
+    def assets(self) -> int:
+        """Characters and scenes that completed (the work the clips reuse)."""
+        return sum(o.ok for o in self.outcomes if o.kind != "render")
+
 
 @attrs.define
 class _Samples:

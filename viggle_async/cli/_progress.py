@@ -76,7 +76,10 @@ def to_json(value: Any, *, indent: int | None = None) -> str:
 
 
 def _secs(seconds: float) -> str:
-    return f"{seconds:.2f} s" if seconds < 1 else f"{seconds:.1f} s"
+    """``in 350 ms``, ``in 2.5 s``, ``now`` (never ``0.00 s``)."""
+    if seconds < 0.0005:
+        return "now"
+    return f"in {seconds * 1000:.0f} ms" if seconds < 1 else f"in {seconds:.1f} s"
 
 
 def _snake(name: str) -> str:
@@ -292,7 +295,7 @@ class EventView:
         if not self.show_retries:
             return
         self.out.json(event_json(event))
-        self._log(f"retrying {event.method} {event.path} in {_secs(event.delay)} "
+        self._log(f"retrying {event.method} {event.path} {_secs(event.delay)} "
                   f"(retry {event.attempt}, {type(event.cause).__name__}: {event.cause})")
 
     def handle(self, event: Event) -> None:
@@ -314,8 +317,8 @@ class EventView:
         elif isinstance(event, Backoff):
             self.stats.retries += 1
             cause = _CAUSES.get(event.cause, event.cause)
-            self._job(event.key, f"waiting {_secs(event.delay)} ({cause})", None)
-            self._log(f"{event.key}: {cause}; retrying in {_secs(event.delay)}")
+            self._job(event.key, f"waiting ({cause}), retrying {_secs(event.delay)}", None)
+            self._log(f"{event.key}: {cause}; retrying {_secs(event.delay)}")
         elif isinstance(event, FastFallback):
             self._log(f"{event.key}: fast mode unavailable after {event.attempts} tries; "
                       "submitting in standard mode")
