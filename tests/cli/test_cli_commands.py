@@ -32,6 +32,7 @@ async def test_render_on_demand_waits_and_downloads(cli: Run, fake: FakeViggle,
     assert result.out == f"r: complete (job {job_id}) -> {out}\n"
     assert "estimated cost: 2 credits" in result.err
     assert f"r: submitted as job {job_id}" in result.err
+    assert "r: complete" not in result.err  # the result is printed once, on stdout
     assert size(out) == 2048
     assert fake.balance() == 10_000 - 2
 

@@ -393,6 +393,7 @@ async def _run(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
                                args.resubmit_ambiguous)
         client = await stack.enter_async_context(ctx.client(view))
         await _announce(ctx, client, view, plan, cost)
+        view.expect_costs({k: cost[k].credits for k in (*plan.new, *plan.resubmit)})
         used: Any = journal
         if journal is not None and plan.resubmit:
             used = _ResubmitEnded(journal, plan.resubmit)

@@ -21,7 +21,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 async def run(ctx: Ctx) -> int:
     args = ctx.args
     target: str = args.target
-    view = EventView(ctx.out, ctx.stats, title="download")
+    view = EventView(ctx.out, ctx.stats, title="download", single=True)
     url: str | None
     async with ctx.client(view) as client:
         if target.startswith(("http://", "https://")):

@@ -92,7 +92,7 @@ async def run(ctx: Ctx) -> int:
     output = Path(args.output)
     mask = Path(args.mask_output) if args.mask_output else None
     # The outcome is this command's result (stdout): the live log does not repeat it.
-    view = EventView(ctx.out, ctx.stats, title="render", log_outcomes=False)
+    view = EventView(ctx.out, ctx.stats, title="render", log_outcomes=False, single=True)
     async with ctx.client(view) as client:
         sup = Supervisor(client, fast_fallback=args.fast_fallback, poll_policy=ctx.poll_policy(),
                          cancel_remote=args.cancel_remote, render_timeout=args.timeout,
@@ -107,6 +107,7 @@ async def run(ctx: Ctx) -> int:
         if estimate.credits is not None:
             ctx.out.note(f"estimated cost: {credits_text(estimate.credits)}")
         key = output.stem or "render"
+        view.expect_costs({key: estimate.credits})
         try:
             with view:
                 async with view.supervising(sup):

@@ -25,7 +25,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 async def run(ctx: Ctx) -> int:
     args = ctx.args
-    view = EventView(ctx.out, ctx.stats, title=args.job_id)
+    view = EventView(ctx.out, ctx.stats, title=args.job_id, single=True)
 
     def show(status: RenderStatus) -> None:
         view.handle_status(status)

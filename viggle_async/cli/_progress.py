@@ -23,7 +23,7 @@ import anyio
 import anyio.lowlevel
 import attrs
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from .._client import RetryEvent
 from .._events import (
@@ -73,6 +73,29 @@ def to_json(value: Any, *, indent: int | None = None) -> str:
     """JSON (one line unless ``indent``): attrs classes as objects, Paths as strings,
     datetimes ISO 8601."""
     return json.dumps(value, default=_default, ensure_ascii=False, indent=indent)
+
+
+# One job's bar: upload, then the render on the server, then the download, each a span of
+# the same 0-100 bar, so it only moves forward (a phase label says which).
+_SPANS = {"upload": (0.0, 10.0), "render": (10.0, 95.0), "download": (95.0, 100.0)}
+_STATUS = {"queued": "queued on the server", "processing": "rendering"}
+
+
+def _span(phase: str, pct: float | None) -> float | None:
+    if pct is None:
+        return None
+    low, high = _SPANS[phase]
+    return low + (high - low) * min(max(pct, 0.0), 100.0) / 100.0
+
+
+def _phase(label: str, pct: float | None) -> str:
+    return label if pct is None or label.startswith("queued") else f"{label} {pct:.0f}%"
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def _secs(seconds: float) -> str:
@@ -216,7 +239,7 @@ class EventView:
     JSON object per event (--json), or nothing (--quiet). Use ``with view:``."""
 
     def __init__(self, out: Output, stats: RunStats, *, title: str = "work",
-                 log_outcomes: bool = True):
+                 log_outcomes: bool = True, single: bool = False):
         self.out = out
         self._log_outcomes = log_outcomes
         #: False while a command checks the API before it starts: a failure there is one
@@ -225,12 +248,18 @@ class EventView:
         self.stats = stats
         human = out.mode == "human"
         self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-            TextColumn("{task.fields[note]}"), console=out.console, transient=True,
+            # The notes carry the numbers (a job's phase and its percent; the run's
+            # done/total, elapsed, ETA and credits): the bar's own percent would mix phases.
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[note]}"),
+            console=out.console, transient=True,
             # Not a terminal (CI, a pipe): the event log lines below say everything.
             disable=not (human and out.console.is_terminal))
-        self._overall = self._progress.add_task(title, total=0, note="")
+        # One job (render, wait, download): its own bar says it all, no overall bar.
+        self._overall = self._progress.add_task(title, total=0, note="", visible=not single)
         self._jobs: dict[str, TaskID] = {}
+        self._costs: dict[str, int | None] = {}
+        self._credits = 0  # committed by jobs submitted in this run (estimated)
+        self._done = 0
         self._queued = 0
         #: What the events showed, by key: the submission, and the final outcome.
         self.submitted: dict[str, Submitted] = {}
@@ -303,17 +332,24 @@ class EventView:
         if isinstance(event, Queued):
             self._queued += 1
             self._progress.update(self._overall, total=self._queued)
+            self._overall_note()
         elif isinstance(event, Uploading):
             pct = 100 * event.sent / event.total if event.total else None
-            self._job(event.key, "uploading", pct)
+            self._job(event.key, _phase("uploading", pct), _span("upload", pct))
         elif isinstance(event, Submitted):
             self.submitted[event.key] = event
-            self._job(event.key, "submitted", 0)
+            cost = self._costs.get(event.key)
+            if cost is not None:
+                self._credits += cost
+            self._overall_note()
+            self._job(event.key, "submitted", _span("render", 0))
             fast = " (fast)" if event.fast else ""
             tries = f" after {event.attempts} attempts" if event.attempts > 1 else ""
             self._log(f"{event.key}: submitted as job {event.job_id}{fast}{tries}")
         elif isinstance(event, ProgressEvent):
-            self._job(event.key, event.status, event.progress_pct)
+            status = _STATUS.get(event.status, event.status)
+            self._job(event.key, _phase(status, event.progress_pct),
+                      _span("render", event.progress_pct))
         elif isinstance(event, Backoff):
             self.stats.retries += 1
             cause = _CAUSES.get(event.cause, event.cause)
@@ -325,7 +361,7 @@ class EventView:
         elif isinstance(event, Downloading):
             self.download_progress(event.key, event.received, event.total)
         elif isinstance(event, Downloaded):
-            self._job(event.key, f"downloaded {event.bytes:,} bytes", 100)
+            self._job(event.key, f"downloaded {event.bytes:,} bytes", _span("download", 100))
         elif isinstance(event, (Completed, Failed)):
             self.finished[event.key] = event.outcome
             self._finish(event.key)
@@ -351,7 +387,29 @@ class EventView:
 
     def download_progress(self, key: str, done: int, total: int | None) -> None:
         """For ``client.download(on_progress=...)``."""
-        self._job(key, "downloading", 100 * done / total if total else None)
+        pct = 100 * done / total if total else None
+        self._job(key, _phase("downloading", pct), _span("download", pct))
+
+    def snapshot(self) -> list[tuple[str, float, str]]:
+        """What the live display shows now, one ``(label, percent, note)`` per visible
+        bar (the overall bar first); the same whether or not a terminal shows it."""
+        return [(t.description.strip(), t.percentage, str(t.fields.get("note", "")))
+                for t in self._progress.tasks if t.visible]
+
+    def expect_costs(self, costs: dict[str, int | None]) -> None:
+        """Credits each key commits when it is submitted in this run (None: unknown), for
+        the overall bar's running total."""
+        self._costs = dict(costs)
+
+    def _overall_note(self) -> None:
+        total = self._queued
+        elapsed = time.monotonic() - self.stats.started
+        note = f"{self._done}/{total} done; {_clock(elapsed)} elapsed"
+        if 0 < self._done < total:
+            note += f"; ETA {_clock(elapsed * (total - self._done) / self._done)}"
+        if self._costs:
+            note += f"; {credits_text(self._credits)} committed"
+        self._progress.update(self._overall, note=note)
 
     def _log(self, text: str, *, error: bool = False) -> None:
         if self.out.mode != "human":
@@ -360,6 +418,7 @@ class EventView:
                                      style="red" if error else None)
 
     def _job(self, key: str, note: str, pct: float | None) -> None:
+        """One bar per job across its phases (``_span``): it never goes back."""
         task = self._jobs.get(key)
         if task is None:
             visible = sum(1 for t in self._progress.tasks if t.visible) <= MAX_JOB_LINES
@@ -368,10 +427,13 @@ class EventView:
         if pct is None:
             self._progress.update(task, note=note)
         else:
-            self._progress.update(task, note=note, completed=pct)
+            now = self._progress.tasks[self._progress.task_ids.index(task)].completed
+            self._progress.update(task, note=note, completed=max(now, pct))
 
     def _finish(self, key: str) -> None:
+        self._done += 1
         self._progress.advance(self._overall)
+        self._overall_note()
         task = self._jobs.pop(key, None)
         if task is not None:
             self._progress.remove_task(task)
