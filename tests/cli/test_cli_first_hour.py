@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from clihelp import BULK_FAST, FAST, Run, api_requests, write
+from clihelp import BULK_FAST, FAST, SECRET, Run, api_requests, write
 
 from viggle_async import ViggleClient
 from viggle_async._protocol import BACKGROUND_MODES
@@ -201,3 +201,30 @@ def test_fake_server_prints_a_line_to_paste(tmp_path: Path) -> None:
     base = next(x for x in lines if x.startswith("base_url=")).partition("=")[2]
     key = next(x for x in lines if x.startswith("api_key=")).partition("=")[2]
     assert f"export VIGGLE_BASE_URL={base} VIGGLE_API_KEY={key}" in lines
+
+
+# --- template segments across processes (item 12) --------------------------------------------
+
+async def test_scenes_get_shows_the_segments_an_earlier_import_saw(
+        cli: Run, fake: FakeViggle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    imported = await cli("scenes", "import", "tmpl-duo-dance", "--json", *FAST)
+    assert imported.code == 0, imported.err
+    scene = imported.json_lines()[-1]
+    uuids = [s["uuid"] for s in scene["segments"]]
+    assert uuids == ["person_a1b2c3d4", "person_e5f6g7h8"]
+    got = await cli("scenes", "get", scene["id"])
+    assert got.out.endswith("segments=person_a1b2c3d4,person_e5f6g7h8\n")
+    cache_root = tmp_path / "cache" / "viggle-async" / "segments"
+    assert all(SECRET not in str(p) for p in cache_root.rglob("*"))
+    # Turned off by the flag or the environment: only what the API says.
+    assert "segments=" not in (await cli("scenes", "get", scene["id"], "--no-cache")).out
+    monkeypatch.setenv("VIGGLE_ASYNC_NO_CACHE", "1")
+    assert "segments=" not in (await cli("scenes", "get", scene["id"])).out
+    monkeypatch.delenv("VIGGLE_ASYNC_NO_CACHE")
+    # Another account does not see them; deleting the scene forgets them.
+    fake.settings.api_keys["sk-other"] = 10
+    monkeypatch.setenv("VIGGLE_API_KEY", "sk-other")
+    assert "segments=" not in (await cli("scenes", "get", scene["id"])).out
+    monkeypatch.setenv("VIGGLE_API_KEY", SECRET)
+    assert (await cli("scenes", "delete", scene["id"])).code == 0
+    assert list(cache_root.rglob("*.json")) == []

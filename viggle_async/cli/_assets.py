@@ -17,15 +17,18 @@ Action = Callable[[str, str], argparse.ArgumentParser]
 
 
 def add_actions(p: argparse.ArgumentParser, kind: str,
-                creators: Callable[[Action], list[argparse.ArgumentParser]]) -> None:
-    """create (and import, for scenes) via ``creators``; then get, list and delete."""
+                creators: Callable[[Action], list[argparse.ArgumentParser]],
+                extra: argparse.ArgumentParser | None = None) -> None:
+    """create (and import, for scenes) via ``creators``; then get, list and delete.
+    ``extra``: a parent parser with options every action takes."""
     common = common_parent()
+    parents = [common] if extra is None else [common, extra]
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     one = kind[:-1]
 
     def action(name: str, help: str) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = actions.add_parser(
-            name, help=help, description=help, parents=[common])
+            name, help=help, description=help, parents=parents)
         return parser
 
     for waiter in creators(action):
