@@ -228,3 +228,28 @@ async def test_scenes_get_shows_the_segments_an_earlier_import_saw(
     monkeypatch.setenv("VIGGLE_API_KEY", SECRET)
     assert (await cli("scenes", "delete", scene["id"])).code == 0
     assert list(cache_root.rglob("*.json")) == []
+
+
+# --- a failed run never exits 0 (item 13) ----------------------------------------------------
+
+async def test_a_journal_whose_jobs_the_server_does_not_know_fails_the_run(
+        cli: Run, fake: FakeViggle, media: Path) -> None:
+    manifest = write(media, "m.csv", TWO_RENDERS)
+    journal = str(media / "j.db")
+    assert (await cli("bulk", str(manifest), *BULK_FAST, "--journal", journal)).code == 0
+    (media / "a.mp4").unlink()  # an output deleted: the rerun resumes job a to download it
+    # A new server (the example's embedded fake, restarted) has never heard of that job.
+    async with FakeViggle(api_keys={SECRET: 100}, time_scale=1000.0) as other:
+        for extra in ((), ("--json",), ("-q",)):
+            rerun = await cli("bulk", str(manifest), *BULK_FAST, "--journal", journal,
+                              "--base-url", other.base_url, "--report",
+                              str(media / "r.json"), *extra)
+            assert rerun.code == 1, (extra, rerun.out, rerun.err)
+            report = json.loads((media / "r.json").read_text())
+            assert report["summary"]["exit_code"] == 1
+            states = {o["key"]: o["state"] for o in report["outcomes"]}
+            assert states == {"a": "failed", "b": "skipped"}
+            if not extra:
+                assert "1 job from the journal is unknown to http" in rerun.err
+                assert "use a new --journal" in rerun.err
+        assert other.creates == []  # never paid again silently

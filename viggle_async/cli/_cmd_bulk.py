@@ -424,9 +424,25 @@ async def _run(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
             if interrupted:
                 ctx.out.json(summary)
                 _explain_interrupt(ctx, report)
+    _hint_lost_jobs(ctx, report, plan)
     ctx.out.json(summary)
     ctx.out.result(summary_text(summary))
     return int(summary["exit_code"])
+
+
+def _hint_lost_jobs(ctx: Ctx, report: list[dict[str, Any]], plan: Plan) -> None:
+    """Jobs an earlier run recorded that this server does not know (404): the journal
+    belongs to another server or account. Say so once; the rows already failed."""
+    earlier = set(plan.resumed) | set(plan.finished)
+    lost = [o["key"] for o in report if o["key"] in earlier and o["state"] == "failed"
+            and "not found" in (o["error"] or "")]
+    if not lost:
+        return
+    ctx.out.json({"event": "hint", "keys": lost, "hint": "journal_jobs_unknown"})
+    verb = "is" if len(lost) == 1 else "are"
+    ctx.out.error(f"{plural(len(lost), 'job')} from the journal {verb} unknown to "
+                  f"{ctx.args.base_url or 'this API'}: was the journal written against "
+                  "another --base-url or API key? To render them again, use a new --journal")
 
 
 def _is_interrupt(exc: BaseException) -> bool:
