@@ -76,6 +76,8 @@ def test_a_single_job_shows_one_bar() -> None:
     view.handle(Queued("clip", "render"))
     view.handle(Submitted("clip", "job_1", 1, False))
     assert [label for label, _, _ in view.snapshot()] == ["clip"]
+    view.handle(Completed("clip", Outcome("clip", "render", "complete", job_id="job_1")))
+    assert view.snapshot() == []  # the overall bar stays hidden to the end
 
 
 def test_retry_delays_are_words_not_zeroes() -> None:

@@ -499,7 +499,10 @@ def _explain_interrupt(ctx: Ctx, report: list[dict[str, Any]]) -> None:
     args = ctx.args
     running = [o for o in report if o["state"] == "running"]
     if not running:
-        ctx.out.error("interrupted: no job is left running on the server")
+        cancelled = sum(1 for o in report if o["state"] == "cancelled" and o["job_id"])
+        note = (f"{plural(cancelled, 'job')} cancelled on the server (refunded); "
+                if cancelled else "")
+        ctx.out.error(f"interrupted: {note}no job is left running on the server")
         return
     credits = sum(o["credits"] or 0 for o in running)
     ids = " ".join(o["job_id"] for o in running)

@@ -437,6 +437,7 @@ class EventView:
         task = self._jobs.pop(key, None)
         if task is not None:
             self._progress.remove_task(task)
-            hidden = [t for t in self._progress.tasks if not t.visible]
+            hidden = [t for t in self._progress.tasks
+                      if not t.visible and t.id != self._overall]
             if hidden:
                 self._progress.update(hidden[0].id, visible=True)
