@@ -6,6 +6,7 @@ written for people."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from clihelp import BULK_FAST, FAST, SECRET, Run, api_requests, write
 
 from viggle_async import ViggleClient
 from viggle_async._protocol import BACKGROUND_MODES
-from viggle_async.testing import FakeViggle, Faults
+from viggle_async.testing import DEFAULT_API_KEY, FakeViggle, Faults
 
 TWO_RENDERS = ("key,ref_image,driving_video,output\n"
                "a,me.png,d2.mp4,a.mp4\nb,me.png,d3.mp4,b.mp4\n")
@@ -195,12 +196,15 @@ def test_fake_server_prints_a_line_to_paste(tmp_path: Path) -> None:
             "import signal, threading, os\n"
             "threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()\n"
             "sys.exit(main(['fake-server', '--port', '0']))")
+    # Even in a shell where an earlier fake-server's line was pasted: its key is no secret.
+    env = {**os.environ, "VIGGLE_API_KEY": DEFAULT_API_KEY}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=30, check=False)
+                          timeout=30, check=False, env=env)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     base = next(x for x in lines if x.startswith("base_url=")).partition("=")[2]
     key = next(x for x in lines if x.startswith("api_key=")).partition("=")[2]
+    assert key == DEFAULT_API_KEY
     assert f"export VIGGLE_BASE_URL={base} VIGGLE_API_KEY={key}" in lines
 
 

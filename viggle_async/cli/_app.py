@@ -98,8 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, or a usage error (already printed)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     mode: Mode = "json" if args.json else "quiet" if args.quiet else "human"
-    out = Output(mode, stdout=sys.stdout, stderr=sys.stderr,
-                 secrets=[os.environ.get("VIGGLE_API_KEY")])
+    # Commands that never use the real API never hold its key; fake-server prints its own
+    # fake key, which may well be the one exported in this shell.
+    secrets = [os.environ.get("VIGGLE_API_KEY")] if args.uses_api else []
+    out = Output(mode, stdout=sys.stdout, stderr=sys.stderr, secrets=secrets)
     if args.json and args.quiet:
         out.error("error: --json and --quiet cannot be combined")
         return EXIT_USAGE
