@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 
 from viggle_async import Completed, Event, FastFallback, Outcome
-from viggle_async._demo import DUO_TEMPLATE, OUTAGE_REFUSALS, DemoSummary, run_demo
+from viggle_async.cli._demo import DUO_TEMPLATE, OUTAGE_REFUSALS, DemoSummary, run_demo
 from viggle_async.testing import FakeViggle
 
 
@@ -90,3 +90,10 @@ def test_summary_counts_ok_and_not_ok_outcomes(tmp_path: Path) -> None:
                 Outcome("c", "render", "failed"), Outcome("d", "render", "not_submitted"))
     summary = DemoSummary(outcomes, 1.0, 0, 0, 0, tmp_path)
     assert (summary.done, summary.failed) == (2, 2)
+
+
+def test_clips_and_assets_are_counted_apart(tmp_path: Path) -> None:
+    outcomes = (Outcome("a", "render", "complete"), Outcome("b", "render", "failed"),
+                Outcome("c", "character", "complete"), Outcome("d", "scene", "complete"))
+    summary = DemoSummary(outcomes, 1.0, 0, 0, 0, tmp_path)
+    assert (summary.clips, summary.assets, summary.done) == (1, 2, 3)

@@ -11,7 +11,7 @@ import anyio
 import pytest
 from clihelp import SECRET, Result, Run
 
-from viggle_async._cli import main
+from viggle_async.cli._app import main
 from viggle_async.testing import FakeViggle, make_png, write_mp4
 
 
@@ -23,8 +23,9 @@ async def fake() -> AsyncIterator[FakeViggle]:
 
 
 @pytest.fixture
-def env(fake: FakeViggle, monkeypatch: pytest.MonkeyPatch) -> FakeViggle:
+def env(fake: FakeViggle, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeViggle:
     monkeypatch.setenv("VIGGLE_API_KEY", SECRET)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # never the user's own
     monkeypatch.setenv("VIGGLE_BASE_URL", fake.base_url)
     return fake
 

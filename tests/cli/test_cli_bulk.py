@@ -79,7 +79,7 @@ async def test_renders_use_the_characters_and_scenes_their_rows_create(
     report_path = media / "report.json"
     result = await cli("bulk", str(manifest), *BULK_FAST, "--report", str(report_path))
     assert result.code == 0, result.err
-    assert result.out.startswith("7 rows: 7 complete; credits 17; retries 0;")
+    assert result.out.startswith("7 rows: 7 complete; this run spent 17 credits; 0 retries;")
     assert fake.balance() == balance - EXPECTED_CREDITS
     report = json.loads(report_path.read_text())
     outcomes = _by_key(report["outcomes"])
@@ -88,12 +88,13 @@ async def test_renders_use_the_characters_and_scenes_their_rows_create(
     assert set(outcomes["c1"]) == {
         "line", "key", "kind", "state", "job_id", "asset_id", "status", "outputs", "credits",
         "attempts", "fast", "fallback_used", "error", "error_code", "downloaded",
-        "download_error"}
+        "download_error", "output", "spent_this_run"}
     assert outcomes["c1"] | {"job_id": None} == {
         "line": 5, "key": "c1", "kind": "render", "state": "complete", "job_id": None,
         "asset_id": None, "status": "complete", "outputs": [str(media / "out/c1.mp4")],
         "credits": 4, "attempts": 1, "fast": True, "fallback_used": False, "error": None,
-        "error_code": None, "downloaded": True, "download_error": None}
+        "error_code": None, "downloaded": True, "download_error": None,
+        "output": str(media / "out/c1.mp4"), "spent_this_run": True}
     assert outcomes["alice"]["kind"] == "character" and outcomes["alice"]["credits"] == 1
     assert outcomes["c2"]["credits"] == 3
     # The renders were sent the ids the asset rows created.
@@ -144,7 +145,8 @@ async def test_json_lines_stream_every_event_then_a_summary_and_failures_exit_1(
     assert objs[-1]["event"] == "summary"
     assert objs[-1] | {"elapsed_s": 0} == {
         "event": "summary", "total": 2, "done": 0, "failed": 2, "states": {"failed": 2},
-        "credits": 0, "retries": 0, "fallbacks": 0, "elapsed_s": 0, "exit_code": 1}
+        "credits": 0, "credits_this_run": 0, "credits_earlier_runs": 0, "running": 0,
+        "credits_running": 0, "retries": 0, "fallbacks": 0, "elapsed_s": 0, "exit_code": 1}
     failed = next(o for o in objs if o["event"] == "failed")["outcome"]
     assert failed["state"] == "failed" and failed["error_code"] == "CS-UORC01-009"
     report = json.loads((media / "r.json").read_text())
@@ -176,7 +178,7 @@ async def test_fast_fallback_and_backoff_are_visible(cli: Run, fake: FakeViggle,
     assert result.code == 0, result.err
     assert "a: fast mode unavailable after 2 tries; submitting in standard mode" in result.err
     assert "a: no fast capacity; retrying in" in result.err
-    assert "fast fallbacks 1" in result.out
+    assert "1 fast fallback;" in result.out
     (outcome,) = json.loads((media / "r.json").read_text())["outcomes"]
     assert outcome["fallback_used"] is True and outcome["fast"] is False
     assert outcome["attempts"] == 3

@@ -3,13 +3,14 @@ anything is sent (exit 2, the server sees no request)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from clihelp import Run, api_requests, write
 
-from viggle_async._manifest import parse_manifest
-from viggle_async.testing import FakeViggle
+from viggle_async.cli._manifest import parse_manifest
+from viggle_async.testing import FakeViggle, write_mp4
 
 HEAD = "key,kind,name,image,ref_image,driving_video,character_id,scene_id,fast,output\n"
 
@@ -110,8 +111,10 @@ async def test_every_problem_is_listed_at_once_and_as_json(cli: Run, fake: FakeV
     assert result.code == 2
     objs = result.json_lines()
     problems = [(o["line"], o["row"], o["field"]) for o in objs if o["event"] == "problem"]
-    # (A row's own type errors come first; its files are checked once those are fixed.)
-    assert problems == [(2, 1, "fast"), (3, 2, "character_id"), (4, 3, "key")]
+    # One pass: a row's type errors do not hide its files' problems, nor the combination
+    # its other fields make (c2 names a character without a scene).
+    assert problems == [(2, 1, "fast"), (2, 1, "ref_image"), (3, 2, "character_id"),
+                        (3, 2, "scene_id"), (4, 3, "key")]
     assert all(o["fix"] for o in objs if o["event"] == "problem")
     assert objs[-1] == {"event": "summary", "problems": len(problems), "exit_code": 2}
     assert api_requests(fake) == 0
@@ -165,3 +168,33 @@ def test_csv_values_are_typed_and_relative_paths_resolve_against_the_manifest() 
 def test_an_empty_manifest_is_a_problem() -> None:
     manifest = parse_manifest("key,ref_image\n", fmt="csv", base_dir=Path("/m"))
     assert [p.problem for p in manifest.problems] == ["has no rows"]
+
+
+async def test_one_pass_runs_every_check_on_every_row(cli: Run, fake: FakeViggle,
+                                                     media: Path) -> None:
+    # Each row has a problem the manifest finds (type, column, duplicate key) AND problems
+    # only the file and field checks find; a dry run must list all of them at once.
+    write_mp4(media / "long.mp4", 360.0)
+    (media / "bad.png").write_bytes(b"not an image at all")
+    lines = [
+        {"key": "a", "ref_image": "nope.png", "driving_video": "d2.mp4", "fast": "maybe"},
+        {"key": "b", "ref_image": "me.png", "driving_video": "long.mp4", "colour": "red"},
+        {"key": "a", "ref_image": "bad.png", "driving_video": "d1.mp4",
+         "background_mode": "solid", "bg_color": "0,0,300"},
+        {"key": "c", "kind": "character", "name": 7, "image": "bad.png"},
+        {"key": "c", "kind": "scene", "name": "S", "video": "long.mp4"},
+        {"ref_image": "me.png", "driving_video": "missing.mp4"},
+    ]
+    manifest = write(media, "m.jsonl", "".join(json.dumps(x) + "\n" for x in lines))
+    result = await cli("bulk", str(manifest), "--dry-run", "--json")
+    assert result.code == 2
+    found = {(o["line"], o["field"]) for o in result.json_lines() if o["event"] == "problem"}
+    assert found == {
+        (1, "fast"), (1, "ref_image"),                 # bad boolean + missing file
+        (2, "colour"), (2, "driving_video"),           # unknown column + a 6-minute video
+        (3, "key"), (3, "ref_image"), (3, "bg_color"),  # duplicate key + unreadable image
+        (4, "name"), (4, "image"),                     # wrong type + not an image
+        (5, "key"), (5, "video"),                      # duplicate key + too long
+        (6, "key"), (6, "driving_video"),              # no key + missing file
+    }
+    assert api_requests(fake) == 0

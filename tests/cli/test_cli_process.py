@@ -55,7 +55,7 @@ def server(tmp_path: Path) -> Iterator[dict[str, str]]:
         proc.send_signal(signal.SIGINT)  # the server stops cleanly on Ctrl-C
         _, err = proc.communicate(timeout=10)
         assert proc.returncode == 0, err
-        assert "export VIGGLE_BASE_URL=<base_url> VIGGLE_API_KEY=<api_key>" in err
+        assert "in another shell run:" in err
 
 
 def _stats(base_url: str) -> dict[str, Any]:
@@ -77,7 +77,7 @@ def test_module_entry_point_and_ctrl_c(server: dict[str, str], tmp_path: Path) -
            "VIGGLE_BASE_URL": server["base_url"]}
     credits = subprocess.run([sys.executable, "-m", "viggle_async", "credits"], env=env,
                              capture_output=True, text=True, timeout=30, check=False)
-    assert (credits.returncode, credits.stdout) == (0, "balance: 10000 credits\n"), credits.stderr
+    assert (credits.returncode, credits.stdout) == (0, "balance: 10,000 credits\n"), credits.stderr
 
     (tmp_path / "me.png").write_bytes(make_png())
     write_mp4(tmp_path / "d.mp4", 3.0)
@@ -105,3 +105,88 @@ def test_module_entry_point_and_ctrl_c(server: dict[str, str], tmp_path: Path) -
     stats = _stats(server["base_url"])
     assert stats["request_counts"]["DELETE /api/render/{job_id}"] == 1
     assert stats["balance"] == 10_000
+
+
+def _start(argv: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _interrupt(proc: subprocess.Popen[str], submitted: int) -> tuple[str, str]:
+    """Ctrl-C once ``submitted`` jobs are created; the rest of stdout and stderr."""
+    try:
+        assert proc.stdout is not None
+        seen: set[str] = set()
+
+        def enough(line: str) -> bool:
+            event = json.loads(line)
+            if event["event"] == "submitted":
+                seen.add(event["key"])
+            return len(seen) == submitted
+
+        _read_until(proc.stdout, enough)
+        proc.send_signal(signal.SIGINT)
+        return proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_ctrl_c_reports_the_running_jobs_and_how_to_resume_and_cancel(
+        server: dict[str, str], tmp_path: Path) -> None:
+    env = {**os.environ, "VIGGLE_API_KEY": server["api_key"],
+           "VIGGLE_BASE_URL": server["base_url"]}
+    (tmp_path / "me.png").write_bytes(make_png())
+    write_mp4(tmp_path / "d.mp4", 3.0)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("key,ref_image,driving_video,output\n"
+                        + "".join(f"r{i},me.png,d.mp4,r{i}.mp4\n" for i in range(3)))
+    journal, report = tmp_path / "j.db", tmp_path / "report.json"
+    argv = ["bulk", str(manifest), "--json", "--journal", str(journal), "--report", str(report),
+            "--poll-interval", "0.2"]
+    proc = _start([str(SCRIPT), *argv], env)
+    _, err = _interrupt(proc, submitted=3)
+    assert proc.returncode == 130, err
+    # The report tells the truth: every job is still running, with its id and its cost,
+    # and the exit code is the one the process returned.
+    data = json.loads(report.read_text())
+    assert data["summary"]["exit_code"] == 130
+    assert data["summary"]["running"] == 3 and data["summary"]["credits_running"] == 9
+    rows = data["outcomes"]
+    assert {r["state"] for r in rows} == {"running"}
+    assert all(r["job_id"] and r["credits"] == 3 for r in rows)
+    assert "3 jobs still running on the server (about 9 credits committed)" in err
+    assert "resume (waits for them, downloads, runs the rest): viggle-async " + " ".join(
+        argv) in err
+    assert "viggle-async cancel JOB, for JOB in: " in err
+    assert all(r["job_id"] in err for r in rows)
+    # The resume command does what it says: no new job, nothing spent this run.
+    again = subprocess.run([str(SCRIPT), *argv], env=env, capture_output=True, text=True,
+                           timeout=60, check=False)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout.splitlines()[-1])
+    assert summary["states"] == {"complete": 3}
+    assert (summary["credits_this_run"], summary["credits_earlier_runs"]) == (0, 9)
+    assert _stats(server["base_url"])["request_counts"]["POST /api/render"] == 3
+
+
+def test_ctrl_c_on_render_says_how_to_wait_for_the_job(server: dict[str, str],
+                                                       tmp_path: Path) -> None:
+    env = {**os.environ, "VIGGLE_API_KEY": server["api_key"],
+           "VIGGLE_BASE_URL": server["base_url"]}
+    (tmp_path / "me.png").write_bytes(make_png())
+    write_mp4(tmp_path / "d.mp4", 3.0)
+    out_path = tmp_path / "clip.mp4"
+    proc = _start([str(SCRIPT), "render", "--ref-image", str(tmp_path / "me.png"),
+                   "--driving-video", str(tmp_path / "d.mp4"), "-o", str(out_path), "--json"],
+                  env)
+    out, err = _interrupt(proc, submitted=1)
+    assert proc.returncode == 130, err
+    running = [json.loads(line) for line in out.splitlines()
+               if json.loads(line)["event"] == "running"]
+    (job,) = [r["job_id"] for r in running]
+    assert running[0]["credits"] == 3
+    assert f"job {job} is still running on the server (about 3 credits)" in err
+    assert f"viggle-async wait {job} -o {out_path}" in err
+    assert f"viggle-async cancel {job}" in err

@@ -8,6 +8,7 @@ Results go to stdout; progress, notes and errors to stderr, so stdout stays pars
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import time
@@ -18,12 +19,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TextIO
 
+import anyio
+import anyio.lowlevel
 import attrs
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
-from ._client import RetryEvent
-from ._events import (
+from .._client import RetryEvent
+from .._events import (
     Backoff,
     Completed,
     Downloaded,
@@ -36,12 +39,14 @@ from ._events import (
     Submitted,
     Uploading,
 )
-from ._events import (
+from .._events import (
     Progress as ProgressEvent,
 )
-from ._models import RenderStatus
+from .._models import RenderStatus
+from .._supervisor import Supervisor
 
-__all__ = ["EventView", "Mode", "Output", "RunStats", "to_json"]
+__all__ = ["EventView", "Mode", "Output", "RunStats", "credits_text", "number", "plural",
+           "to_json"]
 
 Mode = Literal["human", "json", "quiet"]
 # More job lines than this would scroll the live display off a terminal.
@@ -70,8 +75,34 @@ def to_json(value: Any, *, indent: int | None = None) -> str:
     return json.dumps(value, default=_default, ensure_ascii=False, indent=indent)
 
 
+# One job's bar: upload, then the render on the server, then the download, each a span of
+# the same 0-100 bar, so it only moves forward (a phase label says which).
+_SPANS = {"upload": (0.0, 10.0), "render": (10.0, 95.0), "download": (95.0, 100.0)}
+_STATUS = {"queued": "queued on the server", "processing": "rendering"}
+
+
+def _span(phase: str, pct: float | None) -> float | None:
+    if pct is None:
+        return None
+    low, high = _SPANS[phase]
+    return low + (high - low) * min(max(pct, 0.0), 100.0) / 100.0
+
+
+def _phase(label: str, pct: float | None) -> str:
+    return label if pct is None or label.startswith("queued") else f"{label} {pct:.0f}%"
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 def _secs(seconds: float) -> str:
-    return f"{seconds:.2f} s" if seconds < 1 else f"{seconds:.1f} s"
+    """``in 350 ms``, ``in 2.5 s``, ``now`` (never ``0.00 s``)."""
+    if seconds < 0.0005:
+        return "now"
+    return f"in {seconds * 1000:.0f} ms" if seconds < 1 else f"in {seconds:.1f} s"
 
 
 def _snake(name: str) -> str:
@@ -163,8 +194,29 @@ class RunStats:
 
 def summary_text(s: dict[str, Any]) -> str:
     states = ", ".join(f"{n} {state}" for state, n in s["states"].items()) or "nothing to do"
-    return (f"{s['total']} rows: {states}; credits {s['credits']}; retries {s['retries']}; "
-            f"fast fallbacks {s['fallbacks']}; {s['elapsed_s']:.1f} s")
+    money = f"this run spent {credits_text(s['credits'])}"
+    if s.get("credits_earlier_runs"):
+        money += f" (earlier runs: {credits_text(s['credits_earlier_runs'])})"
+    retries = s["retries"]
+    return (f"{plural(s['total'], 'row')}: {states}; {money}; "
+            f"{plural(retries, 'retry', 'retries')}; "
+            f"{plural(s['fallbacks'], 'fast fallback')}; {s['elapsed_s']:.1f} s")
+
+
+def number(n: float) -> str:
+    """A count or a balance for people: ``99,995,200``, ``12.5``; never ``9.99e+07``."""
+    if float(n).is_integer():
+        return f"{int(n):,}"
+    return f"{n:,.2f}".rstrip("0").rstrip(".")
+
+
+def plural(n: float, word: str, many: str | None = None) -> str:
+    """``1 credit``, ``2 credits``, ``12,000 credits``."""
+    return f"{number(n)} {word if n == 1 else many or word + 's'}"
+
+
+def credits_text(n: float) -> str:
+    return plural(n, "credit")
 
 
 def outcome_text(o: Outcome) -> str:
@@ -186,18 +238,34 @@ class EventView:
     """Shows supervisor events: an overall bar plus one line per active job (human), one
     JSON object per event (--json), or nothing (--quiet). Use ``with view:``."""
 
-    def __init__(self, out: Output, stats: RunStats, *, title: str = "work"):
+    def __init__(self, out: Output, stats: RunStats, *, title: str = "work",
+                 log_outcomes: bool = True, single: bool = False):
         self.out = out
+        self._log_outcomes = log_outcomes
+        #: False while a command checks the API before it starts: a failure there is one
+        #: line (the error), not a retry log first.
+        self.show_retries = True
         self.stats = stats
         human = out.mode == "human"
         self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-            TextColumn("{task.fields[note]}"), console=out.console, transient=True,
+            # The notes carry the numbers (a job's phase and its percent; the run's
+            # done/total, elapsed, ETA and credits): the bar's own percent would mix phases.
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[note]}"),
+            console=out.console, transient=True,
             # Not a terminal (CI, a pipe): the event log lines below say everything.
             disable=not (human and out.console.is_terminal))
-        self._overall = self._progress.add_task(title, total=0, note="")
+        # One job (render, wait, download): its own bar says it all, no overall bar.
+        self._overall = self._progress.add_task(title, total=0, note="", visible=not single)
         self._jobs: dict[str, TaskID] = {}
+        self._costs: dict[str, int | None] = {}
+        self._credits = 0  # committed by jobs submitted in this run (estimated)
+        self._done = 0
         self._queued = 0
+        #: What the events showed, by key: the submission, and the final outcome.
+        self.submitted: dict[str, Submitted] = {}
+        self._consuming: anyio.CancelScope | None = None
+        self._seen = 0
+        self.finished: dict[str, Outcome] = {}
         self._last_status: dict[str, str] = {}
 
     def __enter__(self) -> EventView:
@@ -211,13 +279,52 @@ class EventView:
     async def consume(self, events: AsyncIterator[Event]) -> None:
         """Show every event of a supervisor's ``events()`` stream until it closes."""
         async for event in events:
+            self._seen += 1
             self.handle(event)
+
+    @contextlib.asynccontextmanager
+    async def supervising(self, sup: Supervisor) -> AsyncIterator[Supervisor]:
+        """``async with view.supervising(sup):`` runs ``sup`` and shows its events, including
+        those it sends while stopping on Ctrl-C (remote cancels), which the report needs."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._consume_shielded, sup.events())
+            try:
+                async with sup:
+                    yield sup
+            except BaseException:
+                await self.drain()
+                raise
+
+    async def _consume_shielded(self, events: AsyncIterator[Event]) -> None:
+        # Shielded, so a cancelled run still shows what the supervisor does while it stops;
+        # ``drain`` ends it then.
+        with anyio.CancelScope(shield=True) as scope:
+            self._consuming = scope
+            async for event in events:
+                self._seen += 1
+                self.handle(event)
+
+    async def drain(self) -> None:
+        """After the supervisor stopped abnormally: handle the events still queued, then
+        end ``consume`` (its stream may never close if the supervisor was cancelled while
+        closing)."""
+        with anyio.CancelScope(shield=True):
+            while True:
+                before = self._seen
+                for _ in range(3):
+                    await anyio.lowlevel.checkpoint()
+                if self._seen == before:
+                    break
+        if self._consuming is not None:
+            self._consuming.cancel()
 
     def on_retry(self, event: RetryEvent) -> None:
         """For ``ViggleClient(on_retry=...)``: client retries are shown as they happen."""
         self.stats.retries += 1
+        if not self.show_retries:
+            return
         self.out.json(event_json(event))
-        self._log(f"retrying {event.method} {event.path} in {_secs(event.delay)} "
+        self._log(f"retrying {event.method} {event.path} {_secs(event.delay)} "
                   f"(retry {event.attempt}, {type(event.cause).__name__}: {event.cause})")
 
     def handle(self, event: Event) -> None:
@@ -225,32 +332,43 @@ class EventView:
         if isinstance(event, Queued):
             self._queued += 1
             self._progress.update(self._overall, total=self._queued)
+            self._overall_note()
         elif isinstance(event, Uploading):
             pct = 100 * event.sent / event.total if event.total else None
-            self._job(event.key, "uploading", pct)
+            self._job(event.key, _phase("uploading", pct), _span("upload", pct))
         elif isinstance(event, Submitted):
-            self._job(event.key, "submitted", 0)
+            self.submitted[event.key] = event
+            cost = self._costs.get(event.key)
+            if cost is not None:
+                self._credits += cost
+            self._overall_note()
+            self._job(event.key, "submitted", _span("render", 0))
             fast = " (fast)" if event.fast else ""
             tries = f" after {event.attempts} attempts" if event.attempts > 1 else ""
             self._log(f"{event.key}: submitted as job {event.job_id}{fast}{tries}")
         elif isinstance(event, ProgressEvent):
-            self._job(event.key, event.status, event.progress_pct)
+            status = _STATUS.get(event.status, event.status)
+            self._job(event.key, _phase(status, event.progress_pct),
+                      _span("render", event.progress_pct))
         elif isinstance(event, Backoff):
             self.stats.retries += 1
             cause = _CAUSES.get(event.cause, event.cause)
-            self._job(event.key, f"waiting {_secs(event.delay)} ({cause})", None)
-            self._log(f"{event.key}: {cause}; retrying in {_secs(event.delay)}")
+            self._job(event.key, f"waiting ({cause}), retrying {_secs(event.delay)}", None)
+            self._log(f"{event.key}: {cause}; retrying {_secs(event.delay)}")
         elif isinstance(event, FastFallback):
             self._log(f"{event.key}: fast mode unavailable after {event.attempts} tries; "
                       "submitting in standard mode")
         elif isinstance(event, Downloading):
             self.download_progress(event.key, event.received, event.total)
         elif isinstance(event, Downloaded):
-            self._job(event.key, f"downloaded {event.bytes:,} bytes", 100)
+            self._job(event.key, f"downloaded {event.bytes:,} bytes", _span("download", 100))
         elif isinstance(event, (Completed, Failed)):
+            self.finished[event.key] = event.outcome
             self._finish(event.key)
             line = outcome_text(event.outcome)
-            if isinstance(event, Failed):
+            if not self._log_outcomes:
+                pass
+            elif isinstance(event, Failed):
                 if self.out.mode == "quiet":
                     self.out.error(line)
                 else:
@@ -269,7 +387,29 @@ class EventView:
 
     def download_progress(self, key: str, done: int, total: int | None) -> None:
         """For ``client.download(on_progress=...)``."""
-        self._job(key, "downloading", 100 * done / total if total else None)
+        pct = 100 * done / total if total else None
+        self._job(key, _phase("downloading", pct), _span("download", pct))
+
+    def snapshot(self) -> list[tuple[str, float, str]]:
+        """What the live display shows now, one ``(label, percent, note)`` per visible
+        bar (the overall bar first); the same whether or not a terminal shows it."""
+        return [(t.description.strip(), t.percentage, str(t.fields.get("note", "")))
+                for t in self._progress.tasks if t.visible]
+
+    def expect_costs(self, costs: dict[str, int | None]) -> None:
+        """Credits each key commits when it is submitted in this run (None: unknown), for
+        the overall bar's running total."""
+        self._costs = dict(costs)
+
+    def _overall_note(self) -> None:
+        total = self._queued
+        elapsed = time.monotonic() - self.stats.started
+        note = f"{self._done}/{total} done; {_clock(elapsed)} elapsed"
+        if 0 < self._done < total:
+            note += f"; ETA {_clock(elapsed * (total - self._done) / self._done)}"
+        if self._costs:
+            note += f"; {credits_text(self._credits)} committed"
+        self._progress.update(self._overall, note=note)
 
     def _log(self, text: str, *, error: bool = False) -> None:
         if self.out.mode != "human":
@@ -278,6 +418,7 @@ class EventView:
                                      style="red" if error else None)
 
     def _job(self, key: str, note: str, pct: float | None) -> None:
+        """One bar per job across its phases (``_span``): it never goes back."""
         task = self._jobs.get(key)
         if task is None:
             visible = sum(1 for t in self._progress.tasks if t.visible) <= MAX_JOB_LINES
@@ -286,13 +427,17 @@ class EventView:
         if pct is None:
             self._progress.update(task, note=note)
         else:
-            self._progress.update(task, note=note, completed=pct)
+            now = self._progress.tasks[self._progress.task_ids.index(task)].completed
+            self._progress.update(task, note=note, completed=max(now, pct))
 
     def _finish(self, key: str) -> None:
+        self._done += 1
         self._progress.advance(self._overall)
+        self._overall_note()
         task = self._jobs.pop(key, None)
         if task is not None:
             self._progress.remove_task(task)
-            hidden = [t for t in self._progress.tasks if not t.visible]
+            hidden = [t for t in self._progress.tasks
+                      if not t.visible and t.id != self._overall]
             if hidden:
                 self._progress.update(hidden[0].id, visible=True)

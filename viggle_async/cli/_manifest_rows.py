@@ -191,6 +191,9 @@ class RowParser:
         self.base_dir = base_dir
         self.problems = problems
         self.bad_keys: set[str] = set()  # rows with problems, so references to them are known
+        #: Rows with problems of their own, holding the values that did convert: never run,
+        #: but still given the library's checks, so every problem is listed in one pass.
+        self.held: list[Row] = []
 
     def parse(self, line: int, row: int, raw: dict[str, Any]) -> Row | None:
         before = len(self.problems)
@@ -222,6 +225,8 @@ class RowParser:
         if len(self.problems) > before:
             if key is not None:
                 self.bad_keys.add(key)
+            if kind_raw in KINDS:  # keyless rows too: "" stands for the missing key
+                self.held.append(self._row(line, row, key or "", kind, values))
             return None
         assert key is not None
         return self._row(line, row, key, kind, values)

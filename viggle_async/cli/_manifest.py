@@ -36,11 +36,17 @@ __all__ = ["COLUMNS", "Manifest", "Problem", "Row", "load_manifest", "parse_mani
 
 @attrs.frozen
 class Manifest:
-    """The rows that parsed cleanly and every problem found (valid only if none)."""
+    """The rows that parsed cleanly and every problem found (valid only if none).
+
+    ``held``: rows with problems of their own (bad values, a duplicate key, a broken
+    reference), keeping the values that did parse. They never run, but the per-row checks
+    (files, formats, combinations) still look at them, so one pass lists every problem.
+    """
 
     path: Path
     rows: tuple[Row, ...]
     problems: tuple[Problem, ...]
+    held: tuple[Row, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -78,12 +84,38 @@ def parse_manifest(text: str, *, fmt: Literal["csv", "jsonl"], base_dir: Path,
     if not rows and not problems:
         problems.append(Problem(0, None, None, "has no rows",
                                 "add one row per render, character or scene"))
-    rows = _check_keys_and_refs(rows, parser.bad_keys, problems)
+    rows = _drop_duplicates(rows, parser.held, problems)
+    good = _check_keys_and_refs(rows, parser.bad_keys, problems)
+    running = {row.line for row in good}
+    held = [*parser.held, *(row for row in rows if row.line not in running)]
+    held.sort(key=lambda r: r.line)
     problems.sort(key=lambda p: (p.line, p.field or ""))
-    return Manifest(path, tuple(rows), tuple(problems))
+    return Manifest(path, tuple(good), tuple(problems), tuple(held))
 
 
 # --- keys and references -----------------------------------------------------------------
+
+def _drop_duplicates(rows: list[Row], held: list[Row], problems: list[Problem]) -> list[Row]:
+    """Report every key used twice, counting rows held for problems of their own (a bad
+    first row must not hide that a later one reuses its key); later rows are held."""
+    first: dict[str, Row] = {}
+    keep = []
+    for row in sorted([*rows, *held], key=lambda r: r.line):
+        if not row.key:
+            continue  # no key: already reported
+        if row.key in first:
+            problems.append(Problem(row.line, row.row, "key",
+                                    f"{row.key!r} is already used on line "
+                                    f"{first[row.key].line}",
+                                    "give every row a unique key", key=row.key))
+            if any(row is r for r in rows):
+                held.append(row)
+            continue
+        first[row.key] = row
+        if any(row is r for r in rows):
+            keep.append(row)
+    return keep
+
 
 def _check_keys_and_refs(rows: list[Row], bad_keys: set[str],
                          problems: list[Problem]) -> list[Row]:

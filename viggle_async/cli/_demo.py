@@ -16,12 +16,12 @@ from typing import Any
 import anyio
 import attrs
 
-from ._client import ViggleClient
-from ._events import Backoff, Event, FastFallback, Handle, Outcome
-from ._scheduler import PollPolicy
-from ._supervisor import FastFallbackPolicy, Supervisor
-from .testing import FakeViggle, Faults
-from .testing._samples import make_png, write_mp4
+from .._client import ViggleClient
+from .._events import Backoff, Event, FastFallback, Handle, Outcome
+from .._scheduler import PollPolicy
+from .._supervisor import FastFallbackPolicy, Supervisor
+from ..testing import FakeViggle, Faults
+from ..testing._samples import make_png, write_mp4
 
 __all__ = ["DemoSummary", "run_demo"]
 
@@ -55,6 +55,16 @@ class DemoSummary:
     @property
     def failed(self) -> int:
         return len(self.outcomes) - self.done
+
+    @property
+    def clips(self) -> int:
+        """Renders that completed (the clips the README promises, about 20)."""
+        return sum(o.ok for o in self.outcomes if o.kind == "render")
+
+    @property
+    def assets(self) -> int:
+        """Characters and scenes that completed (the work the clips reuse)."""
+        return sum(o.ok for o in self.outcomes if o.kind != "render")
 
 
 @attrs.define

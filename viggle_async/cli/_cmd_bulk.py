@@ -1,0 +1,627 @@
+"""``viggle-async bulk MANIFEST``: validate every row, then run them all through one
+Supervisor (or, with ``--dry-run``, price them and stop), and report one outcome per row.
+
+Nothing is sent until every row has passed both the manifest checks (``_manifest``) and
+the library's own local checks (the same preflight a real create runs), so a bad manifest
+costs nothing and exits 2 with every problem listed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import inspect
+import shlex
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import attrs
+
+from .. import (
+    CharacterHandle,
+    InvalidInputError,
+    Outcome,
+    SceneHandle,
+    SQLiteJournal,
+    Supervisor,
+    ViggleClient,
+)
+from .. import _endpoints as ep
+from .._events import Handle
+from .._journal import EntryState, JournalEntry, JournalError
+from .._media import IMAGE_CONTENT_TYPES, VIDEO_CONTENT_TYPES
+from .._resources import RENDER_IMAGE_TYPES
+from .._uploads import prepare_upload
+from ._common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    Command,
+    Ctx,
+    asset_credits,
+    credits_text,
+    parse_backoff,
+    parse_fast_fallback,
+    plural,
+    positive_float,
+    positive_int,
+)
+from ._manifest import Manifest, Problem, Row, load_manifest
+from ._options import BACKOFF_HELP, FAST_FALLBACK_HELP, add_poll_interval
+from ._preflight import preflight
+from ._progress import EventView, summary_text, to_json
+
+__all__ = ["COMMAND"]
+
+DESCRIPTION = """\
+Render a CSV or JSON-lines manifest: one row per render, character or scene.
+
+columns: key (unique, required), kind (render | character | scene; default render),
+  the API's field names (ref_image, ref_image_url, driving_video, driving_video_url,
+  character_id, scene_id, character_mapping, model, background_mode, bg_color, fast;
+  name, image, image_url for characters; name, video, video_url or template_id for
+  scenes), output, mask_output and estimated_seconds (prices URL and scene renders).
+A render's character_id / scene_id (or a character_mapping value) that is the key of a
+character / scene row uses the asset that row creates; write @key to insist on a key.
+Relative paths resolve against the manifest's folder. Every row is checked before
+anything is sent; problems are listed as FILE:LINE: row N, FIELD: problem. Fix: ...
+"""
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("manifest", metavar="MANIFEST", help="a .csv or .jsonl file (see README)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check every row and total the estimated credits; send nothing")
+    p.add_argument("--journal", metavar="PATH",
+                   help="SQLite journal: a rerun skips finished rows and resumes jobs")
+    p.add_argument("--report", metavar="PATH", help="write one outcome per row as JSON")
+    p.add_argument("--budget", type=positive_float, metavar="CREDITS",
+                   help="submit nothing past this many credits")
+    p.add_argument("--fast-fallback", type=parse_fast_fallback, default="attempts:5,seconds:300",
+                   metavar="SPEC", help=FAST_FALLBACK_HELP)
+    p.add_argument("--capacity-backoff", type=parse_backoff, default="2:60",
+                   metavar="BASE:CAP", help=BACKOFF_HELP)
+    p.add_argument("--resubmit-ambiguous", action="store_true",
+                   help="resubmit creates an earlier run sent without an answer (may pay "
+                        "twice)")
+    p.add_argument("--resubmit-ended", type=parse_ended, metavar="STATES",
+                   help="with --journal: submit again the rows that ended cancelled or failed "
+                        "in an earlier run (cancelled, failed or cancelled,failed); they are "
+                        "paid again, and the plan line says how much before anything is sent")
+    p.add_argument("--cancel-remote", action="store_true",
+                   help="on Ctrl-C, cancel running jobs on the server (refunded)")
+    p.add_argument("--max-uploads", type=positive_int, default=4, metavar="N",
+                   help="creates (uploads) in flight at once (default 4)")
+    p.add_argument("--max-polls", type=positive_int, default=8, metavar="N",
+                   help="status requests in flight at once (default 8)")
+    p.add_argument("--max-active-jobs", type=positive_int, default=100, metavar="N",
+                   help="rows being worked on at once, submitted or uploading (default 100)")
+    p.add_argument("--poll-rate", type=positive_float, default=20.0, metavar="N",
+                   help="at most N status polls started per second, for all jobs (default 20)")
+    add_poll_interval(p)
+
+# Stands in for ids of characters not created yet when pricing a mapping render.
+_PENDING = "pending-dry-run"
+
+
+@attrs.frozen
+class Priced:
+    row: Row
+    credits: int | None  # None: cannot be read locally (URL or scene, no estimated_seconds)
+    fast: bool = False
+    duration_s: float | None = None
+    upload_bytes: int | None = None
+
+
+async def run(ctx: Ctx) -> int:
+    args = ctx.args
+    manifest = await anyio.to_thread.run_sync(load_manifest, Path(args.manifest))
+    async with ctx.client() as client:
+        priced, problems = await _validate(client, manifest)
+    if problems:
+        _report_problems(ctx, manifest, problems)
+        return EXIT_USAGE
+    if args.dry_run:
+        return _dry_run(ctx, manifest, priced)
+    ctx.require_key()
+    return await _run(ctx, manifest, priced)
+
+
+# --- validation --------------------------------------------------------------------------
+
+async def _validate(client: ViggleClient, manifest: Manifest
+                    ) -> tuple[list[Priced], list[Problem]]:
+    """Every check on every row, each check on its own, so one pass lists every problem
+    (files are sniffed, nothing is sent). Rows the manifest held back for problems of their
+    own are checked too, but never priced or run.
+
+    Returns the rows priced, in manifest order; a render of an uploaded scene row without
+    ``estimated_seconds`` takes that scene video's length, so budgets can price it.
+    """
+    problems = list(manifest.problems)
+    seen = {(p.line, p.field) for p in problems}
+    sup = Supervisor(client)  # estimate() works outside 'async with'
+    priced: dict[str, Priced] = {}
+    scene_seconds: dict[str, float] = {}
+    held = {id(r) for r in manifest.held}
+    # Assets first: their lengths price the renders that use them.
+    for row in sorted((*manifest.rows, *manifest.held), key=lambda r: r.kind == "render"):
+        found = await _row_problems(client, row)
+        for exc in found:
+            if (row.line, exc.field) in seen:
+                continue  # the manifest already named this field (e.g. a value of bad type)
+            seen.add((row.line, exc.field))
+            code = f" [{exc.error_code}]" if exc.error_code else ""
+            problems.append(Problem(row.line, row.row, exc.field, exc.problem + code, exc.fix,
+                                    key=row.key or None))
+        if found or id(row) in held:
+            continue
+        if row.kind == "render" and row.estimated_seconds is None and (
+                row.scene in scene_seconds):
+            row = attrs.evolve(row, estimated_seconds=scene_seconds[row.scene or ""])
+        priced[row.key] = price = await _price(client, sup, row)
+        if row.kind == "scene" and price.duration_s is not None:
+            scene_seconds[row.key] = price.duration_s
+    problems.sort(key=lambda p: (p.line, p.field or ""))
+    return [priced[r.key] for r in manifest.rows if r.key in priced], problems
+
+
+_RENDER_FIELDS = ("ref_image_url", "driving_video_url", "character_id", "scene_id",
+                  "character_mapping", "model", "background_mode", "bg_color")
+
+
+async def _row_problems(client: ViggleClient, row: Row) -> list[InvalidInputError]:
+    """The library's local checks for one row, each run separately (its ``prepare`` stops
+    at the first problem): the fields together, then every file, then the outputs."""
+    inputs = _with_mapping(row, {k: _PENDING for k in row.mapping_refs.values()})
+    if row.character is not None:
+        inputs["character_id"] = _PENDING
+    if row.scene is not None:
+        inputs["scene_id"] = _PENDING
+    limits = client.limits
+    checks: list[Callable[[], Any]] = []
+    files: list[tuple[str, Literal["image", "video"], frozenset[str], float]]
+    if row.kind == "render":
+        checks.append(lambda: ep.render_create_fields(
+            has_ref_image="ref_image" in inputs, has_driving_video="driving_video" in inputs,
+            fast=bool(inputs.get("fast", False)), **{k: inputs.get(k) for k in _RENDER_FIELDS}))
+        files = [("ref_image", "image", RENDER_IMAGE_TYPES, 0.0),
+                 ("driving_video", "video", VIDEO_CONTENT_TYPES, 0.0)]
+    elif row.kind == "character":
+        checks.append(lambda: ep.character_create_fields(
+            name=inputs.get("name", ""), has_image="image" in inputs,
+            image_url=inputs.get("image_url")))
+        files = [("image", "image", IMAGE_CONTENT_TYPES, 0.0)]
+    elif "template_id" in inputs:
+        checks.append(lambda: ep.import_scene(inputs["template_id"], inputs.get("name")))
+        files = []
+    else:
+        checks.append(lambda: ep.scene_create_fields(
+            name=inputs.get("name", ""), has_video="video" in inputs,
+            video_url=inputs.get("video_url"), background_mode=inputs.get("background_mode"),
+            model=inputs.get("model")))
+        files = [("video", "video", VIDEO_CONTENT_TYPES, 0.5)]  # §6: scenes >= 0.5 s
+    for field, media, allowed, min_s in files:
+        if field in inputs:
+            checks.append(functools.partial(
+                prepare_upload, field, media, inputs[field], allowed=allowed, limits=limits,
+                min_seconds=min_s))
+    for column in ("output", "mask_output"):
+        path = getattr(row, column)
+        if path is not None:
+            checks.append(functools.partial(_not_a_folder, column, path))
+    found = []
+    for check in checks:
+        try:
+            result = check()
+            if inspect.isawaitable(result):
+                await result
+        except InvalidInputError as exc:
+            found.append(exc)
+    return found
+
+
+async def _not_a_folder(column: str, path: Path) -> None:
+    if await anyio.Path(path).is_dir():
+        raise InvalidInputError(column, f"{str(path)!r} is a folder",
+                                "name the file to write, e.g. out/clip.mp4")
+
+
+async def _price(client: ViggleClient, sup: Supervisor, row: Row) -> Priced:
+    if row.kind == "character":
+        await client.characters.prepare(**row.inputs)
+        return Priced(row, asset_credits("character"))
+    if row.kind == "scene":
+        if "template_id" in row.inputs:
+            ep.import_scene(row.inputs["template_id"], row.inputs.get("name"))
+            return Priced(row, asset_credits("scene"))
+        prepared = await client.scenes.prepare(**row.inputs)
+        return Priced(row, asset_credits("scene"), duration_s=prepared.duration_s)
+    inputs = _with_mapping(row, {k: _PENDING for k in row.mapping_refs.values()})
+    est = await sup.estimate(character=row.character, scene=row.scene,
+                             estimated_seconds=row.estimated_seconds, **inputs)
+    return Priced(row, est.credits, est.fast, est.duration_s, est.upload_bytes)
+
+
+def _with_mapping(row: Row, ids: dict[str, str]) -> dict[str, Any]:
+    """The row's inputs with character keys in ``character_mapping`` replaced by ids."""
+    if not row.mapping_refs:
+        return dict(row.inputs)
+    mapping = {seg: ids[row.mapping_refs[seg]] if seg in row.mapping_refs else value
+               for seg, value in row.inputs["character_mapping"].items()}
+    return {**row.inputs, "character_mapping": mapping}
+
+
+def _report_problems(ctx: Ctx, manifest: Manifest, problems: list[Problem]) -> None:
+    name = str(manifest.path)
+    for p in problems:
+        ctx.out.json({"event": "problem", **attrs.asdict(p)})
+        ctx.out.error(p.describe(name))
+    ctx.out.json({"event": "summary", "problems": len(problems), "exit_code": EXIT_USAGE})
+    ctx.out.error(f"{plural(len(problems), 'problem')} in {name}; nothing was sent")
+
+
+# --- dry run -------------------------------------------------------------------------------
+
+def _dry_run(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
+    args, out = ctx.args, ctx.out
+    known = sum(p.credits or 0 for p in priced)
+    unknown = [p.row.key for p in priced if p.credits is None]
+    rows = []
+    for p in priced:
+        obj = {"event": "estimate", "key": p.row.key, "kind": p.row.kind, "line": p.row.line,
+               "credits": p.credits, "fast": p.fast, "duration_s": p.duration_s,
+               "upload_bytes": p.upload_bytes}
+        rows.append(obj)
+        note = "unknown: pass estimated_seconds" if p.credits is None else str(p.credits)
+        fast = " fast" if p.fast else ""
+        out.emit(obj, f"{p.row.line:>5}  {p.row.kind:<9}  {p.row.key}: {note}{fast}")
+    verdict = EXIT_OK
+    budget_note = ""
+    if args.budget is not None:
+        if known > args.budget or unknown:
+            verdict = EXIT_FAILED  # a real run would leave some renders not_submitted
+            budget_note = f"; over the budget of {args.budget:g}" if known > args.budget else (
+                "; renders without a known cost would be refused under --budget")
+        else:
+            budget_note = f"; within the budget of {args.budget:g}"
+    summary = {"event": "summary", "dry_run": True, "total": len(priced), "credits": known,
+               "unknown": unknown, "budget": args.budget, "exit_code": verdict}
+    out.json(summary)
+    at_least = "at least " if unknown else ""
+    out.result(f"dry run: {len(priced)} rows valid; estimated cost {at_least}{known} credits"
+               f"{budget_note}; nothing was sent")
+    if args.report:
+        _write_json(Path(args.report), {**summary, "rows": rows})
+    return verdict
+
+
+# --- the run -------------------------------------------------------------------------------
+
+_ENDED = ("cancelled", "failed")
+
+
+@attrs.frozen
+class Plan:
+    """What the journal says this run will do with each row, before anything is sent."""
+
+    new: tuple[str, ...] = ()         # keys to submit (they spend credits now)
+    resumed: tuple[str, ...] = ()     # submitted by an earlier run: poll, download
+    finished: tuple[str, ...] = ()    # finished earlier: skipped (or re-downloaded)
+    ended: tuple[str, ...] = ()       # ended cancelled/failed earlier, not resubmitted
+    resubmit: tuple[str, ...] = ()    # ended earlier and resubmitted (--resubmit-ended)
+    ambiguous: tuple[str, ...] = ()   # sent without an answer earlier
+
+    def spends(self, key: str) -> bool:
+        return key in self.new or key in self.resubmit
+
+
+async def _plan(journal: SQLiteJournal | None, rows: tuple[Row, ...],
+                resubmit_ended: frozenset[str], resubmit_ambiguous: bool) -> Plan:
+    entries = {e.key: e for e in await journal.entries()} if journal is not None else {}
+    sort: dict[str, list[str]] = {name: [] for name in attrs.fields_dict(Plan)}
+    for row in rows:
+        entry = entries.get(row.key)
+        if entry is None or entry.state is EntryState.INTENT:
+            sort["new"].append(row.key)
+        elif entry.state is EntryState.SENDING:
+            sort["new" if resubmit_ambiguous else "ambiguous"].append(row.key)
+        elif entry.state is EntryState.SUBMITTED:
+            sort["resumed"].append(row.key)
+        elif entry.final_status in ("complete", "ready"):
+            sort["finished"].append(row.key)
+        elif (entry.final_status or "failed") in resubmit_ended:
+            sort["resubmit"].append(row.key)
+        else:
+            sort["ended"].append(row.key)
+    return Plan(**{name: tuple(keys) for name, keys in sort.items()})
+
+
+class _ResubmitEnded:
+    """A journal that forgets, once, the final entry of each key in ``keys``: the runner
+    then submits those rows again, and the journal records the new job (``record_intent``
+    with ``replace=True`` starts a new attempt over a final entry)."""
+
+    def __init__(self, journal: SQLiteJournal, keys: tuple[str, ...]):
+        self._journal = journal
+        self._forget = set(keys)
+
+    async def get(self, key: str) -> JournalEntry | None:
+        if key in self._forget:
+            self._forget.discard(key)
+            return None
+        return await self._journal.get(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._journal, name)
+
+
+def parse_ended(text: str) -> frozenset[str]:
+    """``cancelled``, ``failed`` or ``cancelled,failed``."""
+    states = frozenset(part.strip() for part in text.split(",") if part.strip())
+    wrong = sorted(states - set(_ENDED))
+    if wrong or not states:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: name cancelled, failed or both (cancelled,failed)")
+    return states
+
+
+async def _run(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
+    args = ctx.args
+    rows = tuple(p.row for p in priced)  # with any estimated_seconds filled in
+    cost = {p.row.key: p for p in priced}
+    for row in rows:
+        for path in (row.output, row.mask_output):
+            if path is not None:
+                await anyio.Path(path.parent).mkdir(parents=True, exist_ok=True)
+    view = EventView(ctx.out, ctx.stats, title=plural(len(rows), "row"))
+    handles: dict[str, Handle] = {}
+    settled: dict[str, Outcome] = {}  # outcomes decided here, not by the supervisor
+    interrupted = False
+    async with contextlib.AsyncExitStack() as stack:
+        journal = None
+        plan = Plan(new=tuple(r.key for r in rows))
+        if args.journal:
+            journal = await stack.enter_async_context(await _open_journal(Path(args.journal)))
+            plan = await _plan(journal, rows, args.resubmit_ended or frozenset(),
+                               args.resubmit_ambiguous)
+        client = await stack.enter_async_context(ctx.client(view))
+        await _announce(ctx, client, view, plan, cost)
+        view.expect_costs({k: cost[k].credits for k in (*plan.new, *plan.resubmit)})
+        used: Any = journal
+        if journal is not None and plan.resubmit:
+            used = _ResubmitEnded(journal, plan.resubmit)
+        sup = Supervisor(
+            client, max_uploads=args.max_uploads, max_polls=args.max_polls,
+            max_active_jobs=args.max_active_jobs, poll_rate=args.poll_rate, journal=used,
+            credit_budget=args.budget, fast_fallback=args.fast_fallback,
+            resubmit_ambiguous=args.resubmit_ambiguous, cancel_remote=args.cancel_remote,
+            poll_policy=ctx.poll_policy(), capacity_backoff=args.capacity_backoff,
+            asset_poll_interval=ctx.asset_poll_interval)
+        try:
+            with view:
+                async with view.supervising(sup):
+                    await _schedule(sup, rows, handles, settled)
+        except BaseException as exc:
+            # Ctrl-C reaches here as the cancellation of the run (asyncio.run turns it
+            # into KeyboardInterrupt afterwards): report what is true, then go on.
+            interrupted = _is_interrupt(exc)
+            raise
+        finally:
+            outcomes = [_outcome_of(row, handles, settled) for row in rows]
+            report = [_row_report(r, o, view, cost, plan, interrupted)
+                      for r, o in zip(rows, outcomes, strict=True)]
+            summary = _summary(ctx, outcomes, report, interrupted)
+            if args.report:
+                _write_json(Path(args.report), {
+                    "manifest": str(manifest.path), "summary": summary, "outcomes": report})
+            if interrupted:
+                ctx.out.json(summary)
+                _explain_interrupt(ctx, report)
+    _hint_lost_jobs(ctx, report, plan)
+    ctx.out.json(summary)
+    ctx.out.result(summary_text(summary))
+    return int(summary["exit_code"])
+
+
+def _hint_lost_jobs(ctx: Ctx, report: list[dict[str, Any]], plan: Plan) -> None:
+    """Jobs an earlier run recorded that this server does not know (404): the journal
+    belongs to another server or account. Say so once; the rows already failed."""
+    earlier = set(plan.resumed) | set(plan.finished)
+    lost = [o["key"] for o in report if o["key"] in earlier and o["state"] == "failed"
+            and "not found" in (o["error"] or "")]
+    if not lost:
+        return
+    ctx.out.json({"event": "hint", "keys": lost, "hint": "journal_jobs_unknown"})
+    verb = "is" if len(lost) == 1 else "are"
+    ctx.out.error(f"{plural(len(lost), 'job')} from the journal {verb} unknown to "
+                  f"{ctx.args.base_url or 'this API'}: was the journal written against "
+                  "another --base-url or API key? To render them again, use a new --journal")
+
+
+def _is_interrupt(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_is_interrupt(e) for e in exc.exceptions)
+    return isinstance(exc, (KeyboardInterrupt, anyio.get_cancelled_exc_class()))
+
+
+def _row_report(row: Row, outcome: Outcome, view: EventView, cost: dict[str, Priced],
+                plan: Plan, interrupted: bool) -> dict[str, Any]:
+    """One row of ``--report``: the outcome, corrected by what the events showed (a job
+    the supervisor was stopped on is still running on the server, with its id)."""
+    obj: dict[str, Any] = {"line": row.line, **attrs.asdict(outcome),
+                           "output": str(row.output) if row.output else None}
+    sub = view.submitted.get(row.key)
+    final = view.finished.get(row.key)
+    if sub is not None:
+        obj["job_id"] = obj["job_id"] or sub.job_id
+        obj["fast"] = sub.fast
+    priced = cost[row.key].credits
+    if sub is not None and priced is not None and cost[row.key].fast and not sub.fast:
+        priced //= 2  # fell back to standard: half the fast price
+    if interrupted and final is None and sub is not None and outcome.state == "cancelled":
+        # Stopped locally, never cancelled on the server: it renders on and is charged.
+        obj.update(state="running", credits=priced,
+                   error="still running on the server: the run was interrupted")
+    elif obj["state"] in ("complete", "skipped") and obj["credits"] is None:
+        obj["credits"] = priced
+    obj["spent_this_run"] = plan.spends(row.key) and obj["state"] in ("complete", "running")
+    return obj
+
+
+def _summary(ctx: Ctx, outcomes: list[Outcome], report: list[dict[str, Any]],
+             interrupted: bool) -> dict[str, Any]:
+    summary = ctx.stats.summary(outcomes)
+    states: dict[str, int] = {}
+    for obj in report:
+        states[obj["state"]] = states.get(obj["state"], 0) + 1
+    paid = [o for o in report if o["state"] in ("complete", "running", "skipped")]
+    this_run = sum(o["credits"] or 0 for o in paid if o["spent_this_run"])
+    earlier = sum(o["credits"] or 0 for o in paid if not o["spent_this_run"])
+    running = [o for o in report if o["state"] == "running"]
+    summary.update(
+        states=dict(sorted(states.items())),
+        credits=this_run, credits_this_run=this_run, credits_earlier_runs=earlier,
+        running=len(running), credits_running=sum(o["credits"] or 0 for o in running))
+    if interrupted:
+        summary["exit_code"] = EXIT_INTERRUPTED
+    return summary
+
+
+def _explain_interrupt(ctx: Ctx, report: list[dict[str, Any]]) -> None:
+    """After Ctrl-C: what still runs (and costs), how to resume, how to cancel."""
+    args = ctx.args
+    running = [o for o in report if o["state"] == "running"]
+    if not running:
+        cancelled = sum(1 for o in report if o["state"] == "cancelled" and o["job_id"])
+        note = (f"{plural(cancelled, 'job')} cancelled on the server (refunded); "
+                if cancelled else "")
+        ctx.out.error(f"interrupted: {note}no job is left running on the server")
+        return
+    credits = sum(o["credits"] or 0 for o in running)
+    ids = " ".join(o["job_id"] for o in running)
+    ctx.out.error(f"interrupted: {plural(len(running), 'job')} still running on the server "
+                  f"(about {credits_text(credits)} committed); they finish and are charged "
+                  "unless cancelled")
+    if args.journal:
+        ctx.out.error("  resume (waits for them, downloads, runs the rest): "
+                      + shlex.join(["viggle-async", *ctx.argv]))
+    else:
+        ctx.out.error("  without --journal a rerun would submit them again; wait for each: "
+                      + "; ".join(f"viggle-async wait {o['job_id']}"
+                                  + (f" -o {shlex.quote(o['output'])}" if o["output"] else "")
+                                  for o in running[:3])
+                      + (" ..." if len(running) > 3 else ""))
+    ctx.out.error(f"  cancel them (refunded): viggle-async cancel JOB, for JOB in: {ids}")
+
+
+async def _open_journal(path: Path) -> SQLiteJournal:
+    try:
+        await anyio.Path(path.parent).mkdir(parents=True, exist_ok=True)
+        return await SQLiteJournal.open(path)
+    except (OSError, sqlite3.Error, JournalError) as exc:
+        # Before any request: a journal that cannot be used means nothing ran.
+        raise CliError(f"cannot use the journal {str(path)!r}: {exc}") from None
+
+
+async def _announce(ctx: Ctx, client: ViggleClient, view: EventView, plan: Plan,
+                    cost: dict[str, Priced]) -> None:
+    """One read before any create: a rejected key stops the run with nothing spent. Then
+    say what this run will spend (only rows it submits), apart from earlier runs' work."""
+    credits = await preflight(ctx, client, view)
+    submit = [*plan.new, *plan.resubmit]
+    spend = sum(cost[k].credits or 0 for k in submit)
+    unknown = sum(1 for k in submit if cost[k].credits is None)
+    parts = [f"this run submits {plural(len(submit), 'row')}, about "
+             f"{credits_text(spend)}" + (f" plus {plural(unknown, 'row')} of unknown cost"
+                                         if unknown else "")]
+    if plan.resubmit:
+        parts.append(f"{len(plan.resubmit)} of them ended cancelled/failed earlier and are "
+                     "submitted again (--resubmit-ended)")
+    if plan.finished or plan.resumed:
+        parts.append(f"{len(plan.finished)} finished and {len(plan.resumed)} running from "
+                     "earlier runs cost nothing more")
+    if plan.ended:
+        parts.append(f"{plural(len(plan.ended), 'row')} ended cancelled/failed earlier and "
+                     "will not run (pass --resubmit-ended cancelled,failed to submit again)")
+    if plan.ambiguous:
+        parts.append(f"{plural(len(plan.ambiguous), 'row')} may already exist from an earlier "
+                     "run and will not be resent (see --resubmit-ambiguous)")
+    if credits is not None:
+        parts.insert(0, f"balance {credits_text(credits.balance)}")
+        if spend > credits.balance:
+            parts.append("that is more than the balance: later renders will be refused "
+                         "(402)")
+    ctx.out.note("; ".join(parts))
+    ctx.out.json({"event": "plan", "submit": len(submit), "credits": spend,
+                  "unknown_cost": unknown, "resubmit": list(plan.resubmit),
+                  "finished_earlier": len(plan.finished), "running_earlier": len(plan.resumed),
+                  "ended_earlier": list(plan.ended), "ambiguous": list(plan.ambiguous),
+                  "balance": credits.balance if credits is not None else None})
+
+
+async def _schedule(sup: Supervisor, rows: tuple[Row, ...], handles: dict[str, Handle],
+                    settled: dict[str, Outcome]) -> None:
+    """Assets first, so renders can name their handles; renders whose character_mapping
+    names character rows wait for those ids before they are scheduled."""
+    for row in rows:
+        if row.kind == "character":
+            handles[row.key] = sup.character(key=row.key, **row.inputs)
+        elif row.kind == "scene":
+            handles[row.key] = sup.scene(key=row.key, **row.inputs)
+    later = []
+    for row in rows:
+        if row.kind != "render":
+            continue
+        if row.mapping_refs:
+            later.append(row)
+        else:
+            handles[row.key] = _render(sup, row, handles, row.inputs)
+    for row in later:
+        ids: dict[str, str] = {}
+        for key in row.mapping_refs.values():
+            dep = await handles[key]
+            if not dep.ok or dep.asset_id is None:
+                settled[row.key] = Outcome(row.key, "render", "failed",
+                                           error=f"character {key!r} failed: {dep.error}")
+                break
+            ids[key] = dep.asset_id
+        else:
+            handles[row.key] = _render(sup, row, handles, _with_mapping(row, ids))
+
+
+def _render(sup: Supervisor, row: Row, handles: dict[str, Handle],
+            inputs: Any) -> Handle:
+    character = handles.get(row.character or "")
+    scene = handles.get(row.scene or "")
+    # The manifest checked the kinds; these asserts only narrow the types.
+    assert character is None or isinstance(character, CharacterHandle)
+    assert scene is None or isinstance(scene, SceneHandle)
+    return sup.render(key=row.key, character=character, scene=scene, output=row.output,
+                      mask_output=row.mask_output, estimated_seconds=row.estimated_seconds,
+                      **inputs)
+
+
+def _outcome_of(row: Row, handles: dict[str, Handle], settled: dict[str, Outcome]) -> Outcome:
+    if row.key in settled:
+        return settled[row.key]
+    handle = handles.get(row.key)
+    if handle is not None and handle.done:
+        return handle.outcome
+    return Outcome(row.key, row.kind, "not_submitted" if handle is None else "cancelled",
+                   error="the run stopped before this row finished")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(to_json(data, indent=2) + "\n", encoding="utf-8")
+
+
+COMMAND = Command("bulk", "render a CSV/JSONL manifest of renders, characters and scenes",
+                  configure, run, description=DESCRIPTION)

@@ -1,0 +1,24 @@
+"""``viggle-async status JOB``: one read of a render job (§2.3 needs no API key)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import EXIT_OK, Command, Ctx
+from ._texts import status_text
+
+__all__ = ["COMMAND"]
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("job_id", metavar="JOB")
+
+
+async def run(ctx: Ctx) -> int:
+    async with ctx.client() as client:  # §2.3: the status endpoint needs no key
+        status = await client.renders.get(ctx.args.job_id)
+    ctx.out.emit(status, status_text(status))
+    return EXIT_OK
+
+
+COMMAND = Command("status", "show a render job's status (needs no API key)", configure, run)
