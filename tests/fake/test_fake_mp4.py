@@ -170,6 +170,15 @@ def test_job_videos_differ_per_job_and_per_output() -> None:
     assert len({f.y for f in frames}) == len(frames)  # it moves
 
 
+@pytest.mark.parametrize("side", [16, 32, 64])
+def test_job_pictures_stay_in_video_range(side: int) -> None:
+    # Players map 16..235 (luma) and 16..240 (chroma) to full black..white; outside it clips.
+    for tag in (b"job-a/output", b"job-b/mask", b"x" * 40):
+        for frame in pattern_frames(tag, 24, side, side):
+            assert min(frame.y) >= 16 and max(frame.y) <= 235
+            assert min(frame.cb + frame.cr) >= 16 and max(frame.cb + frame.cr) <= 240
+
+
 @pytest.mark.parametrize(("budget", "side"), [(64 * 1024, 64), (16 * 1024, 32), (4096, 16),
                                               (2048, 16), (16, 16)])
 def test_job_videos_fit_the_output_size_when_they_can(budget: int, side: int) -> None:
