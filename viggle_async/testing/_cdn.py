@@ -25,9 +25,9 @@ from urllib.parse import quote
 import attrs
 from aiohttp import web
 
+from ._mp4 import job_video
 from ._observe import CdnRequest
 from ._records import RenderJob
-from ._samples import output_mp4_header
 from ._store import STORE, Store
 
 __all__ = ["cdn_app", "cdn_url"]
@@ -73,12 +73,14 @@ class _Content:
 def _content(store: Store, job: RenderJob, kind: str) -> _Content:
     size = store.settings.output_bytes
     if store.settings.output_mp4:
-        # A structurally valid MP4 of the job's duration whose bytes differ per job and kind.
-        head = output_mp4_header(job.video_seconds, size, f"{job.job_id}/{kind}")
-        seed = hashlib.sha256(f"{job.job_id}/{kind}".encode()).digest()
+        # A playable MP4 of the job's duration whose frames differ per job and kind; past its
+        # last frame, unreferenced mdat padding up to ``size``.
+        tag = f"{job.job_id}/{kind}"
+        head = job_video(tag, max(job.video_seconds, 0.001), size)
+        seed = hashlib.sha256(tag.encode()).digest()
         unit = hashlib.shake_256(seed).digest(4096)
         size = max(size, len(head))
-        etag = seed.hex()[:32]
+        etag = hashlib.sha256(f"{tag}/{size}".encode()).hexdigest()[:32]
     else:
         head, unit = _PRELUDE, _UNIT
         etag = hashlib.sha256(f"{job.job_id}/{kind}/{size}".encode()).hexdigest()[:32]

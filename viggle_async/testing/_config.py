@@ -88,8 +88,9 @@ class FakeSettings:
     #: Size of every CDN output file; streamed from a generator, never held in memory.
     output_bytes: int = 64 * 1024
     #: False: every output is the same byte pattern (an MP4 prelude, then byte i = i % 256).
-    #: True: a structurally valid MP4 per job (ftyp, moov with the job's duration, mdat) whose
-    #: bytes differ per job and per output/mask; at least its headers' size (~250 bytes).
+    #: True: a playable H.264 MP4 per job and per output/mask (a moving pattern seeded by the
+    #: job id, 8 fps up to 24 frames, 64x64 or smaller to fit ``output_bytes``) that lasts the
+    #: job's duration; at least the smallest playable file (~1.1 KB).
     output_mp4: bool = False
     #: Duration assumed when the fake cannot read one: URL inputs (it never fetches) and WebM.
     url_video_seconds: float = 10.0
