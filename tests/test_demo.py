@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import av
 
 from viggle_async import Completed, Event, FastFallback, Outcome
 from viggle_async.cli._demo import DUO_TEMPLATE, OUTAGE_REFUSALS, DemoSummary, run_demo
@@ -44,6 +45,15 @@ async def test_demo_renders_every_clip_and_accounts_for_it(tmp_path: Path) -> No
                     async with http.get(url) as resp:
                         assert path.read_bytes() == await resp.read()
         assert len(by_key["on-demand-6"].outputs) == 2
+
+        # The clips are real, playable H.264 videos, one different file per job (issue 14.18).
+        clips = [o.outputs[0] for o in renders]
+        assert len({p.read_bytes() for p in clips}) == len(clips)
+        for path in clips[:3]:
+            with av.open(str(path)) as container:
+                stream = container.streams.video[0]
+                assert stream.codec_context.name == "h264"
+                assert sum(1 for _ in container.decode(stream)) > 1
         assert fake.cdn_auth_headers == []  # the key never went to the CDN
 
         # Credits: the balance moved by exactly what the outcomes say was spent.

@@ -120,6 +120,10 @@ async def run_demo(
         if fake is None:
             fake = await stack.enter_async_context(FakeViggle())
         fake.settings.time_scale = TIME_SCALE
+        # Real, playable clips (H.264, 64x64, a pattern per job) rather than placeholders,
+        # so a user can open what the demo wrote; 160 KiB holds all 24 frames of a clip.
+        fake.settings.output_mp4 = True
+        fake.settings.output_bytes = 160 * 1024
         fake.faults = Faults(fast_unavailable_next=OUTAGE_REFUSALS)
         client = await stack.enter_async_context(
             ViggleClient(fake.api_key, base_url=fake.base_url))

@@ -20,7 +20,6 @@ __all__ = [
     "make_png",
     "make_webm",
     "make_webp",
-    "output_mp4_header",
     "write_mp4",
 ]
 
@@ -182,21 +181,6 @@ def write_mp4(
             while remaining > 0:
                 remaining -= f.write(chunk[: min(remaining, len(chunk))])
     return size
-
-
-def output_mp4_header(duration_s: float, size: int, tag: str) -> bytes:
-    """ftyp + moov (``duration_s``, with ``tag`` in a ``free`` box) + the header of an mdat
-    that fills the file to ``size`` bytes (or is empty when the headers alone are bigger).
-
-    The fake CDN's per-job outputs: they probe back to ``duration_s`` and differ per tag.
-    """
-    ftyp, moov = _movie_header(duration_s, 64, 64, b"isom", 0)
-    free = _box(b"free", tag.encode())
-    head = ftyp + moov + free
-    return head + struct.pack(">I4s", max(8, size - len(head)), b"mdat")
-
-
-# --- WebM / AVI -----------------------------------------------------------------------------
 
 
 def make_webm() -> bytes:
