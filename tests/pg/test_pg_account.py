@@ -168,13 +168,29 @@ async def test_refusals_close_the_gate_for_all_and_count_across_workers(
         assert failures == 2  # for the backoff
 
 
+async def _set_probe(ledger: PostgresLedger, holder: str | None, expires: str) -> None:
+    async with ledger.pool.connection() as conn:
+        await conn.execute(ledger.q(
+            "UPDATE {s}.account SET probe_holder = %s, probe_expires = now() + %s::interval"),
+            (holder, expires))
+
+
+async def _probe_expires_in(ledger: PostgresLedger) -> float:
+    async with ledger.pool.connection() as conn:
+        cur = await conn.execute(ledger.q(
+            "SELECT extract(epoch FROM probe_expires - now()) FROM {s}.account"))
+        row = await cur.fetchone()
+    assert row is not None and row[0] is not None
+    return float(row[0])
+
+
 async def test_a_dead_workers_probe_is_taken_over_when_its_lease_expires(
-        pg_dsn: str, open_ledger: LedgerFactory) -> None:
-    ledgers, (dead, alive) = await _states(open_ledger, 2, lease=3600.0)
+        open_ledger: LedgerFactory) -> None:
+    ledger = await open_ledger()
     clock = ManualClock()
-    alive = PostgresAccountState(ledgers[1], clock=clock, retry_interval=1.0, worker_id="alive")
-    held = dead.probe()  # kept referenced: its finalizer would release the slot
-    await held.__aenter__()  # took the slot, then the process was killed
+    alive = PostgresAccountState(ledger, clock=clock, retry_interval=1.0, worker_id="alive")
+    # A worker took the slot (gate unknown), then its process was killed.
+    await _set_probe(ledger, "dead-host:4242", "1 hour")
     got = anyio.Event()
 
     async def take() -> None:
@@ -189,15 +205,28 @@ async def test_a_dead_workers_probe_is_taken_over_when_its_lease_expires(
             while clock.sleepers == 0 and not got.is_set():  # noqa: ASYNC110
                 await anyio.sleep(0.01)
             assert not got.is_set()
-            async with ledgers[0].pool.connection() as conn:  # the lease runs out
-                await conn.execute(ledgers[0].q(
-                    "UPDATE {s}.account SET probe_expires = now() - interval '1 s'"))
+            await _set_probe(ledger, "dead-host:4242", "-1 second")  # the lease ran out
             while not got.is_set():
                 await clock.advance(1.0)
                 await anyio.sleep(0.01)
-    await held.__aexit__(None, None, None)  # the dead worker's late release is a no-op
     async with alive.probe() as failures:
-        assert failures == 0  # the slot is free again
+        assert failures == 0  # released after use: free again
+
+
+async def test_a_live_holder_renews_its_probe_lease(open_ledger: LedgerFactory) -> None:
+    ledger = await open_ledger()
+    clock = ManualClock()
+    holder = PostgresAccountState(ledger, clock=clock, lease=60.0, worker_id="holder")
+    other = PostgresAccountState(ledger, worker_id="other")
+    async with holder.probe() as failures:
+        assert failures == 0
+        await _set_probe(ledger, "holder", "1 second")  # about to lapse...
+        with anyio.fail_after(30):
+            while await _probe_expires_in(ledger) < 30:
+                await clock.advance(20.0)  # ...the renewal (every lease/3) extends it
+                await anyio.sleep(0.01)
+        assert await other._try_probe() is None  # still held by the live worker
+    assert await other._try_probe() == (False, 0)  # released on exit
 
 
 async def test_the_probe_slot_is_released_when_the_holder_fails_or_is_cancelled(

@@ -58,3 +58,13 @@ def test_ledger_repr_and_str_never_show_password_or_key() -> None:
 def test_bad_schema_name_fails_before_connecting(schema: str) -> None:
     with pytest.raises(ValueError, match="schema"):
         PostgresLedger("postgresql:///x", api_key="k", schema=schema)
+
+
+def test_the_pg_public_api_is_declared_once_and_errors_are_viggle_errors() -> None:
+    import viggle_async.pg as pg
+    from viggle_async import ViggleError
+    assert pg.__all__ == sorted(pg.__all__)
+    for name in pg.__all__:
+        obj = getattr(pg, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, ViggleError), name

@@ -14,6 +14,8 @@ database's.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import os
 import socket
@@ -23,6 +25,7 @@ from contextlib import asynccontextmanager
 from typing import Any, LiteralString
 
 import anyio
+import psycopg
 
 from viggle_async._clock import Clock, SystemClock
 
@@ -41,10 +44,9 @@ class PostgresAccountState:
     ``budget``: this worker's own credit budget (credits, None: none); it can only lower
     the run's budget set with ``ledger.set_budget`` (the lower of the two applies).
     ``clock``: the supervisor's clock (default: the event loop's). ``lease``: seconds a
-    fast-capacity probe slot stays held; a worker that dies holding it blocks the others
-    at most this long. Keep it above one create request (upload included): a probe that
-    outlives its lease may be joined by a second one (one extra capacity refusal at
-    worst, never a second create of the same row). ``retry_interval``: seconds between
+    fast-capacity probe slot stays held without renewal; the holder renews it every
+    ``lease / 3`` seconds, so a worker that dies holding it blocks the others at most this
+    long. ``retry_interval``: seconds between
     attempts to take a held probe slot. ``worker_id``: this process's name in the probe
     lease (default: host:pid:random).
 
@@ -235,22 +237,45 @@ class PostgresAccountState:
                 """UPDATE {s}.account SET probe_holder = NULL, probe_expires = NULL
                    WHERE id = 1 AND probe_holder = %s"""), (self.worker_id,))
 
+    async def _renew_probe(self) -> None:
+        # Renew at a third of the lease, so a live holder keeps the slot through a long
+        # upload; stop as soon as the slot is no longer ours (taken over after a stall).
+        while True:
+            await self._clock.sleep_until(self._clock.now() + self._lease / 3)
+            try:
+                async with self._ledger.pool.connection() as conn:
+                    cur = await conn.execute(self._ledger.q(
+                        """UPDATE {s}.account
+                           SET probe_expires = now() + make_interval(secs => %s)
+                           WHERE id = 1 AND probe_holder = %s"""),
+                        (self._lease, self.worker_id))
+            except psycopg.Error:
+                continue  # the database is away: the lease may lapse, which is safe
+            if cur.rowcount != 1:
+                return
+
     @asynccontextmanager
     async def probe(self) -> AsyncIterator[int | None]:
-        """Hold the one fast-capacity probe slot of all workers (a lease of ``lease``
-        seconds). Yields the refusals so far while the gate is closed or unknown, or None
-        if it opened while we waited (then nothing is held). A slot whose holder died is
-        taken over once its lease expires."""
+        """Hold the one fast-capacity probe slot of all workers. Yields the refusals so
+        far while the gate is closed or unknown, or None if it opened while we waited
+        (then nothing is held). The slot is a lease of ``lease`` seconds, renewed while
+        held; a slot whose holder died is taken over once its lease expires."""
         while (got := await self._try_probe()) is None:
             await self._clock.sleep_until(self._clock.now() + self._retry)
         is_open, failures = got
         if is_open:
             yield None
             return
+        # A plain asyncio task, not an anyio task group: a group would wrap the caller's
+        # exceptions in an ExceptionGroup. psycopg's async API runs on asyncio anyway.
+        renewal = asyncio.get_running_loop().create_task(self._renew_probe())
         try:
             yield failures
         finally:
+            renewal.cancel()
             with anyio.CancelScope(shield=True):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewal
                 await self._release_probe()
 
     async def fast_refused(self) -> None:
