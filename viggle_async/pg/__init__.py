@@ -17,15 +17,15 @@ from ._errors import (
 from ._ledger import SCHEMA_VERSION, AssetClaim, PostgresLedger
 
 __all__ = [
-    "DSN_ENV",
-    "SCHEMA_VERSION",
     "AssetClaim",
+    "DSN_ENV",
     "LedgerConnectionError",
     "LedgerError",
     "LedgerKeyMismatchError",
     "LedgerSchemaTooNewError",
     "PostgresAccountState",
     "PostgresLedger",
+    "SCHEMA_VERSION",
     "redact_dsn",
     "resolve_dsn",
 ]
