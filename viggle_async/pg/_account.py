@@ -48,7 +48,7 @@ class PostgresAccountState:
     ``lease / 3`` seconds, so a worker that dies holding it blocks the others at most this
     long. ``retry_interval``: seconds between
     attempts to take a held probe slot. ``worker_id``: this process's name in the probe
-    lease (default: host:pid:random).
+    lease, unique per process (default: host:pid:random); use one instance per process.
 
     Reservations: ``reserve``/``refund``/``settle_fallback`` take an optional ``owner``
     (the manifest row's key). Keyed reservations are idempotent: the worker that resumes a
@@ -71,6 +71,9 @@ class PostgresAccountState:
         self._lease = lease
         self._retry = retry_interval
         self.worker_id = worker_id or _default_worker_id()
+        # The database slot is per worker_id, so the tasks of this process queue here
+        # first: one probe per process, and one across processes by the lease.
+        self._local_probe = anyio.Lock()
 
     def __repr__(self) -> str:
         return f"PostgresAccountState({self._ledger!r}, worker_id={self.worker_id!r})"
@@ -225,7 +228,7 @@ class PostgresAccountState:
                        probe_expires = CASE WHEN fast_state = 'open' THEN probe_expires
                                        ELSE now() + make_interval(secs => %(lease)s) END
                    WHERE id = 1 AND (fast_state = 'open' OR probe_holder IS NULL
-                                     OR probe_holder = %(me)s OR probe_expires <= now())
+                                     OR probe_expires <= now())
                    RETURNING fast_state = 'open', failures"""),
                 {"me": self.worker_id, "lease": self._lease})
             row = await cur.fetchone()
@@ -260,23 +263,24 @@ class PostgresAccountState:
         far while the gate is closed or unknown, or None if it opened while we waited
         (then nothing is held). The slot is a lease of ``lease`` seconds, renewed while
         held; a slot whose holder died is taken over once its lease expires."""
-        while (got := await self._try_probe()) is None:
-            await self._clock.sleep_until(self._clock.now() + self._retry)
-        is_open, failures = got
-        if is_open:
-            yield None
-            return
-        # A plain asyncio task, not an anyio task group: a group would wrap the caller's
-        # exceptions in an ExceptionGroup. psycopg's async API runs on asyncio anyway.
-        renewal = asyncio.get_running_loop().create_task(self._renew_probe())
-        try:
-            yield failures
-        finally:
-            renewal.cancel()
-            with anyio.CancelScope(shield=True):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await renewal
-                await self._release_probe()
+        async with self._local_probe:
+            while (got := await self._try_probe()) is None:
+                await self._clock.sleep_until(self._clock.now() + self._retry)
+            is_open, failures = got
+            if is_open:
+                yield None
+                return
+            # A plain asyncio task, not an anyio task group: a group would wrap the
+            # caller's exceptions in an ExceptionGroup. psycopg's async API needs asyncio.
+            renewal = asyncio.get_running_loop().create_task(self._renew_probe())
+            try:
+                yield failures
+            finally:
+                renewal.cancel()
+                with anyio.CancelScope(shield=True):
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await renewal
+                    await self._release_probe()
 
     async def fast_refused(self) -> None:
         """A fast create was refused for capacity: close the gate for every worker."""
