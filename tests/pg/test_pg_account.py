@@ -241,3 +241,24 @@ async def test_the_probe_slot_is_released_when_the_holder_fails_or_is_cancelled(
     with anyio.fail_after(10):
         async with a.probe() as failures:
             assert failures == 0
+
+
+async def test_the_summary_shows_what_every_worker_shares(open_ledger: LedgerFactory) -> None:
+    ledger = await open_ledger()
+    clock = ManualClock(100.0)
+    state = PostgresAccountState(ledger, clock=clock, worker_id="w-summary")
+    fresh = await ledger.summary()
+    assert (fresh.budget, fresh.committed, fresh.stopped, fresh.fast_state) == (
+        None, 0, None, "unknown")
+    assert fresh.creates_paused_for == fresh.polls_paused_for == 0.0
+    await ledger.set_budget(500)
+    await state.reserve(120)
+    await state.pause_creates(160.0)
+    await state.fast_refused()
+    async with state.probe():
+        summary = await ledger.summary()
+    assert (summary.budget, summary.committed, summary.fast_state) == (500.0, 120, "closed")
+    assert summary.creates_paused_for == pytest.approx(60, abs=2)
+    assert (summary.capacity_rejections, summary.probe_holder) == (1, "w-summary")
+    await state.stop("402: out of credits")
+    assert (await ledger.summary()).stopped == "402: out of credits"

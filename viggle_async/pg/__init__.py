@@ -14,9 +14,10 @@ from ._errors import (
     LedgerKeyMismatchError,
     LedgerSchemaTooNewError,
 )
-from ._ledger import SCHEMA_VERSION, AssetClaim, PostgresLedger
+from ._ledger import SCHEMA_VERSION, AccountSummary, AssetClaim, PostgresLedger
 
 __all__ = [
+    "AccountSummary",
     "AssetClaim",
     "DSN_ENV",
     "LedgerConnectionError",

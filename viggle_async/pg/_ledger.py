@@ -32,7 +32,7 @@ from ._errors import (
     LedgerSchemaTooNewError,
 )
 
-__all__ = ["SCHEMA_VERSION", "AssetClaim", "PostgresLedger"]
+__all__ = ["SCHEMA_VERSION", "AccountSummary", "AssetClaim", "PostgresLedger"]
 
 # Both halves of the two-int advisory lock that serialises migrations of one schema:
 # a constant class ("Vigg") and hashtext(schema name).
@@ -93,6 +93,25 @@ class AssetClaim:
     mine: bool
     owner: str
     asset_id: str | None
+
+
+@attrs.frozen
+class AccountSummary:
+    """The shared account state as ``bulk --status`` shows it.
+
+    ``budget`` and ``committed`` are credits (``budget`` None: no cap). Pauses are the
+    seconds left (0.0: none). ``fast_state`` is ``"unknown"``, ``"open"`` or ``"closed"``;
+    ``probe_holder`` the worker holding an unexpired probe lease, or None.
+    """
+
+    budget: float | None
+    committed: int
+    stopped: str | None
+    creates_paused_for: float
+    polls_paused_for: float
+    fast_state: str
+    capacity_rejections: int
+    probe_holder: str | None
 
 
 def fingerprint(api_key: str, salt: bytes) -> bytes:
@@ -270,6 +289,25 @@ class PostgresLedger:
             cur = await conn.execute(self.q("SELECT budget FROM {s}.account WHERE id = 1"))
             row = await cur.fetchone()
         return None if row is None or row[0] is None else float(row[0])
+
+    async def summary(self) -> AccountSummary:
+        """The shared account state, read in one statement."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(self.q(
+                """SELECT budget, committed, stopped,
+                          greatest(0, coalesce(extract(epoch FROM
+                              creates_paused_until - now()), 0)),
+                          greatest(0, coalesce(extract(epoch FROM
+                              polls_paused_until - now()), 0)),
+                          fast_state, rejections,
+                          CASE WHEN probe_expires > now() THEN probe_holder END
+                   FROM {s}.account WHERE id = 1"""))
+            row = await cur.fetchone()
+        assert row is not None
+        return AccountSummary(
+            budget=None if row[0] is None else float(row[0]), committed=int(row[1]),
+            stopped=row[2], creates_paused_for=float(row[3]), polls_paused_for=float(row[4]),
+            fast_state=str(row[5]), capacity_rejections=int(row[6]), probe_holder=row[7])
 
     # -- asset-reuse index --------------------------------------------------------------
     async def claim_asset(self, content_hash: str, owner: str) -> AssetClaim:
