@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
 psycopg = pytest.importorskip("psycopg", reason="the postgres extra is not installed")
 
-from viggle_async.pg import PostgresLedger  # noqa: E402
+from pghelp import API_KEY, LedgerFactory  # noqa: E402
 
-API_KEY = "vgl_test_key_0123456789abcdef"
+from viggle_async.pg import PostgresLedger  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -39,9 +39,6 @@ async def schema(pg_dsn: str) -> AsyncIterator[str]:
     yield name
     async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-
-
-LedgerFactory = Callable[..., Awaitable[PostgresLedger]]
 
 
 @pytest.fixture

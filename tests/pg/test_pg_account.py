@@ -10,7 +10,7 @@ import math
 
 import anyio
 import pytest
-from conftest import LedgerFactory
+from pghelp import LedgerFactory
 
 from viggle_async import ManualClock
 from viggle_async.pg import PostgresAccountState, PostgresLedger

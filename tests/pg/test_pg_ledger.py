@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import psycopg
 import pytest
-from conftest import API_KEY, LedgerFactory
+from pghelp import API_KEY, LedgerFactory
 
 from viggle_async.pg import (
     SCHEMA_VERSION,

@@ -7,7 +7,7 @@ import sys
 
 import anyio
 import psycopg
-from conftest import API_KEY
+from pghelp import API_KEY
 
 from viggle_async.pg import SCHEMA_VERSION, PostgresAccountState, PostgresLedger
 
