@@ -1,0 +1,111 @@
+"""The procrastinate prototype on a real PostgreSQL: rows spread over workers, and the row
+of a worker that died comes back to a live one."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+
+import anyio
+import psycopg
+import pytest
+
+pytest.importorskip("procrastinate", reason="the postgres extra is not installed")
+
+import anyio.lowlevel
+
+from viggle_async.pg._queue import RowHandler, RowQueue
+
+QueueFactory = Callable[..., RowQueue]
+
+
+@pytest.fixture
+async def make_queue(pg_dsn: str, schema: str) -> AsyncIterator[QueueFactory]:
+    """Queues on the test's schema (procrastinate's tables installed there), each with its
+    own pool, like separate worker processes."""
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+        await conn.execute(f'CREATE SCHEMA "{schema}"')  # type: ignore[arg-type]
+
+    def factory(handler: RowHandler, **kwargs: object) -> RowQueue:
+        return RowQueue(pg_dsn, handler, schema=schema, **kwargs)  # type: ignore[arg-type]
+
+    yield factory
+
+
+async def test_two_workers_on_one_queue_run_each_row_exactly_once(
+        make_queue: QueueFactory) -> None:
+    done: Counter[str] = Counter()
+
+    async def handler(run: str, row: str) -> None:
+        done[f"{run}:{row}"] += 1
+        await anyio.lowlevel.checkpoint()
+
+    a, b = make_queue(handler), make_queue(handler)
+    async with a.app.open_async(), b.app.open_async():
+        await a.install()
+        await b.install()  # idempotent: a second worker starting finds the tables
+        rows = [f"r{i:02d}" for i in range(30)]
+        assert await a.defer_rows("run1", rows) == 30
+        assert await b.defer_rows("run1", rows[:5]) == 0  # still waiting: not deferred twice
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for q in (a, b):
+                    tg.start_soon(lambda q=q: q.run_worker(
+                        concurrency=4, wait=False, install_signal_handlers=False))
+    assert done == Counter({f"run1:{r}": 1 for r in rows})
+
+
+async def _kill_a_worker_holding_one_row(queue: RowQueue) -> int:
+    """A worker registers, takes one row, and dies: no heartbeat since an hour ago."""
+    manager = queue.app.job_manager
+    worker_id = await manager.register_worker()
+    job = await manager.fetch_job([queue.queue], worker_id)
+    assert job is not None and job.status == "doing"
+    await queue.app.connector.execute_query_async(
+        "UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 hour' "
+        "WHERE id = %(id)s", id=worker_id)
+    return worker_id
+
+
+async def test_retry_stalled_puts_back_only_a_dead_workers_row(
+        make_queue: QueueFactory) -> None:
+    done: list[str] = []
+
+    async def handler(run: str, row: str) -> None:
+        done.append(row)
+
+    queue = make_queue(handler, stalled_after=30.0)
+    async with queue.app.open_async():
+        await queue.install()
+        await queue.defer_rows("run1", ["r1", "r2"])
+        live = await queue.app.job_manager.register_worker()
+        assert await queue.app.job_manager.fetch_job([queue.queue], live) is not None
+        assert await queue.retry_stalled() == 0  # its worker heartbeats: not stalled
+        await queue.app.job_manager.unregister_worker(live)  # ...now gone (worker_id NULL)
+        assert await queue.retry_stalled() == 1
+        await queue.run_worker(wait=False, install_signal_handlers=False)
+    assert sorted(done) == ["r1", "r2"]
+
+
+async def test_a_live_worker_recovers_a_dead_workers_row_by_itself(
+        make_queue: QueueFactory) -> None:
+    """No one calls retry_stalled: the recovery runs as a periodic task in every worker."""
+    got = anyio.Event()
+    done: list[str] = []
+
+    async def handler(run: str, row: str) -> None:
+        done.append(row)
+        got.set()
+
+    queue = make_queue(handler, stalled_after=5.0, heartbeat=1.0,
+                       recover_cron="* * * * * *")
+    async with queue.app.open_async():
+        await queue.install()
+        await queue.defer_rows("run1", ["orphan"])
+        await _kill_a_worker_holding_one_row(queue)
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: queue.run_worker(install_signal_handlers=False))
+                await got.wait()
+                tg.cancel_scope.cancel()
+    assert done == ["orphan"]

@@ -1,0 +1,32 @@
+"""Many workers, one account: the shared ledger on PostgreSQL (``pip install
+'viggle-async[postgres]'``).
+
+``PostgresLedger`` (the pool, the migrated schema, the API-key binding, the run's budget
+and the asset-reuse index) and ``PostgresAccountState`` (``AccountState`` across
+processes). See docs/scale-out.md for the design of the distributed bulk run.
+"""
+
+from ._account import PostgresAccountState
+from ._dsn import DSN_ENV, redact_dsn, resolve_dsn
+from ._errors import (
+    LedgerConnectionError,
+    LedgerError,
+    LedgerKeyMismatchError,
+    LedgerSchemaTooNewError,
+)
+from ._ledger import SCHEMA_VERSION, AccountSummary, AssetClaim, PostgresLedger
+
+__all__ = [
+    "AccountSummary",
+    "AssetClaim",
+    "DSN_ENV",
+    "LedgerConnectionError",
+    "LedgerError",
+    "LedgerKeyMismatchError",
+    "LedgerSchemaTooNewError",
+    "PostgresAccountState",
+    "PostgresLedger",
+    "SCHEMA_VERSION",
+    "redact_dsn",
+    "resolve_dsn",
+]
