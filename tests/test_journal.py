@@ -27,7 +27,7 @@ from viggle_async._journal import (
     MemoryJournal,
     request_fingerprint,
 )
-from viggle_async._journal_sqlite import SQLiteJournal
+from viggle_async._journal_sqlite import SCHEMA_VERSION, SQLiteJournal
 
 FP = request_fingerprint({"ref_image": "a.png", "driving_video": "b.mp4"})
 
@@ -201,7 +201,7 @@ async def test_sqlite_reopens_with_everything_and_the_declared_format(tmp_path: 
         assert (await j.get("a")).ambiguous  # type: ignore[union-attr]
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
 
 
