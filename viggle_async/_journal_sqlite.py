@@ -19,13 +19,14 @@ storage failure, the caller gets a ``JournalError`` naming the path, never a raw
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 try:
     import fcntl
@@ -129,6 +130,15 @@ def _storage_error(path: str, exc: sqlite3.Error, action: str) -> JournalError:
     return JournalWriteError(path, str(exc) or type(exc).__name__, action=action)
 
 
+def _settled(inflight: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[Any]], None]:
+    def done(fut: asyncio.Future[Any]) -> None:
+        inflight.discard(fut)
+        if not fut.cancelled():
+            fut.exception()  # retrieved: its caller may be gone (cancelled), not an error
+
+    return done
+
+
 async def _rollback(conn: aiosqlite.Connection) -> None:
     # After a failed COMMIT SQLite may already have rolled back: nothing left to undo.
     with contextlib.suppress(sqlite3.Error):
@@ -150,7 +160,8 @@ class SQLiteJournalStore:
         self._busy_clock = busy_clock
         # One statement sequence at a time on the connection: a second BEGIN inside a first
         # one's transaction is "cannot start a transaction within a transaction".
-        self._mutex = anyio.Lock()
+        self._mutex = asyncio.Lock()
+        self._inflight: set[asyncio.Future[Any]] = set()
 
     @classmethod
     async def open(
@@ -185,24 +196,43 @@ class SQLiteJournalStore:
 
     async def _attempt(self, work: Callable[[aiosqlite.Connection], Awaitable[T]], *,
                        transaction: bool) -> T:
-        async with self._mutex:
+        # The statements run in a task of their own. anyio's shield stops anyio cancels, but
+        # not a plain ``task.cancel()`` (aiohttp cancels an upload's body writer that way, and
+        # the "sending" step is written from inside it): cut between BEGIN and COMMIT, the
+        # caller's next BEGIN would fail with "cannot start a transaction within a
+        # transaction". The inner task always runs to commit or rollback, and releases the
+        # mutex when done (an asyncio.Lock: any task may release it); ``close`` waits for it.
+        # Waiting for the mutex stays cancellable: nothing has started yet.
+        await self._mutex.acquire()
+        try:
+            inner = asyncio.ensure_future(self._attempt_whole(work, transaction))
+        except BaseException:
+            self._mutex.release()
+            raise
+        self._inflight.add(inner)
+        inner.add_done_callback(_settled(self._inflight))
+        with anyio.CancelScope(shield=True):
+            return await asyncio.shield(inner)
+        raise AssertionError("unreachable: a shielded scope does not swallow errors")
+
+    async def _attempt_whole(self, work: Callable[[aiosqlite.Connection], Awaitable[T]],
+                             transaction: bool) -> T:
+        try:
             conn = self._conn
             if conn is None:
                 raise JournalClosedError(f"the journal {self.path!r} is closed")
-            # Shielded: once the first statement is queued on the connection's thread, the
-            # sequence finishes (commit or rollback) whatever happens to the caller.
-            with anyio.CancelScope(shield=True):
-                if not transaction:
-                    return await work(conn)
-                await conn.execute_fetchall("BEGIN IMMEDIATE")
-                try:
-                    result = await work(conn)
-                    await conn.execute_fetchall("COMMIT")
-                    return result
-                except BaseException:
-                    await _rollback(conn)
-                    raise
-        raise AssertionError("unreachable: a shielded scope does not swallow errors")
+            if not transaction:
+                return await work(conn)
+            await conn.execute_fetchall("BEGIN IMMEDIATE")
+            try:
+                result = await work(conn)
+                await conn.execute_fetchall("COMMIT")
+                return result
+            except BaseException:
+                await _rollback(conn)
+                raise
+        finally:
+            self._mutex.release()
 
     async def _retrying(self, work: Callable[[aiosqlite.Connection], Awaitable[T]], *,
                         action: str, transaction: bool = True) -> T:

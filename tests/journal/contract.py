@@ -8,6 +8,8 @@ state machine, the way the supervisor does, plus the raw ``apply`` rules the mac
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -246,6 +248,25 @@ class StoreContract:
             assert e is None or e.state in ("intent", "sending", "submitted")
         await journal.record_intent("after", kind="render", fingerprint=FP)
         assert (await journal.get("after")) is not None
+
+
+    async def test_a_plain_task_cancel_mid_write_leaves_a_whole_step(
+            self, journal: Journal) -> None:
+        # aiohttp cancels an upload's body writer with task.cancel(), which anyio's shields do
+        # not stop, and "sending" is written from inside it (issue 11.12).
+        for i in range(24):
+            key = f"k{i}"
+            await journal.record_intent(key, kind="render", fingerprint=FP)
+            task = asyncio.ensure_future(journal.mark_sending(key))
+            for _ in range(i % 8):
+                await asyncio.sleep(0)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            e = await journal.get(key)
+            assert e is not None and e.state in (EntryState.INTENT, EntryState.SENDING)
+            await journal.record_final(key, status="failed")  # the next write still works
+        assert len(await journal.entries()) == 24
 
 
 class PersistentStoreContract(StoreContract):

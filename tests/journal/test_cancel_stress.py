@@ -96,6 +96,7 @@ async def test_cancelled_writes_leave_whole_steps(tmp_path: Path,
 
 
 @pytest.mark.stress
+@pytest.mark.timeout(1800)
 async def test_cancelled_writes_leave_whole_steps_stress(
         tmp_path: Path, request: pytest.FixtureRequest, stress_selected: None) -> None:
     await _cancel_writers(tmp_path, rounds(request, 15, 500), seed=2024)
@@ -139,6 +140,7 @@ async def test_cancelling_a_supervisor_mid_poll_repeatedly(
 
 
 @pytest.mark.stress
+@pytest.mark.timeout(1800)
 async def test_cancelling_a_supervisor_mid_poll_repeatedly_stress(
         tmp_path: Path, request: pytest.FixtureRequest, stress_selected: None) -> None:
     await _cancel_supervisor_mid_poll(tmp_path, rounds(request, 3, 300))
@@ -190,6 +192,7 @@ def test_ctrl_c_while_writing_the_journal(tmp_path: Path,
 
 
 @pytest.mark.stress
+@pytest.mark.timeout(1800)
 def test_ctrl_c_while_writing_the_journal_stress(
         tmp_path: Path, request: pytest.FixtureRequest, stress_selected: None) -> None:
     _interrupt_children(tmp_path, rounds(request, 3, 150), seed=12)
