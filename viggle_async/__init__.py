@@ -53,6 +53,7 @@ from ._journal import (
     AssetIndex,
     EntryState,
     Journal,
+    JournalAccountError,
     JournalBusyError,
     JournalClosedError,
     JournalEntry,
@@ -92,6 +93,15 @@ from ._uploads import Limits
 
 __version__ = "0.1.0.dev0"
 
+
+def __getattr__(name: str) -> object:
+    # The PostgreSQL store needs the "postgres" extra: imported only when asked for.
+    if name in ("PostgresJournalStore", "open_postgres_journal"):
+        from . import _journal_postgres
+
+        return getattr(_journal_postgres, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "APIError",
     "AssetFailedError",
@@ -125,6 +135,7 @@ __all__ = [
     "InvalidInputError",
     "JobFailedError",
     "Journal",
+    "JournalAccountError",
     "JournalBusyError",
     "JournalClosedError",
     "JournalEntry",
@@ -145,6 +156,7 @@ __all__ = [
     "Outcome",
     "Page",
     "PollPolicy",
+    "PostgresJournalStore",
     "PreparedCreate",
     "Progress",
     "Queued",
@@ -181,4 +193,5 @@ __all__ = [
     "__version__",
     "api_key_fingerprint",
     "open_journal",
+    "open_postgres_journal",
 ]

@@ -50,6 +50,7 @@ __all__ = [
     "AssetIndex",
     "EntryState",
     "Journal",
+    "JournalAccountError",
     "JournalBusyError",
     "JournalClosedError",
     "JournalEntry",
@@ -97,6 +98,11 @@ class JournalInUseError(JournalError):
 
 class JournalClosedError(JournalError):
     """The journal was used after ``close()``."""
+
+
+class JournalAccountError(JournalError):
+    """The journal's ledger is bound to another API key (its fingerprint): a worker with a
+    different key may not record jobs or reuse assets in it."""
 
 
 class JournalWriteError(JournalError):
