@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import IO, Any, TypeVar
@@ -139,6 +140,19 @@ def _settled(inflight: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[Any
     return done
 
 
+def _daemon(conn: aiosqlite.Connection) -> aiosqlite.Connection:
+    """Let a journal the program forgot to close not hang interpreter exit: aiosqlite's
+    thread is not a daemon, and Python waits for such threads before it exits. The thread is
+    idle by then (every statement is awaited, shielded, before the loop ends), blocked on its
+    queue, and every committed step is already on disk (synchronous=FULL), so nothing is lost
+    by not joining it. (aiosqlite has no public switch for this; without ``_thread`` we keep
+    its default.)"""
+    thread = getattr(conn, "_thread", None)
+    if isinstance(thread, threading.Thread) and not thread.is_alive():
+        thread.daemon = True
+    return conn
+
+
 async def _rollback(conn: aiosqlite.Connection) -> None:
     # After a failed COMMIT SQLite may already have rolled back: nothing left to undo.
     with contextlib.suppress(sqlite3.Error):
@@ -176,7 +190,7 @@ class SQLiteJournalStore:
         lock = await anyio.to_thread.run_sync(_lock, fspath)
         try:
             with anyio.CancelScope(shield=True):  # a half-made connection would leak its thread
-                conn = await aiosqlite.connect(fspath, isolation_level=None)
+                conn = await _daemon(aiosqlite.connect(fspath, isolation_level=None))
         except BaseException as exc:
             if lock is not None:
                 lock.close()

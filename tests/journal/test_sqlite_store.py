@@ -9,6 +9,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -335,3 +336,27 @@ def test_journal_errors_are_one_tree() -> None:
     assert issubclass(SQLiteJournal, Journal)
 
 
+
+
+LEAKY_CHILD = r"""
+import sys, anyio
+from viggle_async import SQLiteJournal
+KEEP = []
+
+async def main(path):
+    KEEP.append(await SQLiteJournal.open(path))  # never closed: the program forgot
+    await KEEP[0].record_intent("k", kind="render", fingerprint="fp")
+
+anyio.run(main, sys.argv[1])
+"""
+
+
+async def test_a_journal_left_open_does_not_hang_exit(tmp_path: Path) -> None:
+    path = tmp_path / "leak.journal"
+    with anyio.fail_after(60):  # a guard, not a timing: a hang would never end
+        proc = await anyio.run_process(
+            [sys.executable, "-W", "ignore::ResourceWarning", "-c", LEAKY_CHILD, str(path)],
+            check=False)
+    assert proc.returncode == 0, proc.stderr
+    async with await SQLiteJournal.open(path) as j:  # and the step is on disk
+        assert (await j.get("k")) is not None
