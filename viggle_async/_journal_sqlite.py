@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import IO, Any, TypeVar
 
 try:
@@ -51,7 +52,7 @@ from ._journal import (
     Transition,
 )
 
-__all__ = ["SCHEMA_VERSION", "SQLiteJournal", "SQLiteJournalStore", "open_journal"]
+__all__ = ["SCHEMA_VERSION", "JournalOpener", "SQLiteJournal", "SQLiteJournalStore", "open_journal"]
 
 T = TypeVar("T")
 
@@ -424,16 +425,22 @@ class SQLiteJournal(Journal):
 
 
 def open_journal(
-    journal: Journal | str | os.PathLike[str],
-) -> contextlib.AbstractAsyncContextManager[Journal]:
-    """``async with open_journal(spec) as journal:`` for an argument that may be a path.
+    journal: Journal | str | os.PathLike[str], *, busy_timeout: float = 60.0,
+    on_busy: Callable[[float], object] | None = None,
+) -> JournalOpener:
+    """A ``Journal`` from an argument that may be a path; use it either way:
 
-    A ``Journal`` is used as is (its owner closes it); a path (``str`` or ``os.PathLike``)
-    opens an ``SQLiteJournal`` for the block and closes it after. Raises ``TypeError`` for
-    anything else and ``ValueError`` for an empty path, before anything is opened.
+    - ``async with open_journal(spec) as journal:`` a path (``str`` or ``os.PathLike``) opens
+      an ``SQLiteJournal`` for the block and closes it after; a ``Journal`` is used as is (its
+      owner closes it).
+    - ``journal = await open_journal(spec)``: the opened (or given) journal; you close it.
+
+    ``busy_timeout`` (seconds) and ``on_busy(waited_s)`` are passed to ``SQLiteJournal.open``.
+    Raises ``TypeError`` (naming the argument) for any other type and ``ValueError`` for an
+    empty path, before anything is opened; opening raises what ``SQLiteJournal.open`` does.
     """
     if isinstance(journal, Journal):
-        return contextlib.nullcontext(journal)
+        return JournalOpener(journal, None)
     if isinstance(journal, str | os.PathLike):
         path = os.fspath(journal)
         if not isinstance(path, str):
@@ -441,15 +448,41 @@ def open_journal(
         if not path:
             raise ValueError("journal: the path is empty; pass a file path such as "
                              "'run.journal', or a Journal")
-        return _opened(path)
+        return JournalOpener(None, functools.partial(
+            SQLiteJournal.open, path, busy_timeout=busy_timeout, on_busy=on_busy))
     raise TypeError(f"journal: expected a Journal or a file path (str or os.PathLike), got "
                     f"{type(journal).__name__}")
 
 
-@contextlib.asynccontextmanager
-async def _opened(path: str) -> AsyncIterator[Journal]:
-    async with await SQLiteJournal.open(path) as journal:
-        yield journal
+class JournalOpener:
+    """What ``open_journal`` returns: awaitable (the journal) and an async context manager
+    (the journal for the block, closed after if it was opened here)."""
+
+    def __init__(self, given: Journal | None,
+                 opener: Callable[[], Awaitable[SQLiteJournal]] | None) -> None:
+        self._given = given
+        self._opener = opener
+        self._opened: Journal | None = None
+
+    async def _open(self) -> Journal:
+        if self._given is not None:
+            return self._given
+        assert self._opener is not None
+        return await self._opener()
+
+    def __await__(self) -> Generator[Any, None, Journal]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> Journal:
+        journal = await self._open()
+        if self._given is None:
+            self._opened = journal
+        return journal
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        opened, self._opened = self._opened, None
+        if opened is not None:
+            await opened.close()
 
 
 def _lock(path: str) -> IO[bytes] | None:

@@ -22,6 +22,7 @@ from viggle_async import (
     JournalBusyError,
     JournalError,
     JournalFormatError,
+    JournalInUseError,
     JournalWriteError,
     ManualClock,
     MemoryJournal,
@@ -308,6 +309,24 @@ async def test_open_journal_opens_a_path_for_the_block(
     # closed after the block: the lock is released and the entry is on disk
     async with await SQLiteJournal.open(path) as again:
         assert await again.get("k") is not None
+
+
+async def test_awaiting_open_journal_gives_a_journal_its_caller_closes(tmp_path: Path) -> None:
+    path = tmp_path / "run.journal"
+    waits: list[float] = []
+    j = await open_journal(path, busy_timeout=0.2, on_busy=waits.append)
+    try:
+        assert isinstance(j, SQLiteJournal)
+        with pytest.raises(JournalInUseError):  # still open after the await
+            await SQLiteJournal.open(path)
+        # the busy options reach the store: a lock past 0.2 s fails, reporting its waits
+        with write_locked(path), pytest.raises(JournalBusyError):
+            await j.record_intent("k", kind="render", fingerprint=FP)
+        assert waits
+    finally:
+        await j.close()
+    mine = MemoryJournal()
+    assert await open_journal(mine) is mine
 
 
 async def test_open_journal_leaves_a_journal_to_its_owner() -> None:
