@@ -157,8 +157,11 @@ async def test_the_password_never_shows(pg_path: Path) -> None:
     assert secret not in str(info.value) and secret not in repr(info.value)
     assert "127.0.0.1" in str(info.value) and info.value.__cause__ is None
     # A reachable one (the password unused by its auth): not in the repr either.
-    store = await PostgresJournalStore.open(f"{DSN} password={secret}", account=ACCOUNT,
-                                            schema=schema_for(pg_path))
+    import psycopg.conninfo
+
+    store = await PostgresJournalStore.open(
+        psycopg.conninfo.make_conninfo(DSN, password=secret), account=ACCOUNT,
+        schema=schema_for(pg_path))
     try:
         assert secret not in repr(store) and secret not in store.dsn
         assert isinstance(store, JournalStore)
