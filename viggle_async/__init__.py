@@ -50,8 +50,28 @@ from ._events import (
     Submitted,
     Uploading,
 )
-from ._journal import Journal, JournalEntry, JournalError, JournalInUseError, MemoryJournal
-from ._journal_sqlite import SQLiteJournal
+from ._journal import (
+    AssetIndex,
+    EntryState,
+    Journal,
+    JournalAccountError,
+    JournalBusyError,
+    JournalClosedError,
+    JournalEntry,
+    JournalError,
+    JournalFormatError,
+    JournalInUseError,
+    JournalMismatchError,
+    JournalStore,
+    JournalTransitionError,
+    JournalWriteError,
+    LeaseStore,
+    MemoryJournal,
+    MemoryJournalStore,
+    Transition,
+    api_key_fingerprint,
+)
+from ._journal_sqlite import SQLiteJournal, SQLiteJournalStore, open_journal
 from ._models import (
     AssetState,
     BackgroundMode,
@@ -74,9 +94,19 @@ from ._uploads import Limits
 
 __version__ = "0.1.0.dev0"
 
+
+def __getattr__(name: str) -> object:
+    # The PostgreSQL store needs the "postgres" extra: imported only when asked for.
+    if name in ("PostgresJournalStore", "open_postgres_journal"):
+        from . import _journal_postgres
+
+        return getattr(_journal_postgres, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "APIError",
     "AssetFailedError",
+    "AssetIndex",
     "AssetState",
     "AuthenticationError",
     "BackgroundMode",
@@ -95,6 +125,7 @@ __all__ = [
     "DownloadError",
     "Downloaded",
     "Downloading",
+    "EntryState",
     "Estimate",
     "Event",
     "Failed",
@@ -105,18 +136,29 @@ __all__ = [
     "InvalidInputError",
     "JobFailedError",
     "Journal",
+    "JournalAccountError",
     "JournalBusy",
+    "JournalBusyError",
+    "JournalClosedError",
     "JournalEntry",
     "JournalError",
+    "JournalFormatError",
     "JournalInUseError",
+    "JournalMismatchError",
+    "JournalStore",
+    "JournalTransitionError",
+    "JournalWriteError",
+    "LeaseStore",
     "Limits",
     "ManualClock",
     "MemoryJournal",
+    "MemoryJournalStore",
     "Model",
     "NotFoundError",
     "Outcome",
     "Page",
     "PollPolicy",
+    "PostgresJournalStore",
     "PreparedCreate",
     "Progress",
     "Queued",
@@ -134,6 +176,7 @@ __all__ = [
     "RetryEvent",
     "RetryPolicy",
     "SQLiteJournal",
+    "SQLiteJournalStore",
     "Scene",
     "SceneHandle",
     "Scenes",
@@ -143,6 +186,7 @@ __all__ = [
     "Supervisor",
     "SystemClock",
     "Timeouts",
+    "Transition",
     "TransportError",
     "UploadStalledError",
     "Uploading",
@@ -150,4 +194,7 @@ __all__ = [
     "ViggleError",
     "WaitTimeoutError",
     "__version__",
+    "api_key_fingerprint",
+    "open_journal",
+    "open_postgres_journal",
 ]

@@ -21,7 +21,7 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
-from . import _journal as _journal_module
+from . import _journal_sqlite as _journal_module
 from ._account import LocalAccountState
 from ._errors import ViggleError
 from ._events import (

@@ -21,6 +21,7 @@ and the temporary file a download writes beside its output.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -118,7 +119,9 @@ def journal_rows(path: Path) -> dict[str, dict[str, Any]]:
     if not path.exists():
         return {}
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as conn:
+        # closing(): sqlite3's own context manager only commits (an unclosed one warns on 3.13)
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True,
+                                                timeout=1)) as conn:
             conn.row_factory = sqlite3.Row
             rows = conn.execute("SELECT key, kind, state, job_id, final_status FROM entries")
             return {r["key"]: dict(r) for r in rows}
