@@ -93,6 +93,24 @@ async def _hash(path: str | os.PathLike[str]) -> tuple[str, int]:
     return await anyio.to_thread.run_sync(content_hash, path)
 
 
+class _Hashes:
+    """Content hashes for planning, each file read once per plan however many rows use it
+    (200 rows on one 40 MB video read 40 MB, not 8 GB). Keyed by the file's identity and
+    modification time; the upload-time check (``_unchanged``) always reads the file again.
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[int, int, int, int], tuple[str, int]] = {}
+
+    async def of(self, path: str | os.PathLike[str]) -> tuple[str, int]:
+        st = await anyio.to_thread.run_sync(os.stat, path)
+        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        found = self._known.get(ident)
+        if found is None:
+            found = self._known[ident] = await _hash(path)
+        return found
+
+
 async def _price(client: ViggleClient, inputs: Mapping[str, Any],
                  est_seconds: float | None) -> tuple[float, float | None]:
     """(credits, video seconds) of an on-demand render; InvalidInputError on bad input."""
@@ -109,15 +127,15 @@ async def estimate_reuse(client: ViggleClient, renders: Mapping[str, Mapping[str
     are left out of both plans. Raises ``InvalidInputError`` (naming the field) on bad
     input and ``OSError`` when a file cannot be read.
     """
-    rows = []
+    rows, hashes = [], _Hashes()
     for key, inputs in renders.items():
         if not reusable_inputs(inputs):
             continue
         extra = dict(inputs)
         est = extra.pop("estimated_seconds", None)
         credits, _ = await _price(client, extra, est)
-        rows.append(ReusableRender(key, await _hash(extra["ref_image"]),
-                                   await _hash(extra["driving_video"]), credits,
+        rows.append(ReusableRender(key, await hashes.of(extra["ref_image"]),
+                                   await hashes.of(extra["driving_video"]), credits,
                                    extra.get("model")))
     return plan_reuse(rows, rule)
 
@@ -163,7 +181,7 @@ class ReuseRun:
     async def _make_plan(self) -> ReusePlan:
         if self._plan is not None:
             return self._plan
-        rows = []
+        rows, hashes = [], _Hashes()
         for held in self._held:
             if held.planned or held.done is not None:
                 continue
@@ -172,8 +190,8 @@ class ReuseRun:
             try:
                 credits, held.duration_s = await _price(self.client, held.inputs,
                                                         held.est_seconds)
-                held.image = await _hash(held.inputs["ref_image"])
-                held.video = await _hash(held.inputs["driving_video"])
+                held.image = await hashes.of(held.inputs["ref_image"])
+                held.video = await hashes.of(held.inputs["driving_video"])
             except (ViggleError, OSError):
                 # Left on demand: the render flow reports the problem, naming the field.
                 continue
