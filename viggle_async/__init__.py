@@ -67,6 +67,7 @@ from ._models import (
     Segment,
 )
 from ._resources import Characters, PreparedCreate, RenderInputs, Renders, Scenes
+from ._reuse import PlanTotals, ReusePlan, ReuseRule
 from ._scheduler import PollPolicy
 from ._supervisor import FastFallbackPolicy, Supervisor
 from ._transport import Timeouts
@@ -116,6 +117,7 @@ __all__ = [
     "NotFoundError",
     "Outcome",
     "Page",
+    "PlanTotals",
     "PollPolicy",
     "PreparedCreate",
     "Progress",
@@ -133,6 +135,8 @@ __all__ = [
     "ResponseFormatError",
     "RetryEvent",
     "RetryPolicy",
+    "ReusePlan",
+    "ReuseRule",
     "SQLiteJournal",
     "Scene",
     "SceneHandle",

@@ -22,7 +22,6 @@ thread), ``_reuse.plan_reuse`` decides, and:
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -37,6 +36,7 @@ from ._events import CharacterHandle, Handle, Outcome, RenderHandle, SceneHandle
 from ._journal import JournalError, request_fingerprint
 from ._reuse import ReusableRender, ReusePlan, ReuseRule, content_hash, plan_reuse
 from ._runner import Hook, Runner, cost_of
+from ._segments_cache import key_fingerprint
 
 if TYPE_CHECKING:
     from ._client import ViggleClient
@@ -57,14 +57,15 @@ def reusable_inputs(inputs: Mapping[str, Any]) -> bool:
 
 
 def key_scope(client: ViggleClient) -> str:
-    """A short, salted digest of the client's API key (never the key): asset journal keys
-    carry it, so assets made under one key are never reused under another."""
+    """The fingerprint of the client's API key (``_segments_cache.key_fingerprint``: salted,
+    not reversible; never the key): asset journal keys carry it, so assets made under one
+    key are never reused under another."""
     http = getattr(client, "_http", None)
     headers = getattr(http, "_authed", None) or {}
     auth = headers.get("Authorization") if isinstance(headers, Mapping) else None
     if not auth:
         return "nokey"
-    return hashlib.sha256(b"viggle-async/reuse\0" + str(auth).encode()).hexdigest()[:12]
+    return key_fingerprint(str(auth).removeprefix("Bearer "))
 
 
 class ContentChangedError(InvalidInputError):

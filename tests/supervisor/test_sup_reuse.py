@@ -143,14 +143,28 @@ async def test_rerun_creates_no_asset_and_a_deleted_scene_is_recreated_once(
 
 
 async def test_assets_are_never_shared_across_api_keys(
-    clock: ManualClock, fake: FakeViggle, client: ViggleClient, tmp_path: Path,
+    clock: ManualClock, tmp_path: Path,
 ) -> None:
-    from viggle_async._reuse_run import key_scope
-
-    other = ViggleClient("another-key", base_url=fake.base_url, clock=clock)
-    async with other:
-        assert key_scope(other) != key_scope(client)
-        assert "another-key" not in key_scope(other)
+    video = tmp_path / "dance.mp4"
+    write_mp4(video, 1.0)
+    people = images(tmp_path, 2)
+    path = tmp_path / "j.sqlite"
+    async with FakeViggle(clock=clock.now, output_bytes=64,
+                          api_keys={"key-one": 1000, "key-two": 1000}) as fake:
+        for n, api_key in enumerate(("key-one", "key-two", "key-one")):
+            async with ViggleClient(api_key, base_url=fake.base_url, clock=clock) as client, \
+                    await SQLiteJournal.open(path) as journal:
+                sup = Supervisor(client, journal=journal, reuse_assets=True, **RENDER_KW)
+                async with clock.autojump(), sup:
+                    handles = [sup.render(key=f"{n}-{k}", ref_image=people[k],
+                                          driving_video=video) for k in range(2)]
+            assert all(h.outcome.state == "complete" for h in handles)
+        # Key two made its own scene and characters; key one's rerun reused its own.
+        assert [c.api_key for c in creates_of(fake, "scene")] == ["key-one", "key-two"]
+        assert len(creates_of(fake, "character")) == 4
+        with path.open("rb") as f:
+            stored = f.read()
+        assert b"key-one" not in stored and b"key-two" not in stored
 
 
 async def test_a_failing_character_fails_only_its_rows(
