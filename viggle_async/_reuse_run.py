@@ -37,6 +37,7 @@ from ._journal import JournalError, request_fingerprint
 from ._reuse import ReusableRender, ReusePlan, ReuseRule, content_hash, plan_reuse
 from ._runner import Hook, Runner, cost_of
 from ._segments_cache import key_fingerprint
+from ._submitter import fingerprint
 
 if TYPE_CHECKING:
     from ._client import ViggleClient
@@ -87,6 +88,7 @@ class _Held:
     scene: SceneHandle | None = None
     character: CharacterHandle | None = None
     done: Outcome | None = None  # settled before planning (e.g. finished in an earlier run)
+    resume: dict[str, Any] | None = None  # sent by an earlier run with these inputs
     planned: bool = False
 
 
@@ -184,7 +186,7 @@ class ReuseRun:
             return self._plan
         rows, hashes = [], _Hashes()
         for held in self._held:
-            if held.planned or held.done is not None:
+            if held.planned or held.done is not None or held.resume is not None:
                 continue
             if await self._finished_before(held):
                 continue
@@ -195,6 +197,8 @@ class ReuseRun:
                 held.video = await hashes.of(held.inputs["driving_video"])
             except (ViggleError, OSError):
                 # Left on demand: the render flow reports the problem, naming the field.
+                continue
+            if await self._sent_before(held):
                 continue
             rows.append(ReusableRender(held.key, held.image, held.video, credits,
                                        held.inputs.get("model")))
@@ -215,6 +219,35 @@ class ReuseRun:
                                 status=entry.final_status,
                                 outputs=tuple(Path(p) for p in entry.outputs))
             return True
+        return False
+
+    async def _sent_before(self, held: _Held) -> bool:
+        """True when an earlier run sent this render (its journal entry is past ``intent``):
+        it is resumed with the inputs it was sent with, on demand or ID-only with the ids
+        the asset journal entries hold, whichever matches its fingerprint; it is left out of
+        the plan, so no asset is made (or remade) for it."""
+        assert held.image is not None and held.video is not None
+        try:
+            entry = await self._journal.get(held.key)
+            if entry is None or entry.state == "intent":
+                return False
+            model = held.inputs.get("model")
+            char = await self._journal.get(self._asset_key("character", held.image[0]))
+            scene = await self._journal.get(self._asset_key("scene", held.video[0], model))
+        except JournalError:
+            return False  # the render flow reports it
+        candidates = [held.inputs]
+        if char is not None and char.job_id and scene is not None and scene.job_id:
+            candidates.insert(0, {**_id_only(held.inputs), "character_id": char.job_id,
+                                  "scene_id": scene.job_id})
+        for inputs in candidates:
+            try:
+                prepared = await self.client.renders.prepare(**inputs)
+            except ViggleError:
+                continue
+            if fingerprint(prepared) == entry.fingerprint:
+                held.resume = inputs
+                return True
         return False
 
     async def start(self) -> ReusePlan:
@@ -330,11 +363,14 @@ class ReuseRun:
         await held.ready.wait()
         if held.done is not None:
             return held.done
+        if held.resume is not None:
+            est = held.est_seconds if held.est_seconds is not None else held.duration_s
+            return await self._runner.render(held.key, held.resume, {}, held.output,
+                                             held.mask_output, est)
         if held.scene is not None and held.character is not None:
             scene = await held.scene
             if scene.ok or not self.fallback:
-                inputs = {k: v for k, v in held.inputs.items()
-                          if k not in ("ref_image", "driving_video", "model")}
+                inputs = _id_only(held.inputs)
                 est = held.est_seconds if held.est_seconds is not None else held.duration_s
                 return await self._runner.render(
                     held.key, inputs, {"character_id": held.character, "scene_id": held.scene},
@@ -348,6 +384,12 @@ class ReuseRun:
                     return Outcome(held.key, "render", "not_submitted", error=str(exc))
         return await self._runner.render(held.key, held.inputs, {}, held.output,
                                          held.mask_output, held.est_seconds)
+
+
+def _id_only(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """A render's inputs without its files and model: the scene carries the model (a
+    preprocessed render may not); everything else (background_mode, fast...) stays."""
+    return {k: v for k, v in inputs.items() if k not in ("ref_image", "driving_video", "model")}
 
 
 def _all_exist(paths: tuple[str, ...]) -> bool:

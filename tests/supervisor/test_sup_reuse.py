@@ -5,6 +5,7 @@ journaled assets; failures stay with their dependents."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -115,7 +116,7 @@ async def test_rerun_creates_no_asset_and_a_deleted_scene_is_recreated_once(
     people = images(tmp_path, 3)
     path = tmp_path / "j.sqlite"
 
-    async def run(keys: range) -> list[str]:
+    async def run(keys: Sequence[int]) -> list[str]:
         async with await SQLiteJournal.open(path) as journal:
             sup = Supervisor(client, journal=journal, reuse_assets=True, **RENDER_KW)
             async with clock.autojump(), sup:
@@ -136,8 +137,13 @@ async def test_rerun_creates_no_asset_and_a_deleted_scene_is_recreated_once(
     (scene,) = creates_of(fake, "scene")
     assert scene.result_id is not None
     await client.scenes.delete(scene.result_id)
-    assert await run(range(6, 9)) == ["complete"] * 3
+    # Row 0's output is gone too: it is fetched again from its job, under the inputs it was
+    # sent with (the old scene id), with no create at all.
+    (tmp_path / "r0.mp4").unlink()
+    assert await run([0, 6, 7, 8]) == ["complete"] * 4
+    assert (tmp_path / "r0.mp4").exists()
     assert (len(creates_of(fake, "scene")), len(creates_of(fake, "character"))) == (2, 3)
+    assert len(creates_of(fake, "render")) == 9
     assert await run(range(9, 12)) == ["complete"] * 3
     assert len(creates_of(fake, "scene")) == 2
 
@@ -232,3 +238,27 @@ async def test_renders_that_cannot_be_reused_are_sent_as_asked(
 def test_reuse_assets_takes_a_bool_or_a_rule(client: ViggleClient) -> None:
     with pytest.raises(TypeError, match="reuse_assets"):
         Supervisor(client, reuse_assets="yes")  # type: ignore[arg-type]
+
+
+async def test_rows_sent_on_demand_earlier_resume_as_sent(
+    clock: ManualClock, fake: FakeViggle, client: ViggleClient, tmp_path: Path,
+) -> None:
+    # A first run without reuse; the rerun turns reuse on: rows the journal knows are
+    # resumed (outputs fetched again) with the inputs they were sent with, not re-planned.
+    video = tmp_path / "dance.mp4"
+    write_mp4(video, 1.0)
+    people = images(tmp_path, 3)
+    path = tmp_path / "j.sqlite"
+    for reuse in (False, True):
+        async with await SQLiteJournal.open(path) as journal:
+            sup = Supervisor(client, journal=journal, reuse_assets=reuse, **RENDER_KW)
+            async with clock.autojump(), sup:
+                handles = [sup.render(key=f"row-{k}", ref_image=people[k],
+                                      driving_video=video, output=tmp_path / f"r{k}.mp4")
+                           for k in range(3)]
+        expected = ["complete"] * 3 if not reuse else ["complete", "complete", "skipped"]
+        assert [h.outcome.state for h in handles] == expected
+        (tmp_path / "r0.mp4").unlink()
+        (tmp_path / "r1.mp4").unlink()
+    assert len(creates_of(fake, "render")) == 3
+    assert creates_of(fake, "scene") == [] and creates_of(fake, "character") == []
