@@ -17,7 +17,10 @@ thread), ``_reuse.plan_reuse`` decides, and:
 - each file is hashed again just before it is uploaded: a file edited since the plan is
   refused (``not_submitted``), never silently sent;
 - a failed asset fails only its dependents, with its reason; with ``fallback=True`` the rows
-  of a scene that could not be made go out on demand instead.
+  of a scene that could not be made go out on demand instead;
+- a render the journal already knows is not planned again: finished with its outputs on
+  disk, it is skipped; sent by an earlier run, it is resumed with the inputs it was sent
+  with (whichever of on-demand or ID-only-with-the-journaled-ids matches its fingerprint).
 """
 
 from __future__ import annotations

@@ -67,6 +67,12 @@ class Supervisor:
     opened for the block and closed after it; anything else raises ``TypeError``. A journal
     that cannot be written stops new creates, lets created work finish, and makes the block
     raise ``JournalError`` naming every job id it could not record.
+
+    ``reuse_assets`` (False by default; True or a ``ReuseRule``): renders of local files
+    that share a driving video go out as one scene per video and one character per image,
+    each file uploaded once (see ``start`` and ``ReuseRule``); ``reuse_fallback=True`` sends
+    the renders of a scene that could not be made on demand instead of failing them.
+    Raises ``TypeError`` for any other ``reuse_assets`` value.
     """
 
     def __init__(
