@@ -166,6 +166,11 @@ class ReuseRun:
         self._plan: ReusePlan | None = None
         self._lock = anyio.Lock()
 
+    def asset_outcomes(self) -> tuple[Outcome, ...]:
+        """The outcomes of the scenes and characters made (or found) so far."""
+        handles: list[Handle] = [*self._scenes.values(), *self._characters.values()]
+        return tuple(h.outcome for h in handles if h.done)
+
     # --- registering ----------------------------------------------------------------
 
     def hold(self, handle: RenderHandle, inputs: dict[str, Any], output: str | Path | None,

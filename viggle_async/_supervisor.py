@@ -364,6 +364,12 @@ class Supervisor:
             raise RuntimeError("use the Supervisor inside 'async with'")
         return await self._reuse.start()
 
+    @property
+    def reuse_asset_outcomes(self) -> tuple[Outcome, ...]:
+        """Outcomes of the scenes and characters ``reuse_assets`` made or found so far
+        (``credits``: 1 per character created in this run); empty without reuse."""
+        return self._reuse.asset_outcomes() if self._reuse is not None else ()
+
     async def plan_reuse(self) -> ReusePlan | None:
         """Both plans (on demand and with reuse) for the renders held so far: credits,
         upload bytes and creates; sends nothing. None without ``reuse_assets``."""

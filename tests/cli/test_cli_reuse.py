@@ -70,9 +70,16 @@ async def test_dry_run_prints_both_plans_and_sends_nothing(
 async def test_run_uploads_each_shared_file_once(
         cli: Run, fake: FakeViggle, media: Path) -> None:
     path = manifest(media)
+    balance = fake.balance()
     result = await cli("bulk", str(path), "--reuse-assets", "--reuse-min-renders", "3",
-                       "--journal", str(media / "j.sqlite"), *BULK_FAST)
+                       "--journal", str(media / "j.sqlite"), "--report",
+                       str(media / "report.json"), *BULK_FAST)
     assert result.code == 0, result.err
+    # The characters are paid too: 18 credits of renders + 4 characters.
+    summary = json.loads((media / "report.json").read_text())["summary"]
+    assert summary["credits_this_run"] == 22 == balance - fake.balance()
+    assert summary["reuse_assets"] == {"created": 6, "credits": 4, "reused": 0, "failed": 0}
+    assert "this run spent 22 credits" in result.out
     kinds = [c.kind for c in fake.creates if c.status == 200]
     assert (kinds.count("scene"), kinds.count("character"), kinds.count("render")) == (2, 4, 10)
     sent = [f.sha256 for c in fake.creates if c.status == 200 for f in c.files]

@@ -448,6 +448,7 @@ async def _run(ctx: Ctx, manifest: Manifest, priced: list[Priced],
             report = [_row_report(r, o, view, cost, plan, interrupted)
                       for r, o in zip(rows, outcomes, strict=True)]
             summary = _summary(ctx, outcomes, report, interrupted)
+            _add_reuse_assets(summary, sup.reuse_asset_outcomes)
             if args.report:
                 _write_json(Path(args.report), {
                     "manifest": str(manifest.path), "summary": summary, "outcomes": report})
@@ -522,6 +523,18 @@ def _summary(ctx: Ctx, outcomes: list[Outcome], report: list[dict[str, Any]],
     if interrupted:
         summary["exit_code"] = EXIT_INTERRUPTED
     return summary
+
+
+def _add_reuse_assets(summary: dict[str, Any], assets: tuple[Outcome, ...]) -> None:
+    """--reuse-assets: the characters (1 credit each) and scenes it made are paid too."""
+    if assets:
+        made = [o for o in assets if o.state == "complete"]
+        spent = sum(o.credits or 0 for o in made)
+        summary.update(credits=summary["credits"] + spent,
+                       credits_this_run=summary["credits_this_run"] + spent,
+                       reuse_assets={"created": len(made), "credits": spent,
+                                     "reused": sum(o.state == "skipped" for o in assets),
+                                     "failed": sum(not o.ok for o in assets)})
 
 
 def _explain_interrupt(ctx: Ctx, report: list[dict[str, Any]]) -> None:
