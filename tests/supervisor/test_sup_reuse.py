@@ -262,3 +262,31 @@ async def test_rows_sent_on_demand_earlier_resume_as_sent(
         (tmp_path / "r1.mp4").unlink()
     assert len(creates_of(fake, "render")) == 3
     assert creates_of(fake, "scene") == [] and creates_of(fake, "character") == []
+
+
+async def test_files_edited_after_the_plan_are_never_sent(
+    clock: ManualClock, fake: FakeViggle, client: ViggleClient, tmp_path: Path,
+) -> None:
+    # Every upload path re-hashes its file: a scene's video, and an on-demand row's image
+    # (its video is used by one row only, so it is not reused).
+    shared, solo_video = tmp_path / "shared.mp4", tmp_path / "solo.mp4"
+    write_mp4(shared, 1.0)
+    write_mp4(solo_video, 2.0)
+    people = images(tmp_path, 3)
+    async with clock.autojump(), Supervisor(client, reuse_assets=True,
+                                            reuse_fallback=True, **RENDER_KW) as sup:
+        grouped = [sup.render(key=f"g{k}", ref_image=people[k], driving_video=shared)
+                   for k in range(2)]
+        solo = sup.render(key="solo", ref_image=people[2], driving_video=solo_video)
+        plan = await sup.start()
+        assert plan is not None and plan.reuse.scenes == 1
+        write_mp4(shared, 3.0)
+        people[2].write_bytes(make_png(rgb=(1, 2, 3)))
+    assert solo.outcome.state == "not_submitted"
+    assert "ref_image" in (solo.outcome.error or "")
+    for handle in grouped:
+        # The scene was refused, and the fallback re-checks the files too.
+        assert handle.outcome.state == "not_submitted", handle.outcome
+        assert "driving_video" in (handle.outcome.error or "")
+        assert "changed after the reuse plan" in (handle.outcome.error or "")
+    assert creates_of(fake, "scene") == [] and creates_of(fake, "render") == []
