@@ -6,9 +6,9 @@ client process, like a home uplink):
 
 - **on-demand**: every row uploads its image and video (``sup.render(ref_image=...,
   driving_video=...)``): 200 video uploads;
-- **reuse**: each distinct file uploaded once. With ``Supervisor(reuse_assets=True)``
-  (detected) the rows are the on-demand ones; until that lands, a manual plan: one
-  ``sup.character`` and 3 ``sup.scene`` handles, then ID-only renders that depend on them.
+- **reuse**: the very same rows through ``Supervisor(reuse_assets=True)``: each distinct
+  file uploaded once (one scene per video, one character for the image), then ID-only
+  renders.
 
 Figures: bytes the client sent (counted by the proxy, HTTP included) and wall time until
 every render is complete.
@@ -17,7 +17,6 @@ every render is complete.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import time
 from typing import Any
@@ -32,13 +31,6 @@ QUICK_ROWS = 60
 VIDEO_SECONDS = (5.0, 8.0, 12.0)
 SCALE = 50.0  # simulated seconds per real second: renders take well under a second
 VARIANT_ORDER = ("reuse", "on_demand")
-
-
-def reuse_assets_supported() -> bool:
-    """True when ``Supervisor`` takes ``reuse_assets=`` (issue 15)."""
-    from viggle_async import Supervisor
-
-    return "reuse_assets" in inspect.signature(Supervisor).parameters
 
 
 def run(ctx: Context) -> Outcome:
@@ -56,7 +48,6 @@ def run(ctx: Context) -> Outcome:
         videos.append(str(path))
     image = ctx.tmpdir / "b6-character.png"
     image.write_bytes(make_png())
-    automatic = reuse_assets_supported()
     per_run: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANT_ORDER}
     with Server(time_scale=SCALE, max_upload_bytes=video_bytes + MIB) as server:
         port = urlsplit(server.base_url).port
@@ -64,7 +55,7 @@ def run(ctx: Context) -> Outcome:
         with UploadCapProxy(port, rate) as proxy:
             params = {"base_url": proxy.base_url, "api_key": server.api_key,
                       "videos": videos, "image": str(image), "rows": rows, "scale": SCALE,
-                      "automatic": automatic, "video_bytes": video_bytes}
+                      "video_bytes": video_bytes}
             for i in range(ctx.runs):
                 k = i % len(VARIANT_ORDER)
                 for variant in VARIANT_ORDER[k:] + VARIANT_ORDER[:k]:
@@ -86,17 +77,14 @@ def run(ctx: Context) -> Outcome:
     def med(variant: str, key: str) -> float:
         return median([r[key] for r in per_run[variant]])
 
-    status = "" if automatic else "manual plan until reuse_assets lands"
-    how = ("Supervisor(reuse_assets=True)" if automatic else
-           "by hand: sup.character + 3 sup.scene handles, then ID-only renders")
+    how = "Supervisor(reuse_assets=True)"
     figures = [
         Figure("B6", f"bytes uploaded, {rows} rows sharing {len(videos)} videos", "MB",
                med("reuse", "up_bytes") / 1e6, "on-demand uploads",
-               med("on_demand", "up_bytes") / 1e6, status=status,
+               med("on_demand", "up_bytes") / 1e6,
                note=f"reuse {how}; counted at the upload-capping proxy, HTTP included"),
         Figure("B6", f"wall time, {rows} rows sharing {len(videos)} videos", "s",
                med("reuse", "seconds"), "on-demand uploads", med("on_demand", "seconds"),
-               status=status,
                note=f"client upload capped at {rate / 1e6:g} MB/s for the whole process; "
                     f"renders take {SCALE:g}x less than simulated time"),
     ]
@@ -118,15 +106,13 @@ def _run(p: dict[str, Any], reuse: bool) -> dict[str, Any]:
         completed, failed = 0, []
         clock = ScaledClock(p["scale"])
         async with ViggleClient(p["api_key"], base_url=p["base_url"], clock=clock) as client:
-            options: dict[str, Any] = {"reuse_assets": True} if reuse and p["automatic"] \
-                else {}
             sup = Supervisor(client, max_uploads=8, max_polls=32, max_active_jobs=p["rows"],
-                             poll_rate=200.0, **options)
+                             poll_rate=200.0, reuse_assets=reuse)
 
             async def consume(events: Any) -> None:
                 nonlocal completed
                 async for event in events:
-                    # Completed events also come for the character and scenes.
+                    # Completed events also come for the character and the scenes.
                     if isinstance(event, Completed) and event.key.startswith("row-"):
                         completed += 1
                     elif isinstance(event, Failed):
@@ -136,17 +122,9 @@ def _run(p: dict[str, Any], reuse: bool) -> dict[str, Any]:
             async with anyio.create_task_group() as tg, sup:
                 tg.start_soon(consume, sup.events())
                 videos = p["videos"]
-                if reuse and not p["automatic"]:
-                    character = sup.character(key="character", name="bench", image=p["image"])
-                    scenes = [sup.scene(key=f"scene-{i}", name=f"s{i}", video=v)
-                              for i, v in enumerate(videos)]
-                    for row in range(p["rows"]):
-                        sup.render(key=f"row-{row}", character=character,
-                                   scene=scenes[row % len(scenes)])
-                else:
-                    for row in range(p["rows"]):
-                        sup.render(key=f"row-{row}", ref_image=p["image"],
-                                   driving_video=videos[row % len(videos)])
+                for row in range(p["rows"]):
+                    sup.render(key=f"row-{row}", ref_image=p["image"],
+                               driving_video=videos[row % len(videos)])
             seconds = time.perf_counter() - t0
         return {"seconds": seconds, "completed": completed, "failed": failed[:20]}
 

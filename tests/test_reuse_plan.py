@@ -98,3 +98,14 @@ def test_content_hash_depends_on_bytes_not_names(tmp_path: Path) -> None:
     assert content_hash(a) == content_hash(b)
     assert content_hash(a)[1] == 3_000_000
     assert content_hash(a) != content_hash(c)
+
+
+def test_a_zero_cap_keeps_every_render_on_demand() -> None:
+    # Every scene needs at least one new character (1 credit): a cap of 0 takes none, and
+    # the reuse plan is the on-demand plan, with the shared groups listed as skipped.
+    renders = [ReusableRender(i, image(i % 2), video(i % 3), credits=3) for i in range(12)]
+    plan = plan_reuse(renders, ReuseRule(max_extra_credits=0))
+    assert plan.scenes == () and plan.reused == frozenset()
+    assert plan.reuse == plan.on_demand and plan.extra_credits == 0
+    assert len(plan.skipped) == 3
+    assert plan_reuse(renders, ReuseRule(max_extra_percent=0)).reuse == plan.on_demand

@@ -87,6 +87,7 @@ from ._models import (
     Segment,
 )
 from ._resources import Characters, PreparedCreate, RenderInputs, Renders, Scenes
+from ._reuse import PlanTotals, ReusePlan, ReuseRule
 from ._scheduler import PollPolicy
 from ._supervisor import FastFallbackPolicy, Supervisor
 from ._transport import Timeouts
@@ -157,6 +158,7 @@ __all__ = [
     "NotFoundError",
     "Outcome",
     "Page",
+    "PlanTotals",
     "PollPolicy",
     "PostgresJournalStore",
     "PreparedCreate",
@@ -175,6 +177,8 @@ __all__ = [
     "ResponseFormatError",
     "RetryEvent",
     "RetryPolicy",
+    "ReusePlan",
+    "ReuseRule",
     "SQLiteJournal",
     "SQLiteJournalStore",
     "Scene",

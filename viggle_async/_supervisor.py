@@ -40,6 +40,8 @@ from ._events import (
 from ._journal import Journal, request_fingerprint
 from ._journal_sqlite import SQLiteJournal
 from ._models import RenderStatus
+from ._reuse import ReusePlan, ReuseRule
+from ._reuse_run import ReuseRun, estimate_reuse, reusable_inputs
 from ._run_journal import RunJournal
 from ._runner import Hook, JobRegistry, RunContext, Runner, cost_of, poll_view
 from ._scheduler import PollPolicy, PollScheduler
@@ -65,6 +67,12 @@ class Supervisor:
     opened for the block and closed after it; anything else raises ``TypeError``. A journal
     that cannot be written stops new creates, lets created work finish, and makes the block
     raise ``JournalError`` naming every job id it could not record.
+
+    ``reuse_assets`` (False by default; True or a ``ReuseRule``): renders of local files
+    that share a driving video go out as one scene per video and one character per image,
+    each file uploaded once (see ``start`` and ``ReuseRule``); ``reuse_fallback=True`` sends
+    the renders of a scene that could not be made on demand instead of failing them.
+    Raises ``TypeError`` for any other ``reuse_assets`` value.
     """
 
     def __init__(
@@ -87,6 +95,8 @@ class Supervisor:
         capacity_backoff: tuple[float, float] = (2.0, 10.0),
         asset_poll_interval: float = 5.0,
         rand: Callable[[], float] = random.random,
+        reuse_assets: bool | ReuseRule = False,
+        reuse_fallback: bool = False,
     ):
         self.client = client
         self._clock = client.clock
@@ -118,6 +128,12 @@ class Supervisor:
             active=anyio.Semaphore(max_active_jobs), rand=rand,
             resubmit_ambiguous=resubmit_ambiguous, render_timeout=render_timeout,
             asset_poll=asset_poll_interval))  # §4: characters and scenes every 5 s
+        # Asset reuse (issue 15): the logic lives in _reuse_run; here only the hooks.
+        self._reuse_rule = _reuse_rule(reuse_assets)
+        self._reuse: ReuseRun | None = None
+        if self._reuse_rule is not None:
+            self._reuse = ReuseRun(client, self._runner, self._reuse_rule,
+                                   fallback=reuse_fallback, start=self._start)
 
     @property
     def capacity_rejections(self) -> int:
@@ -148,6 +164,12 @@ class Supervisor:
 
     async def __aexit__(self, *exc_info: Any) -> bool | None:
         assert self._stack is not None
+        if exc_info[0] is None and self._reuse is not None:
+            try:
+                await self._reuse.start()  # renders held for the reuse plan go out now
+            except BaseException as exc:
+                await self._stack.__aexit__(type(exc), exc, exc.__traceback__)
+                raise
         if exc_info[0] is not None and self._cancel_remote:
             await self._cancel_running()
         try:
@@ -258,8 +280,21 @@ class Supervisor:
 
         ``character``/``scene`` wait for that handle and use its id; if it fails, so does
         this render. ``estimated_seconds`` prices a render whose video is not local.
+
+        With ``reuse_assets``, a render of local ``ref_image`` + ``driving_video`` files is
+        held until ``await sup.start()`` or the end of the block (awaiting its handle
+        before then waits for ever): see ``start``.
         """
         handle = RenderHandle(key)
+        if (self._reuse is not None and character is None and scene is None
+                and reusable_inputs(inputs)):
+            # Held until the reuse plan is made (start() or the end of the block).
+            reuse = self._reuse
+            work: list[Callable[[], Awaitable[Outcome]]] = []
+            self._start(handle, lambda: work[0]())  # runs after this returns
+            # Held only once _start accepted the key (a duplicate raised above).
+            work.append(reuse.hold(handle, inputs, output, mask_output, estimated_seconds))
+            return handle
         deps: dict[str, Handle | None] = {"character_id": character, "scene_id": scene}
         self._start(handle, lambda: self._runner.render(key, inputs, deps, output, mask_output,
                                                  estimated_seconds))
@@ -314,6 +349,41 @@ class Supervisor:
                                                 scenes.wait))
         return handle
 
+    async def start(self) -> ReusePlan | None:
+        """Make the reuse plan for the renders held so far and send them (``reuse_assets``).
+
+        Hashes each file (SHA-256 of the bytes, never the name), plans with the rule (see
+        ``ReuseRule``), schedules one scene per chosen driving video and one character per
+        distinct image (journaled under keys derived from the content hash and the API
+        key's fingerprint), and releases the held renders. The end of the ``async with``
+        body calls it. Returns the plan, or None without ``reuse_assets``.
+        """
+        if self._reuse is None:
+            return None
+        if self._tg is None:
+            raise RuntimeError("use the Supervisor inside 'async with'")
+        return await self._reuse.start()
+
+    @property
+    def reuse_asset_outcomes(self) -> tuple[Outcome, ...]:
+        """Outcomes of the scenes and characters ``reuse_assets`` made or found so far
+        (``credits``: 1 per character created in this run); empty without reuse."""
+        return self._reuse.asset_outcomes() if self._reuse is not None else ()
+
+    async def plan_reuse(self) -> ReusePlan | None:
+        """Both plans (on demand and with reuse) for the renders held so far: credits,
+        upload bytes and creates; sends nothing. None without ``reuse_assets``."""
+        if self._reuse is None:
+            return None
+        return await self._reuse.plan()
+
+    async def estimate_reuse(self, renders: dict[str, dict[str, Any]]) -> ReusePlan:
+        """Both plans for ``renders`` (key -> ``render`` inputs, ``estimated_seconds``
+        included), with this supervisor's rule (``ReuseRule()`` when reuse is off); sends
+        nothing and works outside ``async with``. Raises ``InvalidInputError`` on bad input,
+        ``OSError`` when a file cannot be read."""
+        return await estimate_reuse(self.client, renders, self._reuse_rule or ReuseRule())
+
     async def estimate(self, *, character: object = None, scene: object = None,
                        estimated_seconds: float | None = None, **inputs: Any) -> Estimate:
         """Check a render's inputs and price it, sending nothing (a dry run).
@@ -329,6 +399,16 @@ class Supervisor:
         prepared = await self.client.renders.prepare(**inputs)
         return Estimate(cost_of(prepared, estimated_seconds), prepared.fast, prepared.duration_s,
                         prepared.upload_bytes)
+
+
+def _reuse_rule(option: object) -> ReuseRule | None:
+    if option is False:
+        return None
+    if option is True:
+        return ReuseRule()
+    if isinstance(option, ReuseRule):
+        return option
+    raise TypeError(f"reuse_assets must be True, False or a ReuseRule, not {option!r}")
 
 
 def _is_journal(obj: object) -> bool:

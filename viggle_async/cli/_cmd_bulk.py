@@ -35,6 +35,7 @@ from .._events import Handle
 from .._journal import EntryState, JournalEntry, JournalError
 from .._media import IMAGE_CONTENT_TYPES, VIDEO_CONTENT_TYPES
 from .._resources import RENDER_IMAGE_TYPES
+from .._reuse import ReusePlan, ReuseRule
 from .._uploads import prepare_upload
 from ._common import (
     EXIT_FAILED,
@@ -56,6 +57,7 @@ from ._manifest import Manifest, Problem, Row, load_manifest
 from ._options import BACKOFF_HELP, FAST_FALLBACK_HELP, add_poll_interval
 from ._preflight import preflight
 from ._progress import EventView, summary_text, to_json
+from ._reuse_opts import add_reuse_options, plan_lines, reuse_rule
 
 __all__ = ["COMMAND"]
 
@@ -105,6 +107,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--poll-rate", type=positive_float, default=20.0, metavar="N",
                    help="at most N status polls started per second, for all jobs (default 20)")
     add_poll_interval(p)
+    add_reuse_options(p)
 
 # Stands in for ids of characters not created yet when pricing a mapping render.
 _PENDING = "pending-dry-run"
@@ -121,16 +124,36 @@ class Priced:
 
 async def run(ctx: Ctx) -> int:
     args = ctx.args
+    rule = reuse_rule(args)
     manifest = await anyio.to_thread.run_sync(load_manifest, Path(args.manifest))
+    reuse: ReusePlan | None = None
     async with ctx.client() as client:
         priced, problems = await _validate(client, manifest)
+        if rule is not None and not problems:
+            reuse = await _reuse_plan(client, priced, rule)
     if problems:
         _report_problems(ctx, manifest, problems)
         return EXIT_USAGE
     if args.dry_run:
-        return _dry_run(ctx, manifest, priced)
+        return _dry_run(ctx, manifest, priced, reuse)
     ctx.require_key()
-    return await _run(ctx, manifest, priced)
+    return await _run(ctx, manifest, priced, reuse)
+
+
+async def _reuse_plan(client: ViggleClient, priced: list[Priced],
+                      rule: ReuseRule) -> ReusePlan:
+    """Both plans for the render rows the supervisor will hold (local image and video, no
+    character or scene row): ``--reuse-assets``."""
+    renders = {p.row.key: {**p.row.inputs, "estimated_seconds": p.row.estimated_seconds}
+               for p in priced if p.row.kind == "render" and p.row.character is None
+               and p.row.scene is None and not p.row.mapping_refs}
+    return await Supervisor(client, reuse_assets=rule).estimate_reuse(renders)
+
+
+def _show_reuse(ctx: Ctx, reuse: ReusePlan | None) -> None:
+    if reuse is not None:
+        obj, lines = plan_lines(reuse)
+        ctx.out.emit(obj, "\n".join(lines))
 
 
 # --- validation --------------------------------------------------------------------------
@@ -269,9 +292,12 @@ def _report_problems(ctx: Ctx, manifest: Manifest, problems: list[Problem]) -> N
 
 # --- dry run -------------------------------------------------------------------------------
 
-def _dry_run(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
+def _dry_run(ctx: Ctx, manifest: Manifest, priced: list[Priced],
+             reuse: ReusePlan | None = None) -> int:
     args, out = ctx.args, ctx.out
     known = sum(p.credits or 0 for p in priced)
+    if reuse is not None:
+        known += int(reuse.extra_credits)  # the characters reuse creates (1 credit each)
     unknown = [p.row.key for p in priced if p.credits is None]
     rows = []
     for p in priced:
@@ -291,6 +317,7 @@ def _dry_run(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
                 "; renders without a known cost would be refused under --budget")
         else:
             budget_note = f"; within the budget of {args.budget:g}"
+    _show_reuse(ctx, reuse)
     summary = {"event": "summary", "dry_run": True, "total": len(priced), "credits": known,
                "unknown": unknown, "budget": args.budget, "exit_code": verdict}
     out.json(summary)
@@ -372,7 +399,8 @@ def parse_ended(text: str) -> frozenset[str]:
     return states
 
 
-async def _run(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
+async def _run(ctx: Ctx, manifest: Manifest, priced: list[Priced],
+               reuse: ReusePlan | None = None) -> int:
     args = ctx.args
     rows = tuple(p.row for p in priced)  # with any estimated_seconds filled in
     cost = {p.row.key: p for p in priced}
@@ -393,6 +421,7 @@ async def _run(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
                                args.resubmit_ambiguous)
         client = await stack.enter_async_context(ctx.client(view))
         await _announce(ctx, client, view, plan, cost)
+        _show_reuse(ctx, reuse)
         view.expect_costs({k: cost[k].credits for k in (*plan.new, *plan.resubmit)})
         used: Any = journal
         if journal is not None and plan.resubmit:
@@ -403,7 +432,8 @@ async def _run(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
             credit_budget=args.budget, fast_fallback=args.fast_fallback,
             resubmit_ambiguous=args.resubmit_ambiguous, cancel_remote=args.cancel_remote,
             poll_policy=ctx.poll_policy(), capacity_backoff=args.capacity_backoff,
-            asset_poll_interval=ctx.asset_poll_interval)
+            asset_poll_interval=ctx.asset_poll_interval,
+            reuse_assets=reuse_rule(args) or False, reuse_fallback=args.reuse_fallback)
         try:
             with view:
                 async with view.supervising(sup):
@@ -418,6 +448,7 @@ async def _run(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
             report = [_row_report(r, o, view, cost, plan, interrupted)
                       for r, o in zip(rows, outcomes, strict=True)]
             summary = _summary(ctx, outcomes, report, interrupted)
+            _add_reuse_assets(summary, sup.reuse_asset_outcomes)
             if args.report:
                 _write_json(Path(args.report), {
                     "manifest": str(manifest.path), "summary": summary, "outcomes": report})
@@ -492,6 +523,18 @@ def _summary(ctx: Ctx, outcomes: list[Outcome], report: list[dict[str, Any]],
     if interrupted:
         summary["exit_code"] = EXIT_INTERRUPTED
     return summary
+
+
+def _add_reuse_assets(summary: dict[str, Any], assets: tuple[Outcome, ...]) -> None:
+    """--reuse-assets: the characters (1 credit each) and scenes it made are paid too."""
+    if assets:
+        made = [o for o in assets if o.state == "complete"]
+        spent = sum(o.credits or 0 for o in made)
+        summary.update(credits=summary["credits"] + spent,
+                       credits_this_run=summary["credits_this_run"] + spent,
+                       reuse_assets={"created": len(made), "credits": spent,
+                                     "reused": sum(o.state == "skipped" for o in assets),
+                                     "failed": sum(not o.ok for o in assets)})
 
 
 def _explain_interrupt(ctx: Ctx, report: list[dict[str, Any]]) -> None:
