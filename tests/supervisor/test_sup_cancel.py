@@ -8,7 +8,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import RENDER_KW
+from suphelp import RENDER_KW
 
 from viggle_async import ManualClock, Submitted, Supervisor, ViggleClient
 from viggle_async.testing import FakeViggle

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import RENDER_KW
+from suphelp import RENDER_KW
 
 from viggle_async import FastFallbackPolicy, ManualClock, Supervisor, ViggleClient
 from viggle_async.testing import FakeViggle, Faults

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import RENDER_KW, ready_scene
+from suphelp import RENDER_KW, ready_scene
 
 from viggle_async import ManualClock, Supervisor, ViggleClient
 from viggle_async.testing import FakeViggle, Faults

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from conftest import RENDER_KW
+from suphelp import RENDER_KW
 
 from viggle_async import ManualClock, MemoryJournal, Supervisor, ViggleClient
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
-from conftest import RENDER_KW
+from suphelp import RENDER_KW
 
 from viggle_async import (
     Completed,

@@ -11,7 +11,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import RENDER_KW
+from suphelp import RENDER_KW
 
 from viggle_async import (
     JournalError,

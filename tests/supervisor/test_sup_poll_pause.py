@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from conftest import RENDER_KW
+from suphelp import RENDER_KW
 
 from viggle_async import ManualClock, RetryPolicy, Supervisor, ViggleClient
 

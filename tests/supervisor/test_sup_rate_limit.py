@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 import anyio
-from conftest import RENDER_KW
+from suphelp import RENDER_KW
 
 from viggle_async import Backoff, ManualClock, MemoryJournal, Supervisor, ViggleClient
 from viggle_async.testing import FakeViggle, Faults, RateLimit

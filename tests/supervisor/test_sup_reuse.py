@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from conftest import RENDER_KW
+from suphelp import RENDER_KW
 
 from viggle_async import ManualClock, SQLiteJournal, Supervisor, ViggleClient
 from viggle_async._reuse import ReuseRule

@@ -1,0 +1,23 @@
+"""Shared by the supervisor tests (imported by name: ``from suphelp import RENDER_KW``).
+
+Not in ``conftest.py``: test folders that each import their own ``conftest`` module clash
+when pytest collects two folders in one run (issue 12.12).
+"""
+
+from __future__ import annotations
+
+from viggle_async import ManualClock, PollPolicy, ViggleClient
+
+# Manual time costs nothing, but every poll is a real request: poll at a steady 2 s.
+POLICY = PollPolicy(first_delay=2.0, min_interval=2.0, max_interval=2.0, jitter=0.0)
+# The fake's default: queued 2 s, then 5 s + 2 s per video second (halved when fast).
+RENDER_KW = {"poll_policy": POLICY, "capacity_backoff": (0.5, 2.0), "asset_poll_interval": 1.0}
+
+
+
+async def ready_scene(client: ViggleClient, clock: ManualClock) -> str:
+    """A ready 5 s video-template scene: character renders need one (§2.1 mode 2)."""
+    async with clock.autojump():
+        scene = await client.scenes.import_template("tmpl-video-wave")
+        ready = await client.scenes.wait(scene.id, poll_interval=1.0)
+    return ready.id
