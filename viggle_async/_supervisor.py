@@ -100,7 +100,9 @@ class Supervisor:
         self._stack: contextlib.AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
         self._subscribers: list[MemoryObjectSendStream[Event]] = []
+        self._closed = False  # the event streams are closed: the block has ended
         self._keys: set[str] = set()
+        self._stopped: dict[str, Handle] = {}  # cancelled, awaiting the remote cancel
         # The shared state, each piece with one owner; the flows get them as one context.
         self._account = LocalAccountState(budget=credit_budget)
         self._journal = RunJournal(journal, on_failure=self._account.stop)
@@ -133,6 +135,7 @@ class Supervisor:
 
     async def __aenter__(self) -> Supervisor:
         async with contextlib.AsyncExitStack() as stack:
+            stack.callback(self._close_streams)  # a failed enter ends events() too
             if self._journal_path is not None:
                 store = await _open_journal(self._journal_path, self.on_journal_busy)
                 stack.push_async_callback(store.close)
@@ -155,6 +158,10 @@ class Supervisor:
         except BaseException as exc:
             self._note_journal_failure(exc)  # the block's own error wins; keep the ids
             raise
+        finally:
+            for handle in self._stopped.values():
+                handle._set(self._jobs.stopped(handle.key, handle.kind))
+            self._close_streams()  # even if entering failed half-way
         failure = self._journal.error()
         if failure is not None:
             if exc_info[0] is None or suppress:
@@ -175,6 +182,7 @@ class Supervisor:
         return False
 
     def _close_streams(self) -> None:
+        self._closed = True
         for stream in self._subscribers:
             stream.close()
 
@@ -191,18 +199,20 @@ class Supervisor:
                     await self.client.renders.cancel(job_id)
                     await self._journal.record_final(key, "cancelled", (),
                                                     "cancelled on the server")
-                    self._emit(Failed(key, Outcome(key, "render", "cancelled", job_id=job_id,
-                                                   status="cancelled",
-                                                   error="cancelled on the server")))
+                    self._jobs.cancelled_remotely(key)
                 except ViggleError as exc:
-                    self._emit(Failed(key, Outcome(key, "render", "failed", job_id=job_id,
-                                                   error=f"remote cancel failed: {exc}")))
+                    self._jobs.cancelled_remotely(key, str(exc))
+                self._emit(Failed(key, self._jobs.stopped(key, "render")))
 
     # --- events ----------------------------------------------------------------------
 
     def events(self) -> AsyncIterator[Event]:
-        """Every event from now on, until the supervisor closes."""
+        """Every event from now on, until the supervisor closes (also when its block is
+        cancelled: the iteration then ends after the last event, remote cancels included).
+        Called after the block ended, it yields nothing."""
         send, receive = anyio.create_memory_object_stream[Event](float("inf"))
+        if self._closed:
+            send.close()
         self._subscribers.append(send)
 
         async def iterate() -> AsyncIterator[Event]:
@@ -239,10 +249,13 @@ class Supervisor:
                                   job_id=self._jobs.created_id(handle.key),
                                   error=f"unexpected {type(exc).__name__}: {exc}")
             except BaseException:
-                # Cancelled (or crashed): whoever awaits the handle still gets an answer.
-                # The job may go on at the API unless cancel_remote reached it.
-                handle._set(Outcome(handle.key, handle.kind, "cancelled",
-                                    error="the supervisor stopped before this work finished"))
+                # Cancelled (or crashed): whoever awaits the handle still gets an answer,
+                # the true one: a submitted job goes on at the API ("running", its id and
+                # credits) unless cancel_remote reaches it, which __aexit__ tries first.
+                if self._cancel_remote and self._jobs.is_running(handle.key):
+                    self._stopped[handle.key] = handle  # set after the remote cancel
+                else:
+                    handle._set(self._jobs.stopped(handle.key, handle.kind))
                 raise
             handle._set(outcome)
             self._emit(Completed(handle.key, outcome) if outcome.ok

@@ -146,7 +146,8 @@ async def test_json_lines_stream_every_event_then_a_summary_and_failures_exit_1(
     assert objs[-1] | {"elapsed_s": 0} == {
         "event": "summary", "total": 2, "done": 0, "failed": 2, "states": {"failed": 2},
         "credits": 0, "credits_this_run": 0, "credits_earlier_runs": 0, "running": 0,
-        "credits_running": 0, "retries": 0, "fallbacks": 0, "elapsed_s": 0, "exit_code": 1}
+        "credits_running": 0, "not_downloaded": 0, "retries": 0, "fallbacks": 0,
+        "elapsed_s": 0, "exit_code": 1}
     failed = next(o for o in objs if o["event"] == "failed")["outcome"]
     assert failed["state"] == "failed" and failed["error_code"] == "CS-UORC01-009"
     report = json.loads((media / "r.json").read_text())

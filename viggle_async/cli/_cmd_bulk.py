@@ -394,6 +394,7 @@ async def _run(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
         client = await stack.enter_async_context(ctx.client(view))
         await _announce(ctx, client, view, plan, cost)
         view.expect_costs({k: cost[k].credits for k in (*plan.new, *plan.resubmit)})
+        view.outputs.update({r.key: r.output for r in rows if r.output is not None})
         used: Any = journal
         if journal is not None and plan.resubmit:
             used = _ResubmitEnded(journal, plan.resubmit)
@@ -425,6 +426,7 @@ async def _run(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
                 ctx.out.json(summary)
                 _explain_interrupt(ctx, report)
     _hint_lost_jobs(ctx, report, plan)
+    _hint_not_downloaded(ctx, report)
     ctx.out.json(summary)
     ctx.out.result(summary_text(summary))
     return int(summary["exit_code"])
@@ -445,6 +447,21 @@ def _hint_lost_jobs(ctx: Ctx, report: list[dict[str, Any]], plan: Plan) -> None:
                   "another --base-url or API key? To render them again, use a new --journal")
 
 
+def _hint_not_downloaded(ctx: Ctx, report: list[dict[str, Any]]) -> None:
+    """Paid, finished renders whose output is not on disk: say how to fetch each."""
+    rows = [o for o in report if "fetch" in o]
+    if not rows:
+        return
+    ctx.out.json({"event": "hint", "hint": "not_downloaded",
+                  "fetch": {o["key"]: o["fetch"] for o in rows}})
+    again = (f"; or rerun with --journal {shlex.quote(ctx.args.journal)}"
+             if ctx.args.journal else "")
+    ctx.out.error(f"{plural(len(rows), 'render')} finished and paid for but NOT downloaded; "
+                  f"fetch {'it' if len(rows) == 1 else 'them'}: "
+                  + "; ".join(o["fetch"] for o in rows[:3])
+                  + (" ..." if len(rows) > 3 else "") + again)
+
+
 def _is_interrupt(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return any(_is_interrupt(e) for e in exc.exceptions)
@@ -453,26 +470,25 @@ def _is_interrupt(exc: BaseException) -> bool:
 
 def _row_report(row: Row, outcome: Outcome, view: EventView, cost: dict[str, Priced],
                 plan: Plan, interrupted: bool) -> dict[str, Any]:
-    """One row of ``--report``: the outcome, corrected by what the events showed (a job
-    the supervisor was stopped on is still running on the server, with its id)."""
+    """One row of ``--report``: the outcome as the supervisor decided it (a job it was
+    stopped on is ``running``, with its id and credits), priced where it could not be."""
     obj: dict[str, Any] = {"line": row.line, **attrs.asdict(outcome),
                            "output": str(row.output) if row.output else None}
-    sub = view.submitted.get(row.key)
-    final = view.finished.get(row.key)
-    if sub is not None:
-        obj["job_id"] = obj["job_id"] or sub.job_id
-        obj["fast"] = sub.fast
     priced = cost[row.key].credits
-    if sub is not None and priced is not None and cost[row.key].fast and not sub.fast:
+    if priced is not None and cost[row.key].fast and not outcome.fast and outcome.job_id:
         priced //= 2  # fell back to standard: half the fast price
-    if interrupted and final is None and sub is not None and outcome.state == "cancelled":
-        # Stopped locally, never cancelled on the server: it renders on and is charged.
-        obj.update(state="running", credits=priced,
-                   error="still running on the server: the run was interrupted")
-    elif obj["state"] in ("complete", "skipped") and obj["credits"] is None:
+    if obj["state"] in ("complete", "skipped", "running", "timed_out") and (
+            obj["credits"] is None):
         obj["credits"] = priced
-    obj["spent_this_run"] = plan.spends(row.key) and obj["state"] in ("complete", "running")
+    if outcome.state == "complete" and not outcome.downloaded and outcome.job_id:
+        obj["fetch"] = _fetch_command(outcome.job_id, row.output)
+    obj["spent_this_run"] = plan.spends(row.key) and obj["state"] in (
+        "complete", "running", "timed_out")
     return obj
+
+
+def _fetch_command(job_id: str, output: Path | None) -> str:
+    return shlex.join(["viggle-async", "download", job_id, str(output or "PATH")])
 
 
 def _summary(ctx: Ctx, outcomes: list[Outcome], report: list[dict[str, Any]],
@@ -481,11 +497,14 @@ def _summary(ctx: Ctx, outcomes: list[Outcome], report: list[dict[str, Any]],
     states: dict[str, int] = {}
     for obj in report:
         states[obj["state"]] = states.get(obj["state"], 0) + 1
-    paid = [o for o in report if o["state"] in ("complete", "running", "skipped")]
+    paid = [o for o in report if o["state"] in ("complete", "running", "timed_out",
+                                                 "skipped")]
     this_run = sum(o["credits"] or 0 for o in paid if o["spent_this_run"])
     earlier = sum(o["credits"] or 0 for o in paid if not o["spent_this_run"])
     running = [o for o in report if o["state"] == "running"]
+    not_fetched = [o for o in report if o["state"] == "complete" and not o["downloaded"]]
     summary.update(
+        not_downloaded=len(not_fetched),
         states=dict(sorted(states.items())),
         credits=this_run, credits_this_run=this_run, credits_earlier_runs=earlier,
         running=len(running), credits_running=sum(o["credits"] or 0 for o in running))
