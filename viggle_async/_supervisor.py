@@ -127,6 +127,12 @@ class Supervisor:
         return self._account.rejections_now
 
     @property
+    def unjournaled(self) -> dict[str, str]:
+        """Ids (key -> job or asset id) created in this run that the journal could not
+        record; their outcomes carry them too. Empty unless the journal failed."""
+        return dict(self._journal.unjournaled)
+
+    @property
     def credits_committed(self) -> int:
         """Credits reserved for work sent (or possibly sent) and not refunded."""
         return self._account.committed_now

@@ -405,6 +405,7 @@ async def _run(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
             resubmit_ambiguous=args.resubmit_ambiguous, cancel_remote=args.cancel_remote,
             poll_policy=ctx.poll_policy(), capacity_backoff=args.capacity_backoff,
             asset_poll_interval=ctx.asset_poll_interval)
+        journal_failure: JournalError | None = None
         try:
             with view:
                 async with view.supervising(sup):
@@ -413,18 +414,27 @@ async def _run(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
             # Ctrl-C reaches here as the cancellation of the run (asyncio.run turns it
             # into KeyboardInterrupt afterwards): report what is true, then go on.
             interrupted = _is_interrupt(exc)
-            raise
+            # The supervisor raises one JournalError when the journal could not be
+            # written; our task group wraps it. Every row has its outcome by then.
+            journal_failure = None if interrupted else _journal_error(exc)
+            if journal_failure is None:
+                raise
         finally:
             outcomes = [_outcome_of(row, handles, settled) for row in rows]
             report = [_row_report(r, o, view, cost, plan, interrupted)
                       for r, o in zip(rows, outcomes, strict=True)]
             summary = _summary(ctx, outcomes, report, interrupted)
+            if journal_failure is not None:
+                summary["exit_code"] = EXIT_USAGE
             if args.report:
                 _write_json(Path(args.report), {
                     "manifest": str(manifest.path), "summary": summary, "outcomes": report})
             if interrupted:
                 ctx.out.json(summary)
                 _explain_interrupt(ctx, report)
+    if journal_failure is not None:
+        raise CliError(_journal_failure_text(ctx, journal_failure, sup.unjournaled),
+                       EXIT_USAGE) from None
     _hint_lost_jobs(ctx, report, plan)
     _hint_not_downloaded(ctx, report)
     ctx.out.json(summary)
@@ -460,6 +470,31 @@ def _hint_not_downloaded(ctx: Ctx, report: list[dict[str, Any]]) -> None:
                   f"fetch {'it' if len(rows) == 1 else 'them'}: "
                   + "; ".join(o["fetch"] for o in rows[:3])
                   + (" ..." if len(rows) > 3 else "") + again)
+
+
+def _journal_error(exc: BaseException) -> JournalError | None:
+    """The supervisor's JournalError inside ``exc`` (task groups wrap it), or None."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _journal_error(inner)
+            if found is not None:
+                return found
+        return None
+    return exc if isinstance(exc, JournalError) else None
+
+
+def _journal_failure_text(ctx: Ctx, error: JournalError, unrecorded: dict[str, str]) -> str:
+    """One line: which journal, why, and the job ids it lacks (and where they are kept)."""
+    cause = error.__cause__ or error
+    text = (f"the journal {ctx.args.journal!r} could not be written ({cause}), so new work "
+            "was stopped")
+    if unrecorded:
+        ids = ", ".join(f"{k}={v}" for k, v in sorted(unrecorded.items()))
+        where = (f"their ids are in the report {ctx.args.report!r}" if ctx.args.report
+                 else "keep these ids")
+        text += (f"; {plural(len(unrecorded), 'created job')} not recorded in it, which a "
+                 f"rerun cannot resume ({where}): {ids}")
+    return text + ". Fix: close whatever holds the journal (or free disk space) and rerun"
 
 
 def _is_interrupt(exc: BaseException) -> bool:
