@@ -1,5 +1,6 @@
-"""Follow-ups found while merging, through the real command in a subprocess: a journal
-that cannot be written ends ``bulk`` with one line and exit 2, keeping every job id."""
+"""Follow-ups found while merging, through the CLI: a journal that cannot be written ends
+``bulk`` with one line and exit 2 (a real subprocess), renders not downloaded are shown,
+counted and fetched later."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import sys
 from pathlib import Path
 
 import anyio
-from clihelp import BULK_FAST, SECRET
+from clihelp import BULK_FAST, SECRET, Run
 
-from viggle_async.testing import FakeViggle
+from viggle_async.testing import FakeViggle, Faults
 
 # The real CLI in its own process, with one library-level fault: the SQLite journal's
 # "record this job id" write fails as it does when another process holds the write lock
@@ -67,3 +68,53 @@ async def test_a_journal_that_cannot_be_written_ends_bulk_with_one_line_and_exit
     assert f"their ids are in the report {str(report)!r}" in line
     assert data["summary"]["exit_code"] == 2
     assert {r["state"] for r in data["outcomes"]} <= {"complete", "not_submitted"}
+
+
+async def test_a_render_not_downloaded_is_shown_counted_and_fetched_by_a_rerun(
+        cli: Run, fake: FakeViggle, media: Path) -> None:
+    """Paid and finished, but the CDN never gave the file: not "done", exit 1, the report
+    row says downloaded: false with the reason, the command that fetches it is printed, and
+    a rerun on the journal downloads it (no second create)."""
+    manifest = media / "m.csv"
+    manifest.write_text("key,ref_image,driving_video,output\na,me.png,d1.mp4,out/a.mp4\n"
+                        "b,me.png,d2.mp4,out/b.mp4\n")
+    # Retry-After: 0 keeps the test fast: every try is answered at once.
+    fake.faults = Faults(cdn_fail_first_n=1_000, cdn_fail_status=503, cdn_retry_after="0")
+    journal, report = media / "j.db", media / "r.json"
+    argv = ("bulk", str(manifest), *BULK_FAST, "--journal", str(journal))
+    first = await cli(*argv, "--report", str(report))
+    assert first.code == 1, first.err
+    rows = json.loads(report.read_text())["outcomes"]
+    assert [(r["state"], r["downloaded"]) for r in rows] == [("complete", False)] * 2
+    assert all("503" in r["download_error"] for r in rows)
+    for r in rows:
+        fetch = f"viggle-async download {r['job_id']} {media / 'out' / (r['key'] + '.mp4')}"
+        assert r["fetch"] == fetch
+        assert f"{r['key']}: complete but NOT downloaded (job {r['job_id']}" in first.err
+        assert fetch in first.err
+    assert "2 complete but NOT downloaded" in first.out
+    assert f"or rerun with --journal {journal}" in first.err
+    assert not (media / "out" / "a.mp4").exists()
+
+    fake.faults = Faults()
+    again = await cli(*argv, "--json")
+    assert again.code == 0, again.err
+    assert again.json_lines()[-1]["states"] == {"complete": 2}
+    assert (media / "out" / "a.mp4").stat().st_size == 2048
+    assert len(fake.creates) == 2
+
+
+async def test_render_not_downloaded_says_so_and_how_to_fetch_it(
+        cli: Run, fake: FakeViggle, media: Path) -> None:
+    fake.faults = Faults(cdn_fail_first_n=1_000, cdn_fail_status=503, cdn_retry_after="0")
+    out = media / "clip.mp4"
+    result = await cli("render", "--ref-image", str(media / "me.png"), "--driving-video",
+                       str(media / "d1.mp4"), "-o", str(out), "--poll-interval", "0.02")
+    assert result.code == 1, result.err
+    (job,) = fake.creates
+    assert f"complete but NOT downloaded (job {job.result_id}, paid for)" in result.err
+    assert f"fetch it: viggle-async download {job.result_id} {out}" in result.err
+    fake.faults = Faults()
+    fetched = await cli("download", str(job.result_id), str(out))
+    assert fetched.code == 0, fetched.err
+    assert out.stat().st_size == 2048
