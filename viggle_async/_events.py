@@ -76,6 +76,9 @@ class Outcome:
     fallback_used: bool = False  # gave up on fast and submitted standard
     error: str | None = None
     error_code: str | None = None
+    # The library error class behind ``error`` where the outcome came from one and the
+    # caller may act on it, e.g. "ConnectError" (the API could not be reached; nothing sent).
+    error_type: str | None = None
     # A complete render whose output could not be fetched (after fresh URLs and retries):
     # paid for and still on the API; a rerun on the journal downloads it.
     downloaded: bool = True

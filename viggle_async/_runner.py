@@ -225,7 +225,7 @@ class Runner:
                                    credits=cost, attempts=ns.attempts)
                     await self._account.refund(cost or 0)
                     return out(ns.state, error=ns.reason, error_code=ns.code, credits=0,
-                               attempts=ns.attempts)
+                               attempts=ns.attempts, error_type=ns.error_type)
                 job_id, attempts, fell_back, fast = (sub.job_id, sub.attempts, sub.fell_back,
                                                      sub.fast)
                 if fell_back and cost is not None:
@@ -428,7 +428,8 @@ class Runner:
                         if ns.state != "ambiguous":  # else it may exist and be billed
                             await self._account.refund(cost)
                         return Outcome(key, kind, ns.state, error=ns.reason,
-                                       error_code=ns.code, attempts=ns.attempts)
+                                       error_code=ns.code, attempts=ns.attempts,
+                                       error_type=ns.error_type)
                     asset_id = created.id
                     segments = getattr(created, "segments", ())
                 elif entry is not None and entry.state == "final":

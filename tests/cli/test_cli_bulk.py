@@ -87,13 +87,13 @@ async def test_renders_use_the_characters_and_scenes_their_rows_create(
         "alice", "bob", "duo", "studio", "c1", "c2", "c3"]
     assert set(outcomes["c1"]) == {
         "line", "key", "kind", "state", "job_id", "asset_id", "status", "outputs", "credits",
-        "attempts", "fast", "fallback_used", "error", "error_code", "downloaded",
+        "attempts", "fast", "fallback_used", "error", "error_code", "error_type", "downloaded",
         "download_error", "output", "spent_this_run"}
     assert outcomes["c1"] | {"job_id": None} == {
         "line": 5, "key": "c1", "kind": "render", "state": "complete", "job_id": None,
         "asset_id": None, "status": "complete", "outputs": [str(media / "out/c1.mp4")],
         "credits": 4, "attempts": 1, "fast": True, "fallback_used": False, "error": None,
-        "error_code": None, "downloaded": True, "download_error": None,
+        "error_code": None, "error_type": None, "downloaded": True, "download_error": None,
         "output": str(media / "out/c1.mp4"), "spent_this_run": True}
     assert outcomes["alice"]["kind"] == "character" and outcomes["alice"]["credits"] == 1
     assert outcomes["c2"]["credits"] == 3

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import anyio
+from aiohttp import web
 from clihelp import BULK_FAST, SECRET, Run
 
 from viggle_async.testing import FakeViggle, Faults
@@ -118,3 +119,39 @@ async def test_render_not_downloaded_says_so_and_how_to_fetch_it(
     fetched = await cli("download", str(job.result_id), str(out))
     assert fetched.code == 0, fetched.err
     assert out.stat().st_size == 2048
+
+
+async def test_render_whose_create_cannot_connect_fails_in_one_line_with_exit_2(
+        cli: Run, media: Path) -> None:
+    """The API answers the first request (the balance check), then stops listening: the
+    create cannot connect. It is retried up to --connect-timeout (RetryPolicy's
+    connect_deadline), then the command fails like every other one: one line, exit 2."""
+    seen: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(f"{request.method} {request.path}")
+        await site.stop()  # from now on, connecting is refused
+        return web.json_response({"detail": "Not Found"}, status=404,
+                                 headers={"Connection": "close"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        with anyio.fail_after(60):
+            result = await cli("render", "--ref-image", str(media / "me.png"),
+                               "--driving-video", str(media / "d1.mp4"), "-o",
+                               str(media / "clip.mp4"), "--base-url",
+                               f"http://127.0.0.1:{port}", "--connect-timeout", "1")
+    finally:
+        await runner.cleanup()
+    assert len(seen) == 1 and seen[0].startswith("GET "), seen  # no create reached it
+    assert result.code == 2, result.err
+    (line,) = [x for x in result.err.splitlines() if x.startswith("error:")]
+    assert "cannot reach the API for 1 s (--connect-timeout)" in line
+    assert f"http://127.0.0.1:{port}" in line and "nothing was sent" in line
+    assert not (media / "clip.mp4").exists()

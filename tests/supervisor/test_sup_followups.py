@@ -9,7 +9,15 @@ import anyio
 import pytest
 from conftest import RENDER_KW
 
-from viggle_async import Event, ManualClock, MemoryJournal, Submitted, Supervisor, ViggleClient
+from viggle_async import (
+    Event,
+    ManualClock,
+    MemoryJournal,
+    RetryPolicy,
+    Submitted,
+    Supervisor,
+    ViggleClient,
+)
 from viggle_async.testing import FakeViggle
 
 
@@ -126,3 +134,21 @@ async def test_a_render_timeout_is_timed_out_with_its_job_id_and_resumable(
                            output=tmp_path / "r.mp4")
     assert again.outcome.state == "complete" and again.outcome.job_id == outcome.job_id
     assert len(fake.creates) == 1
+
+
+async def test_a_create_that_cannot_connect_stops_at_the_connect_deadline(
+    clock: ManualClock, closed_port: int, png: Path, videos: dict[int, Path],
+) -> None:
+    """Not retried forever: after RetryPolicy.connect_deadline (manual) seconds of refused
+    connections the render is not_submitted, marked ConnectError, nothing spent."""
+    retry = RetryPolicy(connect_deadline=120.0)
+    async with ViggleClient("sk-test", base_url=f"http://127.0.0.1:{closed_port}",
+                            clock=clock, retry=retry) as client:
+        started = clock.now()
+        async with clock.autojump(), Supervisor(client, **RENDER_KW) as sup:
+            handle = sup.render(key="r", ref_image=png, driving_video=videos[1])
+    outcome = handle.outcome
+    assert outcome.state == "not_submitted" and outcome.error_type == "ConnectError"
+    assert outcome.job_id is None and outcome.credits == 0
+    assert "120 s" in (outcome.error or "") and "nothing was sent" in (outcome.error or "")
+    assert clock.now() - started <= 2 * 120.0  # bounded (the client's own retries + ours)

@@ -19,6 +19,7 @@ from ._common import (
     CliError,
     Command,
     Ctx,
+    cli_words,
     credits_text,
     number,
     parse_backoff,
@@ -117,6 +118,10 @@ async def run(ctx: Ctx) -> int:
             _explain_stop(ctx, handle, estimate.credits)
             raise
         outcome = await handle
+    if outcome.state == "not_submitted" and outcome.error_type == "ConnectError":
+        # As every command says it when the API cannot be reached: one line, exit 2.
+        raise CliError(f"{cli_words(outcome.error or 'cannot reach the API')} (API at "
+                       f"{client.base_url}); check --base-url / VIGGLE_BASE_URL")
     if outcome.state == "timed_out" and outcome.job_id is not None:
         # The API has no deadline: the job renders on and is charged (§7).
         ctx.out.json({"event": "timeout", "key": key, "job_id": outcome.job_id,

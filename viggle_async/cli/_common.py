@@ -17,6 +17,7 @@ from .. import (
     InvalidInputError,
     ViggleError,
 )
+from .._backoff import RetryPolicy
 from .._client import ViggleClient
 from .._scheduler import PollPolicy
 from .._supervisor import FastFallbackPolicy
@@ -69,7 +70,7 @@ FLAGS = {name: "--" + name.replace("_", "-") for name in (
     "ref_image", "ref_image_url", "driving_video", "driving_video_url", "character_id",
     "scene_id", "character_mapping", "model", "background_mode", "bg_color", "fast",
     "image", "image_url", "video", "video_url", "name", "output", "mask_output",
-    "base_url", "estimated_seconds")}
+    "base_url", "estimated_seconds")} | {"connect_deadline": "--connect-timeout"}
 _NAMES = "|".join(sorted(FLAGS, key=len, reverse=True))
 _PY_VALUE = re.compile(rf"\b({_NAMES})=(True|False|'[^']*'|\"[^\"]*\"|[\w.]+)")
 # Bare names only when they cannot be ordinary words ("image", "name" can).
@@ -143,7 +144,10 @@ class Ctx:
     def client(self, view: EventView | None = None) -> ViggleClient:
         """A client on $VIGGLE_API_KEY and --base-url / $VIGGLE_BASE_URL."""
         on_retry = view.on_retry if view is not None else None
-        return ViggleClient(base_url=getattr(self.args, "base_url", None), on_retry=on_retry)
+        connect = getattr(self.args, "connect_timeout", None)
+        retry = RetryPolicy() if connect is None else RetryPolicy(connect_deadline=connect)
+        return ViggleClient(base_url=getattr(self.args, "base_url", None), on_retry=on_retry,
+                            retry=retry)
 
     @property
     def poll_interval(self) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .._backoff import RetryPolicy
 from ._common import positive_float
 
 __all__ = ["BACKOFF_HELP", "FAST_FALLBACK_HELP", "add_poll_interval"]
@@ -29,6 +30,11 @@ def add_output_options(parser: argparse.ArgumentParser, *, default: object,
     if uses_api:
         parser.add_argument("--base-url", default=default if same else None,
                             help="API base URL (default: $VIGGLE_BASE_URL or the real API)")
+        parser.add_argument("--connect-timeout", type=positive_float,
+                            default=default if same else None, metavar="SECONDS",
+                            help="give up on an API that cannot be reached after this long "
+                                 f"(default {RetryPolicy().connect_deadline:g}, the library's "
+                                 "RetryPolicy.connect_deadline)")
     parser.add_argument("--json", action="store_true", default=default if same else False,
                         help="print JSON lines on stdout (one per event, then a summary)")
     parser.add_argument("-q", "--quiet", action="store_true",
