@@ -4,15 +4,22 @@ counted and fetched later."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
 from pathlib import Path
 
 import anyio
+import attrs
+import pytest
 from aiohttp import web
 from clihelp import BULK_FAST, SECRET, Run
 
+from viggle_async import PollPolicy, Supervisor
+from viggle_async.cli._app import build_parser
+from viggle_async.cli._common import Ctx
+from viggle_async.cli._progress import Output
 from viggle_async.testing import FakeViggle, Faults
 
 # The real CLI in its own process, with one library-level fault: the SQLite journal's
@@ -155,3 +162,28 @@ async def test_render_whose_create_cannot_connect_fails_in_one_line_with_exit_2(
     assert "cannot reach the API for 1 s (--connect-timeout)" in line
     assert f"http://127.0.0.1:{port}" in line and "nothing was sent" in line
     assert not (media / "clip.mp4").exists()
+
+
+@pytest.mark.parametrize("command", [
+    ["bulk", "m.csv"],
+    ["render", "--ref-image", "a.png", "--driving-video", "b.mp4", "-o", "c.mp4"],
+])
+def test_the_cli_polls_and_backs_off_with_the_librarys_defaults(command: list[str]) -> None:
+    """Issue 12.6: the command line's defaults are the library's benchmarked ones (a plain
+    PollPolicy() and Supervisor(client)), and --poll-interval scales that same shape."""
+    library = inspect.signature(Supervisor.__init__).parameters
+    args = build_parser().parse_args(command)
+    quiet = Output("quiet", stdout=sys.stdout, stderr=sys.stderr)
+    ctx = Ctx(args, quiet)
+    assert ctx.poll_policy() == PollPolicy()
+    assert args.capacity_backoff == library["capacity_backoff"].default
+    assert ctx.asset_poll_interval == library["asset_poll_interval"].default
+    assert ctx.poll_interval == PollPolicy().first_delay
+
+    doubled = Ctx(build_parser().parse_args(
+        [*command, "--poll-interval", str(2 * PollPolicy().first_delay)]), quiet)
+    policy = doubled.poll_policy()
+    assert policy == attrs.evolve(PollPolicy(), first_delay=2 * PollPolicy().first_delay,
+                                  min_interval=2 * PollPolicy().min_interval,
+                                  max_interval=2 * PollPolicy().max_interval)
+    assert doubled.asset_poll_interval == 2 * library["asset_poll_interval"].default

@@ -37,6 +37,7 @@ from .._media import IMAGE_CONTENT_TYPES, VIDEO_CONTENT_TYPES
 from .._resources import RENDER_IMAGE_TYPES
 from .._uploads import prepare_upload
 from ._common import (
+    DEFAULT_CAPACITY_BACKOFF,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -85,7 +86,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="submit nothing past this many credits")
     p.add_argument("--fast-fallback", type=parse_fast_fallback, default="attempts:5,seconds:300",
                    metavar="SPEC", help=FAST_FALLBACK_HELP)
-    p.add_argument("--capacity-backoff", type=parse_backoff, default="2:60",
+    p.add_argument("--capacity-backoff", type=parse_backoff, default=DEFAULT_CAPACITY_BACKOFF,
                    metavar="BASE:CAP", help=BACKOFF_HELP)
     p.add_argument("--resubmit-ambiguous", action="store_true",
                    help="resubmit creates an earlier run sent without an answer (may pay "

@@ -14,6 +14,7 @@ import anyio
 from .. import RenderHandle, Supervisor
 from .._protocol import BACKGROUND_MODES
 from ._common import (
+    DEFAULT_CAPACITY_BACKOFF,
     EXIT_FAILED,
     EXIT_OK,
     CliError,
@@ -58,7 +59,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask-output", metavar="PATH", help="the mask (transparent mode)")
     p.add_argument("--fast-fallback", type=parse_fast_fallback, default="attempts:5,seconds:300",
                    metavar="SPEC", help=FAST_FALLBACK_HELP)
-    p.add_argument("--capacity-backoff", type=parse_backoff, default="2:60",
+    p.add_argument("--capacity-backoff", type=parse_backoff, default=DEFAULT_CAPACITY_BACKOFF,
                    metavar="BASE:CAP", help=BACKOFF_HELP)
     p.add_argument("--timeout", type=positive_float, metavar="SECONDS",
                    help="give up waiting after this long (the job goes on)")
