@@ -147,6 +147,7 @@ class RunContext:
     active: anyio.Semaphore  # max_active_jobs
     rand: Callable[[], float]
     resubmit_ambiguous: bool = False
+    resubmit_ended: frozenset[str] = frozenset()  # "cancelled", "failed": submit again
     render_timeout: float | None = None  # seconds
     asset_poll: float = 5.0  # seconds between asset polls (§4)
 
@@ -264,13 +265,19 @@ class Runner:
             return Outcome(key, kind, "not_submitted",
                            error="the journal has this key with different inputs; use a new key")
         if entry.state == "final":
+            ended = "cancelled" if entry.final_status == "cancelled" else "failed"
+            if (entry.final_status not in ("complete", "ready")
+                    and ended in self.ctx.resubmit_ended):
+                # Asked for: a new create, which replaces the ended entry in the journal.
+                return None
             if entry.final_status not in ("complete", "ready"):
                 # Finished work is not redone silently: a failed job was refunded, and
                 # trying again is the caller's call (use a new key).
                 return Outcome(key, kind, "failed", job_id=entry.job_id,
                                status=entry.final_status,
                                error=f"ended {entry.final_status} in an earlier run: "
-                                     f"{entry.error or 'no reason recorded'}")
+                                     f"{entry.error or 'no reason recorded'} (to submit it "
+                                     f"again, and pay again: resubmit_ended={{{ended!r}}})")
             if entry.kind == "render" and all(Path(p).exists() for p in entry.outputs):
                 return Outcome(key, kind, "skipped", job_id=entry.job_id,
                                status=entry.final_status,

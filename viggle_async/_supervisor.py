@@ -13,7 +13,7 @@ import inspect
 import logging
 import os
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +61,10 @@ class Supervisor:
     cancellation inside the block cancels local work; with ``cancel_remote=True`` submitted
     renders still running are cancelled on the server (refunded), best effort.
 
+    ``resubmit_ended`` (``{"cancelled"}``, ``{"failed"}`` or both): keys the journal
+    holds as ended that way in an earlier run are submitted again (and paid again); the
+    new create replaces the old entry. By default such keys are reported ``failed``.
+
     ``journal`` is a ``Journal`` object, or a path (str or PathLike) to a SQLite journal
     opened for the block and closed after it; anything else raises ``TypeError``. A journal
     that cannot be written stops new creates, lets created work finish, and makes the block
@@ -79,6 +83,7 @@ class Supervisor:
         credit_budget: float | None = None,
         fast_fallback: FastFallbackPolicy = FastFallbackPolicy(),
         resubmit_ambiguous: bool = False,
+        resubmit_ended: Collection[str] = frozenset(),
         cancel_remote: bool = False,
         render_timeout: float | None = None,
         poll_policy: PollPolicy | None = None,
@@ -119,7 +124,8 @@ class Supervisor:
             scheduler=self._scheduler, submitter=submitter, jobs=self._jobs, emit=self._emit,
             active=anyio.Semaphore(max_active_jobs), rand=rand,
             resubmit_ambiguous=resubmit_ambiguous, render_timeout=render_timeout,
-            asset_poll=asset_poll_interval))  # §4: characters and scenes every 5 s
+            asset_poll=asset_poll_interval,  # §4: characters and scenes every 5 s
+            resubmit_ended=_ended_states(resubmit_ended)))
 
     @property
     def capacity_rejections(self) -> int:
@@ -348,6 +354,14 @@ class Supervisor:
         prepared = await self.client.renders.prepare(**inputs)
         return Estimate(cost_of(prepared, estimated_seconds), prepared.fast, prepared.duration_s,
                         prepared.upload_bytes)
+
+
+def _ended_states(states: Collection[str]) -> frozenset[str]:
+    wrong = sorted(set(states) - {"cancelled", "failed"})
+    if wrong or isinstance(states, str):
+        raise ValueError(f"resubmit_ended: {wrong or states!r} is not a set of 'cancelled' "
+                         "and/or 'failed'; pass e.g. {'cancelled', 'failed'}")
+    return frozenset(states)
 
 
 def _is_journal(obj: object) -> bool:

@@ -18,7 +18,7 @@ from viggle_async import (
     Supervisor,
     ViggleClient,
 )
-from viggle_async.testing import FakeViggle
+from viggle_async.testing import FakeViggle, Faults
 
 
 @pytest.mark.parametrize("cancel_remote", [False, True])
@@ -152,3 +152,53 @@ async def test_a_create_that_cannot_connect_stops_at_the_connect_deadline(
     assert outcome.job_id is None and outcome.credits == 0
     assert "120 s" in (outcome.error or "") and "nothing was sent" in (outcome.error or "")
     assert clock.now() - started <= 2 * 120.0  # bounded (the client's own retries + ours)
+
+
+async def test_resubmit_ended_submits_ended_keys_again_and_replaces_their_entries(
+    clock: ManualClock, fake: FakeViggle, client: ViggleClient, png: Path,
+    videos: dict[int, Path],
+) -> None:
+    """A journal holds one render that ended cancelled and one that failed; each state is
+    resubmitted only when asked, as a new job that replaces the old entry."""
+    journal = MemoryJournal()
+    fake.faults = Faults(render_failure_rate=1.0)
+    async with clock.autojump(), Supervisor(client, journal=journal, **RENDER_KW) as sup:
+        broke = sup.render(key="broke", ref_image=png, driving_video=videos[1])
+    fake.faults = Faults()
+    fake.settings.render_base_s = 100_000.0
+    async with clock.autojump(), Supervisor(client, journal=journal, **RENDER_KW) as sup:
+        events = sup.events()
+        gone = sup.render(key="gone", ref_image=png, driving_video=videos[1])
+        async for event in events:
+            if isinstance(event, Submitted):
+                await client.renders.cancel(event.job_id)
+                break
+    assert (gone.outcome.state, broke.outcome.state) == ("cancelled", "failed")
+    first_gone = gone.outcome.job_id
+    fake.settings.render_base_s = 1.0
+
+    async def rerun(states: frozenset[str]) -> dict[str, str]:
+        async with clock.autojump(), Supervisor(client, journal=journal, resubmit_ended=states,
+                                                **RENDER_KW) as sup:
+            handles = [sup.render(key=key, ref_image=png, driving_video=videos[1])
+                       for key in ("gone", "broke")]
+        return {h.key: h.outcome.state for h in handles}
+
+    assert await rerun(frozenset()) == {"gone": "failed", "broke": "failed"}
+    assert len(fake.creates) == 2
+    assert await rerun(frozenset({"cancelled"})) == {"gone": "complete", "broke": "failed"}
+    assert len(fake.creates) == 3
+    entry = await journal.get("gone")
+    assert entry is not None and entry.final_status == "complete"
+    assert entry.job_id != first_gone
+    assert await rerun(frozenset({"cancelled", "failed"})) == {"gone": "skipped",
+                                                               "broke": "complete"}
+    assert len(fake.creates) == 4
+
+
+@pytest.mark.parametrize("states", ["cancelled", {"complete"}, {"failed", "ambiguous"}])
+def test_resubmit_ended_takes_only_cancelled_and_failed(
+    client: ViggleClient, states: object,
+) -> None:
+    with pytest.raises(ValueError, match="resubmit_ended"):
+        Supervisor(client, resubmit_ended=states)  # type: ignore[arg-type]

@@ -32,7 +32,7 @@ from .. import (
 )
 from .. import _endpoints as ep
 from .._events import Handle
-from .._journal import EntryState, JournalEntry, JournalError
+from .._journal import EntryState, JournalError
 from .._media import IMAGE_CONTENT_TYPES, VIDEO_CONTENT_TYPES
 from .._resources import RENDER_IMAGE_TYPES
 from .._uploads import prepare_upload
@@ -337,30 +337,11 @@ async def _plan(journal: SQLiteJournal | None, rows: tuple[Row, ...],
             sort["resumed"].append(row.key)
         elif entry.final_status in ("complete", "ready"):
             sort["finished"].append(row.key)
-        elif (entry.final_status or "failed") in resubmit_ended:
+        elif ("cancelled" if entry.final_status == "cancelled" else "failed") in resubmit_ended:
             sort["resubmit"].append(row.key)
         else:
             sort["ended"].append(row.key)
     return Plan(**{name: tuple(keys) for name, keys in sort.items()})
-
-
-class _ResubmitEnded:
-    """A journal that forgets, once, the final entry of each key in ``keys``: the runner
-    then submits those rows again, and the journal records the new job (``record_intent``
-    with ``replace=True`` starts a new attempt over a final entry)."""
-
-    def __init__(self, journal: SQLiteJournal, keys: tuple[str, ...]):
-        self._journal = journal
-        self._forget = set(keys)
-
-    async def get(self, key: str) -> JournalEntry | None:
-        if key in self._forget:
-            self._forget.discard(key)
-            return None
-        return await self._journal.get(key)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._journal, name)
 
 
 def parse_ended(text: str) -> frozenset[str]:
@@ -396,14 +377,12 @@ async def _run(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
         await _announce(ctx, client, view, plan, cost)
         view.expect_costs({k: cost[k].credits for k in (*plan.new, *plan.resubmit)})
         view.outputs.update({r.key: r.output for r in rows if r.output is not None})
-        used: Any = journal
-        if journal is not None and plan.resubmit:
-            used = _ResubmitEnded(journal, plan.resubmit)
         sup = Supervisor(
             client, max_uploads=args.max_uploads, max_polls=args.max_polls,
-            max_active_jobs=args.max_active_jobs, poll_rate=args.poll_rate, journal=used,
+            max_active_jobs=args.max_active_jobs, poll_rate=args.poll_rate, journal=journal,
             credit_budget=args.budget, fast_fallback=args.fast_fallback,
             resubmit_ambiguous=args.resubmit_ambiguous, cancel_remote=args.cancel_remote,
+            resubmit_ended=args.resubmit_ended or frozenset(),
             poll_policy=ctx.poll_policy(), capacity_backoff=args.capacity_backoff,
             asset_poll_interval=ctx.asset_poll_interval)
         journal_failure: JournalError | None = None
