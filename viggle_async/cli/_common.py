@@ -153,13 +153,15 @@ class Ctx:
             raise CliError("VIGGLE_API_KEY is not set: export your API key (created at "
                            "https://portal.viggle.ai/api-keys) and try again")
 
-    def client(self, view: EventView | None = None) -> ViggleClient:
-        """A client on $VIGGLE_API_KEY and --base-url / $VIGGLE_BASE_URL."""
+    def client(self, view: EventView | None = None, *,
+               segments_cache: bool = True) -> ViggleClient:
+        """A client on $VIGGLE_API_KEY and --base-url / $VIGGLE_BASE_URL (with
+        --connect-timeout); ``segments_cache=False`` keeps no template segments on disk."""
         on_retry = view.on_retry if view is not None else None
         connect = getattr(self.args, "connect_timeout", None)
         retry = RetryPolicy() if connect is None else RetryPolicy(connect_deadline=connect)
         return ViggleClient(base_url=getattr(self.args, "base_url", None), on_retry=on_retry,
-                            retry=retry)
+                            retry=retry, segments_cache=segments_cache)
 
     @property
     def poll_interval(self) -> float:
