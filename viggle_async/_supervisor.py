@@ -59,7 +59,10 @@ class Supervisor:
     ``sup.render(...)``, ``sup.character(...)`` and ``sup.scene(...)`` schedule at once and
     return awaitable handles; leaving the block waits for everything. An exception or
     cancellation inside the block cancels local work; with ``cancel_remote=True`` submitted
-    renders still running are cancelled on the server (refunded), best effort.
+    renders still running are cancelled on the server (refunded), best effort. Their handles
+    say the truth: ``running`` (job id, committed credits: the job goes on at the API) or
+    ``cancelled`` with the job id when the remote cancel went through. ``render_timeout``
+    (seconds) stops waiting for a render: its outcome is ``timed_out``, job id kept.
 
     ``resubmit_ended`` (``{"cancelled"}``, ``{"failed"}`` or both): keys the journal
     holds as ended that way in an earlier run are submitted again (and paid again); the
