@@ -29,6 +29,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             '-m "not aioresponses"')
 
 
+@pytest.fixture(autouse=True)
+def _private_cache_home(tmp_path_factory: pytest.TempPathFactory,
+                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Clients keep template segments under $XDG_CACHE_HOME by default: never the
+    # developer's own ~/.cache from a test.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture
 def clock() -> ManualClock:
     """Manual time shared by a test's client and fake (``clock.autojump()`` skips waits)."""

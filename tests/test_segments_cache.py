@@ -6,8 +6,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
+from viggle_async import ViggleClient
 from viggle_async._models import Segment
 from viggle_async._segments_cache import NO_CACHE_ENV, SegmentsCache, key_fingerprint
+from viggle_async.testing import FakeViggle
 
 KEY = "sk-live-segments-3c9e1f"
 
@@ -63,3 +67,36 @@ def test_default_location_and_opt_out(tmp_path: Path) -> None:
     assert SegmentsCache.from_env(None, env) is None
     home = SegmentsCache.from_env(KEY, {})
     assert home is not None and os.path.expanduser("~/.cache") in repr(home)
+
+
+async def test_scenes_keep_template_segments_across_client_instances(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``client.scenes`` uses the cache by default: a template imported by one client (one
+    process) shows its segments to a later one through ``get`` and ``wait``; ``delete``
+    forgets them; the opt-outs (env, ``segments_cache=False``) keep nothing."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(NO_CACHE_ENV, raising=False)
+    async with FakeViggle(time_scale=1000.0) as fake:
+        def client(**kw: object) -> ViggleClient:
+            return ViggleClient(fake.api_key, base_url=fake.base_url, **kw)  # type: ignore[arg-type]
+
+        async with client() as first:
+            duo = await first.scenes.import_template("tmpl-duo-dance")
+            trio = await first.scenes.import_template("tmpl-trio-walk")
+        assert len(duo.segments) == 2 and len(trio.segments) == 3
+        async with client() as later:
+            got = await later.scenes.get(duo.id)
+            assert [s.uuid for s in got.segments] == [s.uuid for s in duo.segments]
+            ready = await later.scenes.wait(trio.id, poll_interval=0.01)
+            assert ready.segments == trio.segments
+            await later.scenes.delete(duo.id)
+        async with client() as third:
+            assert (await third.scenes.get(trio.id)).segments == trio.segments
+            assert list((tmp_path / "cache").rglob(f"{duo.id}.json")) == []
+        async with client(segments_cache=False) as off:
+            assert (await off.scenes.get(trio.id)).segments == ()
+        monkeypatch.setenv(NO_CACHE_ENV, "1")
+        async with client() as opted_out:
+            assert (await opted_out.scenes.get(trio.id)).segments == ()
+            again = await opted_out.scenes.import_template("tmpl-duo-dance")
+        assert list((tmp_path / "cache").rglob(f"{again.id}.json")) == []

@@ -27,6 +27,7 @@ from ._http import RequestPath, RetryEvent
 from ._models import Credits
 from ._protocol import Transport, check_url
 from ._resources import Characters, Renders, Scenes
+from ._segments_cache import SegmentsCache
 from ._transport import AiohttpTransport, Timeouts
 from ._uploads import Limits
 
@@ -76,7 +77,10 @@ class ViggleClient:
     ``viggle_async.testing.MockTransport``). ``retry`` sets the retry rules, ``timeouts``
     and ``limits`` the transport's and the uploads'. ``clock`` (monotonic seconds),
     ``wall_clock`` (an aware datetime, for HTTP-date Retry-After) and ``rand`` exist so
-    tests are exact. A client belongs to the event loop that first uses it (until
+    tests are exact. ``segments_cache``: where template segments are kept across processes
+    (Get Scene does not return them): True (default) for the per-user cache under
+    ``$XDG_CACHE_HOME/viggle-async/segments`` unless ``VIGGLE_ASYNC_NO_CACHE=1``; False
+    for none; or a ``SegmentsCache``. A client belongs to the event loop that first uses it (until
     ``aclose``); use from another raises ConfigurationError.
     Raises ConfigurationError for a refused ``base_url``.
     """
@@ -98,6 +102,7 @@ class ViggleClient:
         wall_clock: Callable[[], datetime] | None = None,
         proxy: str | None = None,
         trust_env: bool = True,
+        segments_cache: SegmentsCache | bool = True,
     ):
         key = api_key if api_key is not None else os.environ.get("VIGGLE_API_KEY")
         self.base_url = _check_base_url(
@@ -119,7 +124,12 @@ class ViggleClient:
             converter=get_converter())
         self._renders = Renders(self._http, limits=limits)
         self._characters = Characters(self._http, limits=limits)
-        self._scenes = Scenes(self._http, limits=limits)
+        cache: SegmentsCache | None
+        if isinstance(segments_cache, SegmentsCache):
+            cache = segments_cache
+        else:  # per user and account; VIGGLE_ASYNC_NO_CACHE=1 turns the default off
+            cache = SegmentsCache.from_env(key or None) if segments_cache else None
+        self._scenes = Scenes(self._http, limits=limits, segments_cache=cache)
 
     @property
     def renders(self) -> Renders:

@@ -38,9 +38,13 @@ WorkKind = Literal["render", "character", "scene"]
 BackoffCause = Literal["capacity", "rate_limit", "connect", "download"]
 
 OutcomeState = Literal[
-    "complete",       # finished; outputs downloaded where asked
-    "failed",         # the job (or a dependency, or a download) failed
-    "cancelled",      # the job was cancelled
+    "complete",       # finished; outputs downloaded where asked (see ``downloaded``)
+    "failed",         # the job (or a dependency) failed; a failed job is refunded
+    "cancelled",      # cancelled (on the server when ``job_id`` is set: refunded)
+    "running",        # the run stopped, the job goes on at the API: ``job_id`` set,
+                      # ``credits`` committed; a rerun on the journal resumes it
+    "timed_out",      # ``render_timeout`` passed; the job goes on at the API: ``job_id``
+                      # set, ``credits`` committed; a rerun on the journal resumes it
     "not_submitted",  # never sent: budget, 402, bad input, or the run was stopped
     "ambiguous",      # a create may have reached the API with no answer; not resent
     "skipped",        # already finished in an earlier run (from the journal)
@@ -49,7 +53,15 @@ OutcomeState = Literal[
 
 @attrs.frozen
 class Outcome:
-    """The final word on one piece of work."""
+    """The final word on one piece of work.
+
+    ``state`` is an ``OutcomeState``. A job that exists on the server (``running``,
+    ``timed_out``, ``complete``, a ``cancelled`` one cancelled remotely) keeps its
+    ``job_id``; ``credits`` are the credits the work committed (estimated, whole credits).
+    A ``complete`` render with ``downloaded=False`` is paid for and finished, but its output
+    is not on disk (``download_error`` says why); ``viggle-async download JOB -o PATH``, or
+    a rerun on the journal, fetches it.
+    """
 
     key: str
     kind: WorkKind
@@ -64,6 +76,9 @@ class Outcome:
     fallback_used: bool = False  # gave up on fast and submitted standard
     error: str | None = None
     error_code: str | None = None
+    # The library error class behind ``error`` where the outcome came from one and the
+    # caller may act on it, e.g. "ConnectError" (the API could not be reached; nothing sent).
+    error_type: str | None = None
     # A complete render whose output could not be fetched (after fresh URLs and retries):
     # paid for and still on the API; a rerun on the journal downloads it.
     downloaded: bool = True

@@ -21,6 +21,7 @@ from ._http import RequestPath
 from ._media import IMAGE_CONTENT_TYPES, VIDEO_CONTENT_TYPES
 from ._models import Character, Page, RenderJob, RenderStatus, Scene
 from ._protocol import FilePart, Request, Response
+from ._segments_cache import SegmentsCache
 from ._uploads import Limits, Upload, UploadSource, prepare_upload
 
 __all__ = ["Characters", "PreparedCreate", "RenderInputs", "Renders", "Scenes"]
@@ -346,10 +347,19 @@ class Characters(_Assets[Character]):
 
 
 class Scenes(_Assets[Scene]):
-    """Scenes from a driving video or a template (§2.9–§2.13). Uploading is free."""
+    """Scenes from a driving video or a template (§2.9–§2.13). Uploading is free.
+
+    With a ``segments_cache``, a template's segments (which only the import answer lists)
+    are kept on disk at import, added back by ``get``/``wait``, and dropped by ``delete``.
+    """
 
     _cls, _key = Scene, "scenes"
     _list_request = staticmethod(ep.list_scenes)
+
+    def __init__(self, http: RequestPath, *, limits: Limits,
+                 segments_cache: SegmentsCache | None = None):
+        super().__init__(http, limits=limits)
+        self._segments = segments_cache
 
     async def prepare(self, *, name: str, video: UploadSource | None = None,
                       video_url: str | None = None, background_mode: str | None = None,
@@ -391,16 +401,27 @@ class Scenes(_Assets[Scene]):
         """
         request = ep.import_scene(template_id, name)
         defaults = {"name": name} if name is not None else {}
-        return await self._http.call(request, self._http.parser(Scene, **defaults),
-                                     before_last_bytes=before_last_bytes)
+        scene = await self._http.call(request, self._http.parser(Scene, **defaults),
+                                      before_last_bytes=before_last_bytes)
+        if self._segments is not None and scene.segments:
+            await self._segments.save(scene.id, scene.segments)  # never raises
+        return scene
 
     async def get(self, scene_id: str) -> Scene:
-        """The scene (``GET /api/scenes/{id}``); NotFoundError when unknown."""
-        return await self._get(ep.get_scene(scene_id), scene_id)
+        """The scene (``GET /api/scenes/{id}``); NotFoundError when unknown. A template's
+        ``segments``, which Get Scene does not return, come from the segments cache."""
+        scene = await self._get(ep.get_scene(scene_id), scene_id)
+        if self._segments is not None and not scene.segments:
+            cached = await self._segments.load(scene.id)
+            if cached:
+                scene = scene.with_segments(cached)
+        return scene
 
     async def delete(self, scene_id: str) -> None:
         """Delete the scene (``DELETE /api/scenes/{id}``); NotFoundError when unknown."""
         await self._delete(ep.delete_scene(scene_id))
+        if self._segments is not None:
+            await self._segments.forget(scene_id)
 
     async def wait(self, scene_id: str, *, poll_interval: float = 5.0,
                    timeout: float | None = None,

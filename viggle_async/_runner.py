@@ -57,29 +57,80 @@ __all__ = ["Hook", "JobRegistry", "RunContext", "Runner", "cost_of", "poll_view"
 
 class JobRegistry:
     """The job ids of one run: every id a create returned, and the renders still running
-    (created, not final), which ``cancel_remote`` cancels. The only writer of both."""
+    (created, not final), which ``cancel_remote`` cancels. The only writer of both.
+
+    It also decides what a render stopped by cancellation truly is (``stopped``): still
+    ``running`` on the server with its id and credits, ``cancelled`` on the server, or
+    ``complete`` but not downloaded."""
 
     def __init__(self) -> None:
         self._created: dict[str, str] = {}  # key -> job or asset id
         self._running: dict[str, str] = {}  # key -> render job id
+        self._details: dict[str, dict[str, Any]] = {}  # key -> Outcome fields of its job
+        self._ended: dict[str, str] = {}  # key -> final status seen (or set by a cancel)
+        self._remote: dict[str, str] = {}  # key -> why a remote cancel failed
 
     def created(self, key: str, kind: WorkKind, ident: str) -> None:
         self._created[key] = ident
         if kind == "render":
             self._running[key] = ident
 
-    def polling(self, key: str, job_id: str) -> None:
-        self._running[key] = job_id  # a resumed job is running too
+    def polling(self, key: str, job_id: str, **details: Any) -> None:
+        """``key``'s job is being waited for (a resumed job is running too); ``details``
+        are its Outcome fields (credits, attempts, fast, fallback_used)."""
+        self._created.setdefault(key, job_id)
+        self._running[key] = job_id
+        self._details[key] = details
 
-    def finished(self, key: str) -> None:
+    def priced(self, key: str, credits: int | None) -> None:
+        """The credits ``key``'s create commits, before it is sent."""
+        self._details[key] = {"credits": credits}
+
+    def finished(self, key: str, status: str | None = None) -> None:
         self._running.pop(key, None)
+        if status is not None:
+            self._ended[key] = status
+
+    def cancelled_remotely(self, key: str, error: str | None = None) -> None:
+        """After a remote cancel: done (``error`` None), or it failed and the job runs on."""
+        if error is None:
+            self._ended[key] = "cancelled"
+        else:
+            self._remote[key] = error
 
     def created_id(self, key: str) -> str | None:
         return self._created.get(key)
 
+    def is_running(self, key: str) -> bool:
+        return key in self._running
+
     def take_running(self) -> tuple[str, str] | None:
         """Remove and return one running (key, job id), or None."""
         return self._running.popitem() if self._running else None
+
+    def stopped(self, key: str, kind: WorkKind) -> Outcome:
+        """The truthful outcome of ``key``'s work, stopped before it finished."""
+        job_id = self._created.get(key) if kind == "render" else None
+        if job_id is None:
+            return Outcome(key, kind, "cancelled", asset_id=self._created.get(key),
+                           error="the supervisor stopped before this work finished")
+        details = self._details.get(key, {})
+        ended = self._ended.get(key)
+        if ended == "cancelled":
+            return Outcome(key, kind, "cancelled", job_id=job_id, status="cancelled",
+                           error="cancelled on the server", **{**details, "credits": 0})
+        if ended == "complete":
+            # Finished and paid for; stopped while its output was being fetched.
+            return Outcome(key, kind, "complete", job_id=job_id, status="complete",
+                           downloaded=False, **details,
+                           download_error="the run stopped before the download finished")
+        if ended is not None:
+            return Outcome(key, kind, "failed", job_id=job_id, status=ended, **details,
+                           error=f"ended {ended}")
+        why = self._remote.get(key)
+        return Outcome(key, kind, "running", job_id=job_id, **details,
+                       error=f"remote cancel failed: {why}; still running on the server"
+                       if why else "still running on the server: the run was stopped")
 
 
 @attrs.frozen
@@ -96,6 +147,7 @@ class RunContext:
     active: anyio.Semaphore  # max_active_jobs
     rand: Callable[[], float]
     resubmit_ambiguous: bool = False
+    resubmit_ended: frozenset[str] = frozenset()  # "cancelled", "failed": submit again
     render_timeout: float | None = None  # seconds
     asset_poll: float = 5.0  # seconds between asset polls (§4)
 
@@ -164,6 +216,7 @@ class Runner:
                 refusal = await self._account.reserve(cost)
                 if refusal:
                     return out("not_submitted", error=refusal, credits=cost)
+                self._jobs.priced(key, cost)
                 try:
                     sub = await self._sub.render(key, prepared, fp, inputs)
                 except NotSent as ns:
@@ -173,15 +226,19 @@ class Runner:
                                    credits=cost, attempts=ns.attempts)
                     await self._account.refund(cost or 0)
                     return out(ns.state, error=ns.reason, error_code=ns.code, credits=0,
-                               attempts=ns.attempts)
+                               attempts=ns.attempts, error_type=ns.error_type)
                 job_id, attempts, fell_back, fast = (sub.job_id, sub.attempts, sub.fell_back,
                                                      sub.fast)
                 if fell_back and cost is not None:
                     # Submitted standard after all: half the fast price (§7).
                     cost = await self._account.settle_fallback(cost)
-            common = dict(job_id=job_id, credits=cost, attempts=attempts, fast=fast,
-                          fallback_used=fell_back)
-            final = await self._poll(key, job_id)
+            details = dict(credits=cost, attempts=attempts, fast=fast, fallback_used=fell_back)
+            common = dict(job_id=job_id, **details)
+            final = await self._poll(key, job_id, details)
+            if isinstance(final, _TimedOut):
+                # The API has no deadline: the job renders on and is charged (§7); the
+                # journal keeps it at "submitted", so a rerun resumes it.
+                return out("timed_out", error=str(final), **common)
             if isinstance(final, str):
                 return out("failed", error=final, **common)
             if not final.is_complete:
@@ -208,13 +265,19 @@ class Runner:
             return Outcome(key, kind, "not_submitted",
                            error="the journal has this key with different inputs; use a new key")
         if entry.state == "final":
+            ended = "cancelled" if entry.final_status == "cancelled" else "failed"
+            if (entry.final_status not in ("complete", "ready")
+                    and ended in self.ctx.resubmit_ended):
+                # Asked for: a new create, which replaces the ended entry in the journal.
+                return None
             if entry.final_status not in ("complete", "ready"):
                 # Finished work is not redone silently: a failed job was refunded, and
                 # trying again is the caller's call (use a new key).
                 return Outcome(key, kind, "failed", job_id=entry.job_id,
                                status=entry.final_status,
                                error=f"ended {entry.final_status} in an earlier run: "
-                                     f"{entry.error or 'no reason recorded'}")
+                                     f"{entry.error or 'no reason recorded'} (to submit it "
+                                     f"again, and pay again: resubmit_ended={{{ended!r}}})")
             if entry.kind == "render" and all(Path(p).exists() for p in entry.outputs):
                 return Outcome(key, kind, "skipped", job_id=entry.job_id,
                                status=entry.final_status,
@@ -242,8 +305,10 @@ class Runner:
                 self._scene_seconds[scene_id] = scene.duration_seconds
             return self._scene_seconds[scene_id]
 
-    async def _poll(self, key: str, job_id: str) -> RenderStatus | str:
-        """Wait for a terminal status through the shared scheduler; a str is an error."""
+    async def _poll(self, key: str, job_id: str, details: dict[str, Any]
+                    ) -> RenderStatus | str:
+        """Wait for a terminal status through the shared scheduler; a str is an error
+        (``_TimedOut`` when ``render_timeout`` passed)."""
         timeout = self.ctx.render_timeout
         deadline = None if timeout is None else self._clock.now() + timeout
 
@@ -251,10 +316,10 @@ class Runner:
             self._emit(Progress(key, job_id, status.status, status.progress_pct,
                                 status.checkpoint))
 
-        self._jobs.polling(key, job_id)
+        self._jobs.polling(key, job_id, **details)
         # Not in a finally: a cancelled poll stays listed, so __aexit__ can cancel the job.
         result = await self._poll_loop(job_id, deadline, update)
-        self._jobs.finished(key)
+        self._jobs.finished(key, None if isinstance(result, str) else result.status)
         return result
 
     async def _poll_loop(self, job_id: str, deadline: float | None,
@@ -265,7 +330,7 @@ class Runner:
             try:
                 return await self._scheduler.wait(job_id, deadline=deadline, on_update=update)
             except PollDeadlineExceeded as exc:
-                return f"gave up waiting (render_timeout): {exc}"
+                return _TimedOut(f"still rendering after render_timeout: {exc}")
             except (APIError, TransportError) as exc:
                 pause = _pause_of(exc)
                 if pause is not None:
@@ -370,7 +435,8 @@ class Runner:
                         if ns.state != "ambiguous":  # else it may exist and be billed
                             await self._account.refund(cost)
                         return Outcome(key, kind, ns.state, error=ns.reason,
-                                       error_code=ns.code, attempts=ns.attempts)
+                                       error_code=ns.code, attempts=ns.attempts,
+                                       error_type=ns.error_type)
                     asset_id = created.id
                     segments = getattr(created, "segments", ())
                 elif entry is not None and entry.state == "final":
@@ -450,7 +516,12 @@ async def _ready_folders(**dests: str | Path | None) -> str | None:
     return None
 
 
-# Tries per output before a complete render is reported not downloaded.
+class _TimedOut(str):
+    """Why a wait stopped at ``render_timeout`` (the job goes on at the API)."""
+
+    __slots__ = ()
+
+
 # Unreadable status answers in a row before a job's wait gives up (it stays resumable).
 _MAX_UNREADABLE = 10
 

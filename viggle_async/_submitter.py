@@ -24,6 +24,7 @@ from ._account import AccountState
 from ._backoff import full_jitter
 from ._errors import (
     APIError,
+    ConnectError,
     FastModeUnavailableError,
     InsufficientCreditsError,
     RateLimitError,
@@ -77,9 +78,10 @@ class NotSent(Exception):
     """No job was made (or it may have been: state "ambiguous"); ``reason`` says why."""
 
     def __init__(self, state: OutcomeState, reason: str, code: str | None = None,
-                 attempts: int = 0):
+                 attempts: int = 0, error_type: str | None = None):
         super().__init__(reason)
         self.state, self.reason, self.code, self.attempts = state, reason, code, attempts
+        self.error_type = error_type  # the library error class behind it, if one
 
 
 def fingerprint(prepared: PreparedCreate, extra: str = "") -> str:
@@ -130,6 +132,7 @@ class Submitter:
         self._fallback = fallback
         self._capacity_backoff = capacity_backoff
         self._rand = rand
+        self._unreachable_since: dict[str, float] = {}  # key -> first connect failure
         self._emit = emit
         self._on_created = on_created  # (key, kind, id): called before the id is journaled
 
@@ -287,6 +290,16 @@ class Submitter:
             raise NotSent("ambiguous", f"{_AMBIGUOUS}: {exc}", code, attempts) from None
         elif isinstance(exc, TransportError):
             delay = full_jitter(attempts, base=1.0, cap=30.0, rand=self._rand)
+            now = self._clock.now()
+            since = self._unreachable_since.setdefault(key, now)
+            deadline = self.client.retry.connect_deadline
+            if isinstance(exc, ConnectError) and now + delay - since > deadline:
+                # Bounded like every other request (RetryPolicy.connect_deadline): an API
+                # that cannot be reached for that long ends the create, nothing sent.
+                raise NotSent("not_submitted",
+                              f"cannot reach the API for {deadline:g} s (connect_deadline): "
+                              f"{exc}; nothing was sent", None, attempts,
+                              error_type=type(exc).__name__) from None
             self._emit(Backoff(key, "connect", delay))
             await self._clock.sleep_until(self._clock.now() + delay)
         elif isinstance(exc, APIError):

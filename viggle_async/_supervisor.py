@@ -13,7 +13,7 @@ import inspect
 import logging
 import os
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,7 +61,14 @@ class Supervisor:
     ``sup.render(...)``, ``sup.character(...)`` and ``sup.scene(...)`` schedule at once and
     return awaitable handles; leaving the block waits for everything. An exception or
     cancellation inside the block cancels local work; with ``cancel_remote=True`` submitted
-    renders still running are cancelled on the server (refunded), best effort.
+    renders still running are cancelled on the server (refunded), best effort. Their handles
+    say the truth: ``running`` (job id, committed credits: the job goes on at the API) or
+    ``cancelled`` with the job id when the remote cancel went through. ``render_timeout``
+    (seconds) stops waiting for a render: its outcome is ``timed_out``, job id kept.
+
+    ``resubmit_ended`` (``{"cancelled"}``, ``{"failed"}`` or both): keys the journal
+    holds as ended that way in an earlier run are submitted again (and paid again); the
+    new create replaces the old entry. By default such keys are reported ``failed``.
 
     ``journal`` is a ``Journal`` object, or a path (str or PathLike) to a SQLite journal
     opened for the block and closed after it; anything else raises ``TypeError``. A journal
@@ -87,6 +94,7 @@ class Supervisor:
         credit_budget: float | None = None,
         fast_fallback: FastFallbackPolicy = FastFallbackPolicy(),
         resubmit_ambiguous: bool = False,
+        resubmit_ended: Collection[str] = frozenset(),
         cancel_remote: bool = False,
         render_timeout: float | None = None,
         poll_policy: PollPolicy | None = None,
@@ -110,7 +118,9 @@ class Supervisor:
         self._stack: contextlib.AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
         self._subscribers: list[MemoryObjectSendStream[Event]] = []
+        self._closed = False  # the event streams are closed: the block has ended
         self._keys: set[str] = set()
+        self._stopped: dict[str, Handle] = {}  # cancelled, awaiting the remote cancel
         # The shared state, each piece with one owner; the flows get them as one context.
         self._account = LocalAccountState(budget=credit_budget)
         self._journal = RunJournal(journal, on_failure=self._account.stop)
@@ -127,7 +137,8 @@ class Supervisor:
             scheduler=self._scheduler, submitter=submitter, jobs=self._jobs, emit=self._emit,
             active=anyio.Semaphore(max_active_jobs), rand=rand,
             resubmit_ambiguous=resubmit_ambiguous, render_timeout=render_timeout,
-            asset_poll=asset_poll_interval))  # §4: characters and scenes every 5 s
+            asset_poll=asset_poll_interval,  # §4: characters and scenes every 5 s
+            resubmit_ended=_ended_states(resubmit_ended)))
         # Asset reuse (issue 15): the logic lives in _reuse_run; here only the hooks.
         self._reuse_rule = _reuse_rule(reuse_assets)
         self._reuse: ReuseRun | None = None
@@ -141,6 +152,12 @@ class Supervisor:
         return self._account.rejections_now
 
     @property
+    def unjournaled(self) -> dict[str, str]:
+        """Ids (key -> job or asset id) created in this run that the journal could not
+        record; their outcomes carry them too. Empty unless the journal failed."""
+        return dict(self._journal.unjournaled)
+
+    @property
     def credits_committed(self) -> int:
         """Credits reserved for work sent (or possibly sent) and not refunded."""
         return self._account.committed_now
@@ -149,6 +166,7 @@ class Supervisor:
 
     async def __aenter__(self) -> Supervisor:
         async with contextlib.AsyncExitStack() as stack:
+            stack.callback(self._close_streams)  # a failed enter ends events() too
             if self._journal_path is not None:
                 store = await _open_journal(self._journal_path, self.on_journal_busy)
                 stack.push_async_callback(store.close)
@@ -177,6 +195,10 @@ class Supervisor:
         except BaseException as exc:
             self._note_journal_failure(exc)  # the block's own error wins; keep the ids
             raise
+        finally:
+            for handle in self._stopped.values():
+                handle._set(self._jobs.stopped(handle.key, handle.kind))
+            self._close_streams()  # even if entering failed half-way
         failure = self._journal.error()
         if failure is not None:
             if exc_info[0] is None or suppress:
@@ -197,6 +219,7 @@ class Supervisor:
         return False
 
     def _close_streams(self) -> None:
+        self._closed = True
         for stream in self._subscribers:
             stream.close()
 
@@ -213,18 +236,20 @@ class Supervisor:
                     await self.client.renders.cancel(job_id)
                     await self._journal.record_final(key, "cancelled", (),
                                                     "cancelled on the server")
-                    self._emit(Failed(key, Outcome(key, "render", "cancelled", job_id=job_id,
-                                                   status="cancelled",
-                                                   error="cancelled on the server")))
+                    self._jobs.cancelled_remotely(key)
                 except ViggleError as exc:
-                    self._emit(Failed(key, Outcome(key, "render", "failed", job_id=job_id,
-                                                   error=f"remote cancel failed: {exc}")))
+                    self._jobs.cancelled_remotely(key, str(exc))
+                self._emit(Failed(key, self._jobs.stopped(key, "render")))
 
     # --- events ----------------------------------------------------------------------
 
     def events(self) -> AsyncIterator[Event]:
-        """Every event from now on, until the supervisor closes."""
+        """Every event from now on, until the supervisor closes (also when its block is
+        cancelled: the iteration then ends after the last event, remote cancels included).
+        Called after the block ended, it yields nothing."""
         send, receive = anyio.create_memory_object_stream[Event](float("inf"))
+        if self._closed:
+            send.close()
         self._subscribers.append(send)
 
         async def iterate() -> AsyncIterator[Event]:
@@ -261,10 +286,13 @@ class Supervisor:
                                   job_id=self._jobs.created_id(handle.key),
                                   error=f"unexpected {type(exc).__name__}: {exc}")
             except BaseException:
-                # Cancelled (or crashed): whoever awaits the handle still gets an answer.
-                # The job may go on at the API unless cancel_remote reached it.
-                handle._set(Outcome(handle.key, handle.kind, "cancelled",
-                                    error="the supervisor stopped before this work finished"))
+                # Cancelled (or crashed): whoever awaits the handle still gets an answer,
+                # the true one: a submitted job goes on at the API ("running", its id and
+                # credits) unless cancel_remote reaches it, which __aexit__ tries first.
+                if self._cancel_remote and self._jobs.is_running(handle.key):
+                    self._stopped[handle.key] = handle  # set after the remote cancel
+                else:
+                    handle._set(self._jobs.stopped(handle.key, handle.kind))
                 raise
             handle._set(outcome)
             self._emit(Completed(handle.key, outcome) if outcome.ok
@@ -409,6 +437,14 @@ def _reuse_rule(option: object) -> ReuseRule | None:
     if isinstance(option, ReuseRule):
         return option
     raise TypeError(f"reuse_assets must be True, False or a ReuseRule, not {option!r}")
+
+
+def _ended_states(states: Collection[str]) -> frozenset[str]:
+    wrong = sorted(set(states) - {"cancelled", "failed"})
+    if wrong or isinstance(states, str):
+        raise ValueError(f"resubmit_ended: {wrong or states!r} is not a set of 'cancelled' "
+                         "and/or 'failed'; pass e.g. {'cancelled', 'failed'}")
+    return frozenset(states)
 
 
 def _is_journal(obj: object) -> bool:

@@ -87,13 +87,13 @@ async def test_renders_use_the_characters_and_scenes_their_rows_create(
         "alice", "bob", "duo", "studio", "c1", "c2", "c3"]
     assert set(outcomes["c1"]) == {
         "line", "key", "kind", "state", "job_id", "asset_id", "status", "outputs", "credits",
-        "attempts", "fast", "fallback_used", "error", "error_code", "downloaded",
+        "attempts", "fast", "fallback_used", "error", "error_code", "error_type", "downloaded",
         "download_error", "output", "spent_this_run"}
     assert outcomes["c1"] | {"job_id": None} == {
         "line": 5, "key": "c1", "kind": "render", "state": "complete", "job_id": None,
         "asset_id": None, "status": "complete", "outputs": [str(media / "out/c1.mp4")],
         "credits": 4, "attempts": 1, "fast": True, "fallback_used": False, "error": None,
-        "error_code": None, "downloaded": True, "download_error": None,
+        "error_code": None, "error_type": None, "downloaded": True, "download_error": None,
         "output": str(media / "out/c1.mp4"), "spent_this_run": True}
     assert outcomes["alice"]["kind"] == "character" and outcomes["alice"]["credits"] == 1
     assert outcomes["c2"]["credits"] == 3
@@ -146,7 +146,8 @@ async def test_json_lines_stream_every_event_then_a_summary_and_failures_exit_1(
     assert objs[-1] | {"elapsed_s": 0} == {
         "event": "summary", "total": 2, "done": 0, "failed": 2, "states": {"failed": 2},
         "credits": 0, "credits_this_run": 0, "credits_earlier_runs": 0, "running": 0,
-        "credits_running": 0, "retries": 0, "fallbacks": 0, "elapsed_s": 0, "exit_code": 1}
+        "credits_running": 0, "not_downloaded": 0, "retries": 0, "fallbacks": 0,
+        "elapsed_s": 0, "exit_code": 1}
     failed = next(o for o in objs if o["event"] == "failed")["outcome"]
     assert failed["state"] == "failed" and failed["error_code"] == "CS-UORC01-009"
     report = json.loads((media / "r.json").read_text())

@@ -115,7 +115,12 @@ async def test_cancelling_a_supervisor_leaves_nothing_running(
                                           driving_video=video, output=out / f"r{i}.mp4")
                                for i in range(3)]
             assert scope.cancelled_caught
-            assert {h.outcome.state for h in handles} == {"cancelled"}
+            # Each says the truth: no job yet (cancelled), a job rendering on (running, its
+            # id), or a finished job not fetched (complete, not downloaded); none is ok.
+            outcomes = [h.outcome for h in handles]
+            assert {o.state for o in outcomes} <= {"cancelled", "running", "complete"}
+            assert not any(o.ok for o in outcomes)
+            assert all(o.job_id for o in outcomes if o.state != "cancelled")
             # The supervisor's block is over: nothing of it runs on, nothing is left
             # half-written; the client still works.
             assert _our_tasks() == before

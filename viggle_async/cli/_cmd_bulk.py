@@ -32,12 +32,13 @@ from .. import (
 )
 from .. import _endpoints as ep
 from .._events import Handle
-from .._journal import EntryState, JournalEntry, JournalError
+from .._journal import EntryState, JournalError
 from .._media import IMAGE_CONTENT_TYPES, VIDEO_CONTENT_TYPES
 from .._resources import RENDER_IMAGE_TYPES
 from .._reuse import ReusePlan, ReuseRule
 from .._uploads import prepare_upload
 from ._common import (
+    DEFAULT_CAPACITY_BACKOFF,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -87,7 +88,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="submit nothing past this many credits")
     p.add_argument("--fast-fallback", type=parse_fast_fallback, default="attempts:5,seconds:300",
                    metavar="SPEC", help=FAST_FALLBACK_HELP)
-    p.add_argument("--capacity-backoff", type=parse_backoff, default="2:60",
+    p.add_argument("--capacity-backoff", type=parse_backoff, default=DEFAULT_CAPACITY_BACKOFF,
                    metavar="BASE:CAP", help=BACKOFF_HELP)
     p.add_argument("--resubmit-ambiguous", action="store_true",
                    help="resubmit creates an earlier run sent without an answer (may pay "
@@ -363,30 +364,11 @@ async def _plan(journal: SQLiteJournal | None, rows: tuple[Row, ...],
             sort["resumed"].append(row.key)
         elif entry.final_status in ("complete", "ready"):
             sort["finished"].append(row.key)
-        elif (entry.final_status or "failed") in resubmit_ended:
+        elif ("cancelled" if entry.final_status == "cancelled" else "failed") in resubmit_ended:
             sort["resubmit"].append(row.key)
         else:
             sort["ended"].append(row.key)
     return Plan(**{name: tuple(keys) for name, keys in sort.items()})
-
-
-class _ResubmitEnded:
-    """A journal that forgets, once, the final entry of each key in ``keys``: the runner
-    then submits those rows again, and the journal records the new job (``record_intent``
-    with ``replace=True`` starts a new attempt over a final entry)."""
-
-    def __init__(self, journal: SQLiteJournal, keys: tuple[str, ...]):
-        self._journal = journal
-        self._forget = set(keys)
-
-    async def get(self, key: str) -> JournalEntry | None:
-        if key in self._forget:
-            self._forget.discard(key)
-            return None
-        return await self._journal.get(key)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._journal, name)
 
 
 def parse_ended(text: str) -> frozenset[str]:
@@ -423,17 +405,17 @@ async def _run(ctx: Ctx, manifest: Manifest, priced: list[Priced],
         await _announce(ctx, client, view, plan, cost)
         _show_reuse(ctx, reuse)
         view.expect_costs({k: cost[k].credits for k in (*plan.new, *plan.resubmit)})
-        used: Any = journal
-        if journal is not None and plan.resubmit:
-            used = _ResubmitEnded(journal, plan.resubmit)
+        view.outputs.update({r.key: r.output for r in rows if r.output is not None})
         sup = Supervisor(
             client, max_uploads=args.max_uploads, max_polls=args.max_polls,
-            max_active_jobs=args.max_active_jobs, poll_rate=args.poll_rate, journal=used,
+            max_active_jobs=args.max_active_jobs, poll_rate=args.poll_rate, journal=journal,
             credit_budget=args.budget, fast_fallback=args.fast_fallback,
             resubmit_ambiguous=args.resubmit_ambiguous, cancel_remote=args.cancel_remote,
+            resubmit_ended=args.resubmit_ended or frozenset(),
             poll_policy=ctx.poll_policy(), capacity_backoff=args.capacity_backoff,
             asset_poll_interval=ctx.asset_poll_interval,
             reuse_assets=reuse_rule(args) or False, reuse_fallback=args.reuse_fallback)
+        journal_failure: JournalError | None = None
         try:
             with view:
                 async with view.supervising(sup):
@@ -442,20 +424,30 @@ async def _run(ctx: Ctx, manifest: Manifest, priced: list[Priced],
             # Ctrl-C reaches here as the cancellation of the run (asyncio.run turns it
             # into KeyboardInterrupt afterwards): report what is true, then go on.
             interrupted = _is_interrupt(exc)
-            raise
+            # The supervisor raises one JournalError when the journal could not be
+            # written; our task group wraps it. Every row has its outcome by then.
+            journal_failure = None if interrupted else _journal_error(exc)
+            if journal_failure is None:
+                raise
         finally:
             outcomes = [_outcome_of(row, handles, settled) for row in rows]
             report = [_row_report(r, o, view, cost, plan, interrupted)
                       for r, o in zip(rows, outcomes, strict=True)]
             summary = _summary(ctx, outcomes, report, interrupted)
             _add_reuse_assets(summary, sup.reuse_asset_outcomes)
+            if journal_failure is not None:
+                summary["exit_code"] = EXIT_USAGE
             if args.report:
                 _write_json(Path(args.report), {
                     "manifest": str(manifest.path), "summary": summary, "outcomes": report})
             if interrupted:
                 ctx.out.json(summary)
                 _explain_interrupt(ctx, report)
+    if journal_failure is not None:
+        raise CliError(_journal_failure_text(ctx, journal_failure, sup.unjournaled),
+                       EXIT_USAGE) from None
     _hint_lost_jobs(ctx, report, plan)
+    _hint_not_downloaded(ctx, report)
     ctx.out.json(summary)
     ctx.out.result(summary_text(summary))
     return int(summary["exit_code"])
@@ -476,6 +468,46 @@ def _hint_lost_jobs(ctx: Ctx, report: list[dict[str, Any]], plan: Plan) -> None:
                   "another --base-url or API key? To render them again, use a new --journal")
 
 
+def _hint_not_downloaded(ctx: Ctx, report: list[dict[str, Any]]) -> None:
+    """Paid, finished renders whose output is not on disk: say how to fetch each."""
+    rows = [o for o in report if "fetch" in o]
+    if not rows:
+        return
+    ctx.out.json({"event": "hint", "hint": "not_downloaded",
+                  "fetch": {o["key"]: o["fetch"] for o in rows}})
+    again = (f"; or rerun with --journal {shlex.quote(ctx.args.journal)}"
+             if ctx.args.journal else "")
+    ctx.out.error(f"{plural(len(rows), 'render')} finished and paid for but NOT downloaded; "
+                  f"fetch {'it' if len(rows) == 1 else 'them'}: "
+                  + "; ".join(o["fetch"] for o in rows[:3])
+                  + (" ..." if len(rows) > 3 else "") + again)
+
+
+def _journal_error(exc: BaseException) -> JournalError | None:
+    """The supervisor's JournalError inside ``exc`` (task groups wrap it), or None."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _journal_error(inner)
+            if found is not None:
+                return found
+        return None
+    return exc if isinstance(exc, JournalError) else None
+
+
+def _journal_failure_text(ctx: Ctx, error: JournalError, unrecorded: dict[str, str]) -> str:
+    """One line: which journal, why, and the job ids it lacks (and where they are kept)."""
+    cause = error.__cause__ or error
+    text = (f"the journal {ctx.args.journal!r} could not be written ({cause}), so new work "
+            "was stopped")
+    if unrecorded:
+        ids = ", ".join(f"{k}={v}" for k, v in sorted(unrecorded.items()))
+        where = (f"their ids are in the report {ctx.args.report!r}" if ctx.args.report
+                 else "keep these ids")
+        text += (f"; {plural(len(unrecorded), 'created job')} not recorded in it, which a "
+                 f"rerun cannot resume ({where}): {ids}")
+    return text + ". Fix: close whatever holds the journal (or free disk space) and rerun"
+
+
 def _is_interrupt(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return any(_is_interrupt(e) for e in exc.exceptions)
@@ -484,26 +516,25 @@ def _is_interrupt(exc: BaseException) -> bool:
 
 def _row_report(row: Row, outcome: Outcome, view: EventView, cost: dict[str, Priced],
                 plan: Plan, interrupted: bool) -> dict[str, Any]:
-    """One row of ``--report``: the outcome, corrected by what the events showed (a job
-    the supervisor was stopped on is still running on the server, with its id)."""
+    """One row of ``--report``: the outcome as the supervisor decided it (a job it was
+    stopped on is ``running``, with its id and credits), priced where it could not be."""
     obj: dict[str, Any] = {"line": row.line, **attrs.asdict(outcome),
                            "output": str(row.output) if row.output else None}
-    sub = view.submitted.get(row.key)
-    final = view.finished.get(row.key)
-    if sub is not None:
-        obj["job_id"] = obj["job_id"] or sub.job_id
-        obj["fast"] = sub.fast
     priced = cost[row.key].credits
-    if sub is not None and priced is not None and cost[row.key].fast and not sub.fast:
+    if priced is not None and cost[row.key].fast and not outcome.fast and outcome.job_id:
         priced //= 2  # fell back to standard: half the fast price
-    if interrupted and final is None and sub is not None and outcome.state == "cancelled":
-        # Stopped locally, never cancelled on the server: it renders on and is charged.
-        obj.update(state="running", credits=priced,
-                   error="still running on the server: the run was interrupted")
-    elif obj["state"] in ("complete", "skipped") and obj["credits"] is None:
+    if obj["state"] in ("complete", "skipped", "running", "timed_out") and (
+            obj["credits"] is None):
         obj["credits"] = priced
-    obj["spent_this_run"] = plan.spends(row.key) and obj["state"] in ("complete", "running")
+    if outcome.state == "complete" and not outcome.downloaded and outcome.job_id:
+        obj["fetch"] = _fetch_command(outcome.job_id, row.output)
+    obj["spent_this_run"] = plan.spends(row.key) and obj["state"] in (
+        "complete", "running", "timed_out")
     return obj
+
+
+def _fetch_command(job_id: str, output: Path | None) -> str:
+    return shlex.join(["viggle-async", "download", job_id, str(output or "PATH")])
 
 
 def _summary(ctx: Ctx, outcomes: list[Outcome], report: list[dict[str, Any]],
@@ -512,11 +543,14 @@ def _summary(ctx: Ctx, outcomes: list[Outcome], report: list[dict[str, Any]],
     states: dict[str, int] = {}
     for obj in report:
         states[obj["state"]] = states.get(obj["state"], 0) + 1
-    paid = [o for o in report if o["state"] in ("complete", "running", "skipped")]
+    paid = [o for o in report if o["state"] in ("complete", "running", "timed_out",
+                                                 "skipped")]
     this_run = sum(o["credits"] or 0 for o in paid if o["spent_this_run"])
     earlier = sum(o["credits"] or 0 for o in paid if not o["spent_this_run"])
     running = [o for o in report if o["state"] == "running"]
+    not_fetched = [o for o in report if o["state"] == "complete" and not o["downloaded"]]
     summary.update(
+        not_downloaded=len(not_fetched),
         states=dict(sorted(states.items())),
         credits=this_run, credits_this_run=this_run, credits_earlier_runs=earlier,
         running=len(running), credits_running=sum(o["credits"] or 0 for o in running))

@@ -11,14 +11,16 @@ from typing import Any
 
 import anyio
 
-from .. import Outcome, Supervisor
+from .. import RenderHandle, Supervisor
 from .._protocol import BACKGROUND_MODES
 from ._common import (
+    DEFAULT_CAPACITY_BACKOFF,
     EXIT_FAILED,
     EXIT_OK,
     CliError,
     Command,
     Ctx,
+    cli_words,
     credits_text,
     number,
     parse_backoff,
@@ -57,7 +59,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask-output", metavar="PATH", help="the mask (transparent mode)")
     p.add_argument("--fast-fallback", type=parse_fast_fallback, default="attempts:5,seconds:300",
                    metavar="SPEC", help=FAST_FALLBACK_HELP)
-    p.add_argument("--capacity-backoff", type=parse_backoff, default="2:60",
+    p.add_argument("--capacity-backoff", type=parse_backoff, default=DEFAULT_CAPACITY_BACKOFF,
                    metavar="BASE:CAP", help=BACKOFF_HELP)
     p.add_argument("--timeout", type=positive_float, metavar="SECONDS",
                    help="give up waiting after this long (the job goes on)")
@@ -108,37 +110,35 @@ async def run(ctx: Ctx) -> int:
             ctx.out.note(f"estimated cost: {credits_text(estimate.credits)}")
         key = output.stem or "render"
         view.expect_costs({key: estimate.credits})
+        handle: RenderHandle | None = None
         try:
             with view:
                 async with view.supervising(sup):
                     handle = sup.render(key=key, output=output, mask_output=mask, **inputs)
         except BaseException:
-            _explain_stop(ctx, view, key, estimate.credits)
+            _explain_stop(ctx, handle, estimate.credits)
             raise
         outcome = await handle
-    sub = view.submitted.get(key)
-    if sub is not None and not outcome.ok and _timed_out(outcome):
+    if outcome.state == "not_submitted" and outcome.error_type == "ConnectError":
+        # As every command says it when the API cannot be reached: one line, exit 2.
+        raise CliError(f"{cli_words(outcome.error or 'cannot reach the API')} (API at "
+                       f"{client.base_url}); check --base-url / VIGGLE_BASE_URL")
+    if outcome.state == "timed_out" and outcome.job_id is not None:
         # The API has no deadline: the job renders on and is charged (§7).
-        ctx.out.json({"event": "timeout", "key": key, "job_id": sub.job_id,
+        ctx.out.json({"event": "timeout", "key": key, "job_id": outcome.job_id,
                       "timeout_s": args.timeout, "exit_code": EXIT_FAILED})
         ctx.out.error(f"{key}: still rendering after --timeout {number(args.timeout)} s "
-                      f"(job {sub.job_id}); the job goes on and is charged. Wait for it "
-                      f"again: {_wait_command(sub.job_id, output, mask)}; or cancel it "
-                      f"(refunded): viggle-async cancel {sub.job_id}")
+                      f"(job {outcome.job_id}); the job goes on and is charged. Wait for it "
+                      f"again: {_wait_command(outcome.job_id, output, mask)}; or cancel it "
+                      f"(refunded): viggle-async cancel {outcome.job_id}")
         return EXIT_FAILED
     summary = ctx.stats.summary([outcome], extra={"outcome": outcome})
     if outcome.ok:
         ctx.out.emit(summary, outcome_text(outcome))
     else:
         ctx.out.json(summary)
-        ctx.out.error(outcome_text(outcome))
+        ctx.out.error(outcome_text(outcome, output))
     return EXIT_OK if outcome.ok else EXIT_FAILED
-
-
-def _timed_out(outcome: Outcome) -> bool:
-    # The supervisor words a render_timeout as a failure "gave up waiting: ..." with no
-    # final status; nothing else ends a submitted job without one.
-    return outcome.status is None and (outcome.error or "").startswith("gave up waiting")
 
 
 def _wait_command(job_id: str, output: Path, mask: Path | None) -> str:
@@ -148,23 +148,25 @@ def _wait_command(job_id: str, output: Path, mask: Path | None) -> str:
     return shlex.join(words)
 
 
-def _explain_stop(ctx: Ctx, view: EventView, key: str, credits: int | None) -> None:
+def _explain_stop(ctx: Ctx, handle: RenderHandle | None, credits: int | None) -> None:
     """Ctrl-C: is the job still running (and costing), and how to get it or cancel it."""
-    sub = view.submitted.get(key)
-    final = view.finished.get(key)
-    if sub is None:
+    outcome = handle.outcome if handle is not None and handle.done else None
+    if outcome is None or outcome.job_id is None:
         ctx.out.error("interrupted before the job was created: nothing is running")
         return
-    if final is not None:
-        ctx.out.error(f"job {sub.job_id} {final.state} ({final.error or final.status})")
+    job_id = outcome.job_id
+    if outcome.state != "running":
+        ctx.out.error(f"job {job_id} {outcome.state} ({outcome.error or outcome.status})")
         return
     args = ctx.args
+    credits = outcome.credits if outcome.credits is not None else credits
     cost = f" (about {credits_text(credits)})" if credits is not None else ""
-    ctx.out.json({"event": "running", "key": key, "job_id": sub.job_id, "credits": credits})
-    ctx.out.error(f"job {sub.job_id} is still running on the server{cost} and is charged "
+    ctx.out.json({"event": "running", "key": outcome.key, "job_id": job_id,
+                  "credits": credits})
+    ctx.out.error(f"job {job_id} is still running on the server{cost} and is charged "
                   f"unless cancelled.\n  get it when done: "
-                  f"{_wait_command(sub.job_id, Path(args.output), _mask(args))}\n"
-                  f"  cancel it (refunded): viggle-async cancel {sub.job_id}")
+                  f"{_wait_command(job_id, Path(args.output), _mask(args))}\n"
+                  f"  cancel it (refunded): viggle-async cancel {job_id}")
 
 
 def _mask(args: Any) -> Path | None:

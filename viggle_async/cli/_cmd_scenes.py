@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from .._protocol import BACKGROUND_MODES
-from .._segments_cache import NO_CACHE_ENV, SegmentsCache
+from .._segments_cache import NO_CACHE_ENV
 from ._assets import Action, add_actions, list_assets, wait_asset
 from ._common import EXIT_OK, Command, Ctx, asset_credits, credits_text
 from ._texts import asset_text
@@ -47,16 +46,13 @@ fingerprint (never the key). --no-cache or VIGGLE_ASYNC_NO_CACHE=1 turns it off.
 """
 
 
-def _cache(ctx: Ctx) -> SegmentsCache | None:
-    if ctx.args.no_cache:
-        return None
-    return SegmentsCache.from_env(os.environ.get("VIGGLE_API_KEY"))
-
-
 async def run(ctx: Ctx) -> int:
     args = ctx.args
     ctx.require_key()
-    async with ctx.client() as client:
+    # The client keeps template segments on disk at import, adds them back on get, and
+    # forgets them on delete (unless --no-cache or VIGGLE_ASYNC_NO_CACHE=1).
+    no_cache = getattr(args, "no_cache", False)
+    async with ctx.client(segments_cache=not no_cache) as client:
         scenes = client.scenes
         if args.action == "create":
             video = Path(args.video) if args.video else None
@@ -64,23 +60,16 @@ async def run(ctx: Ctx) -> int:
                       background_mode=args.background_mode, model=args.model)
             await scenes.prepare(**kw)
             return await wait_asset(ctx, "scene", scenes.wait, await scenes.create(**kw))
-        cache = _cache(ctx)
         if args.action == "import":
             imported = await scenes.import_template(args.template_id, args.name)
-            if cache is not None and imported.segments:
-                await cache.save(imported.id, imported.segments)
             return await wait_asset(ctx, "scene", scenes.wait, imported)
         if args.action == "get":
             found = await scenes.get(args.id)
-            if cache is not None and not found.segments:
-                found = found.with_segments(await cache.load(found.id) or ())
             ctx.out.emit(found, asset_text("scene", found))
         elif args.action == "list":
             await list_assets(ctx, "scene", scenes)
         else:
             await scenes.delete(args.id)
-            if cache is not None:
-                await cache.forget(args.id)
             ctx.out.emit({"deleted": args.id}, f"deleted scene {args.id}")
     return EXIT_OK
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import re
 from collections.abc import Callable
@@ -17,15 +18,27 @@ from .. import (
     InvalidInputError,
     ViggleError,
 )
+from .._backoff import RetryPolicy
 from .._client import ViggleClient
 from .._scheduler import PollPolicy
-from .._supervisor import FastFallbackPolicy
+from .._supervisor import FastFallbackPolicy, Supervisor
 from ._progress import EventView, Output, RunStats, credits_text, number, plural
 
-__all__ = ["EXIT_CODES_HELP", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE",
+__all__ = ["DEFAULT_ASSET_POLL", "DEFAULT_CAPACITY_BACKOFF", "DEFAULT_POLICY",
+           "EXIT_CODES_HELP", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE",
            "CliError", "Command", "Ctx", "asset_credits", "credits_text", "exit_code_for",
            "number", "parse_backoff", "parse_fast_fallback", "plural", "positive_float",
            "positive_int"]
+
+
+def _supervisor_default(name: str) -> Any:
+    return inspect.signature(Supervisor.__init__).parameters[name].default
+
+# The library's benchmarked defaults, read from it (never restated here), so the CLI and a
+# plain ``Supervisor(client)`` poll and back off alike.
+DEFAULT_POLICY = PollPolicy()
+DEFAULT_CAPACITY_BACKOFF: tuple[float, float] = _supervisor_default("capacity_backoff")
+DEFAULT_ASSET_POLL: float = _supervisor_default("asset_poll_interval")
 
 EXIT_OK = 0          # everything done (complete or skipped)
 EXIT_FAILED = 1      # some work failed, timed out, was not submitted, or is ambiguous
@@ -69,7 +82,7 @@ FLAGS = {name: "--" + name.replace("_", "-") for name in (
     "ref_image", "ref_image_url", "driving_video", "driving_video_url", "character_id",
     "scene_id", "character_mapping", "model", "background_mode", "bg_color", "fast",
     "image", "image_url", "video", "video_url", "name", "output", "mask_output",
-    "base_url", "estimated_seconds")}
+    "base_url", "estimated_seconds")} | {"connect_deadline": "--connect-timeout"}
 _NAMES = "|".join(sorted(FLAGS, key=len, reverse=True))
 _PY_VALUE = re.compile(rf"\b({_NAMES})=(True|False|'[^']*'|\"[^\"]*\"|[\w.]+)")
 # Bare names only when they cannot be ordinary words ("image", "name" can).
@@ -140,25 +153,40 @@ class Ctx:
             raise CliError("VIGGLE_API_KEY is not set: export your API key (created at "
                            "https://portal.viggle.ai/api-keys) and try again")
 
-    def client(self, view: EventView | None = None) -> ViggleClient:
-        """A client on $VIGGLE_API_KEY and --base-url / $VIGGLE_BASE_URL."""
+    def client(self, view: EventView | None = None, *,
+               segments_cache: bool = True) -> ViggleClient:
+        """A client on $VIGGLE_API_KEY and --base-url / $VIGGLE_BASE_URL (with
+        --connect-timeout); ``segments_cache=False`` keeps no template segments on disk."""
         on_retry = view.on_retry if view is not None else None
-        return ViggleClient(base_url=getattr(self.args, "base_url", None), on_retry=on_retry)
+        connect = getattr(self.args, "connect_timeout", None)
+        retry = RetryPolicy() if connect is None else RetryPolicy(connect_deadline=connect)
+        return ViggleClient(base_url=getattr(self.args, "base_url", None), on_retry=on_retry,
+                            retry=retry, segments_cache=segments_cache)
 
     @property
     def poll_interval(self) -> float:
-        value: float = getattr(self.args, "poll_interval", 3.0)
-        return value
+        """Seconds to the first status poll: ``--poll-interval``, else the library's."""
+        value: float | None = getattr(self.args, "poll_interval", None)
+        return DEFAULT_POLICY.first_delay if value is None else value
 
     @property
     def asset_poll_interval(self) -> float:
-        # §4: renders every 3 s, characters and scenes every 5 s: keep that ratio.
-        return self.poll_interval * 5.0 / 3.0
+        """Seconds between asset polls: the Supervisor's default, scaled like the rest."""
+        return DEFAULT_ASSET_POLL * self._poll_scale
 
     def poll_policy(self) -> PollPolicy:
-        """The scheduler's default shape (3 s first, 1-20 s), scaled to --poll-interval."""
-        p = self.poll_interval
-        return PollPolicy(first_delay=p, min_interval=p / 3.0, max_interval=p * 20.0 / 3.0)
+        """The library's ``PollPolicy()``; with ``--poll-interval``, the same shape scaled
+        so its first poll comes after that many seconds."""
+        scale = self._poll_scale
+        if scale == 1.0:
+            return DEFAULT_POLICY
+        return attrs.evolve(DEFAULT_POLICY, first_delay=self.poll_interval,
+                            min_interval=DEFAULT_POLICY.min_interval * scale,
+                            max_interval=DEFAULT_POLICY.max_interval * scale)
+
+    @property
+    def _poll_scale(self) -> float:
+        return self.poll_interval / DEFAULT_POLICY.first_delay
 
 
 def positive_float(text: str) -> float:

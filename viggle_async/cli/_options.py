@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import positive_float
+from .._backoff import RetryPolicy
+from ._common import DEFAULT_ASSET_POLL, DEFAULT_CAPACITY_BACKOFF, DEFAULT_POLICY, positive_float
 
-__all__ = ["BACKOFF_HELP", "FAST_FALLBACK_HELP", "add_poll_interval"]
+__all__ = ["BACKOFF_HELP", "DEFAULT_ASSET_POLL", "DEFAULT_CAPACITY_BACKOFF", "DEFAULT_POLICY",
+           "FAST_FALLBACK_HELP", "add_poll_interval"]
+
 
 BACKOFF_HELP = ("wait between fast-capacity probes: full jitter from BASE seconds, doubling "
-                "up to CAP (default 2:60)")
+                "up to CAP (default {:g}:{:g}, the library's)".format(*DEFAULT_CAPACITY_BACKOFF))
 FAST_FALLBACK_HELP = ("when a fast render gives up on fast capacity and goes standard: "
                       "attempts:N, seconds:S, both (attempts:5,seconds:300, the default) "
                       "or never")
 
 
 def add_poll_interval(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--poll-interval", type=positive_float, default=3.0, metavar="SECONDS",
-                        help="first status poll after this long (default 3, the documented "
-                             "interval; assets poll at 5/3 of it)")
+    parser.add_argument("--poll-interval", type=positive_float, metavar="SECONDS",
+                        help=f"first status poll after this long (default "
+                             f"{DEFAULT_POLICY.first_delay:g}, the library's PollPolicy; "
+                             "given, the whole policy and the asset polls scale with it)")
 
 
 def add_output_options(parser: argparse.ArgumentParser, *, default: object,
@@ -29,6 +33,11 @@ def add_output_options(parser: argparse.ArgumentParser, *, default: object,
     if uses_api:
         parser.add_argument("--base-url", default=default if same else None,
                             help="API base URL (default: $VIGGLE_BASE_URL or the real API)")
+        parser.add_argument("--connect-timeout", type=positive_float,
+                            default=default if same else None, metavar="SECONDS",
+                            help="give up on an API that cannot be reached after this long "
+                                 f"(default {RetryPolicy().connect_deadline:g}, the library's "
+                                 "RetryPolicy.connect_deadline)")
     parser.add_argument("--json", action="store_true", default=default if same else False,
                         help="print JSON lines on stdout (one per event, then a summary)")
     parser.add_argument("-q", "--quiet", action="store_true",

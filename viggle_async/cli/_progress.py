@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import json
+import shlex
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -20,7 +21,6 @@ from types import TracebackType
 from typing import Any, Literal, TextIO
 
 import anyio
-import anyio.lowlevel
 import attrs
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
@@ -194,6 +194,8 @@ class RunStats:
 
 def summary_text(s: dict[str, Any]) -> str:
     states = ", ".join(f"{n} {state}" for state, n in s["states"].items()) or "nothing to do"
+    if s.get("not_downloaded"):
+        states += f" ({s['not_downloaded']} complete but NOT downloaded)"
     money = f"this run spent {credits_text(s['credits'])}"
     if s.get("credits_earlier_runs"):
         money += f" (earlier runs: {credits_text(s['credits_earlier_runs'])})"
@@ -219,7 +221,14 @@ def credits_text(n: float) -> str:
     return plural(n, "credit")
 
 
-def outcome_text(o: Outcome) -> str:
+def outcome_text(o: Outcome, dest: str | Path | None = None) -> str:
+    """One line for an outcome; a complete render not downloaded says so, and how to fetch
+    it (to ``dest``, its output path, when known)."""
+    if o.state == "complete" and not o.downloaded and o.job_id:
+        fetch = shlex.join(["viggle-async", "download", o.job_id, str(dest or "PATH")])
+        return (f"{o.key}: complete but NOT downloaded (job {o.job_id}, paid for): "
+                f"{o.download_error or 'the download failed'}; fetch it: {fetch}, or rerun "
+                "with the same --journal")
     text = f"{o.key}: {o.state}"
     if o.job_id:
         text += f" (job {o.job_id})"
@@ -258,13 +267,13 @@ class EventView:
         self._overall = self._progress.add_task(title, total=0, note="", visible=not single)
         self._jobs: dict[str, TaskID] = {}
         self._costs: dict[str, int | None] = {}
+        #: key -> the path its output goes to, for the command that fetches it later.
+        self.outputs: dict[str, Path] = {}
         self._credits = 0  # committed by jobs submitted in this run (estimated)
         self._done = 0
         self._queued = 0
         #: What the events showed, by key: the submission, and the final outcome.
         self.submitted: dict[str, Submitted] = {}
-        self._consuming: anyio.CancelScope | None = None
-        self._seen = 0
         self.finished: dict[str, Outcome] = {}
         self._last_status: dict[str, str] = {}
 
@@ -279,44 +288,24 @@ class EventView:
     async def consume(self, events: AsyncIterator[Event]) -> None:
         """Show every event of a supervisor's ``events()`` stream until it closes."""
         async for event in events:
-            self._seen += 1
             self.handle(event)
 
     @contextlib.asynccontextmanager
     async def supervising(self, sup: Supervisor) -> AsyncIterator[Supervisor]:
         """``async with view.supervising(sup):`` runs ``sup`` and shows its events, including
-        those it sends while stopping on Ctrl-C (remote cancels), which the report needs."""
+        those it sends while stopping on Ctrl-C (remote cancels), which the report needs.
+        The supervisor closes its event stream however its block ends, so the consumer
+        ends after the last event."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._consume_shielded, sup.events())
-            try:
-                async with sup:
-                    yield sup
-            except BaseException:
-                await self.drain()
-                raise
+            async with sup:
+                yield sup
 
     async def _consume_shielded(self, events: AsyncIterator[Event]) -> None:
-        # Shielded, so a cancelled run still shows what the supervisor does while it stops;
-        # ``drain`` ends it then.
-        with anyio.CancelScope(shield=True) as scope:
-            self._consuming = scope
-            async for event in events:
-                self._seen += 1
-                self.handle(event)
-
-    async def drain(self) -> None:
-        """After the supervisor stopped abnormally: handle the events still queued, then
-        end ``consume`` (its stream may never close if the supervisor was cancelled while
-        closing)."""
+        # Shielded, so a cancelled run still shows what the supervisor does while it stops.
         with anyio.CancelScope(shield=True):
-            while True:
-                before = self._seen
-                for _ in range(3):
-                    await anyio.lowlevel.checkpoint()
-                if self._seen == before:
-                    break
-        if self._consuming is not None:
-            self._consuming.cancel()
+            async for event in events:
+                self.handle(event)
 
     def on_retry(self, event: RetryEvent) -> None:
         """For ``ViggleClient(on_retry=...)``: client retries are shown as they happen."""
@@ -365,7 +354,7 @@ class EventView:
         elif isinstance(event, (Completed, Failed)):
             self.finished[event.key] = event.outcome
             self._finish(event.key)
-            line = outcome_text(event.outcome)
+            line = outcome_text(event.outcome, self.outputs.get(event.key))
             if not self._log_outcomes:
                 pass
             elif isinstance(event, Failed):
