@@ -83,6 +83,25 @@ async def test_a_create_failing_after_commit_may_have_reached_the_server(
     assert fake.count("POST", "/api/render") == 1  # a create is never retried by itself
 
 
+@pytest.mark.parametrize("kind", ["character", "scene", "import"])
+async def test_every_create_route_failing_after_commit_may_have_reached_the_server(
+    fake: FakeViggle, client: ViggleClient, media: Media, kind: str,
+) -> None:
+    fake.faults.create_fail_after_commit = 1
+    fake.faults.create_fail_status, fake.faults.create_fail_shape = 504, "html"
+    with pytest.raises((APIError, ResponseFormatError)) as info:
+        if kind == "character":
+            await client.characters.create(name="Alice", image=media.png)
+        elif kind == "scene":
+            await client.scenes.create(name="Stage", video=media.mp4)
+        else:
+            await client.scenes.import_template("tmpl-video-wave")
+    assert info.value.may_have_reached_server is True
+    (record,) = fake.creates
+    assert (record.kind, record.status, record.answered_status) == (kind, 200, 504)
+    assert record.result_id is not None  # made (and charged) behind the gateway's page
+
+
 async def test_an_ambiguous_create_is_never_resent_unless_asked(
     fake: FakeViggle, client: ViggleClient, clock: ManualClock, media: Media,
 ) -> None:
