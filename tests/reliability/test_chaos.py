@@ -48,7 +48,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import anyio
@@ -84,8 +84,8 @@ BURST = RateLimit(rate=0.2, burst=0, routes=frozenset({"POST /api/render"}))
 CAPACITY = "CS-UORC01-001"
 RENDER_FAILED = "CS-UORC01-009"
 AFTER_COMMIT_RATE = 0.03
-AFTER_COMMIT = [(502, "html"), (504, "html"), (500, "empty"), (503, "unparsable"),
-                (200, "no_id")]
+AFTER_COMMIT: list[tuple[int, Literal["html", "empty", "unparsable", "no_id"]]] = [
+    (502, "html"), (504, "html"), (500, "empty"), (503, "unparsable"), (200, "no_id")]
 CDN_BURST_STATUSES = (403, 404, 503)
 URL_TTL_S = 30.0
 LOCK_S = float(os.environ.get("VIGGLE_CHAOS_LOCK_S", "3"))

@@ -76,7 +76,9 @@ async def test_a_create_failing_after_commit_may_have_reached_the_server(
     fake.faults.create_fail_status, fake.faults.create_fail_shape = status, shape  # type: ignore[assignment]
     with pytest.raises((APIError, ResponseFormatError)) as info:
         await client.renders.create(ref_image=media.png, driving_video=media.mp4)
-    assert info.value.may_have_reached_server is True
+    error = info.value
+    assert isinstance(error, APIError | ResponseFormatError)
+    assert error.may_have_reached_server is True
     assert "sk-test" not in str(info.value)
     (record,) = fake.creates
     assert record.result_id in fake.store.jobs  # the job exists and was charged
@@ -96,7 +98,9 @@ async def test_every_create_route_failing_after_commit_may_have_reached_the_serv
             await client.scenes.create(name="Stage", video=media.mp4)
         else:
             await client.scenes.import_template("tmpl-video-wave")
-    assert info.value.may_have_reached_server is True
+    error = info.value
+    assert isinstance(error, APIError | ResponseFormatError)
+    assert error.may_have_reached_server is True
     (record,) = fake.creates
     assert (record.kind, record.status, record.answered_status) == (kind, 200, 504)
     assert record.result_id is not None  # made (and charged) behind the gateway's page
