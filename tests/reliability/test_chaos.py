@@ -104,8 +104,9 @@ class JournalLock:
         self._thread = threading.Thread(target=self._hold, daemon=True)
 
     def start(self) -> None:
+        # Not waited for here: a journal store whose transaction spans awaits needs the event
+        # loop to commit before this connection can get the lock.
         self._thread.start()
-        self.held.wait(5.0)
 
     def join(self) -> None:
         if self._thread.ident is not None:  # started
@@ -113,7 +114,8 @@ class JournalLock:
 
     def _hold(self) -> None:
         try:
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+            # Waits (as a database browser would) for the journal's own write to finish.
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=60.0)
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 start = time.monotonic()
@@ -192,7 +194,7 @@ async def _run(fake: FakeViggle, clock: ManualClock, tmp: Path,
             faults.cdn_retry_after = "40" if rng.random() < 0.3 else None
             faults.cdn_range_support = rng.random() < 0.5
             if submitted == max(1, N // 3):
-                lock.start()  # blocks the loop until the lock is held: a real stall
+                lock.start()
         elif isinstance(event, Backoff) and event.cause == "rate_limit":
             fake.faults.rate_limit = None
 
