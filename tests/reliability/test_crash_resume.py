@@ -13,10 +13,12 @@ and the temporary file a download writes beside its output.
 |                           |                                   | not yet in the journal     |
 | between create and answer | holding the answer of the create  | row is ``sending`` and the |
 |                           | after the job is made             | server has made the job    |
-| mid-upload                | latency + a 32 MiB video          | server has the request and |
+|                           | (``Faults.answer_delay_s``)       |                            |
+| mid-upload                | ``Faults.latency_s`` + 32 MiB     | server has the request and |
 |                           |                                   | row is still ``intent``    |
 | mid-poll                  | a render that stays processing    | row ``submitted`` + polled |
-| mid-download              | the CDN throttled to 2 MB/s       | a partial temp file exists |
+| mid-download              | the CDN throttled to 6 MB/s       | a partial temp file exists |
+|                           | (``Faults.cdn_bytes_per_s``)      |                            |
 """
 
 from __future__ import annotations
@@ -82,10 +84,11 @@ class Server:
 
     def reset(self) -> None:
         """Faults off, fast time, full-speed CDN."""
-        self.configure(faults={"latency_s": 0.0, "latency_routes": None},
+        self.configure(faults={"latency_s": 0.0, "latency_routes": None,
+                               "answer_delay_s": 0.0, "answer_delay_routes": None,
+                               "cdn_bytes_per_s": None},
                        settings={"time_scale": TIME_SCALE, "render_base_s": 5.0,
-                                 "character_processing_s": 4.0, "output_bytes": 64 * 1024},
-                       cdn_rate=None, hold={"file": "", "seconds": 0.0})
+                                 "character_processing_s": 4.0, "output_bytes": 64 * 1024})
 
     def stats(self) -> Any:
         return self._get(self.base_url + "/__fake__/stats")
@@ -247,21 +250,21 @@ def test_kill_before_a_create(tmp_path: Path, fresh: Server) -> None:
 def test_kill_between_create_and_answer(tmp_path: Path, fresh: Server) -> None:
     """The create's body went out and the server made the job, but the answer never came
     back: the rerun reports it ambiguous and sends nothing; only --resubmit-ambiguous (the
-    user's explicit choice, which may pay twice) creates it again."""
+    user's explicit choice, which may pay twice) creates it again. Row ``b`` (a character,
+    whose creates are not held) shows the rest of the run is not affected."""
     png, mp4 = _media(tmp_path)
     bulk = Bulk(tmp_path, fresh, [
         {"key": "a", "ref_image": str(png), "driving_video": str(mp4), "output": "out/a.mp4"},
-        {"key": "b", "ref_image": str(png), "driving_video": "b.mp4", "output": "out/b.mp4"},
+        {"key": "b", "kind": "character", "name": "Bea", "image": str(png)},
     ])
-    write_mp4(tmp_path / "b.mp4", 1.0)
-    fresh.configure(hold={"file": "dance.mp4", "seconds": 5.0})
+    fresh.configure(faults={"answer_delay_s": 5.0, "answer_delay_routes": ["POST /api/render"]})
 
     def created_unanswered() -> bool:
         rows = journal_rows(bulk.journal)
         return rows.get("a", {}).get("state") == "sending" and bool(bulk.job_ids("dance.mp4"))
 
     bulk.run(kill_when=created_unanswered)
-    fresh.configure(hold={"file": "", "seconds": 0.0})
+    fresh.configure(faults={"answer_delay_s": 0.0, "answer_delay_routes": None})
 
     code, outcomes = bulk.run()
     assert code == 1  # documented: some work is ambiguous
@@ -271,14 +274,14 @@ def test_kill_between_create_and_answer(tmp_path: Path, fresh: Server) -> None:
     # slower to notice a's hold), so the rerun completes or skips it, never recreates it.
     assert outcomes["b"]["state"] in ("complete", "skipped")
     assert len(bulk.job_ids("dance.mp4")) == 1  # not resent
-    assert len(bulk.job_ids("b.mp4")) == 1
+    assert len(bulk.creates("character")) == 1
 
     code, outcomes = bulk.run("--resubmit-ambiguous")
     assert code == 0, outcomes
     assert (outcomes["a"]["state"], outcomes["b"]["state"]) == ("complete", "skipped")
     a_jobs = bulk.job_ids("dance.mp4")
     assert len(a_jobs) == 2 and outcomes["a"]["job_id"] == a_jobs[1]  # exactly one more
-    assert len(bulk.job_ids("b.mp4")) == 1
+    assert len(bulk.creates("character")) == 1
     _check_output(fresh, tmp_path / "out/a.mp4", a_jobs[1])
 
 
@@ -346,13 +349,14 @@ def test_kill_mid_download(tmp_path: Path, fresh: Server) -> None:
     ])
     # Several of the client's 4 MiB write batches, so the kill lands with a part written.
     size = 12 * 2**20
-    fresh.configure(settings={"output_bytes": size}, cdn_rate=6e6)  # ~2 s per output
+    fresh.configure(settings={"output_bytes": size},
+                    faults={"cdn_bytes_per_s": 6e6})  # ~2 s per output
     bulk.run(kill_when=lambda: any(p.stat().st_size > 0 for p in bulk.parts()))
     assert not (tmp_path / "out/d.mp4").exists()
     partial = bulk.parts()
     assert partial and all(p.stat().st_size < size for p in partial)
     job_id = journal_rows(bulk.journal)["d"]["job_id"]
-    fresh.configure(cdn_rate=None)
+    fresh.configure(faults={"cdn_bytes_per_s": None})
     code, outcomes = bulk.run()
     assert code == 0, outcomes
     assert (outcomes["d"]["state"], outcomes["d"]["job_id"]) == ("complete", job_id)
