@@ -301,6 +301,8 @@ def error_from_response(response: Response, *, now: datetime | Callable[[], date
     except (ValueError, UnicodeDecodeError):
         data = response.body[:200].decode("utf-8", "replace") or None
     code, message, action = _message_of(data)
+    if isinstance(data, str):
+        message = _page_summary(data)  # a gateway's HTML page: one line, not the markup
     request_id = response.headers.get("x-request-id")
     if request_id is None and isinstance(data, dict) and isinstance(data.get("error"), dict):
         rid = data["error"].get("request_id")
@@ -327,6 +329,21 @@ def error_from_response(response: Response, *, now: datetime | Callable[[], date
     if status >= 500:
         return ServerError(status, text, **kwargs)
     return APIError(status, text, **kwargs)
+
+
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.I | re.S)
+_TAG = re.compile(r"<[^>]*>")
+
+
+def _page_summary(page: str, limit: int = 120) -> str | None:
+    """One line for a non-JSON error body (a proxy's or gateway's page): its ``<title>``, or
+    its text without tags, whitespace collapsed, at most ``limit`` characters. The raw start
+    of the body stays on the error's ``body``; messages are shown on one line (CLI, logs)."""
+    match = _TITLE.search(page)
+    text = " ".join((match.group(1) if match else _TAG.sub(" ", page)).split())
+    if len(text) > limit:
+        text = text[:limit - 1].rstrip() + "…"
+    return text or None
 
 
 def _describe(exc: BaseException, type_: type | None) -> str:

@@ -124,3 +124,21 @@ def test_retry_after_seconds_and_http_date() -> None:
 def test_every_error_is_a_viggle_error() -> None:
     for status, _ in STATUSES:
         assert isinstance(_error(status, {}), ViggleError)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b"<html><head><title>504 Gateway Time-out</title></head>\n<body><h1>504</h1>\n</body></html>",
+     "504 Gateway Time-out"),
+    (b"<html><body>\n  <h1>Bad   Gateway</h1>\n  <p>nginx</p>\n</body></html>",
+     "Bad Gateway nginx"),
+    (b"upstream connect error\nor disconnect/reset before headers",
+     "upstream connect error or disconnect/reset before headers"),
+    (b"x" * 500, "x" * 119 + "…"),
+])
+def test_a_gateway_page_becomes_a_one_line_message(body: bytes, message: str) -> None:
+    # A CLI line or a log record shows the page's gist, not its markup over many lines.
+    error = error_from_response(Response(504, {"content-type": "text/html"}, body),
+                                now=datetime.now(UTC))
+    assert str(error.message) == message
+    assert "\n" not in str(error)
+    assert error.body == body[:200].decode()  # the raw start stays available

@@ -32,7 +32,6 @@ from conftest import Media
 from viggle_async import (
     APIError,
     JournalBusy,
-    JournalError,
     ManualClock,
     PollPolicy,
     ResponseFormatError,
@@ -327,12 +326,6 @@ async def test_a_file_truncated_during_upload_never_reaches_the_server(
 LONG_LOCK_S = 6.0
 
 
-@pytest.mark.xfail(strict=True, raises=JournalError, reason=(
-    "journal busy retry not merged yet: _journal_sqlite._connect sets busy_timeout=5000 and "
-    "a write past it ends the run with JournalError ('database is locked'); "
-    "issue 11.2 asks for a retry with backoff up to a documented limit (>= 1 min) with a "
-    "JournalBusy event. It passes once the journal branch (aiosqlite store with busy retry) "
-    "is merged: remove this mark then"))
 async def test_a_journal_locked_past_the_busy_timeout_does_not_end_the_run(
     fake: FakeViggle, client: ViggleClient, clock: ManualClock, media: Media,
 ) -> None:
@@ -487,10 +480,6 @@ def _hidden_row(cli_runs: dict[str, Any]) -> str:
     return key
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the ambiguous row's message quotes the gateway's HTML page verbatim, newlines and all "
-    "(_protocol.py builds APIError's message from the first 200 bytes of a non-JSON body), "
-    "so the CLI prints it over 8 lines"))
 def test_cli_says_ambiguous_in_one_clear_line(cli_runs: dict[str, Any]) -> None:
     proc = cli_runs["runs"][0]["proc"]
     lines = (proc.stdout + proc.stderr).splitlines()
