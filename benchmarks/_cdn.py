@@ -19,13 +19,12 @@ until SIGTERM.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
-import signal
 import sys
 import time
 from typing import Any
 
+from ._common import serve_app, serve_main
 from ._harness import ChildServer, _http
 
 __all__ = ["ThrottledCdn", "pattern_at"]
@@ -144,28 +143,12 @@ def _app(size: int, rate: float) -> Any:
 
 
 async def _serve(config: dict[str, Any]) -> None:
-    from aiohttp import web
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(_app(int(config["size"]), float(config["rate"])), access_log=None,
-                           shutdown_timeout=0.5)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        print(f"url=http://127.0.0.1:{port}/out.mp4", flush=True)
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    app = _app(int(config["size"]), float(config["rate"]))
+    await serve_app(app, lambda port: [f"url=http://127.0.0.1:{port}/out.mp4"])
 
 
 def main() -> int:
-    asyncio.run(_serve(json.loads(sys.stdin.read() or "{}")))
-    return 0
+    return serve_main(_serve)
 
 
 if __name__ == "__main__":

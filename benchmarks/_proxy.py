@@ -18,6 +18,7 @@ import sys
 import time
 from typing import Any
 
+from ._common import serve_main, stop_event
 from ._harness import ChildServer
 
 __all__ = ["UploadCapProxy"]
@@ -72,8 +73,6 @@ class _Bucket:
 
 
 async def _serve(config: dict[str, Any]) -> None:
-    import signal
-
     stats = {"up_bytes": 0, "down_bytes": 0, "connections": 0}
     bucket = _Bucket(float(config["rate"]))
     upstream_port = int(config["upstream_port"])
@@ -116,10 +115,7 @@ async def _serve(config: dict[str, Any]) -> None:
         await writer.drain()
         writer.close()
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     proxy = await asyncio.start_server(handle, "127.0.0.1", 0)
     ctl = await asyncio.start_server(control, "127.0.0.1", 0)
     async with proxy, ctl:
@@ -129,8 +125,7 @@ async def _serve(config: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    asyncio.run(_serve(json.loads(sys.stdin.read() or "{}")))
-    return 0
+    return serve_main(_serve)
 
 
 if __name__ == "__main__":
