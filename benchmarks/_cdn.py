@@ -19,16 +19,13 @@ until SIGTERM.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
-import signal
-import subprocess
 import sys
 import time
-from types import TracebackType
 from typing import Any
 
-from ._common import ROOT, loopback_env
+from ._common import serve_app, serve_main
+from ._harness import ChildServer, _http
 
 __all__ = ["ThrottledCdn", "pattern_at"]
 
@@ -44,51 +41,23 @@ def pattern_at(offset: int, length: int) -> bytes:
     return _PATTERN[start:start + length]
 
 
-class ThrottledCdn:
+class ThrottledCdn(ChildServer):
     """The throttled file server in its own process; ``with ThrottledCdn(size, rate) as cdn``."""
+
+    MODULE, LINES = "benchmarks._cdn", 1
 
     def __init__(self, size: int, rate: float) -> None:
         self.size, self.rate = size, rate
-        self._proc: subprocess.Popen[str] | None = None
         self.url = ""
 
-    def __enter__(self) -> ThrottledCdn:
-        from ._harness import _read_lines
+    def _config(self) -> dict[str, Any]:
+        return {"size": self.size, "rate": self.rate}
 
-        proc = subprocess.Popen([sys.executable, "-m", "benchmarks._cdn"], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True, cwd=ROOT, env=loopback_env())
-        self._proc = proc
-        try:
-            assert proc.stdin is not None
-            proc.stdin.write(json.dumps({"size": self.size, "rate": self.rate}))
-            proc.stdin.close()
-            self.url = _read_lines(proc, 1, timeout=30.0)["url"]
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def close(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    def _started(self, info: dict[str, str]) -> None:
+        self.url = info["url"]
 
     def stats(self, reset: bool = False) -> dict[str, Any]:
         """What the CDN served since the last reset (``reset=True`` starts over after)."""
-        from ._harness import _http
-
         root = self.url.rsplit("/", 1)[0]
         stats: dict[str, Any] = _http("GET", root + "/stats")
         if reset:
@@ -174,28 +143,12 @@ def _app(size: int, rate: float) -> Any:
 
 
 async def _serve(config: dict[str, Any]) -> None:
-    from aiohttp import web
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(_app(int(config["size"]), float(config["rate"])), access_log=None,
-                           shutdown_timeout=0.5)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        print(f"url=http://127.0.0.1:{port}/out.mp4", flush=True)
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    app = _app(int(config["size"]), float(config["rate"]))
+    await serve_app(app, lambda port: [f"url=http://127.0.0.1:{port}/out.mp4"])
 
 
 def main() -> int:
-    asyncio.run(_serve(json.loads(sys.stdin.read() or "{}")))
-    return 0
+    return serve_main(_serve)
 
 
 if __name__ == "__main__":

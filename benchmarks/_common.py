@@ -1,21 +1,27 @@
-"""Helpers shared by the orchestrator and the client processes: clocks, memory, statistics.
+"""Helpers shared by the orchestrator, the client and the server processes: clocks, memory,
+statistics, serving until SIGTERM.
 
 Imports nothing heavy, so a client process pays only for what its variant needs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
+import signal
 import statistics
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 __all__ = [
     "MARK",
@@ -27,6 +33,9 @@ __all__ = [
     "median",
     "percentile",
     "rss",
+    "serve_app",
+    "serve_main",
+    "stop_event",
     "vm_hwm",
 ]
 
@@ -104,3 +113,36 @@ def percentile(values: Sequence[float], pct: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(pct / 100.0 * len(ordered)))
     return float(ordered[rank - 1])
+
+
+def stop_event() -> asyncio.Event:
+    """An event the running loop sets on SIGTERM (the orchestrator's ``close``) or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def serve_app(app: web.Application, announce: Callable[[int], Iterable[str]]) -> None:
+    """Serve ``app`` on 127.0.0.1, a free port, until SIGTERM or SIGINT; once it listens,
+    print the startup lines ``announce(port)`` for the orchestrator."""
+    from aiohttp import web
+
+    stop = stop_event()
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        for line in announce(runner.addresses[0][1]):
+            print(line, flush=True)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def serve_main(serve: Callable[[dict[str, Any]], Coroutine[Any, Any, None]]) -> int:
+    """A server process's ``main``: run ``serve`` on the JSON config read from stdin."""
+    asyncio.run(serve(json.loads(sys.stdin.read() or "{}")))
+    return 0

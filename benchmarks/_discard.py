@@ -10,55 +10,26 @@ multipart parsing, no copy into Python objects.
 from __future__ import annotations
 
 import socket
-import subprocess
 import sys
 import threading
-from types import TracebackType
 
-from ._common import ROOT, loopback_env
+from ._harness import ChildServer
 
 __all__ = ["DiscardServer"]
 
 _BUFFER = 1024 * 1024
 
 
-class DiscardServer:
+class DiscardServer(ChildServer):
     """The discard server in its own process; ``with DiscardServer() as d: d.port``."""
 
+    MODULE, LINES = "benchmarks._discard", 1
+
     def __init__(self) -> None:
-        self._proc: subprocess.Popen[str] | None = None
         self.port = 0
 
-    def __enter__(self) -> DiscardServer:
-        from ._harness import _read_lines
-
-        proc = subprocess.Popen([sys.executable, "-m", "benchmarks._discard"],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
-                                cwd=ROOT, env=loopback_env())
-        self._proc = proc
-        try:
-            self.port = int(_read_lines(proc, 1, timeout=30.0)["port"])
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def close(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    def _started(self, info: dict[str, str]) -> None:
+        self.port = int(info["port"])
 
 
 def _serve(conn: socket.socket) -> None:

@@ -1,4 +1,4 @@
-"""Orchestrator side: the fake server process and the client processes, bounded in time.
+"""Orchestrator side: the server processes and the client processes, bounded in time.
 
 Every benchmark run is a fresh client process (``python -m benchmarks._child``) so its
 peak RSS (VmHWM) and CPU time are its own; the fake server is another process, reset
@@ -16,11 +16,11 @@ import threading
 import time
 import urllib.request
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from ._common import MARK, ROOT, loopback_env
 
-__all__ = ["BenchError", "Server", "run_child"]
+__all__ = ["BenchError", "ChildServer", "Server", "run_child"]
 
 # No proxy, whatever the environment says: benchmark traffic stays on loopback.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -30,29 +30,38 @@ class BenchError(Exception):
     """A benchmark could not run (a process failed, timed out or answered nonsense)."""
 
 
-class Server:
-    """The fake server in its own process (``benchmarks._server``); ``with Server(...) as s``.
+class ChildServer:
+    """A helper server in its own process, ``python -m MODULE``; ``with Sub(...) as s``.
 
-    Keyword arguments are ``FakeSettings`` fields (plus ``balance``).
+    ``__enter__`` starts it (``_config()`` as JSON on stdin; ``None``: no stdin), reads the
+    first ``LINES`` ``key=value`` lines it prints and hands them to ``_started``. ``close``
+    (also on leaving the block, or when starting fails) terminates it, killing it if it
+    lingers.
     """
 
-    def __init__(self, **settings: Any) -> None:
-        self._settings = settings
-        self._proc: subprocess.Popen[str] | None = None
-        self.base_url = self.cdn_base_url = self.api_key = self.control_url = ""
+    MODULE: ClassVar[str]
+    LINES: ClassVar[int]
+    _proc: subprocess.Popen[str] | None = None
 
-    def __enter__(self) -> Server:
+    def _config(self) -> dict[str, Any] | None:
+        return None
+
+    def _started(self, info: dict[str, str]) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        config = self._config()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks._server"], stdin=subprocess.PIPE,
+            [sys.executable, "-m", self.MODULE],
+            stdin=subprocess.DEVNULL if config is None else subprocess.PIPE,
             stdout=subprocess.PIPE, text=True, cwd=ROOT, env=loopback_env())
         self._proc = proc
         try:
-            assert proc.stdin is not None and proc.stdout is not None
-            proc.stdin.write(json.dumps(self._settings))
-            proc.stdin.close()
-            info = _read_lines(proc, 4, timeout=30.0)
-            self.base_url, self.cdn_base_url = info["base_url"], info["cdn_base_url"]
-            self.api_key, self.control_url = info["api_key"], info["control_url"]
+            if config is not None:
+                assert proc.stdin is not None
+                proc.stdin.write(json.dumps(config))
+                proc.stdin.close()
+            self._started(_read_lines(proc, self.LINES, timeout=30.0, name=self.MODULE))
         except BaseException:
             self.close()
             raise
@@ -74,6 +83,26 @@ class Server:
             proc.wait(timeout=15)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+class Server(ChildServer):
+    """The fake server in its own process (``benchmarks._server``); ``with Server(...) as s``.
+
+    Keyword arguments are ``FakeSettings`` fields (plus ``balance``).
+    """
+
+    MODULE, LINES = "benchmarks._server", 4
+
+    def __init__(self, **settings: Any) -> None:
+        self._settings = settings
+        self.base_url = self.cdn_base_url = self.api_key = self.control_url = ""
+
+    def _config(self) -> dict[str, Any]:
+        return self._settings
+
+    def _started(self, info: dict[str, str]) -> None:
+        self.base_url, self.cdn_base_url = info["base_url"], info["cdn_base_url"]
+        self.api_key, self.control_url = info["api_key"], info["control_url"]
 
     @property
     def pid(self) -> int:
@@ -111,9 +140,10 @@ def _http(method: str, url: str) -> Any:
         return json.loads(resp.read())
 
 
-def _read_lines(proc: subprocess.Popen[str], count: int, timeout: float) -> dict[str, str]:
-    """The server's first ``count`` ``key=value`` lines. A thread reads, so a server that
-    never prints cannot hang us (select() on a buffered text pipe would miss lines)."""
+def _read_lines(proc: subprocess.Popen[str], count: int, timeout: float,
+                name: str) -> dict[str, str]:
+    """The first ``count`` ``key=value`` lines of server ``name``. A thread reads, so a server
+    that never prints cannot hang us (select() on a buffered text pipe would miss lines)."""
     assert proc.stdout is not None
     stdout = proc.stdout
     lines: queue.Queue[str] = queue.Queue()
@@ -132,9 +162,9 @@ def _read_lines(proc: subprocess.Popen[str], count: int, timeout: float) -> dict
         try:
             line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
-            raise BenchError("the fake server did not start in time") from None
+            raise BenchError(f"{name} did not start in time") from None
         if not line:
-            raise BenchError(f"the fake server exited early (code {proc.poll()})")
+            raise BenchError(f"{name} exited early (code {proc.poll()})")
         key, _, value = line.strip().partition("=")
         info[key] = value
     return info

@@ -14,66 +14,36 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import subprocess
 import sys
 import time
-from types import TracebackType
 from typing import Any
 
-from ._common import ROOT, loopback_env
+from ._common import serve_main, stop_event
+from ._harness import ChildServer
 
 __all__ = ["UploadCapProxy"]
 
 _CHUNK = 64 * 1024
 
 
-class UploadCapProxy:
+class UploadCapProxy(ChildServer):
     """The proxy in its own process; ``with UploadCapProxy(port, rate) as p: p.base_url``."""
+
+    MODULE, LINES = "benchmarks._proxy", 2
 
     def __init__(self, upstream_port: int, rate: float) -> None:
         self.upstream_port, self.rate = upstream_port, rate
-        self._proc: subprocess.Popen[str] | None = None
         self.port = self.stats_port = 0
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> UploadCapProxy:
-        from ._harness import _read_lines
+    def _config(self) -> dict[str, Any]:
+        return {"upstream_port": self.upstream_port, "rate": self.rate}
 
-        proc = subprocess.Popen([sys.executable, "-m", "benchmarks._proxy"],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                cwd=ROOT, env=loopback_env())
-        self._proc = proc
-        try:
-            assert proc.stdin is not None
-            proc.stdin.write(json.dumps({"upstream_port": self.upstream_port,
-                                         "rate": self.rate}))
-            proc.stdin.close()
-            info = _read_lines(proc, 2, timeout=30.0)
-            self.port, self.stats_port = int(info["port"]), int(info["stats_port"])
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def close(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    def _started(self, info: dict[str, str]) -> None:
+        self.port, self.stats_port = int(info["port"]), int(info["stats_port"])
 
     def stats(self, reset: bool = False) -> dict[str, int]:
         with socket.create_connection(("127.0.0.1", self.stats_port), timeout=30) as sock:
@@ -103,8 +73,6 @@ class _Bucket:
 
 
 async def _serve(config: dict[str, Any]) -> None:
-    import signal
-
     stats = {"up_bytes": 0, "down_bytes": 0, "connections": 0}
     bucket = _Bucket(float(config["rate"]))
     upstream_port = int(config["upstream_port"])
@@ -147,10 +115,7 @@ async def _serve(config: dict[str, Any]) -> None:
         await writer.drain()
         writer.close()
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     proxy = await asyncio.start_server(handle, "127.0.0.1", 0)
     ctl = await asyncio.start_server(control, "127.0.0.1", 0)
     async with proxy, ctl:
@@ -160,8 +125,7 @@ async def _serve(config: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    asyncio.run(_serve(json.loads(sys.stdin.read() or "{}")))
-    return 0
+    return serve_main(_serve)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,6 @@ The control app (its own port, never the API's) gives what a benchmark needs bey
 
 from __future__ import annotations
 
-import asyncio
-import json
-import signal
 import sys
 import time
 from typing import Any
@@ -32,6 +29,8 @@ import attrs
 from aiohttp import web
 
 from viggle_async.testing import FakeSettings, FakeViggle, Faults
+
+from ._common import serve_app, serve_main
 
 API_KEY = "sk-bench"
 
@@ -74,29 +73,15 @@ def _control_app(fake: FakeViggle, base: Faults) -> web.Application:
 
 
 async def _serve(config: dict[str, Any]) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     base = Faults(**config.pop("faults", {}))
     async with FakeViggle(_settings(config), faults=base) as fake:
-        runner = web.AppRunner(_control_app(fake, base), access_log=None, shutdown_timeout=0.5)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            port = runner.addresses[0][1]
-            for line in (f"base_url={fake.base_url}", f"cdn_base_url={fake.cdn_base_url}",
-                         f"api_key={fake.api_key}", f"control_url=http://127.0.0.1:{port}"):
-                print(line, flush=True)
-            await stop.wait()
-        finally:
-            await runner.cleanup()
+        await serve_app(_control_app(fake, base), lambda port: [
+            f"base_url={fake.base_url}", f"cdn_base_url={fake.cdn_base_url}",
+            f"api_key={fake.api_key}", f"control_url=http://127.0.0.1:{port}"])
 
 
 def main() -> int:
-    asyncio.run(_serve(json.loads(sys.stdin.read() or "{}")))
-    return 0
+    return serve_main(_serve)
 
 
 if __name__ == "__main__":

@@ -124,6 +124,19 @@ def _result(p: dict[str, Any], t0: float, c0: float, before: int, seen: dict[str
             "cpu_peak_share": peak}
 
 
+def _settled(status: dict[str, Any], job_id: str, seen: dict[str, float],
+             failed: list[str]) -> bool:
+    """Whether a baseline's poll found the job finished; records when it was seen complete
+    (``seen``) or why it failed (``failed``)."""
+    if status["status"] == "complete":
+        seen[job_id] = time.monotonic()
+        return True
+    if status["status"] in ("failed", "cancelled"):
+        failed.append(f"{job_id}: {status['status']}")
+        return True
+    return False
+
+
 def _supervisor(p: dict[str, Any]) -> dict[str, Any]:
     from viggle_async import Completed, Failed, Supervisor, ViggleClient
 
@@ -174,11 +187,7 @@ def _async_loop(p: dict[str, Any]) -> dict[str, Any]:
             while True:
                 async with session.get(f"{base}/api/render/{job['job_id']}") as r:
                     s = await r.json()
-                if s["status"] == "complete":
-                    seen[job["job_id"]] = time.monotonic()
-                    return
-                if s["status"] in ("failed", "cancelled"):
-                    failed.append(f"{job['job_id']}: {s['status']}")
+                if _settled(s, job["job_id"], seen, failed):
                     return
                 await asyncio.sleep(interval)
 
@@ -210,11 +219,7 @@ def _threads(p: dict[str, Any]) -> dict[str, Any]:
                 "character_id": p["character_id"], "scene_id": scene_id}).json()
         while True:
             s = requests.get(f"{base}/api/render/{job['job_id']}").json()
-            if s["status"] == "complete":
-                seen[job["job_id"]] = time.monotonic()
-                return
-            if s["status"] in ("failed", "cancelled"):
-                failed.append(f"{job['job_id']}: {s['status']}")
+            if _settled(s, job["job_id"], seen, failed):
                 return
             time.sleep(interval)
 
