@@ -15,7 +15,7 @@ import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack, cast
 
 import anyio
 from anyio.abc import TaskGroup
@@ -40,6 +40,7 @@ from ._events import (
 from ._journal import Journal, request_fingerprint
 from ._journal_sqlite import SQLiteJournal
 from ._models import RenderStatus
+from ._resources import RenderInputs
 from ._reuse import ReusePlan, ReuseRule
 from ._reuse_run import ReuseRun, estimate_reuse, reusable_inputs
 from ._run_journal import RunJournal
@@ -65,6 +66,19 @@ class Supervisor:
     say the truth: ``running`` (job id, committed credits: the job goes on at the API) or
     ``cancelled`` with the job id when the remote cancel went through. ``render_timeout``
     (seconds) stops waiting for a render: its outcome is ``timed_out``, job id kept.
+
+    Limits: ``max_uploads`` creates with a body in flight at once (4), ``max_polls`` status
+    requests in flight (8), ``max_active_jobs`` jobs submitted and not yet final (100),
+    ``poll_rate`` status requests per second at most (20.0). ``credit_budget`` (credits, or
+    None): nothing is submitted past it; every render is priced first (its video's length, a
+    scene's ``duration_seconds``, or ``estimated_seconds``). ``fast_fallback``
+    (``FastFallbackPolicy``): when a fast render gives up on fast capacity and goes standard.
+    ``resubmit_ambiguous``: send again the creates an earlier run left ambiguous (they may
+    exist and be paid for). ``poll_policy`` (``PollPolicy``, default the benchmarked one):
+    intervals between status polls. ``capacity_backoff`` (seconds, ``(base, cap)``): the
+    jittered backoff of fast-capacity probes. ``asset_poll_interval`` (seconds) between
+    character/scene status polls. ``rand``: the random source of every jitter (tests pass a
+    seeded one).
 
     ``resubmit_ended`` (``{"cancelled"}``, ``{"failed"}`` or both): keys the journal
     holds as ended that way in an earlier run are submitted again (and paid again); the
@@ -303,7 +317,7 @@ class Supervisor:
     def render(self, *, key: str, character: CharacterHandle | None = None,
                scene: SceneHandle | None = None, output: str | Path | None = None,
                mask_output: str | Path | None = None, estimated_seconds: float | None = None,
-               **inputs: Any) -> RenderHandle:
+               **inputs: Unpack[RenderInputs]) -> RenderHandle:
         """Schedule a render; ``inputs`` as for ``client.renders.create``.
 
         ``character``/``scene`` wait for that handle and use its id; if it fails, so does
@@ -314,17 +328,19 @@ class Supervisor:
         before then waits for ever): see ``start``.
         """
         handle = RenderHandle(key)
+        # The runner and the reuse plan read inputs by name: a plain dict from here on.
+        raw = cast(dict[str, Any], inputs)
         if (self._reuse is not None and character is None and scene is None
-                and reusable_inputs(inputs)):
+                and reusable_inputs(raw)):
             # Held until the reuse plan is made (start() or the end of the block).
             reuse = self._reuse
             work: list[Callable[[], Awaitable[Outcome]]] = []
             self._start(handle, lambda: work[0]())  # runs after this returns
             # Held only once _start accepted the key (a duplicate raised above).
-            work.append(reuse.hold(handle, inputs, output, mask_output, estimated_seconds))
+            work.append(reuse.hold(handle, raw, output, mask_output, estimated_seconds))
             return handle
         deps: dict[str, Handle | None] = {"character_id": character, "scene_id": scene}
-        self._start(handle, lambda: self._runner.render(key, inputs, deps, output, mask_output,
+        self._start(handle, lambda: self._runner.render(key, raw, deps, output, mask_output,
                                                  estimated_seconds))
         return handle
 
@@ -413,7 +429,8 @@ class Supervisor:
         return await estimate_reuse(self.client, renders, self._reuse_rule or ReuseRule())
 
     async def estimate(self, *, character: object = None, scene: object = None,
-                       estimated_seconds: float | None = None, **inputs: Any) -> Estimate:
+                       estimated_seconds: float | None = None,
+                       **inputs: Unpack[RenderInputs]) -> Estimate:
         """Check a render's inputs and price it, sending nothing (a dry run).
 
         Takes what ``render`` takes; ``character``/``scene`` may be handles (or anything

@@ -42,6 +42,28 @@ def test_help_shows_the_resources() -> None:
         assert f"|  {name}" in text or f"|  async {name}" in text
 
 
+def test_supervisor_render_and_estimate_take_the_same_typed_inputs() -> None:
+    # A typed caller gets the same checks on Supervisor.render/estimate as on renders.create.
+    from viggle_async import Supervisor
+
+    for method in (Supervisor.render, Supervisor.estimate, Renders.create):
+        kwargs = inspect.signature(method).parameters["inputs"]
+        assert kwargs.kind is inspect.Parameter.VAR_KEYWORD
+        assert typing.get_type_hints(method)["inputs"] == typing.Unpack[RenderInputs]
+
+
+def test_help_documents_the_supervisor_constructor() -> None:
+    from viggle_async import Supervisor
+
+    # Every constructor argument is explained in the text help() shows (not only named in
+    # the signature): its meaning, units and default.
+    doc = inspect.getdoc(Supervisor) or ""
+    undocumented = [p for p in inspect.signature(Supervisor).parameters
+                    if p != "client" and f"``{p}" not in doc]
+    assert undocumented == []
+    assert doc in pydoc.render_doc(Supervisor, renderer=pydoc.plaintext).replace("|  ", "")
+
+
 @pytest.mark.parametrize("cls", [ViggleClient, Renders, Characters, Scenes])
 def test_every_public_method_is_documented(cls: type) -> None:
     undocumented = [name for name, member in inspect.getmembers(cls)

@@ -199,7 +199,8 @@ async def _schedule(sup: Supervisor, s: _Samples, out: Path) -> list[Handle]:
         people = [segment.uuid for segment in duo.value.segments]
         seconds = duo.value.duration_seconds
         for key, cast in (("duo", (alice, bob)), ("duo-swapped", (bob, alice))):
-            mapping = {uuid: c.outcome.asset_id for uuid, c in zip(people, cast, strict=False)}
+            mapping = {uuid: c.outcome.asset_id for uuid, c in zip(people, cast, strict=False)
+                       if c.outcome.asset_id is not None}  # ok outcomes always have one
             handles.append(sup.render(key=key, scene=duo, character_mapping=mapping,
                                       estimated_seconds=seconds, output=out / f"{key}.mp4"))
     return handles
