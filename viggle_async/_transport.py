@@ -238,11 +238,19 @@ class AiohttpTransport:
         self._proxies = _Proxies(proxy, trust_env)
         # Built once: a status poll is cheap, and thousands of them add up (benchmarks B3/B5).
         t = timeouts
-        self._timeouts_by_kind = {
-            uploading: aiohttp.ClientTimeout(total=None if uploading else t.request,
-                                             connect=t.connect, sock_connect=t.connect,
-                                             sock_read=t.read)
-            for uploading in (False, True)}
+        # A request without a file gets one timer in all (issue 13: each aiohttp timer is
+        # a heap push and a cancel per request): its answer is a small JSON body that
+        # comes whole, so "connect, then wait ``read`` for the answer" is one deadline of
+        # connect + read, capped by ``request``. ``sock_connect`` only runs when a new
+        # connection is opened, so it costs nothing on a kept-alive one.
+        plain_total = t.connect + t.read
+        self._plain_timeout = aiohttp.ClientTimeout(
+            total=plain_total if t.request is None else min(t.request, plain_total),
+            sock_connect=t.connect)
+        # An upload has no total (it would kill long uploads): connect and read timeouts,
+        # plus the per-chunk stall watchdog.
+        self._upload_timeout = aiohttp.ClientTimeout(
+            total=None, connect=t.connect, sock_connect=t.connect, sock_read=t.read)
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -265,15 +273,38 @@ class AiohttpTransport:
             await self._session.close()
         self._session = None
 
-    def _timeout(self, uploading: bool) -> aiohttp.ClientTimeout:
-        return self._timeouts_by_kind[uploading]
-
     async def send(self, request: Request, *, url: str, headers: Mapping[str, str],
                    observer: UploadObserver | None = None) -> Response:
         """Send once. Errors are TransportError subclasses; ``may_have_reached_server`` is
         False unless ``observer.before_last_bytes`` ran (or the body had no streamed file).
         A file that changes size while it is read raises InvalidInputError (nothing was
         completed, so no job exists)."""
+        if request.fields is None and observer is None:
+            return await self._send_plain(request, url, headers)
+        return await self._send_body(request, url, headers, observer)
+
+    async def _send_plain(self, request: Request, url: str, headers: Mapping[str, str]
+                          ) -> Response:
+        # Reads, cancels, deletes, JSON creates: the status poll path (issue 13), without
+        # the multipart bookkeeping. Nothing is streamed, so once sending starts the
+        # request may have reached the server.
+        session = self._session or self._get_session()
+        target = URL(url)
+        try:
+            async with session.request(
+                request.method, target, params=request.params or None, data=None, json=request.json,
+                headers=headers, allow_redirects=False, timeout=self._plain_timeout,
+                proxy=self._proxies.for_url(target),
+            ) as resp:
+                body = await resp.read()
+                return Response(resp.status, {k.lower(): v for k, v in resp.headers.items()},
+                                body)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise _mapped(exc, f"{request.method} {request.path}", _origin(url),
+                          reached=True) from None
+
+    async def _send_body(self, request: Request, url: str, headers: Mapping[str, str],
+                         observer: UploadObserver | None) -> Response:
         session = self._get_session()
         before_last_bytes = observer.before_last_bytes if observer is not None else None
         sent = _Sent(observer)
@@ -302,7 +333,8 @@ class AiohttpTransport:
             async with session.request(
                 request.method, target, params=list(request.params) or None, data=data,
                 json=request.json, headers=headers, allow_redirects=False,
-                timeout=self._timeout(bool(payloads)), proxy=self._proxies.for_url(target),
+                timeout=self._upload_timeout if payloads else self._plain_timeout,
+                proxy=self._proxies.for_url(target),
             ) as resp:
                 body = await resp.read()
                 return Response(resp.status, {k.lower(): v for k, v in resp.headers.items()},
@@ -335,7 +367,7 @@ class AiohttpTransport:
         for _hop in range(_MAX_REDIRECTS + 1):
             target = _raw_url(url)
             try:
-                resp = await session.get(target, headers=headers, timeout=self._timeout(True),
+                resp = await session.get(target, headers=headers, timeout=self._upload_timeout,
                                          proxy=self._proxies.for_url(target),
                                          allow_redirects=False)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
