@@ -138,6 +138,10 @@ class RequestPath:
         if self._loop is None:
             self._loop = loop
         elif loop is not self._loop:
+            # Drop the old loop's connections quietly (the transport's own business).
+            loop_changed = getattr(self.transport, "loop_changed", None)
+            if loop_changed is not None:
+                loop_changed()
             raise ConfigurationError(
                 "this ViggleClient was first used in another event loop (e.g. an earlier "
                 "asyncio.run); its connections cannot move. Create the client inside the loop "

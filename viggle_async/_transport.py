@@ -13,9 +13,10 @@ verify, fsync, rename, retries) lives in ``_download`` and works on any transpor
 from __future__ import annotations
 
 import re
+import sys
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager, suppress
 from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
@@ -203,6 +204,70 @@ def _raw_url(url: str) -> URL:
     return URL(url, encoded=True) if url.isascii() else URL(url)
 
 
+class _LoopEndCloser:
+    """Closes our session inside its event loop when that loop shuts down.
+
+    A client that is never closed (or is later refused in a second ``asyncio.run``) would
+    leave its session and kept-alive sockets to be garbage-collected after the loop is
+    gone: "Unclosed client session", ResourceWarnings. An asyncio loop has one shutdown
+    step that runs code in the loop before it closes: ``shutdown_asyncgens`` (run by
+    ``asyncio.run``, ``asyncio.Runner`` and pytest-asyncio), which closes every async
+    generator still suspended. So a tiny generator, suspended once here, closes the
+    session from its ``finally``. Elsewhere (another async library, a loop closed by
+    hand) it does nothing, and never fails.
+    """
+
+    def __init__(self, session: aiohttp.ClientSession):
+        self._session = session
+        self._quiet = False
+        self._agen = self._run()
+
+    @classmethod
+    def start(cls, session: aiohttp.ClientSession) -> _LoopEndCloser | None:
+        hooks = sys.get_asyncgen_hooks()
+        if hooks.firstiter is None:  # no loop tracks async generators here
+            return None
+        closer = cls(session)
+        asyncio_finalizer = hooks.finalizer
+
+        def finalizer(agen: AsyncGenerator[None, None]) -> None:
+            # Collected while suspended (its transport was dropped without aclose): let the
+            # loop close it as usual, or finish it quietly if that loop is gone.
+            if closer._quiet or asyncio_finalizer is None:
+                closer._finish(agen)
+            else:
+                try:
+                    asyncio_finalizer(agen)
+                except RuntimeError:  # the loop is closed
+                    closer._finish(agen)
+
+        # The finalizer is captured when the generator first runs; restore at once.
+        sys.set_asyncgen_hooks(firstiter=hooks.firstiter, finalizer=finalizer)
+        try:
+            closer._agen.asend(None).send(None)  # run to the ``yield``: no await needed
+        except StopIteration:
+            pass
+        finally:
+            sys.set_asyncgen_hooks(firstiter=hooks.firstiter, finalizer=asyncio_finalizer)
+        return closer
+
+    async def _run(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            if not self._quiet and not self._session.closed:
+                await self._session.close()
+
+    def finish(self) -> None:
+        """Stop watching (the session was closed, or abandoned, by its owner)."""
+        self._finish(self._agen)
+
+    def _finish(self, agen: AsyncGenerator[None, None]) -> None:
+        self._quiet = True
+        with suppress(StopIteration, RuntimeError):
+            agen.aclose().send(None)  # the finally has nothing to await now
+
+
 class _Streamed:
     """An aiohttp response as a ``StreamedResponse``; read errors become TransportError."""
 
@@ -236,6 +301,7 @@ class AiohttpTransport:
         self._timeouts = timeouts
         self._limit = connection_limit
         self._proxies = _Proxies(proxy, trust_env)
+        self._loop_end: _LoopEndCloser | None = None
         # Built once: a status poll is cheap, and thousands of them add up (benchmarks B3/B5).
         t = timeouts
         # A request without a file gets one timer in all (issue 13: each aiohttp timer is
@@ -262,6 +328,7 @@ class AiohttpTransport:
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._timeouts.connect,
                                               sock_read=self._timeouts.read),
             )
+            self._loop_end = _LoopEndCloser.start(self._session)
         return self._session
 
     def open(self) -> None:
@@ -272,6 +339,23 @@ class AiohttpTransport:
         if self._session is not None and self._owns_session:
             await self._session.close()
         self._session = None
+        if self._loop_end is not None:
+            self._loop_end.finish()
+            self._loop_end = None
+
+    def loop_changed(self) -> None:
+        """Called by the request path when a second event loop tries to use this transport.
+
+        Our session belongs to the first loop: if that loop ended through ``asyncio.run``
+        it was already closed there (see ``_LoopEndCloser``) and is dropped here, so
+        ``aclose`` from the new loop, and the next use after it, start afresh.
+        """
+        # A session still open may be serving its own loop in another thread: keep it.
+        if self._owns_session and self._session is not None and self._session.closed:
+            self._session = None
+            if self._loop_end is not None:
+                self._loop_end.finish()
+                self._loop_end = None
 
     async def send(self, request: Request, *, url: str, headers: Mapping[str, str],
                    observer: UploadObserver | None = None) -> Response:
