@@ -250,7 +250,7 @@ def _fast_datetime(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def fast_render_status(body: bytes, job_id: str) -> RenderStatus | None:
+def fast_render_status(body: bytes, job_id: str | None = None) -> RenderStatus | None:
     """``body`` (UTF-8 JSON bytes) as a RenderStatus, or None when it is not the plain shape.
 
     ``job_id`` fills a missing or null ``job_id``, as ``parse_model``'s defaults do. None
@@ -259,6 +259,10 @@ def fast_render_status(body: bytes, job_id: str) -> RenderStatus | None:
     """
     try:
         s = _status_decoder.decode(body)
+        if s.job_id is None:
+            if job_id is None:
+                return None  # the general path says what is missing
+            s.job_id = job_id
         created, completed, enqueued = (_fast_datetime(s.created_at),
                                         _fast_datetime(s.completed_at),
                                         _fast_datetime(s.enqueued_at))
@@ -266,7 +270,7 @@ def fast_render_status(body: bytes, job_id: str) -> RenderStatus | None:
         return None
     p = s.progress
     return RenderStatus(
-        job_id=job_id if s.job_id is None else s.job_id, status=s.status, mode=s.mode,
+        job_id=s.job_id, status=s.status, mode=s.mode,
         checkpoint=s.checkpoint, progress_pct=s.progress_pct, cdn_url=s.cdn_url,
         mask_cdn_url=s.mask_cdn_url, error=s.error, error_code=s.error_code,
         error_message=s.error_message,

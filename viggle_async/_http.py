@@ -29,9 +29,8 @@ import cattrs
 
 from ._backoff import RetryPolicy
 from ._clock import Clock
-from ._converter import fast_render_status, get_converter
 from ._errors import ConfigurationError, ConnectError, TransportError
-from ._models import Page, RenderStatus
+from ._models import Page
 from ._protocol import (
     Request,
     Response,
@@ -92,9 +91,6 @@ class RequestPath:
         self.clock = clock
         self.wall_clock = wall_clock
         self.converter = converter
-        # The msgspec fast path mirrors the production converter only (a contract test's
-        # converter, with forbid_extra_keys, must see every body).
-        self._fast_status = converter is get_converter()
         self._rand = rand
         self._on_retry = on_retry
         self._has_key = api_key is not None
@@ -221,21 +217,6 @@ class RequestPath:
         """A parser for ``cls``; ``defaults`` fill fields the answer left out."""
         conv, wall = self.converter, self.wall_clock
         return lambda r: parse_model(r, cls, conv, now=wall, defaults=defaults)
-
-    def status_parser(self, job_id: str) -> Callable[[Response], RenderStatus]:
-        """The parser of a render status (``renders.get``, polls): the msgspec fast path
-        for the plain shape, the converter for everything else (same results)."""
-        general = self.parser(RenderStatus, job_id=job_id)
-        if not self._fast_status:
-            return general
-
-        def parse(response: Response) -> RenderStatus:
-            if 200 <= response.status < 300:
-                status = fast_render_status(response.body, job_id)
-                if status is not None:
-                    return status
-            return general(response)
-        return parse
 
     def page_parser(self, key: str, cls: type[T], *, limit: int, offset: int
                     ) -> Callable[[Response], Page[T]]:

@@ -220,7 +220,8 @@ class Renders(_Resource):
         A ``complete`` status without its ``cdn_url`` is not final yet (``is_terminal`` is
         False): poll again. Raises NotFoundError, ResponseFormatError, TransportError.
         """
-        return await self._http.call(ep.get_render(job_id), self._http.status_parser(job_id))
+        return await self._http.call(ep.get_render(job_id),
+                                     self._http.parser(RenderStatus, job_id=job_id))
 
     async def cancel(self, job_id: str) -> RenderStatus:
         """Cancel a running job; the API refunds its credits (§2.4). Returns the status.

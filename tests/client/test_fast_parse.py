@@ -29,9 +29,17 @@ STRING_FIELDS = ("job_id", "status", "mode", "checkpoint", "cdn_url", "mask_cdn_
 TIME_FIELDS = ("created_at", "completed_at", "enqueued_at")
 
 
-def _general(body: bytes, status: int = 200) -> RenderStatus:
-    return parse_model(Response(status, {}, body), RenderStatus, get_converter(), now=NOW,
-                       defaults={"job_id": JOB})
+GENERAL = make_converter()  # behaves as the shared converter, but is not it: no fast path
+DEFAULTS: list[dict[str, str] | None] = [
+    {"job_id": JOB},  # renders.get
+    {"job_id": JOB, "status": "cancelled"},  # renders.cancel
+    None,
+]
+
+
+def _general(body: bytes, defaults: dict[str, str] | None = None) -> RenderStatus:
+    return parse_model(Response(200, {}, body), RenderStatus, GENERAL, now=NOW,
+                       defaults={"job_id": JOB} if defaults is None else defaults)
 
 
 def _path(converter: Any = None) -> RequestPath:
@@ -42,10 +50,16 @@ def _path(converter: Any = None) -> RequestPath:
         converter=converter or get_converter())
 
 
-def _outcome(parse: Any, body: bytes, status: int = 200) -> tuple[str, str]:
+def _poll(body: bytes, status: int = 200) -> RenderStatus:
+    """What ``renders.get`` does with an answer (the request path's parser)."""
+    return _path().parser(RenderStatus, job_id=JOB)(Response(status, {}, body))
+
+
+def _outcome(converter: Any, body: bytes, defaults: dict[str, str] | None) -> tuple[str, str]:
     """What a caller sees: the status (by repr, so NaN equals NaN) or the error."""
     try:
-        return "ok", repr(parse(Response(status, {}, body)))
+        return "ok", repr(parse_model(Response(200, {}, body), RenderStatus, converter,
+                                      now=NOW, defaults=defaults))
     except Exception as exc:  # the error kind and message are what a caller sees
         return type(exc).__name__, str(exc)
 
@@ -113,14 +127,15 @@ def encoded(draw: st.DrawFn) -> bytes:
 
 
 @settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow], deadline=None)
-@given(body=encoded())
-def test_fast_path_answers_exactly_as_the_converter_does(body: bytes) -> None:
-    general = _outcome(lambda r: _general(r.body), body)
-    fast = fast_render_status(body, JOB)
+@given(body=encoded(), defaults=st.sampled_from(DEFAULTS))
+def test_fast_path_answers_exactly_as_the_converter_does(
+        body: bytes, defaults: dict[str, str] | None) -> None:
+    general = _outcome(GENERAL, body, defaults)
+    fast = fast_render_status(body, defaults["job_id"] if defaults else None)
     if fast is not None:  # it answered: the converter must give the very same status
         assert general == ("ok", repr(fast))
-    # And what a poll returns (fast path or fallback) is always the converter's answer.
-    assert _outcome(_path().status_parser(JOB), body) == general
+    # And what parse_model returns (fast path or fallback) is always the converter's answer.
+    assert _outcome(get_converter(), body, defaults) == general
 
 
 # --- members of the class, named -----------------------------------------------------------
@@ -162,7 +177,7 @@ def test_unusual_informational_fields_fall_back_and_still_parse(changes: dict[st
                                                                 ) -> None:
     body = _body(**changes)
     assert fast_render_status(body, JOB) is None  # not the plain shape
-    polled = _path().status_parser(JOB)(Response(200, {}, body))
+    polled = _poll(body)
     assert polled == _general(body) and polled.status == "processing"
 
 
@@ -175,25 +190,38 @@ def test_unusual_informational_fields_fall_back_and_still_parse(changes: dict[st
 def test_unreadable_decision_fields_fail_the_same_way(body: bytes) -> None:
     assert fast_render_status(body, JOB) is None
     with pytest.raises(ResponseFormatError):
-        _path().status_parser(JOB)(Response(200, {}, body))
+        _poll(body)
 
 
 def test_error_statuses_are_never_read_as_a_status() -> None:
     # A 404 whose body happens to look like a status is still "no such job" (§1.5).
     body = json.dumps({"status": "failed", "detail": "job not found"}).encode()
     with pytest.raises(NotFoundError):
-        _path().status_parser(JOB)(Response(404, {}, body))
+        _poll(body, 404)
 
 
 def test_wrapped_and_duplicate_keys_match_the_converter() -> None:
     for body in (json.dumps({"data": DOCS_STATUS}).encode(),
                  b'{"status": "queued", "status": "complete", "cdn_url": "https://c/o.mp4"}',
                  "{\"status\": \"queued\", \"error\": \"caf\u00e9 \\ud83d\\ude00\"}".encode()):
-        assert _path().status_parser(JOB)(Response(200, {}, body)) == _general(body)
+        assert _poll(body) == _general(body)
 
 
 def test_a_contract_converter_sees_every_body() -> None:
     # forbid_extra_keys (contract tests) must not be bypassed by the fast path.
     strict = _path(make_converter(forbid_extra_keys=True))
     with pytest.raises(ResponseFormatError, match="unknown_field"):
-        strict.status_parser(JOB)(Response(200, {}, _body(unknown_field=1)))
+        strict.parser(RenderStatus, job_id=JOB)(Response(200, {}, _body(unknown_field=1)))
+
+
+def test_a_missing_job_id_with_nothing_to_fill_it_is_left_to_the_converter() -> None:
+    body = b'{"status": "queued"}'
+    assert fast_render_status(body) is None
+    with pytest.raises(ResponseFormatError, match="job_id"):
+        parse_model(Response(200, {}, body), RenderStatus, get_converter(), now=NOW)
+
+
+def test_cancel_answers_take_the_fast_path_with_their_defaults() -> None:
+    parse = _path().parser(RenderStatus, job_id=JOB, status="cancelled")
+    assert parse(Response(200, {}, b'{"status": "cancelled"}')).job_id == JOB
+    assert parse(Response(200, {}, b"{}")) == RenderStatus(JOB, "cancelled")
