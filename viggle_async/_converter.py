@@ -212,15 +212,17 @@ def get_converter() -> cattrs.Converter:
 # (``json.loads`` + the converter), which decides the unusual cases. So the fast path only
 # ever answers where both agree; tests/client/test_fast_parse.py checks that with
 # hypothesis. Datetimes stay strings here and go through the converter's own function.
+# ``gc=False``: the structs hold only strings, numbers and each other (no cycles), and a
+# poll should not feed the cyclic garbage collector objects it never needs to scan.
 
 
-class _FastProgress(msgspec.Struct):
+class _FastProgress(msgspec.Struct, gc=False):
     completed_chunks: int | None = None
     total_chunks: int | None = None
     percent: float | None = None
 
 
-class _FastStatus(msgspec.Struct):
+class _FastStatus(msgspec.Struct, gc=False):
     status: str
     job_id: str | None = None
     mode: str | None = None

@@ -97,7 +97,8 @@ class Request:
 
 @attrs.frozen
 class Response:
-    """An HTTP response as bytes; ``headers`` keys are lower-case."""
+    """An HTTP response as bytes; ``headers`` are looked up by lower-case name (a plain
+    dict with lower-case keys, or a case-insensitive mapping such as aiohttp's)."""
 
     status: int
     headers: Mapping[str, str]

@@ -15,7 +15,14 @@ from __future__ import annotations
 import re
 import sys
 import urllib.request
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Mapping,
+)
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager, suppress
 from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
@@ -357,15 +364,16 @@ class AiohttpTransport:
                 self._loop_end.finish()
                 self._loop_end = None
 
-    async def send(self, request: Request, *, url: str, headers: Mapping[str, str],
-                   observer: UploadObserver | None = None) -> Response:
-        """Send once. Errors are TransportError subclasses; ``may_have_reached_server`` is
-        False unless ``observer.before_last_bytes`` ran (or the body had no streamed file).
-        A file that changes size while it is read raises InvalidInputError (nothing was
-        completed, so no job exists)."""
+    def send(self, request: Request, *, url: str, headers: Mapping[str, str],
+             observer: UploadObserver | None = None) -> Coroutine[Any, Any, Response]:
+        """Send once (await the result). Errors are TransportError subclasses;
+        ``may_have_reached_server`` is False unless ``observer.before_last_bytes`` ran (or
+        the body had no streamed file). A file that changes size while it is read raises
+        InvalidInputError (nothing was completed, so no job exists)."""
+        # A plain function handing over the coroutine: one coroutine less per poll.
         if request.fields is None and observer is None:
-            return await self._send_plain(request, url, headers)
-        return await self._send_body(request, url, headers, observer)
+            return self._send_plain(request, url, headers)
+        return self._send_body(request, url, headers, observer)
 
     async def _send_plain(self, request: Request, url: str, headers: Mapping[str, str]
                           ) -> Response:
@@ -380,9 +388,9 @@ class AiohttpTransport:
                 headers=headers, allow_redirects=False, timeout=self._plain_timeout,
                 proxy=self._proxies.for_url(target),
             ) as resp:
-                body = await resp.read()
-                return Response(resp.status, {k.lower(): v for k, v in resp.headers.items()},
-                                body)
+                # aiohttp's headers are already a case-insensitive mapping (lower-case
+                # look-ups work): no copy per poll.
+                return Response(resp.status, resp.headers, await resp.read())
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise _mapped(exc, f"{request.method} {request.path}", _origin(url),
                           reached=True) from None
