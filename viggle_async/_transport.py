@@ -54,7 +54,9 @@ Hook = Callable[[], Awaitable[None]]
 class Timeouts:
     """Seconds. ``read``: wait for an answer (and, in a download, for the next bytes);
     ``stall``: an upload chunk that makes no progress; ``request``: a cap on whole
-    non-upload requests (None = no cap)."""
+    non-upload requests (None = no cap). A request without a file has one deadline,
+    ``connect + read`` capped by ``request``; uploads and downloads have no total
+    timeout."""
 
     connect: float = 15.0
     read: float = 120.0
