@@ -19,11 +19,12 @@ from typing import Any, TypeVar
 
 import attrs
 import cattrs
+import msgspec
 from cattrs.gen import make_dict_structure_fn
 
 from ._models import Character, Credits, RenderJob, RenderProgress, RenderStatus, Scene, Segment
 
-__all__ = ["DECISION_FIELDS", "get_converter", "make_converter"]
+__all__ = ["DECISION_FIELDS", "fast_render_status", "get_converter", "make_converter"]
 
 T = TypeVar("T")
 logger = logging.getLogger("viggle_async")
@@ -200,3 +201,82 @@ def _drop_unreadable(conv: cattrs.Converter, cls: type, data: Mapping[str, Any],
 def get_converter() -> cattrs.Converter:
     """The shared production converter (tolerant of unknown fields)."""
     return make_converter()
+
+
+# --- the fast path for a render status (issue 13: status polls at raw-aiohttp cost) ------
+#
+# A poll is the library's most frequent call, and structuring through cattrs cost about
+# half of its CPU above raw aiohttp. msgspec decodes the body straight into these structs
+# (C code, no intermediate dict), strictly: any value of a type other than the plain one
+# the docs show (§2.3) fails the decode, and the caller then takes the general path
+# (``json.loads`` + the converter), which decides the unusual cases. So the fast path only
+# ever answers where both agree; tests/client/test_fast_parse.py checks that with
+# hypothesis. Datetimes stay strings here and go through the converter's own function.
+# ``gc=False``: the structs hold only strings, numbers and each other (no cycles), and a
+# poll should not feed the cyclic garbage collector objects it never needs to scan.
+
+
+class _FastProgress(msgspec.Struct, gc=False):
+    completed_chunks: int | None = None
+    total_chunks: int | None = None
+    percent: float | None = None
+
+
+class _FastStatus(msgspec.Struct, gc=False):
+    status: str
+    job_id: str | None = None
+    mode: str | None = None
+    checkpoint: str | None = None
+    progress_pct: float | None = None
+    cdn_url: str | None = None
+    mask_cdn_url: str | None = None
+    error: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    progress: _FastProgress | None = None
+    download_url: str | None = None
+    created_at: str | None = None
+    completed_at: str | None = None
+    enqueued_at: str | None = None
+
+
+_status_decoder = msgspec.json.Decoder(_FastStatus)
+
+
+def _fast_datetime(value: str | None) -> datetime | None:
+    # Same rule as ``_structure_datetime`` (naive means UTC); a string it cannot read
+    # raises ValueError, which sends the body to the general path.
+    if value is None:
+        return None
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def fast_render_status(body: bytes, job_id: str | None = None) -> RenderStatus | None:
+    """``body`` (UTF-8 JSON bytes) as a RenderStatus, or None when it is not the plain shape.
+
+    ``job_id`` fills a missing or null ``job_id``, as ``parse_model``'s defaults do. None
+    means "use the general path" (``parse_model`` with the converter), never an error:
+    the result, when there is one, is what that path returns for the same body.
+    """
+    try:
+        s = _status_decoder.decode(body)
+        if s.job_id is None:
+            if job_id is None:
+                return None  # the general path says what is missing
+            s.job_id = job_id
+        created, completed, enqueued = (_fast_datetime(s.created_at),
+                                        _fast_datetime(s.completed_at),
+                                        _fast_datetime(s.enqueued_at))
+    except (msgspec.DecodeError, ValueError):
+        return None
+    p = s.progress
+    return RenderStatus(
+        job_id=s.job_id, status=s.status, mode=s.mode,
+        checkpoint=s.checkpoint, progress_pct=s.progress_pct, cdn_url=s.cdn_url,
+        mask_cdn_url=s.mask_cdn_url, error=s.error, error_code=s.error_code,
+        error_message=s.error_message,
+        progress=None if p is None else RenderProgress(p.completed_chunks, p.total_chunks,
+                                                       p.percent),
+        download_url=s.download_url, created_at=created, completed_at=completed,
+        enqueued_at=enqueued)

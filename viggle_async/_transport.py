@@ -13,9 +13,17 @@ verify, fsync, rename, retries) lives in ``_download`` and works on any transpor
 from __future__ import annotations
 
 import re
+import sys
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Mapping,
+)
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager, suppress
 from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
@@ -46,7 +54,9 @@ Hook = Callable[[], Awaitable[None]]
 class Timeouts:
     """Seconds. ``read``: wait for an answer (and, in a download, for the next bytes);
     ``stall``: an upload chunk that makes no progress; ``request``: a cap on whole
-    non-upload requests (None = no cap)."""
+    non-upload requests (None = no cap). A request without a file has one deadline,
+    ``connect + read`` capped by ``request``; uploads and downloads have no total
+    timeout."""
 
     connect: float = 15.0
     read: float = 120.0
@@ -203,6 +213,70 @@ def _raw_url(url: str) -> URL:
     return URL(url, encoded=True) if url.isascii() else URL(url)
 
 
+class _LoopEndCloser:
+    """Closes our session inside its event loop when that loop shuts down.
+
+    A client that is never closed (or is later refused in a second ``asyncio.run``) would
+    leave its session and kept-alive sockets to be garbage-collected after the loop is
+    gone: "Unclosed client session", ResourceWarnings. An asyncio loop has one shutdown
+    step that runs code in the loop before it closes: ``shutdown_asyncgens`` (run by
+    ``asyncio.run``, ``asyncio.Runner`` and pytest-asyncio), which closes every async
+    generator still suspended. So a tiny generator, suspended once here, closes the
+    session from its ``finally``. Elsewhere (another async library, a loop closed by
+    hand) it does nothing, and never fails.
+    """
+
+    def __init__(self, session: aiohttp.ClientSession):
+        self._session = session
+        self._quiet = False
+        self._agen = self._run()
+
+    @classmethod
+    def start(cls, session: aiohttp.ClientSession) -> _LoopEndCloser | None:
+        hooks = sys.get_asyncgen_hooks()
+        if hooks.firstiter is None:  # no loop tracks async generators here
+            return None
+        closer = cls(session)
+        asyncio_finalizer = hooks.finalizer
+
+        def finalizer(agen: AsyncGenerator[None, None]) -> None:
+            # Collected while suspended (its transport was dropped without aclose): let the
+            # loop close it as usual, or finish it quietly if that loop is gone.
+            if closer._quiet or asyncio_finalizer is None:
+                closer._finish(agen)
+            else:
+                try:
+                    asyncio_finalizer(agen)
+                except RuntimeError:  # the loop is closed
+                    closer._finish(agen)
+
+        # The finalizer is captured when the generator first runs; restore at once.
+        sys.set_asyncgen_hooks(firstiter=hooks.firstiter, finalizer=finalizer)
+        try:
+            closer._agen.asend(None).send(None)  # run to the ``yield``: no await needed
+        except StopIteration:
+            pass
+        finally:
+            sys.set_asyncgen_hooks(firstiter=hooks.firstiter, finalizer=asyncio_finalizer)
+        return closer
+
+    async def _run(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            if not self._quiet and not self._session.closed:
+                await self._session.close()
+
+    def finish(self) -> None:
+        """Stop watching (the session was closed, or abandoned, by its owner)."""
+        self._finish(self._agen)
+
+    def _finish(self, agen: AsyncGenerator[None, None]) -> None:
+        self._quiet = True
+        with suppress(StopIteration, RuntimeError):
+            agen.aclose().send(None)  # the finally has nothing to await now
+
+
 class _Streamed:
     """An aiohttp response as a ``StreamedResponse``; read errors become TransportError."""
 
@@ -236,13 +310,22 @@ class AiohttpTransport:
         self._timeouts = timeouts
         self._limit = connection_limit
         self._proxies = _Proxies(proxy, trust_env)
+        self._loop_end: _LoopEndCloser | None = None
         # Built once: a status poll is cheap, and thousands of them add up (benchmarks B3/B5).
         t = timeouts
-        self._timeouts_by_kind = {
-            uploading: aiohttp.ClientTimeout(total=None if uploading else t.request,
-                                             connect=t.connect, sock_connect=t.connect,
-                                             sock_read=t.read)
-            for uploading in (False, True)}
+        # A request without a file gets one timer in all (issue 13: each aiohttp timer is
+        # a heap push and a cancel per request): its answer is a small JSON body that
+        # comes whole, so "connect, then wait ``read`` for the answer" is one deadline of
+        # connect + read, capped by ``request``. ``sock_connect`` only runs when a new
+        # connection is opened, so it costs nothing on a kept-alive one.
+        plain_total = t.connect + t.read
+        self._plain_timeout = aiohttp.ClientTimeout(
+            total=plain_total if t.request is None else min(t.request, plain_total),
+            sock_connect=t.connect)
+        # An upload has no total (it would kill long uploads): connect and read timeouts,
+        # plus the per-chunk stall watchdog.
+        self._upload_timeout = aiohttp.ClientTimeout(
+            total=None, connect=t.connect, sock_connect=t.connect, sock_read=t.read)
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -254,6 +337,7 @@ class AiohttpTransport:
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._timeouts.connect,
                                               sock_read=self._timeouts.read),
             )
+            self._loop_end = _LoopEndCloser.start(self._session)
         return self._session
 
     def open(self) -> None:
@@ -264,16 +348,57 @@ class AiohttpTransport:
         if self._session is not None and self._owns_session:
             await self._session.close()
         self._session = None
+        if self._loop_end is not None:
+            self._loop_end.finish()
+            self._loop_end = None
 
-    def _timeout(self, uploading: bool) -> aiohttp.ClientTimeout:
-        return self._timeouts_by_kind[uploading]
+    def loop_changed(self) -> None:
+        """Called by the request path when a second event loop tries to use this transport.
 
-    async def send(self, request: Request, *, url: str, headers: Mapping[str, str],
-                   observer: UploadObserver | None = None) -> Response:
-        """Send once. Errors are TransportError subclasses; ``may_have_reached_server`` is
-        False unless ``observer.before_last_bytes`` ran (or the body had no streamed file).
-        A file that changes size while it is read raises InvalidInputError (nothing was
-        completed, so no job exists)."""
+        Our session belongs to the first loop: if that loop ended through ``asyncio.run``
+        it was already closed there (see ``_LoopEndCloser``) and is dropped here, so
+        ``aclose`` from the new loop, and the next use after it, start afresh.
+        """
+        # A session still open may be serving its own loop in another thread: keep it.
+        if self._owns_session and self._session is not None and self._session.closed:
+            self._session = None
+            if self._loop_end is not None:
+                self._loop_end.finish()
+                self._loop_end = None
+
+    def send(self, request: Request, *, url: str, headers: Mapping[str, str],
+             observer: UploadObserver | None = None) -> Coroutine[Any, Any, Response]:
+        """Send once (await the result). Errors are TransportError subclasses;
+        ``may_have_reached_server`` is False unless ``observer.before_last_bytes`` ran (or
+        the body had no streamed file). A file that changes size while it is read raises
+        InvalidInputError (nothing was completed, so no job exists)."""
+        # A plain function handing over the coroutine: one coroutine less per poll.
+        if request.fields is None and observer is None:
+            return self._send_plain(request, url, headers)
+        return self._send_body(request, url, headers, observer)
+
+    async def _send_plain(self, request: Request, url: str, headers: Mapping[str, str]
+                          ) -> Response:
+        # Reads, cancels, deletes, JSON creates: the status poll path (issue 13), without
+        # the multipart bookkeeping. Nothing is streamed, so once sending starts the
+        # request may have reached the server.
+        session = self._session or self._get_session()
+        target = URL(url)
+        try:
+            async with session.request(
+                request.method, target, params=request.params or None, data=None, json=request.json,
+                headers=headers, allow_redirects=False, timeout=self._plain_timeout,
+                proxy=self._proxies.for_url(target),
+            ) as resp:
+                # aiohttp's headers are already a case-insensitive mapping (lower-case
+                # look-ups work): no copy per poll.
+                return Response(resp.status, resp.headers, await resp.read())
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise _mapped(exc, f"{request.method} {request.path}", _origin(url),
+                          reached=True) from None
+
+    async def _send_body(self, request: Request, url: str, headers: Mapping[str, str],
+                         observer: UploadObserver | None) -> Response:
         session = self._get_session()
         before_last_bytes = observer.before_last_bytes if observer is not None else None
         sent = _Sent(observer)
@@ -302,7 +427,8 @@ class AiohttpTransport:
             async with session.request(
                 request.method, target, params=list(request.params) or None, data=data,
                 json=request.json, headers=headers, allow_redirects=False,
-                timeout=self._timeout(bool(payloads)), proxy=self._proxies.for_url(target),
+                timeout=self._upload_timeout if payloads else self._plain_timeout,
+                proxy=self._proxies.for_url(target),
             ) as resp:
                 body = await resp.read()
                 return Response(resp.status, {k.lower(): v for k, v in resp.headers.items()},
@@ -335,7 +461,7 @@ class AiohttpTransport:
         for _hop in range(_MAX_REDIRECTS + 1):
             target = _raw_url(url)
             try:
-                resp = await session.get(target, headers=headers, timeout=self._timeout(True),
+                resp = await session.get(target, headers=headers, timeout=self._upload_timeout,
                                          proxy=self._proxies.for_url(target),
                                          allow_redirects=False)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
