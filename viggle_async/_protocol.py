@@ -39,6 +39,7 @@ from ._models import BackgroundMode, Model, Page, RenderStatus
 
 __all__ = [
     "FilePart",
+    "Hook",
     "Request",
     "Response",
     "StreamedResponse",
@@ -105,6 +106,12 @@ class Response:
     body: bytes
 
 
+#: An async callback with no arguments: "the last bytes are about to go out" (the journal
+#: records ``sending`` in it). One definition for the transport, the request path and the
+#: supervisor.
+Hook = Callable[[], Awaitable[None]]
+
+
 @attrs.frozen
 class UploadObserver:
     """What a multipart body reports while it is written (the transport calls these).
@@ -117,7 +124,7 @@ class UploadObserver:
     """
 
     on_progress: Callable[[int], None] | None = None
-    before_last_bytes: Callable[[], Awaitable[None]] | None = None
+    before_last_bytes: Hook | None = None
 
 
 class StreamedResponse(Protocol):

@@ -37,8 +37,9 @@ import attrs
 from ._errors import InvalidInputError, NotFoundError, ViggleError
 from ._events import CharacterHandle, Handle, Outcome, RenderHandle, SceneHandle
 from ._journal import JournalError, request_fingerprint
+from ._protocol import Hook
 from ._reuse import ReusableRender, ReusePlan, ReuseRule, content_hash, plan_reuse
-from ._runner import Hook, Runner, cost_of
+from ._runner import Runner, cost_of
 from ._segments_cache import key_fingerprint
 from ._submitter import fingerprint
 

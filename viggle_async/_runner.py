@@ -44,10 +44,11 @@ from ._events import (
 )
 from ._journal import JournalEntry, JournalError
 from ._models import RenderStatus, Scene, Segment
+from ._protocol import Hook
 from ._resources import PreparedCreate
 from ._run_journal import RunJournal
 from ._scheduler import PollDeadlineExceeded, PollScheduler, PollView
-from ._submitter import Hook, NotSent, Submitter, fingerprint
+from ._submitter import NotSent, Submitter, fingerprint
 
 if TYPE_CHECKING:
     from ._client import ViggleClient

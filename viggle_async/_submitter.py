@@ -42,6 +42,7 @@ from ._events import (
 )
 from ._journal import JournalError
 from ._models import RenderJob
+from ._protocol import Hook
 from ._resources import PreparedCreate
 from ._run_journal import RunJournal
 
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
 __all__ = ["FastFallbackPolicy", "NotSent", "Submission", "Submitter", "fingerprint"]
 
 T = TypeVar("T")
-Hook = Callable[[], Awaitable[None]]
 
 
 @attrs.frozen

@@ -40,11 +40,12 @@ from ._events import (
 from ._journal import Journal, request_fingerprint
 from ._journal_sqlite import SQLiteJournal
 from ._models import RenderStatus
+from ._protocol import Hook
 from ._resources import RenderInputs
 from ._reuse import ReusePlan, ReuseRule
 from ._reuse_run import ReuseRun, estimate_reuse, reusable_inputs
 from ._run_journal import RunJournal
-from ._runner import Hook, JobRegistry, RunContext, Runner, cost_of, poll_view
+from ._runner import JobRegistry, RunContext, Runner, cost_of, poll_view
 from ._scheduler import PollPolicy, PollScheduler
 from ._submitter import FastFallbackPolicy, Submitter, fingerprint
 

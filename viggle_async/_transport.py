@@ -19,7 +19,6 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
     Awaitable,
-    Callable,
     Coroutine,
     Mapping,
 )
@@ -41,13 +40,12 @@ from ._errors import (
     TransportError,
     UploadStalledError,
 )
-from ._protocol import Request, Response, StreamedResponse, UploadObserver
+from ._protocol import Hook, Request, Response, StreamedResponse, UploadObserver
 from ._uploads import Upload
 
 __all__ = ["AiohttpTransport", "Timeouts"]
 
 _T = TypeVar("_T")
-Hook = Callable[[], Awaitable[None]]
 
 
 @attrs.frozen
