@@ -3,8 +3,9 @@ how intervals behave (``PollPolicy``), its counters and its errors."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import attrs
 
@@ -12,6 +13,7 @@ from ._errors import ViggleError, WaitTimeoutError
 
 __all__ = [
     "PollDeadlineExceeded",
+    "PollModel",
     "PollPolicy",
     "PollState",
     "PollSchedulerClosed",
@@ -51,6 +53,47 @@ class PollState:
     interval: float
     p0: float | None = None
     t0: float = 0.0
+    #: Predictive policies only: the clock time the wait began (about when the job was
+    #: created), the last positive ``progress_pct`` sample and its time, whether the last
+    #: interval aimed at the predicted end, how many such aims missed, and whether
+    #: this job already taught the shared ``PollModel`` its queue delay.
+    since: float | None = None
+    pp: float | None = None
+    tp: float = 0.0
+    aimed: bool = False
+    misses: int = 0
+    taught: bool = False
+
+
+# Below this progress a single sample (against the learned queue delay) is too rough to aim
+# at the end: its error grows as (1 - pct) / pct times the queue delay's.
+_SHARP_FROM = 0.2
+# A single sample this soon after the (uncertain) start says too little to predict from.
+_MIN_RUN = 1.0
+# Aim at the end only from samples this many percent apart (or from the wait's start): a
+# stall between close samples can make the job look much slower than it is.
+_MIN_SPAN = 25.0
+_KEEP = 32  # recent jobs a PollModel remembers: recent ones reflect today's load
+
+
+@attrs.frozen
+class PollModel:
+    """What a predictive ``PollPolicy`` has learned from the jobs already seen (shared by the
+    jobs of one scheduler; pure: ``PollPolicy.learn`` returns a new one).
+
+    ``queues``: recent queue delays (seconds from the start of a wait to the start of
+    progress), one per job that showed two progress samples; ``totals``: recent
+    wait-to-terminal durations (seconds). Both keep the last ``_KEEP`` values.
+    """
+
+    queues: tuple[float, ...] = ()
+    totals: tuple[float, ...] = ()
+
+    @property
+    def queue_s(self) -> float | None:
+        """The longest recent queue delay in seconds (None before any): a start taken
+        late errs towards early polls. Stalls make single estimates short, never long."""
+        return max(self.queues) if self.queues else None
 
 
 @attrs.frozen
@@ -76,6 +119,37 @@ class PollPolicy:
         attrs.validators.ge(0.0), attrs.validators.lt(1.0)))
     aim: float = attrs.field(default=0.7, validator=_positive)
     coalesce: float = attrs.field(default=0.1, validator=attrs.validators.ge(0.0))
+    #: Predict each job's end from its progress and what earlier jobs taught (``PollModel``);
+    #: see ``predictive()``.
+    predict: bool = False
+    #: Predictive only: seconds added past the predicted end, and how many missed aims
+    #: make the job fall back to plain backoff (from ``min_interval``, times ``growth``).
+    margin: float = attrs.field(default=0.3, validator=attrs.validators.ge(0.0))
+    max_misses: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    #: Predictive only: aim at the end once it is known to within this many seconds (the
+    #: worst detection latency of an aim that hits); before that, poll at ``aim`` times
+    #: the earliest the job could end, to sharpen the estimate.
+    tolerance: float = attrs.field(default=1.0, validator=_positive)
+
+    @classmethod
+    def predictive(cls, **overrides: float) -> PollPolicy:
+        """A policy that aims each job's last poll just past its predicted end.
+
+        Each result bounds the job's end from both sides, from its ``progress_pct`` samples
+        and the queue delays learned from earlier jobs of the same scheduler
+        (``PollModel``). Once the bounds are within ``tolerance`` seconds the next poll
+        comes at the late one (the job is then done unless it stalls later); before that,
+        at ``aim`` times the early one, to sharpen the rate. A stall between samples makes
+        the job look slow, so the bounds disagree and it samples again instead. An aim
+        that misses re-predicts; after ``max_misses`` misses the job falls back to plain
+        backoff. ``overrides`` set any other field.
+        """
+        fields: dict[str, Any] = {"first_delay": 8.0, "min_interval": 0.5,
+                                  "max_interval": 120.0, "growth": 1.5, "jitter": 0.0,
+                                  "coalesce": 0.05, "aim": 0.8, "margin": 0.05,
+                                  "predict": True}
+        fields.update(overrides)
+        return cls(**fields)
 
     def __attrs_post_init__(self) -> None:
         if self.min_interval > self.max_interval:
@@ -83,17 +157,49 @@ class PollPolicy:
         if self.growth < 1.0:
             raise ValueError("growth must be >= 1")
 
-    def first_state(self) -> PollState:
-        """The state of a job not polled yet."""
-        return PollState(self.first_delay)
+    def first_state(self, now: float | None = None) -> PollState:
+        """The state of a job not polled yet; ``now`` (clock seconds) is when its wait began."""
+        return PollState(self.first_delay, since=now)
+
+    def first_interval(self, model: PollModel | None = None) -> float:
+        """Seconds from the start of a wait to the first poll (before jitter).
+
+        ``first_delay``; a predictive policy that has seen jobs end polls a little before
+        the shortest recent one ended (clamped to [``min_interval``, ``max_interval``]).
+        """
+        if not self.predict or model is None or len(model.totals) < 4:
+            return self.first_delay
+        first = min(model.totals) * 0.9
+        return min(max(first, self.min_interval), self.max_interval)
+
+    def learn(self, model: PollModel, state: PollState, *, progress_pct: float | None,
+              terminal: bool, now: float) -> PollModel:
+        """``model`` updated with one poll result of the job whose state (before this
+        result) is ``state``; ``now`` is its clock time. Pure; non-predictive policies
+        return ``model`` unchanged."""
+        if not self.predict or state.since is None:
+            return model
+        if terminal:
+            totals = (*model.totals[-(_KEEP - 1):], now - state.since)
+            return attrs.evolve(model, totals=totals)
+        pct, pp = progress_pct, state.pp
+        if (state.taught or pct is None or pp is None or not pct > pp
+                or not now > state.tp):
+            return model
+        rate = (pct - pp) / (now - state.tp)
+        queue = max(0.0, state.tp - (pp + 0.5) / rate - state.since)
+        return attrs.evolve(model, queues=(*model.queues[-(_KEEP - 1):], queue))
 
     def next_interval(self, state: PollState, *, progress_pct: float | None, moved: bool,
-                      now: float) -> tuple[float, PollState]:
+                      now: float, model: PollModel | None = None) -> tuple[float, PollState]:
         """Seconds until the next poll (before jitter), and the state to pass next time.
 
         Pure: the same arguments give the same answer. ``moved`` says whether the observed
-        state changed since the previous poll; ``now`` is the clock time of this result.
+        state changed since the previous poll; ``now`` is the clock time of this result;
+        ``model`` what a predictive policy learned from other jobs (``learn``).
         """
+        if self.predict:
+            return self._predict(state, progress_pct, moved, now, model)
         pct = progress_pct
         p0, t0 = state.p0, state.t0
         interval: float | None = None
@@ -114,7 +220,75 @@ class PollPolicy:
             else:
                 interval = state.interval * self.growth
         interval = min(max(interval, self.min_interval), self.max_interval)
-        return interval, PollState(interval, p0, t0)
+        return interval, attrs.evolve(state, interval=interval, p0=p0, t0=t0)
+
+    def _predict(self, state: PollState, pct: float | None, moved: bool, now: float,
+                 model: PollModel | None) -> tuple[float, PollState]:
+        # An aim that found the job still running is a miss; once misses reach max_misses
+        # the job stays on plain backoff.
+        misses = state.misses + 1 if state.aimed or state.misses >= self.max_misses \
+            else state.misses
+        p0, t0, pp, tp = state.p0, state.t0, state.pp, state.tp
+        taught = state.taught or (pct is not None and pp is not None and pct > pp)
+        since = state.since
+        # Two bounds on the end: ``late``, which a poll can aim at and find the job done
+        # (every rate behind it is at most the true one: a start taken early, a past stall,
+        # progress rounded against us), and ``early``, before which it surely runs.
+        late = early = math.inf
+        base = 0.0  # progress at the oldest sample behind the estimates
+        if pct is not None and pct > 0:
+            # Progress is reported in whole percent: the true value lies in [pct, pct + 1).
+            samples = [(pp, tp)] if pp is not None and pct > pp and now > tp else []
+            if p0 is not None and p0 < (pp if pp is not None else pct) and now > t0:
+                samples.append((p0, t0))
+            base = min((p for p, _ in samples), default=0.0)
+            for p, t in samples:
+                span = now - t
+                late = min(late, now + (100.0 - pct) * span / max(pct - p - 1.0, 0.5))
+                early = min(early, now + (99.0 - pct) * span / (pct + 1.0 - p))
+            queues = () if model is None else model.queues
+            if since is not None:
+                # Started at the earliest at the wait's start (or the shortest recent queue)
+                # and at the latest after the longest recent queue.
+                slow_run = now - since - (min(queues) if queues else 0.0)
+                late = min(late, now + (100.0 - pct) * slow_run / pct)
+                if queues and not samples:
+                    fast_run = now - since - max(queues)
+                    early = now + (99.0 - pct) * max(fast_run, 0.0) / (pct + 1.0)
+            if p0 is None or pct < p0:
+                p0, t0 = pct, now
+            if pp is None or pct != pp:
+                pp, tp = pct, now
+        elif pct is None or pct < (pp or 0.0):
+            p0 = pp = None  # no progress, or it restarted
+        aimed = False
+        if misses >= self.max_misses:
+            # Predictions keep missing: plain backoff from min_interval.
+            interval = self.min_interval * self.growth ** (misses - self.max_misses)
+        elif early > late < math.inf:
+            # The bounds disagree: a stall between the samples made the job look slow.
+            # Only ``late`` still holds; sample again half-way to it.
+            interval = (late - now) * 0.5
+        elif late - max(early, now) <= self.tolerance and (pct or 0.0) - base >= _MIN_SPAN:
+            # The end is known to within the tolerance: poll when it is surely done.
+            interval, aimed = max(late - now, 0.0) + self.margin, True
+        elif now < early < math.inf:
+            # Not sharp enough yet: a sample well before the end sharpens the rate. From
+            # one sample the early bound leans on the learned queue delay, which a job
+            # queued longer than recent ones breaks: land half-way instead.
+            interval = (early - now) * (self.aim if base else 0.5)
+        elif late < math.inf:
+            # Only an upper bound: a second sample, well before it, gives a rate.
+            interval = min(self.first_delay, (late - now) * (1.0 - self.aim))
+        elif model is not None and model.queue_s is not None and since is not None \
+                and not pct:
+            # Queued: come back first_delay after the learned start of progress (taken late).
+            interval = max(0.0, since + model.queue_s - now) + self.first_delay
+        else:
+            interval = self.first_delay if moved else state.interval * self.growth
+        interval = min(max(interval, self.min_interval), self.max_interval)
+        return interval, attrs.evolve(state, interval=interval, p0=p0, t0=t0, pp=pp, tp=tp,
+                                      aimed=aimed, misses=misses, taught=taught)
 
 
 @attrs.frozen

@@ -34,6 +34,7 @@ from anyio.abc import TaskGroup
 from ._clock import Clock
 from ._polling import (
     PollDeadlineExceeded,
+    PollModel,
     PollPolicy,
     PollSchedulerClosed,
     PollState,
@@ -43,6 +44,7 @@ from ._polling import (
 
 __all__ = [
     "PollDeadlineExceeded",
+    "PollModel",
     "PollPolicy",
     "PollScheduler",
     "PollSchedulerClosed",
@@ -121,6 +123,8 @@ class PollScheduler(Generic[R]):
         self._max_in_flight = max_in_flight
         self._spacing = 0.0 if math.isinf(max_rate) else 1.0 / max_rate
         self._policy = policy or PollPolicy()
+        # What a predictive policy learned from the jobs seen so far (shared by all jobs).
+        self._model = PollModel()
         # Coalescing (see PollPolicy.coalesce): polls due within the window go out in the
         # same wake-up. The rate cap may run that far ahead too, but only when its spacing
         # is finer than the window, so a slow cap (e.g. 5/s) still spaces every start.
@@ -212,9 +216,10 @@ class PollScheduler(Generic[R]):
         now = self._clock.now()
         job = self._jobs.get(job_id)
         if job is None:
-            job = _Job(job_id, self._policy.first_state())
+            job = _Job(job_id, self._policy.first_state(now))
             self._jobs[job_id] = job
-            delay = self._policy.first_delay if first_delay is None else first_delay
+            delay = self._policy.first_interval(self._model) if first_delay is None \
+                else first_delay
             self._schedule(job, now + delay * self._jitter())
         waiter = _Waiter(job, on_update)
         job.waiters.append(waiter)
@@ -323,6 +328,10 @@ class PollScheduler(Generic[R]):
 
     def _observe(self, job: _Job[R], result: R, view: PollView) -> None:
         now = self._clock.now()
+        policy = self._policy
+        if policy.predict:
+            self._model = policy.learn(self._model, job.state, progress_pct=view.progress_pct,
+                                       terminal=view.terminal, now=now)
         moved = job.seen and view.fingerprint != job.fingerprint
         changed = moved or not job.seen
         job.seen, job.fingerprint, job.last = True, view.fingerprint, result
@@ -343,7 +352,7 @@ class PollScheduler(Generic[R]):
 
     def _interval(self, job: _Job[R], view: PollView, moved: bool, now: float) -> float:
         interval, job.state = self._policy.next_interval(
-            job.state, progress_pct=view.progress_pct, moved=moved, now=now)
+            job.state, progress_pct=view.progress_pct, moved=moved, now=now, model=self._model)
         return interval
 
     def _jitter(self) -> float:
