@@ -63,6 +63,8 @@ class PollState:
     aimed: bool = False
     misses: int = 0
     taught: bool = False
+    #: The last clock time the job showed no progress (queued): it started after that.
+    idle_at: float | None = None
 
 
 # Below this progress a single sample (against the learned queue delay) is too rough to aim
@@ -70,6 +72,10 @@ class PollState:
 _SHARP_FROM = 0.2
 # A single sample this soon after the (uncertain) start says too little to predict from.
 _MIN_RUN = 1.0
+# Queue delays learned from fewer jobs than this do not show their spread yet: unused.
+_MIN_QUEUES = 8
+_SINGLE_AIM = 0.9
+_COLD_AIM = 0.5
 # Aim at the end only from samples this many percent apart (or from the wait's start): a
 # stall between close samples can make the job look much slower than it is.
 _MIN_SPAN = 25.0
@@ -129,7 +135,7 @@ class PollPolicy:
     #: Predictive only: aim at the end once it is known to within this many seconds (the
     #: worst detection latency of an aim that hits); before that, poll at ``aim`` times
     #: the earliest the job could end, to sharpen the estimate.
-    tolerance: float = attrs.field(default=1.0, validator=_positive)
+    tolerance: float = attrs.field(default=0.8, validator=_positive)
 
     @classmethod
     def predictive(cls, **overrides: float) -> PollPolicy:
@@ -146,10 +152,21 @@ class PollPolicy:
         """
         fields: dict[str, Any] = {"first_delay": 8.0, "min_interval": 0.5,
                                   "max_interval": 120.0, "growth": 1.5, "jitter": 0.0,
-                                  "coalesce": 0.05, "aim": 0.8, "margin": 0.05,
+                                  "coalesce": 0.05, "aim": 0.9, "margin": 0.05,
                                   "predict": True}
         fields.update(overrides)
         return cls(**fields)
+
+    @classmethod
+    def fixed(cls, interval: float) -> PollPolicy:
+        """Every poll ``interval`` seconds after the previous one (no growth, no jitter).
+
+        Raises ValueError unless ``interval`` > 0.
+        """
+        if not interval > 0:
+            raise ValueError(f"poll_interval must be > 0, got {interval}")
+        return cls(first_delay=interval, min_interval=interval, max_interval=interval,
+                   growth=1.0, jitter=0.0, coalesce=0.0)
 
     def __attrs_post_init__(self) -> None:
         if self.min_interval > self.max_interval:
@@ -164,12 +181,13 @@ class PollPolicy:
     def first_interval(self, model: PollModel | None = None) -> float:
         """Seconds from the start of a wait to the first poll (before jitter).
 
-        ``first_delay``; a predictive policy that has seen jobs end polls a little before
-        the shortest recent one ended (clamped to [``min_interval``, ``max_interval``]).
+        ``first_delay``; a predictive policy that has seen jobs end sooner polls a little
+        before the shortest recent one ended (clamped to [``min_interval``, ``max_interval``]).
         """
         if not self.predict or model is None or len(model.totals) < 4:
             return self.first_delay
-        first = min(model.totals) * 0.9
+        # Never later than first_delay: a short job after long ones would be found late.
+        first = min(min(model.totals) * 0.9, self.first_delay)
         return min(max(first, self.min_interval), self.max_interval)
 
     def learn(self, model: PollModel, state: PollState, *, progress_pct: float | None,
@@ -230,7 +248,7 @@ class PollPolicy:
             else state.misses
         p0, t0, pp, tp = state.p0, state.t0, state.pp, state.tp
         taught = state.taught or (pct is not None and pp is not None and pct > pp)
-        since = state.since
+        since, idle_at = state.since, state.idle_at
         # Two bounds on the end: ``late``, which a poll can aim at and find the job done
         # (every rate behind it is at most the true one: a start taken early, a past stall,
         # progress rounded against us), and ``early``, before which it surely runs.
@@ -246,40 +264,53 @@ class PollPolicy:
                 span = now - t
                 late = min(late, now + (100.0 - pct) * span / max(pct - p - 1.0, 0.5))
                 early = min(early, now + (99.0 - pct) * span / (pct + 1.0 - p))
-            queues = () if model is None else model.queues
+            queues = () if model is None or len(model.queues) < _MIN_QUEUES else model.queues
             if since is not None:
-                # Started at the earliest at the wait's start (or the shortest recent queue)
-                # and at the latest after the longest recent queue.
-                slow_run = now - since - (min(queues) if queues else 0.0)
-                late = min(late, now + (100.0 - pct) * slow_run / pct)
-                if queues and not samples:
-                    fast_run = now - since - max(queues)
+                # Progress started at the earliest when the wait did (or after the shortest
+                # recent queue) and at the latest after the longest recent queue, each
+                # widened by a quarter of their spread (the load moves).
+                q_lo = q_hi = 0.0
+                if queues:
+                    q_lo, q_hi = min(queues), max(queues)
+                    pad = max((q_hi - q_lo) / 4, q_lo / 4)
+                    q_lo, q_hi = max(0.0, q_lo - pad), q_hi + pad
+                # Seen without progress at idle_at: it started after that (less the under
+                # 1 % a 0 can hide), whatever the learned queues say (a job queued longer
+                # than recent ones).
+                idle = -math.inf if idle_at is None else \
+                    idle_at - since - (now - idle_at) / pct
+                late = min(late, now + (100.0 - pct) * (now - since - max(q_lo, idle)) / pct)
+                if queues and not samples and idle <= q_hi:
+                    fast_run = now - since - q_hi
                     early = now + (99.0 - pct) * max(fast_run, 0.0) / (pct + 1.0)
             if p0 is None or pct < p0:
                 p0, t0 = pct, now
             if pp is None or pct != pp:
                 pp, tp = pct, now
-        elif pct is None or pct < (pp or 0.0):
+        if not pct:
+            idle_at = now
+        if pct is None or pct < (pp or 0.0):
             p0 = pp = None  # no progress, or it restarted
         aimed = False
         if misses >= self.max_misses:
             # Predictions keep missing: plain backoff from min_interval.
             interval = self.min_interval * self.growth ** (misses - self.max_misses)
-        elif early > late < math.inf:
+        elif late < early < math.inf:
             # The bounds disagree: a stall between the samples made the job look slow.
             # Only ``late`` still holds; sample again half-way to it.
             interval = (late - now) * 0.5
-        elif late - max(early, now) <= self.tolerance and (pct or 0.0) - base >= _MIN_SPAN:
+        elif late - (now if early == math.inf else max(early, now)) <= self.tolerance \
+                and (pct or 0.0) - base >= _MIN_SPAN:
             # The end is known to within the tolerance: poll when it is surely done.
             interval, aimed = max(late - now, 0.0) + self.margin, True
         elif now < early < math.inf:
             # Not sharp enough yet: a sample well before the end sharpens the rate. From
             # one sample the early bound leans on the learned queue delay, which a job
             # queued longer than recent ones breaks: land half-way instead.
-            interval = (early - now) * (self.aim if base else 0.5)
+            interval = (early - now) * (self.aim if base else _SINGLE_AIM)
         elif late < math.inf:
-            # Only an upper bound: a second sample, well before it, gives a rate.
-            interval = min(self.first_delay, (late - now) * (1.0 - self.aim))
+            # Only an upper bound (nothing learned yet): sample again half-way to it.
+            interval = (late - now) * _COLD_AIM
         elif model is not None and model.queue_s is not None and since is not None \
                 and not pct:
             # Queued: come back first_delay after the learned start of progress (taken late).
@@ -288,7 +319,8 @@ class PollPolicy:
             interval = self.first_delay if moved else state.interval * self.growth
         interval = min(max(interval, self.min_interval), self.max_interval)
         return interval, attrs.evolve(state, interval=interval, p0=p0, t0=t0, pp=pp, tp=tp,
-                                      aimed=aimed, misses=misses, taught=taught)
+                                      aimed=aimed, misses=misses, taught=taught,
+                                      idle_at=idle_at)
 
 
 @attrs.frozen
