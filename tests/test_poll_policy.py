@@ -191,7 +191,25 @@ def test_no_progress_reported_means_plain_backoff() -> None:
     for t in (8.0, 16.0, 28.0):
         interval, state = policy.next_interval(state, progress_pct=None, moved=False, now=t)
         seen.append(interval)
-    assert seen == pytest.approx([policy.first_delay * policy.growth ** k for k in (1, 2, 3)])
+    # Growing, and capped like the plain policy's (20 s), not at max_interval (for aims).
+    assert seen == pytest.approx([min(policy.first_delay * policy.growth ** k, 20.0)
+                                  for k in (1, 2, 3)])
+    assert policy.max_interval > 20.0
+
+
+@pytest.mark.parametrize("pct", [None, 0.0])
+def test_backoff_after_a_long_aim_is_capped(pct: float | None) -> None:
+    # A 100 s aim, then a status without progress (or queued again): back off from 20 s at
+    # most, not 1.5 x 100 s (a job once found 112 s late that way).
+    policy = PREDICTIVE
+    state = PollState(100.0, since=0.0, aimed=True)
+    interval, state = policy.next_interval(state, progress_pct=pct, moved=False, now=108.0)
+    assert interval <= 20.0
+    for _ in range(20):  # and repeated misses stay capped too
+        state = attrs.evolve(state, aimed=True)
+        interval, state = policy.next_interval(state, progress_pct=pct, moved=False,
+                                               now=120.0)
+        assert interval <= 20.0
 
 
 def test_progress_that_goes_back_restarts_the_estimate() -> None:

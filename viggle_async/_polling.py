@@ -76,6 +76,8 @@ _MIN_RUN = 1.0
 _MIN_QUEUES = 8
 _SINGLE_AIM = 0.9
 _COLD_AIM = 0.5
+# The longest plain-backoff interval of a predictive policy (PollPolicy().max_interval).
+_BACKOFF_MAX = 20.0
 # Aim at the end only from samples this many percent apart (or from the wait's start): a
 # stall between close samples can make the job look much slower than it is.
 _MIN_SPAN = 25.0
@@ -293,8 +295,9 @@ class PollPolicy:
             p0 = pp = None  # no progress, or it restarted
         aimed = False
         if misses >= self.max_misses:
-            # Predictions keep missing: plain backoff from min_interval.
-            interval = self.min_interval * self.growth ** (misses - self.max_misses)
+            # Predictions keep missing: plain backoff from min_interval (capped below).
+            interval = min(self.min_interval * self.growth ** min(misses - self.max_misses, 30),
+                           _BACKOFF_MAX)
         elif late < early < math.inf:
             # The bounds disagree: a stall between the samples made the job look slow.
             # Only ``late`` still holds; sample again half-way to it.
@@ -316,7 +319,9 @@ class PollPolicy:
             # Queued: come back first_delay after the learned start of progress (taken late).
             interval = max(0.0, since + model.queue_s - now) + self.first_delay
         else:
-            interval = self.first_delay if moved else state.interval * self.growth
+            # Plain backoff, capped (the last interval may have been a long aim).
+            interval = self.first_delay if moved else \
+                min(state.interval * self.growth, _BACKOFF_MAX)
         interval = min(max(interval, self.min_interval), self.max_interval)
         return interval, attrs.evolve(state, interval=interval, p0=p0, t0=t0, pp=pp, tp=tp,
                                       aimed=aimed, misses=misses, taught=taught,
