@@ -101,7 +101,9 @@ def test_fixed_policy_rejects_a_non_positive_interval_naming_it(bad: float) -> N
 def test_predictive_detects_soon_after_the_end_in_few_polls(job: Job) -> None:
     times, _ = drive(PREDICTIVE, job, warmed())
     latency = times[-1] - job.end
-    assert 0 <= latency <= PREDICTIVE.tolerance + PREDICTIVE.margin + 0.1
+    # Within the tolerance of an aim that hits; a stall after the samples makes it miss
+    # and re-aim from samples around the stall, still within the 1.5 s target (issue 13).
+    assert 0 <= latency <= (1.5 if job.stall else PREDICTIVE.tolerance + PREDICTIVE.margin)
     # Far fewer than the documented 3 s loop would send over the same render.
     assert len(times) <= max(4, job.end / 3.0 / 4)
 

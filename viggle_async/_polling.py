@@ -76,6 +76,7 @@ _MIN_RUN = 1.0
 _MIN_QUEUES = 8
 _SINGLE_AIM = 0.9
 _COLD_AIM = 0.5
+_SINGLE_SPAN = 2.0
 # The longest plain-backoff interval of a predictive policy (PollPolicy().max_interval).
 _BACKOFF_MAX = 20.0
 # Aim at the end only from samples this many percent apart (or from the wait's start): a
@@ -284,9 +285,11 @@ class PollPolicy:
                 idle = -math.inf if idle_at is None else \
                     idle_at - since - (now - idle_at) / pct
                 late = min(late, now + (100.0 - pct) * (now - since - max(q_lo, idle)) / pct)
-                if queues and not samples and idle <= q_hi:
-                    fast_run = now - since - q_hi
-                    early = now + (99.0 - pct) * max(fast_run, 0.0) / (pct + 1.0)
+                fast_run = now - since - q_hi
+                # One sample this soon after the (uncertain) start says too little.
+                if queues and not samples and idle <= q_hi and fast_run >= _MIN_RUN \
+                        and pct >= 3:
+                    early = now + (99.0 - pct) * fast_run / (pct + 1.0)
             if p0 is None or pct < p0:
                 p0, t0 = pct, now
             if pp is None or pct != pp:
@@ -313,9 +316,17 @@ class PollPolicy:
             # one sample the early bound leans on the learned queue delay, which a job
             # queued longer than recent ones breaks: land half-way instead.
             interval = (early - now) * (self.aim if base else _SINGLE_AIM)
+            if since is not None and (not base or (pct or 0.0) - base < _MIN_SPAN):
+                # One sample leans on the learned queue delays, which a growing load
+                # outdates, and close samples on a rate a stall between them can cut to a
+                # third: wait at most twice as long as the wait has lasted.
+                interval = min(interval, max(self.first_delay, _SINGLE_SPAN * (now - since)))
         elif late < math.inf:
-            # Only an upper bound (nothing learned yet): sample again half-way to it.
-            interval = (late - now) * _COLD_AIM
+            # Only an upper bound (nothing learned yet, or too early to tell): sample again
+            # half-way to it, but no later than the wait has lasted (the bound can be
+            # very loose: 1 % done says little about the rate).
+            span = self.first_delay if since is None else max(self.first_delay, now - since)
+            interval = min((late - now) * _COLD_AIM, span)
         elif model is not None and model.queue_s is not None and since is not None \
                 and not pct:
             # Queued: come back first_delay after the learned start of progress (taken late).
