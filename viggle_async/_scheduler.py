@@ -267,8 +267,23 @@ class PollScheduler(Generic[R]):
                 self._finish(waiter, error=PollDeadlineExceeded(job.job_id, deadline, job.last))
 
     def _send_due(self, now: float) -> None:
-        heap = self._heap
         self._blocked_on_slots = False
+        while True:
+            if not self._idle:
+                # Due work waits for a slot: a worker that finishes takes it (_worker).
+                self._blocked_on_slots = self._due(now) is not None
+                return
+            job = self._take_due(now)
+            if job is None:
+                return
+            slot = self._idle.pop()
+            slot.job = job
+            slot.ready.set()
+
+    def _due(self, now: float) -> _Job[R] | None:
+        """The first job allowed to start at ``now`` (due within the coalescing window, not
+        paused, within the rate cap), left in the heap; None if there is none."""
+        heap = self._heap
         while heap:
             due, _, gen, job = heap[0]
             if gen != job.gen:
@@ -276,19 +291,22 @@ class PollScheduler(Generic[R]):
                 continue
             if (due > now + self._window or now < self._paused_until
                     or self._next_send > now + self._rate_slack):
-                return
-            if not self._idle:
-                self._blocked_on_slots = True
-                return
-            heapq.heappop(heap)
-            self._next_send = max(self._next_send, now) + self._spacing
-            job.polling = True
-            self._in_flight += 1
-            self._polls_sent += 1
-            self._peak = max(self._peak, self._in_flight)
-            slot = self._idle.pop()
-            slot.job = job
-            slot.ready.set()
+                return None
+            return job
+        return None
+
+    def _take_due(self, now: float) -> _Job[R] | None:
+        """Pop the job ``_due`` finds and count it as sent (the caller polls it)."""
+        job = self._due(now)
+        if job is None:
+            return None
+        heapq.heappop(self._heap)
+        self._next_send = max(self._next_send, now) + self._spacing
+        job.polling = True
+        self._in_flight += 1
+        self._polls_sent += 1
+        self._peak = max(self._peak, self._in_flight)
+        return job
 
     def _next_wake(self) -> float:
         wake = self._deadlines[0][0] if self._deadlines else math.inf
@@ -299,10 +317,12 @@ class PollScheduler(Generic[R]):
         return wake
 
     async def _worker(self, slot: _Slot[R]) -> None:
+        job: _Job[R] | None = None
         while True:
-            await slot.ready.wait()
-            slot.ready = anyio.Event()
-            job, slot.job = slot.job, None
+            if job is None:
+                await slot.ready.wait()
+                slot.ready = anyio.Event()
+                job, slot.job = slot.job, None
             assert job is not None
             try:
                 result = await self._poll(job.job_id)
@@ -320,9 +340,14 @@ class PollScheduler(Generic[R]):
                 if not job.waiters and self._jobs.get(job.job_id) is job:
                     del self._jobs[job.job_id]
                 self._in_flight -= 1
-                self._idle.append(slot)
-                if self._blocked_on_slots:
-                    self._kick()
+                # Take the next due poll here rather than going idle and waking the
+                # dispatcher to hand it back: under load that saves an event and a wake-up
+                # per poll (issue 13: the scheduler's own CPU per job).
+                job = None if self._closed else self._take_due(self._clock.now())
+                if job is None:
+                    self._idle.append(slot)
+                    if self._blocked_on_slots:
+                        self._kick()
 
     # -- per-job logic ---------------------------------------------------------------------
 
