@@ -14,7 +14,10 @@ poll as a short task, with:
   at once (a job is out of the heap while its poll runs);
 - no starvation: the heap is ordered by due time, ties first-come first-served;
 - coalescing: polls due within ``PollPolicy.coalesce`` of each other go out in one wake-up,
-  so thousands of jobs do not each wake the event loop on their own.
+  so thousands of jobs do not each wake the event loop on their own, and a worker that
+  finishes a poll takes the next due one itself;
+- for a predictive policy (``PollPolicy.predictive()``), one ``PollModel`` learned from every
+  job's results (queue delays, durations) and passed to the policy for the next job.
 
 Time and randomness are parameters (a ``Clock`` and a ``rand()`` in [0, 1)).
 """
