@@ -534,3 +534,41 @@ def test_policy_is_pure_and_clamps_every_answer() -> None:
     again = policy.next_interval(state, progress_pct=90.0, moved=True, now=10.0)
     assert first == again and state == PollState(interval=3.0, p0=0.0, t0=0.0)
     assert first[0] == 2.0  # aim says 0.01 s: clamped to min_interval
+
+
+async def run_batch(policy: PollPolicy, jobs: dict[str, tuple[float, float, float]]
+                    ) -> tuple[float, float]:
+    """Each job (submitted at t0, queued q s, rendering d s) waited on from t0; returns
+    the polls per job and the p99 detection latency."""
+    clock = ManualClock()
+    sim = Sim(clock, latency=0.02)
+    for job_id, (t0, q, d) in jobs.items():
+        sim.render(job_id, t0 + q, t0 + q + d)
+    seen: dict[str, float] = {}
+    async with sched(sim, max_in_flight=32, max_rate=math.inf, policy=policy) as s:
+
+        async def one(job_id: str, t0: float) -> None:
+            await clock.sleep_until(t0)
+            await s.wait(job_id)
+            seen[job_id] = clock.now()
+
+        async with anyio.create_task_group() as tg:
+            for job_id, (t0, _, _) in jobs.items():
+                tg.start_soon(one, job_id, t0)
+            while len(seen) < len(jobs):
+                await clock.advance(1.0)
+    latencies = sorted(seen[j] - (t0 + q + d) for j, (t0, q, d) in jobs.items())
+    return sim.polls / len(jobs), latencies[math.ceil(0.99 * len(latencies)) - 1]
+
+
+async def test_predictive_policy_learns_across_jobs_and_polls_near_each_end() -> None:
+    # Jobs submitted over 20 s (queue 1-3 s, renders 8-60 s, linear whole-percent progress):
+    # the policy learns the queue delay from the first jobs and aims at each end.
+    rng = random.Random(11)
+    jobs = {f"j{i}": (i * 0.2, rng.uniform(1, 3), rng.uniform(8, 60)) for i in range(100)}
+    policy = PollPolicy.predictive()
+    default_polls, default_p99 = await run_batch(NO_JITTER, jobs)
+    polls, p99 = await run_batch(policy, jobs)
+    # Measured: 3.7 polls per job at p99 0.7 s, against 5.6 at 2.5 s.
+    assert polls <= 4.0 and polls < default_polls * 0.7
+    assert p99 <= policy.tolerance + policy.margin + 0.1 < default_p99

@@ -3,8 +3,9 @@ how intervals behave (``PollPolicy``), its counters and its errors."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import attrs
 
@@ -12,6 +13,7 @@ from ._errors import ViggleError, WaitTimeoutError
 
 __all__ = [
     "PollDeadlineExceeded",
+    "PollModel",
     "PollPolicy",
     "PollState",
     "PollSchedulerClosed",
@@ -51,6 +53,56 @@ class PollState:
     interval: float
     p0: float | None = None
     t0: float = 0.0
+    #: Predictive policies only: the clock time the wait began (about when the job was
+    #: created), the last positive ``progress_pct`` sample and its time, whether the last
+    #: interval aimed at the predicted end, how many such aims missed, and whether
+    #: this job already taught the shared ``PollModel`` its queue delay.
+    since: float | None = None
+    pp: float | None = None
+    tp: float = 0.0
+    aimed: bool = False
+    misses: int = 0
+    taught: bool = False
+    #: The last clock time the job showed no progress (queued): it started after that.
+    idle_at: float | None = None
+
+
+# Below this progress a single sample (against the learned queue delay) is too rough to aim
+# at the end: its error grows as (1 - pct) / pct times the queue delay's.
+_SHARP_FROM = 0.2
+# A single sample this soon after the (uncertain) start says too little to predict from.
+_MIN_RUN = 1.0
+# Queue delays learned from fewer jobs than this do not show their spread yet: unused.
+_MIN_QUEUES = 8
+_SINGLE_AIM = 0.9
+_COLD_AIM = 0.5
+_SINGLE_SPAN = 2.0
+# The longest plain-backoff interval of a predictive policy (PollPolicy().max_interval).
+_BACKOFF_MAX = 20.0
+# Aim at the end only from samples this many percent apart (or from the wait's start): a
+# stall between close samples can make the job look much slower than it is.
+_MIN_SPAN = 25.0
+_KEEP = 32  # recent jobs a PollModel remembers: recent ones reflect today's load
+
+
+@attrs.frozen
+class PollModel:
+    """What a predictive ``PollPolicy`` has learned from the jobs already seen (shared by the
+    jobs of one scheduler; pure: ``PollPolicy.learn`` returns a new one).
+
+    ``queues``: recent queue delays (seconds from the start of a wait to the start of
+    progress), one per job that showed two progress samples; ``totals``: recent
+    wait-to-terminal durations (seconds). Both keep the last ``_KEEP`` values.
+    """
+
+    queues: tuple[float, ...] = ()
+    totals: tuple[float, ...] = ()
+
+    @property
+    def queue_s(self) -> float | None:
+        """The longest recent queue delay in seconds (None before any): a start taken
+        late errs towards early polls. Stalls make single estimates short, never long."""
+        return max(self.queues) if self.queues else None
 
 
 @attrs.frozen
@@ -76,6 +128,48 @@ class PollPolicy:
         attrs.validators.ge(0.0), attrs.validators.lt(1.0)))
     aim: float = attrs.field(default=0.7, validator=_positive)
     coalesce: float = attrs.field(default=0.1, validator=attrs.validators.ge(0.0))
+    #: Predict each job's end from its progress and what earlier jobs taught (``PollModel``);
+    #: see ``predictive()``.
+    predict: bool = False
+    #: Predictive only: seconds added past the predicted end, and how many missed aims
+    #: make the job fall back to plain backoff (from ``min_interval``, times ``growth``).
+    margin: float = attrs.field(default=0.3, validator=attrs.validators.ge(0.0))
+    max_misses: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    #: Predictive only: aim at the end once it is known to within this many seconds (the
+    #: worst detection latency of an aim that hits); before that, poll at ``aim`` times
+    #: the earliest the job could end, to sharpen the estimate.
+    tolerance: float = attrs.field(default=0.8, validator=_positive)
+
+    @classmethod
+    def predictive(cls, **overrides: float) -> PollPolicy:
+        """A policy that aims each job's last poll just past its predicted end.
+
+        Each result bounds the job's end from both sides, from its ``progress_pct`` samples
+        and the queue delays learned from earlier jobs of the same scheduler
+        (``PollModel``). Once the bounds are within ``tolerance`` seconds the next poll
+        comes at the late one (the job is then done unless it stalls later); before that,
+        at ``aim`` times the early one, to sharpen the rate. A stall between samples makes
+        the job look slow, so the bounds disagree and it samples again instead. An aim
+        that misses re-predicts; after ``max_misses`` misses the job falls back to plain
+        backoff. ``overrides`` set any other field.
+        """
+        fields: dict[str, Any] = {"first_delay": 8.0, "min_interval": 0.5,
+                                  "max_interval": 120.0, "growth": 1.5, "jitter": 0.0,
+                                  "coalesce": 0.05, "aim": 0.9, "margin": 0.05,
+                                  "predict": True}
+        fields.update(overrides)
+        return cls(**fields)
+
+    @classmethod
+    def fixed(cls, interval: float) -> PollPolicy:
+        """Every poll ``interval`` seconds after the previous one (no growth, no jitter).
+
+        Raises ValueError unless ``interval`` > 0.
+        """
+        if not interval > 0:
+            raise ValueError(f"poll_interval must be > 0, got {interval}")
+        return cls(first_delay=interval, min_interval=interval, max_interval=interval,
+                   growth=1.0, jitter=0.0, coalesce=0.0)
 
     def __attrs_post_init__(self) -> None:
         if self.min_interval > self.max_interval:
@@ -83,17 +177,50 @@ class PollPolicy:
         if self.growth < 1.0:
             raise ValueError("growth must be >= 1")
 
-    def first_state(self) -> PollState:
-        """The state of a job not polled yet."""
-        return PollState(self.first_delay)
+    def first_state(self, now: float | None = None) -> PollState:
+        """The state of a job not polled yet; ``now`` (clock seconds) is when its wait began."""
+        return PollState(self.first_delay, since=now)
+
+    def first_interval(self, model: PollModel | None = None) -> float:
+        """Seconds from the start of a wait to the first poll (before jitter).
+
+        ``first_delay``; a predictive policy that has seen jobs end sooner polls a little
+        before the shortest recent one ended (clamped to [``min_interval``, ``max_interval``]).
+        """
+        if not self.predict or model is None or len(model.totals) < 4:
+            return self.first_delay
+        # Never later than first_delay: a short job after long ones would be found late.
+        first = min(min(model.totals) * 0.9, self.first_delay)
+        return min(max(first, self.min_interval), self.max_interval)
+
+    def learn(self, model: PollModel, state: PollState, *, progress_pct: float | None,
+              terminal: bool, now: float) -> PollModel:
+        """``model`` updated with one poll result of the job whose state (before this
+        result) is ``state``; ``now`` is its clock time. Pure; non-predictive policies
+        return ``model`` unchanged."""
+        if not self.predict or state.since is None:
+            return model
+        if terminal:
+            totals = (*model.totals[-(_KEEP - 1):], now - state.since)
+            return PollModel(model.queues, totals)
+        pct, pp = progress_pct, state.pp
+        if (state.taught or pct is None or pp is None or not pct > pp
+                or not now > state.tp):
+            return model
+        rate = (pct - pp) / (now - state.tp)
+        queue = max(0.0, state.tp - (pp + 0.5) / rate - state.since)
+        return PollModel((*model.queues[-(_KEEP - 1):], queue), model.totals)
 
     def next_interval(self, state: PollState, *, progress_pct: float | None, moved: bool,
-                      now: float) -> tuple[float, PollState]:
+                      now: float, model: PollModel | None = None) -> tuple[float, PollState]:
         """Seconds until the next poll (before jitter), and the state to pass next time.
 
         Pure: the same arguments give the same answer. ``moved`` says whether the observed
-        state changed since the previous poll; ``now`` is the clock time of this result.
+        state changed since the previous poll; ``now`` is the clock time of this result;
+        ``model`` what a predictive policy learned from other jobs (``learn``).
         """
+        if self.predict:
+            return self._predict(state, progress_pct, moved, now, model)
         pct = progress_pct
         p0, t0 = state.p0, state.t0
         interval: float | None = None
@@ -114,7 +241,103 @@ class PollPolicy:
             else:
                 interval = state.interval * self.growth
         interval = min(max(interval, self.min_interval), self.max_interval)
-        return interval, PollState(interval, p0, t0)
+        # Built directly, not with attrs.evolve: this runs on every poll (evolve is ~10x).
+        return interval, PollState(interval, p0, t0, state.since, state.pp, state.tp,
+                                   state.aimed, state.misses, state.taught, state.idle_at)
+
+    def _predict(self, state: PollState, pct: float | None, moved: bool, now: float,
+                 model: PollModel | None) -> tuple[float, PollState]:
+        # An aim that found the job still running is a miss; once misses reach max_misses
+        # the job stays on plain backoff.
+        misses = state.misses + 1 if state.aimed or state.misses >= self.max_misses \
+            else state.misses
+        p0, t0, pp, tp = state.p0, state.t0, state.pp, state.tp
+        taught = state.taught or (pct is not None and pp is not None and pct > pp)
+        since, idle_at = state.since, state.idle_at
+        # Two bounds on the end: ``late``, which a poll can aim at and find the job done
+        # (every rate behind it is at most the true one: a start taken early, a past stall,
+        # progress rounded against us), and ``early``, before which it surely runs.
+        late = early = math.inf
+        base = 0.0  # progress at the oldest sample behind the estimates
+        if pct is not None and pct > 0:
+            # Progress is reported in whole percent: the true value lies in [pct, pct + 1).
+            samples = [(pp, tp)] if pp is not None and pct > pp and now > tp else []
+            if p0 is not None and p0 < (pp if pp is not None else pct) and now > t0:
+                samples.append((p0, t0))
+            base = min((p for p, _ in samples), default=0.0)
+            for p, t in samples:
+                span = now - t
+                late = min(late, now + (100.0 - pct) * span / max(pct - p - 1.0, 0.5))
+                early = min(early, now + (99.0 - pct) * span / (pct + 1.0 - p))
+            queues = () if model is None or len(model.queues) < _MIN_QUEUES else model.queues
+            if since is not None:
+                # Progress started at the earliest when the wait did (or after the shortest
+                # recent queue) and at the latest after the longest recent queue, each
+                # widened by a quarter of their spread (the load moves).
+                q_lo = q_hi = 0.0
+                if queues:
+                    q_lo, q_hi = min(queues), max(queues)
+                    pad = max((q_hi - q_lo) / 4, q_lo / 4)
+                    q_lo, q_hi = max(0.0, q_lo - pad), q_hi + pad
+                # Seen without progress at idle_at: it started after that (less the under
+                # 1 % a 0 can hide), whatever the learned queues say (a job queued longer
+                # than recent ones).
+                idle = -math.inf if idle_at is None else \
+                    idle_at - since - (now - idle_at) / pct
+                late = min(late, now + (100.0 - pct) * (now - since - max(q_lo, idle)) / pct)
+                fast_run = now - since - q_hi
+                # One sample this soon after the (uncertain) start says too little.
+                if queues and not samples and idle <= q_hi and fast_run >= _MIN_RUN \
+                        and pct >= 3:
+                    early = now + (99.0 - pct) * fast_run / (pct + 1.0)
+            if p0 is None or pct < p0:
+                p0, t0 = pct, now
+            if pp is None or pct != pp:
+                pp, tp = pct, now
+        if not pct:
+            idle_at = now
+        if pct is None or pct < (pp or 0.0):
+            p0 = pp = None  # no progress, or it restarted
+        aimed = False
+        if misses >= self.max_misses:
+            # Predictions keep missing: plain backoff from min_interval (capped below).
+            interval = min(self.min_interval * self.growth ** min(misses - self.max_misses, 30),
+                           _BACKOFF_MAX)
+        elif late < early < math.inf:
+            # The bounds disagree: a stall between the samples made the job look slow.
+            # Only ``late`` still holds; sample again half-way to it.
+            interval = (late - now) * 0.5
+        elif late - (now if early == math.inf else max(early, now)) <= self.tolerance \
+                and (pct or 0.0) - base >= _MIN_SPAN:
+            # The end is known to within the tolerance: poll when it is surely done.
+            interval, aimed = max(late - now, 0.0) + self.margin, True
+        elif now < early < math.inf:
+            # Not sharp enough yet: a sample well before the end sharpens the rate. From
+            # one sample the early bound leans on the learned queue delay, which a job
+            # queued longer than recent ones breaks: land half-way instead.
+            interval = (early - now) * (self.aim if base else _SINGLE_AIM)
+            if since is not None and (not base or (pct or 0.0) - base < _MIN_SPAN):
+                # One sample leans on the learned queue delays, which a growing load
+                # outdates, and close samples on a rate a stall between them can cut to a
+                # third: wait at most twice as long as the wait has lasted.
+                interval = min(interval, max(self.first_delay, _SINGLE_SPAN * (now - since)))
+        elif late < math.inf:
+            # Only an upper bound (nothing learned yet, or too early to tell): sample again
+            # half-way to it, but no later than the wait has lasted (the bound can be
+            # very loose: 1 % done says little about the rate).
+            span = self.first_delay if since is None else max(self.first_delay, now - since)
+            interval = min((late - now) * _COLD_AIM, span)
+        elif model is not None and model.queue_s is not None and since is not None \
+                and not pct:
+            # Queued: come back first_delay after the learned start of progress (taken late).
+            interval = max(0.0, since + model.queue_s - now) + self.first_delay
+        else:
+            # Plain backoff, capped (the last interval may have been a long aim).
+            interval = self.first_delay if moved else \
+                min(state.interval * self.growth, _BACKOFF_MAX)
+        interval = min(max(interval, self.min_interval), self.max_interval)
+        return interval, PollState(interval, p0, t0, since, pp, tp, aimed, misses, taught,
+                                   idle_at)
 
 
 @attrs.frozen

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import Generic, TypedDict, TypeVar, Unpack
 
 import attrs
@@ -20,6 +20,7 @@ from ._errors import AssetFailedError, RenderFailedError, WaitTimeoutError
 from ._http import RequestPath
 from ._media import IMAGE_CONTENT_TYPES, VIDEO_CONTENT_TYPES
 from ._models import Character, Page, RenderJob, RenderStatus, Scene
+from ._polling import PollModel, PollPolicy
 from ._protocol import FilePart, Request, Response
 from ._segments_cache import SegmentsCache
 from ._uploads import Limits, Upload, UploadSource, prepare_upload
@@ -89,6 +90,30 @@ def _part(upload: Upload) -> FilePart:
     return FilePart(upload.field, upload.filename, upload.content_type, upload.size, upload)
 
 
+# §2.3/§4: renders are polled every 3 s, assets every 5 s (they report no progress).
+_RENDER_POLICY = PollPolicy.fixed(3.0)
+_ASSET_POLICY = PollPolicy.fixed(5.0)
+
+
+def _policy(poll_interval: float | None, policy: PollPolicy | None,
+            default: PollPolicy) -> PollPolicy:
+    """The policy a ``wait`` uses: ``poll_interval`` as a fixed interval, else ``policy``,
+    else ``default``. Raises ValueError (before any request) for both or a bad interval."""
+    if poll_interval is not None:
+        if policy is not None:
+            raise ValueError("pass poll_interval (a fixed interval) or policy, not both")
+        return PollPolicy.fixed(poll_interval)
+    return default if policy is None else policy
+
+
+def _render_view(status: RenderStatus) -> tuple[float | None, Hashable]:
+    return status.progress_pct, (status.status, status.checkpoint, status.progress_pct)
+
+
+def _asset_view(asset: Character | Scene) -> tuple[float | None, Hashable]:
+    return None, asset.status
+
+
 class _Resource:
     def __init__(self, http: RequestPath, *, limits: Limits):
         self._http = http
@@ -105,12 +130,19 @@ class _Resource:
                                      before_last_bytes=before_last_bytes)
 
     async def _wait(self, get: Callable[[], Awaitable[T]], *, terminal: Callable[[T], bool],
-                    interval: float, timeout: float | None,
-                    on_progress: Callable[[T], None] | None, what: str) -> T:
+                    view: Callable[[T], tuple[float | None, Hashable]], policy: PollPolicy,
+                    timeout: float | None, on_progress: Callable[[T], None] | None,
+                    what: str) -> T:
+        """Poll with ``get`` until ``terminal``; the intervals are ``policy``'s, the same
+        pure function the Supervisor's scheduler uses (``view`` gives a result's progress in
+        percent and a summary whose change counts as movement). The first poll is at once:
+        the job may be done already. One job, so no jitter."""
         clock = self._http.clock
-        if interval <= 0:
-            raise ValueError(f"poll_interval must be > 0, got {interval}")
-        deadline = None if timeout is None else clock.now() + timeout
+        now = clock.now()
+        deadline = None if timeout is None else now + timeout
+        state, model = policy.first_state(now), PollModel()
+        mark: Hashable = None
+        seen = False
         while True:
             last = await get()
             if on_progress is not None:
@@ -122,6 +154,12 @@ class _Resource:
                 raise WaitTimeoutError(f"{what} not finished after {timeout:g} s "
                                        f"(last status {getattr(last, 'status', '?')!r})",
                                        last=last)
+            pct, new_mark = view(last)
+            moved, seen, mark = seen and new_mark != mark, True, new_mark
+            if policy.predict:
+                model = policy.learn(model, state, progress_pct=pct, terminal=False, now=now)
+            interval, state = policy.next_interval(state, progress_pct=pct, moved=moved,
+                                                   now=now, model=model)
             wake = now + interval if deadline is None else min(now + interval, deadline)
             await clock.sleep_until(wake)
 
@@ -232,18 +270,24 @@ class Renders(_Resource):
         return await self._http.call(ep.cancel_render(job_id), self._http.parser(
             RenderStatus, job_id=job_id, status="cancelled"))
 
-    async def wait(self, job_id: str, *, poll_interval: float = 3.0,
-                   timeout: float | None = None,
+    async def wait(self, job_id: str, *, poll_interval: float | None = None,
+                   policy: PollPolicy | None = None, timeout: float | None = None,
                    on_progress: Callable[[RenderStatus], None] | None = None) -> RenderStatus:
-        """Poll every ``poll_interval`` seconds until the job ends; return the complete
-        status (with its ``cdn_url``).
+        """Poll until the job ends; return the complete status (with its ``cdn_url``).
 
-        Raises RenderFailedError on failed/cancelled and WaitTimeoutError (with the last
-        status) when ``timeout`` seconds pass; the job itself goes on.
+        The first poll is at once, then every 3 s (§2.3), or every ``poll_interval``
+        seconds, or as ``policy`` says (a ``PollPolicy``, the pure function the
+        Supervisor's scheduler uses: e.g. ``PollPolicy()`` backs off while nothing changes
+        and aims at the end once ``progress_pct`` moves). Raises ValueError for a
+        ``poll_interval`` <= 0 or both given (before any request), RenderFailedError on
+        failed/cancelled and WaitTimeoutError (with the last status) when ``timeout``
+        seconds pass; the job itself goes on.
         """
         final = await self._wait(lambda: self.get(job_id), terminal=lambda s: s.is_terminal,
-                                 interval=poll_interval, timeout=timeout,
-                                 on_progress=on_progress, what=f"render {job_id}")
+                                 view=_render_view,
+                                 policy=_policy(poll_interval, policy, _RENDER_POLICY),
+                                 timeout=timeout, on_progress=on_progress,
+                                 what=f"render {job_id}")
         if not final.is_complete:
             raise RenderFailedError(final)
         return final
@@ -283,11 +327,12 @@ class _Assets(_Resource, Generic[A]):
         await self._http.call(request, self._http.ok_parser())
 
     async def _wait_for(self, get: Callable[[], Awaitable[A]], ident: str, *,
-                        poll_interval: float, timeout: float | None,
-                        on_progress: Callable[[A], None] | None) -> A:
+                        poll_interval: float | None, policy: PollPolicy | None,
+                        timeout: float | None, on_progress: Callable[[A], None] | None) -> A:
         final = await self._wait(get, terminal=lambda a: a.is_terminal,
-                                 interval=poll_interval, timeout=timeout,
-                                 on_progress=on_progress,
+                                 view=_asset_view,
+                                 policy=_policy(poll_interval, policy, _ASSET_POLICY),
+                                 timeout=timeout, on_progress=on_progress,
                                  what=f"{self._cls.__name__.lower()} {ident}")
         if not final.is_ready:
             raise AssetFailedError(final)
@@ -333,17 +378,19 @@ class Characters(_Assets[Character]):
         """Delete the character (``DELETE /api/characters/{id}``); NotFoundError when unknown."""
         await self._delete(ep.delete_character(character_id))
 
-    async def wait(self, character_id: str, *, poll_interval: float = 5.0,
-                   timeout: float | None = None,
+    async def wait(self, character_id: str, *, poll_interval: float | None = None,
+                   policy: PollPolicy | None = None, timeout: float | None = None,
                    on_progress: Callable[[Character], None] | None = None) -> Character:
-        """Poll every ``poll_interval`` seconds until ``ready``; returns it.
+        """Poll until ``ready``; returns it. The first poll is at once, then every 5 s
+        (§4), or every ``poll_interval`` seconds, or as ``policy`` says (ValueError for a
+        ``poll_interval`` <= 0 or both given).
 
         Raises AssetFailedError on ``failed`` and WaitTimeoutError (``.last``) after
         ``timeout`` seconds; the job itself goes on.
         """
         return await self._wait_for(lambda: self.get(character_id), character_id,
-                                    poll_interval=poll_interval, timeout=timeout,
-                                    on_progress=on_progress)
+                                    poll_interval=poll_interval, policy=policy,
+                                    timeout=timeout, on_progress=on_progress)
 
 
 class Scenes(_Assets[Scene]):
@@ -423,14 +470,16 @@ class Scenes(_Assets[Scene]):
         if self._segments is not None:
             await self._segments.forget(scene_id)
 
-    async def wait(self, scene_id: str, *, poll_interval: float = 5.0,
-                   timeout: float | None = None,
+    async def wait(self, scene_id: str, *, poll_interval: float | None = None,
+                   policy: PollPolicy | None = None, timeout: float | None = None,
                    on_progress: Callable[[Scene], None] | None = None) -> Scene:
-        """Poll every ``poll_interval`` seconds until ``ready``; returns it.
+        """Poll until ``ready``; returns it. The first poll is at once, then every 5 s
+        (§4), or every ``poll_interval`` seconds, or as ``policy`` says (ValueError for a
+        ``poll_interval`` <= 0 or both given).
 
         Raises AssetFailedError on ``failed`` and WaitTimeoutError (``.last``) after
         ``timeout`` seconds; the job itself goes on.
         """
         return await self._wait_for(lambda: self.get(scene_id), scene_id,
-                                    poll_interval=poll_interval, timeout=timeout,
-                                    on_progress=on_progress)
+                                    poll_interval=poll_interval, policy=policy,
+                                    timeout=timeout, on_progress=on_progress)

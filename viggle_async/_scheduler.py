@@ -14,7 +14,10 @@ poll as a short task, with:
   at once (a job is out of the heap while its poll runs);
 - no starvation: the heap is ordered by due time, ties first-come first-served;
 - coalescing: polls due within ``PollPolicy.coalesce`` of each other go out in one wake-up,
-  so thousands of jobs do not each wake the event loop on their own.
+  so thousands of jobs do not each wake the event loop on their own, and a worker that
+  finishes a poll takes the next due one itself;
+- for a predictive policy (``PollPolicy.predictive()``), one ``PollModel`` learned from every
+  job's results (queue delays, durations) and passed to the policy for the next job.
 
 Time and randomness are parameters (a ``Clock`` and a ``rand()`` in [0, 1)).
 """
@@ -34,6 +37,7 @@ from anyio.abc import TaskGroup
 from ._clock import Clock
 from ._polling import (
     PollDeadlineExceeded,
+    PollModel,
     PollPolicy,
     PollSchedulerClosed,
     PollState,
@@ -43,6 +47,7 @@ from ._polling import (
 
 __all__ = [
     "PollDeadlineExceeded",
+    "PollModel",
     "PollPolicy",
     "PollScheduler",
     "PollSchedulerClosed",
@@ -121,6 +126,8 @@ class PollScheduler(Generic[R]):
         self._max_in_flight = max_in_flight
         self._spacing = 0.0 if math.isinf(max_rate) else 1.0 / max_rate
         self._policy = policy or PollPolicy()
+        # What a predictive policy learned from the jobs seen so far (shared by all jobs).
+        self._model = PollModel()
         # Coalescing (see PollPolicy.coalesce): polls due within the window go out in the
         # same wake-up. The rate cap may run that far ahead too, but only when its spacing
         # is finer than the window, so a slow cap (e.g. 5/s) still spaces every start.
@@ -212,9 +219,10 @@ class PollScheduler(Generic[R]):
         now = self._clock.now()
         job = self._jobs.get(job_id)
         if job is None:
-            job = _Job(job_id, self._policy.first_state())
+            job = _Job(job_id, self._policy.first_state(now))
             self._jobs[job_id] = job
-            delay = self._policy.first_delay if first_delay is None else first_delay
+            delay = self._policy.first_interval(self._model) if first_delay is None \
+                else first_delay
             self._schedule(job, now + delay * self._jitter())
         waiter = _Waiter(job, on_update)
         job.waiters.append(waiter)
@@ -262,8 +270,23 @@ class PollScheduler(Generic[R]):
                 self._finish(waiter, error=PollDeadlineExceeded(job.job_id, deadline, job.last))
 
     def _send_due(self, now: float) -> None:
-        heap = self._heap
         self._blocked_on_slots = False
+        while True:
+            if not self._idle:
+                # Due work waits for a slot: a worker that finishes takes it (_worker).
+                self._blocked_on_slots = self._due(now) is not None
+                return
+            job = self._take_due(now)
+            if job is None:
+                return
+            slot = self._idle.pop()
+            slot.job = job
+            slot.ready.set()
+
+    def _due(self, now: float) -> _Job[R] | None:
+        """The first job allowed to start at ``now`` (due within the coalescing window, not
+        paused, within the rate cap), left in the heap; None if there is none."""
+        heap = self._heap
         while heap:
             due, _, gen, job = heap[0]
             if gen != job.gen:
@@ -271,19 +294,22 @@ class PollScheduler(Generic[R]):
                 continue
             if (due > now + self._window or now < self._paused_until
                     or self._next_send > now + self._rate_slack):
-                return
-            if not self._idle:
-                self._blocked_on_slots = True
-                return
-            heapq.heappop(heap)
-            self._next_send = max(self._next_send, now) + self._spacing
-            job.polling = True
-            self._in_flight += 1
-            self._polls_sent += 1
-            self._peak = max(self._peak, self._in_flight)
-            slot = self._idle.pop()
-            slot.job = job
-            slot.ready.set()
+                return None
+            return job
+        return None
+
+    def _take_due(self, now: float) -> _Job[R] | None:
+        """Pop the job ``_due`` finds and count it as sent (the caller polls it)."""
+        job = self._due(now)
+        if job is None:
+            return None
+        heapq.heappop(self._heap)
+        self._next_send = max(self._next_send, now) + self._spacing
+        job.polling = True
+        self._in_flight += 1
+        self._polls_sent += 1
+        self._peak = max(self._peak, self._in_flight)
+        return job
 
     def _next_wake(self) -> float:
         wake = self._deadlines[0][0] if self._deadlines else math.inf
@@ -294,10 +320,12 @@ class PollScheduler(Generic[R]):
         return wake
 
     async def _worker(self, slot: _Slot[R]) -> None:
+        job: _Job[R] | None = None
         while True:
-            await slot.ready.wait()
-            slot.ready = anyio.Event()
-            job, slot.job = slot.job, None
+            if job is None:
+                await slot.ready.wait()
+                slot.ready = anyio.Event()
+                job, slot.job = slot.job, None
             assert job is not None
             try:
                 result = await self._poll(job.job_id)
@@ -315,14 +343,23 @@ class PollScheduler(Generic[R]):
                 if not job.waiters and self._jobs.get(job.job_id) is job:
                     del self._jobs[job.job_id]
                 self._in_flight -= 1
-                self._idle.append(slot)
-                if self._blocked_on_slots:
-                    self._kick()
+                # Take the next due poll here rather than going idle and waking the
+                # dispatcher to hand it back: under load that saves an event and a wake-up
+                # per poll (issue 13: the scheduler's own CPU per job).
+                job = None if self._closed else self._take_due(self._clock.now())
+                if job is None:
+                    self._idle.append(slot)
+                    if self._blocked_on_slots:
+                        self._kick()
 
     # -- per-job logic ---------------------------------------------------------------------
 
     def _observe(self, job: _Job[R], result: R, view: PollView) -> None:
         now = self._clock.now()
+        policy = self._policy
+        if policy.predict:
+            self._model = policy.learn(self._model, job.state, progress_pct=view.progress_pct,
+                                       terminal=view.terminal, now=now)
         moved = job.seen and view.fingerprint != job.fingerprint
         changed = moved or not job.seen
         job.seen, job.fingerprint, job.last = True, view.fingerprint, result
@@ -343,7 +380,7 @@ class PollScheduler(Generic[R]):
 
     def _interval(self, job: _Job[R], view: PollView, moved: bool, now: float) -> float:
         interval, job.state = self._policy.next_interval(
-            job.state, progress_pct=view.progress_pct, moved=moved, now=now)
+            job.state, progress_pct=view.progress_pct, moved=moved, now=now, model=self._model)
         return interval
 
     def _jitter(self) -> float:
