@@ -88,7 +88,7 @@ from ._models import (
 )
 from ._resources import Characters, PreparedCreate, RenderInputs, Renders, Scenes
 from ._reuse import PlanTotals, ReusePlan, ReuseRule
-from ._scheduler import PollPolicy
+from ._scheduler import PollModel, PollPolicy
 from ._supervisor import FastFallbackPolicy, Supervisor
 from ._transport import Timeouts
 from ._uploads import Limits
@@ -159,6 +159,7 @@ __all__ = [
     "Outcome",
     "Page",
     "PlanTotals",
+    "PollModel",
     "PollPolicy",
     "PostgresJournalStore",
     "PreparedCreate",
