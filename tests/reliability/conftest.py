@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import attrs
 import pytest
+from relhelp import Media
 
 from viggle_async import ManualClock
 from viggle_async.testing import FakeViggle, make_png, write_mp4
@@ -18,13 +18,6 @@ from viggle_async.testing import FakeViggle, make_png, write_mp4
 async def fake(clock: ManualClock) -> AsyncIterator[FakeViggle]:
     async with FakeViggle(clock=clock.now, output_bytes=4096) as server:
         yield server
-
-
-@attrs.frozen
-class Media:
-    png: Path
-    mp4: Path  # 2 s, 64x64: 2 credits standard, 4 fast (§7)
-    tmp: Path
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import Media
+from relhelp import Media
 
 from viggle_async import (
     APIError,
