@@ -235,7 +235,8 @@ def _library(p: dict[str, Any]) -> dict[str, Any]:
     options = {"segments": p["segments"]} if p.get("segments") else {}
 
     async def main() -> dict[str, Any]:
-        # The CDN needs no key; the client refuses to send one there anyway (§8.1).
+        # The CDN needs no key; the client refuses to send one there anyway
+        # (docs/api/client-rules.md#downloads).
         async with ViggleClient("unused", base_url="http://127.0.0.1:9") as client:
             before, c0, t0, u0 = rss(), time.process_time(), time.perf_counter(), _usage()
             await client.download(p["url"], p["dest"], **options)

@@ -27,7 +27,7 @@ from ._common import median
 from ._harness import Server, run_child
 from ._report import Context, Figure, Outcome
 
-# A render status as the fake (and the docs, §2.3) send it, mid-render.
+# A render status as the fake (and the docs, docs/api/renders.md#render-status) send it, mid-render.
 STATUS_BODY = json.dumps({
     "job_id": "job_5f3a9c1e2b7d4a60", "status": "processing", "mode": "preprocessed",
     "checkpoint": "dri_done", "progress_pct": 47, "cdn_url": None, "mask_cdn_url": None,

@@ -44,7 +44,7 @@ async def render(args: argparse.Namespace, out: Path) -> None:
         created = await asyncio.gather(*(
             client.characters.create(name=f"person {i}", image=image)
             for i, image in enumerate(images)))
-        # A render needs the scene and every character ready (§2.1).
+        # A render needs the scene and every character ready (docs/api/renders.md#create-render).
         scene = await client.scenes.wait(imported.id, poll_interval=poll)
         characters = await asyncio.gather(*(
             client.characters.wait(c.id, poll_interval=poll) for c in created))

@@ -23,7 +23,7 @@ from viggle_async._scheduler import (
     PollView,
 )
 
-TERMINAL = {"complete", "failed", "cancelled", "error"}  # viggle-api.md §3.1
+TERMINAL = {"complete", "failed", "cancelled", "error"}  # docs/api/lifecycles.md#render-statuses
 
 
 @attrs.frozen
@@ -231,7 +231,7 @@ async def test_fewer_polls_than_a_fixed_3s_loop_at_equal_or_better_p99() -> None
         latencies.sort()
         return latencies[math.ceil(0.99 * len(latencies)) - 1]
 
-    # the naive loop every 3 s (viggle-api.md §2.3 examples), on the same fake clock
+    # the naive loop every 3 s (docs/api/renders.md#render-status examples), on the same fake clock
     naive_clock = ManualClock()
     naive = Sim(naive_clock, latency=0.05)
     for job_id, (q, d) in jobs.items():

@@ -2,7 +2,8 @@
 
 What one Viggle account allows is shared by everything sent with its key: fast-mode capacity
 (400 CS-UORC01-001), rate limits (429, and a 5xx with Retry-After), credits (402, and the
-caller's ``credit_budget``), and a poll rate cap (viggle-api.md §4, §5, §7). ``AccountState``
+caller's ``credit_budget``), and a poll rate cap (docs/api/lifecycles.md#polling,
+docs/api/errors.md, docs/api/credits.md#costs). ``AccountState``
 is that state's one owner; the supervisor's flows ask it and tell it, and never keep a copy.
 
 Every method is async and takes or returns plain values (clock seconds, credits, reasons), so
@@ -37,11 +38,12 @@ class AccountState(Protocol):
 
     async def refund(self, credits: int) -> None:
         """Give back a reservation whose create provably made no job, or whose job the
-        API refunded (failed or cancelled, §7)."""
+        API refunded (failed or cancelled, docs/api/credits.md#costs)."""
         ...
 
     async def settle_fallback(self, credits: int) -> int:
-        """A fast render reserved at ``credits`` was submitted standard: keep half (§7)
+        """A fast render reserved at ``credits`` was submitted standard: keep half
+        (docs/api/credits.md#costs)
         and return what is now committed for it."""
         ...
 

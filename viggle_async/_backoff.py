@@ -3,7 +3,7 @@
 Nothing here sleeps or uses global randomness: the caller passes ``rand`` (a function
 returning a float in ``[0, 1)``, e.g. ``random.Random(seed).random``) and ``now``.
 
-The API documents no rate limits or Retry-After header (viggle-api.md §6, open question 9);
+The API documents no rate limits or Retry-After header (docs/api/limits.md#limits, open question 9);
 we still honour the header if a server (or a proxy in front of it) sends one.
 """
 

@@ -133,19 +133,19 @@ class ViggleClient:
 
     @property
     def renders(self) -> Renders:
-        """Render jobs (§2.1–§2.4): ``create``, ``prepare``/``submit``, ``get``, ``cancel``,
+        """Render jobs: ``create``, ``prepare``/``submit``, ``get``, ``cancel``,
         ``wait``."""
         return self._renders
 
     @property
     def characters(self) -> Characters:
-        """Characters (§2.5–§2.8): ``create``, ``get``, ``list``, ``iterate``, ``delete``,
+        """Characters: ``create``, ``get``, ``list``, ``iterate``, ``delete``,
         ``wait``."""
         return self._characters
 
     @property
     def scenes(self) -> Scenes:
-        """Scenes (§2.9–§2.13): ``create``, ``import_template``, ``get``, ``list``,
+        """Scenes: ``create``, ``import_template``, ``get``, ``list``,
         ``iterate``, ``delete``, ``wait``."""
         return self._scenes
 
@@ -179,7 +179,7 @@ class ViggleClient:
         return self._http.wall_clock()
 
     async def get_credits(self) -> Credits:
-        """The account's credit balance (``GET /api/credits``, §2.14), in credits.
+        """The account's credit balance (``GET /api/credits``), in credits.
 
         Raises AuthenticationError (bad key), ConfigurationError (no key), TransportError.
         """

@@ -1,7 +1,8 @@
 """The one place that knows the wire format of responses: a cattrs converter that
 turns decoded JSON into ``_models`` classes.
 
-Tolerant on input (viggle-api.md §8.1): unknown fields are ignored (unless a contract
+Tolerant on input (docs/api/client-rules.md#tolerant-parsing): unknown fields are ignored (unless a
+contract
 test asks for ``forbid_extra_keys``), unknown statuses stay strings, and every
 documented shape variant is accepted (``id`` vs ``character_id``/``scene_id``,
 ``segments`` vs ``character_uuids``, ``credits`` vs ``balance``). Strict on types:
@@ -83,14 +84,16 @@ def _structure_float(value: Any, _: type) -> float:
 def _structure_bool(value: Any, _: type) -> bool:
     if isinstance(value, bool):
         return value
-    # Form-style booleans appear in this API's requests (§1.3); accept them back.
+    # Form-style booleans appear in this API's requests
+    # (docs/api/conventions.md#request-encodings); accept them back.
     if value in ("true", "false"):
         return bool(value == "true")
     raise _type_error("a boolean", value)
 
 
 def _structure_datetime(value: Any, _: type) -> datetime:
-    # §1.7: ISO-8601 UTC such as "2023-11-07T05:31:56Z". A naive value is taken as UTC
+    # docs/api/conventions.md#timestamps: ISO-8601 UTC such as "2023-11-07T05:31:56Z". A naive
+    # value is taken as UTC
     # so every datetime we hand out is aware. Epoch numbers are accepted for tolerance.
     if isinstance(value, str):
         try:
@@ -118,7 +121,8 @@ def _scene_shape(data: Any) -> Any:
     data = _alias(data, "id", "scene_id")
     if not isinstance(data, Mapping):
         return data
-    # §2.10: segments come as [{"uuid", "type"}] (docs) or "character_uuids": [str]
+    # docs/api/assets.md#import-template: segments come as [{"uuid", "type"}] (docs) or
+    # "character_uuids": [str]
     # (third-party schema); items given as bare strings are taken as uuids.
     raw = data.get("segments")
     if raw is None:
@@ -208,7 +212,8 @@ def get_converter() -> cattrs.Converter:
 # A poll is the library's most frequent call, and structuring through cattrs cost about
 # half of its CPU above raw aiohttp. msgspec decodes the body straight into these structs
 # (C code, no intermediate dict), strictly: any value of a type other than the plain one
-# the docs show (§2.3) fails the decode, and the caller then takes the general path
+# the docs show (docs/api/renders.md#render-status) fails the decode, and the caller then takes the
+# general path
 # (``json.loads`` + the converter), which decides the unusual cases. So the fast path only
 # ever answers where both agree; tests/client/test_fast_parse.py checks that with
 # hypothesis. Datetimes stay strings here and go through the converter's own function.

@@ -1,8 +1,9 @@
 """Downloads of outputs over any ``Transport``: retried, resumed, verified, atomic.
 
 A finished render's ``cdn_url`` is a paid output, so a brief CDN hiccup must not lose it
-(viggle-api.md §3.1: poll, then download from ``cdn_url``; §8.1: no Authorization header
-to the CDN; §11: signed output URLs are reported to expire):
+(docs/api/lifecycles.md#render-statuses: poll, then download from ``cdn_url``;
+docs/api/client-rules.md#downloads: no Authorization header
+to the CDN; docs/api/open-questions.md#retention: signed output URLs are reported to expire):
 
 - 5xx, 408, 425, 429 and a connection that fails are retried with capped, fully
   jittered backoff (``RetryPolicy``), honouring Retry-After; so is 404, which a CDN

@@ -1,4 +1,4 @@
-"""Pure request builders, one per documented endpoint (viggle-api.md §2).
+"""Pure request builders, one per documented endpoint (docs/api/README.md).
 
 Each checks the documented rules before anything is sent and produces exactly the
 fields the docs show. Uploads are prepared (sniffed, size- and duration-checked) by
@@ -40,8 +40,8 @@ __all__ = [
     "scene_create_fields",
 ]
 
-MAX_PAGE = 100  # §2.7: limit 1–100 in the only schema seen
-# The collections (§2): every path below is built from these, in this module only.
+MAX_PAGE = 100  # docs/api/assets.md#list-characters: limit 1–100 in the only schema seen
+# The collections (docs/api/README.md): every path below is built from these, in this module only.
 RENDERS = "/api/render"
 CHARACTERS = "/api/characters"
 SCENES = "/api/scenes"
@@ -50,7 +50,8 @@ SCENES = "/api/scenes"
 # --- the rules, shared by the builders below ---------------------------------------
 
 def job_path(prefix: str, ident: str, field: str) -> str:
-    """``prefix/ident`` with the id checked and percent-encoded (ids are opaque, §1.6)."""
+    """``prefix/ident`` with the id checked and percent-encoded (ids are opaque,
+    docs/api/conventions.md#ids)."""
     if not isinstance(ident, str) or not ident.strip():
         raise InvalidInputError(field, "must be a non-empty string",
                                 f"pass the {field} the API returned")
@@ -72,7 +73,7 @@ def check_name(name: str) -> str:
 
 
 def format_bg_color(value: str | Sequence[int]) -> str:
-    """``"R,G,B"`` with each value 0–255 (§1.9: not hex)."""
+    """``"R,G,B"`` with each value 0–255 (docs/api/conventions.md#background-modes: not hex)."""
     fix = "pass 'R,G,B' with values 0-255, e.g. '0,255,0', or a 3-tuple of ints"
     if isinstance(value, str):
         items: list[Any] = value.split(",")
@@ -98,7 +99,7 @@ def format_bg_color(value: str | Sequence[int]) -> str:
 
 
 def format_mapping(value: Mapping[str, str] | str) -> str:
-    """``character_mapping`` serialised to a JSON string (§2.2)."""
+    """``character_mapping`` serialised to a JSON string (docs/api/renders.md#multi-character)."""
     fix = "pass a dict of segment uuid -> character id, e.g. {'person_a1b2c3d4': 'char_x'}"
     if isinstance(value, str):
         try:
@@ -144,7 +145,9 @@ def render_create_fields(
     bg_color: str | Sequence[int] | None,
     fast: bool,
 ) -> list[tuple[str, str]]:
-    """Check a render's inputs (§2.1, §2.2, §1.9) and return its text fields.
+    """Check a render's inputs (docs/api/renders.md#create-render,
+    docs/api/renders.md#multi-character, docs/api/conventions.md#background-modes) and return its
+    text fields.
 
     Accepted combinations: on-demand (ref image + driving video, each a file or a URL),
     preprocessed (character_id + scene_id), multi-character (scene_id +
@@ -197,7 +200,8 @@ def render_create_fields(
     if character_mapping is not None:
         fields.append(("character_mapping", format_mapping(character_mapping)))
     if model is not None:
-        # §1.8: with a scene the model is the scene's; passing one is "ignored or rejected".
+        # docs/api/conventions.md#models: with a scene the model is the scene's; passing one is
+        # "ignored or rejected".
         if scene_id is not None:
             raise InvalidInputError("model", "cannot be set when rendering with a scene",
                                     "omit model; pass it when creating the scene instead")
@@ -216,7 +220,7 @@ def render_create_fields(
         raise InvalidInputError("fast", f"must be True or False, got {fast!r}",
                                 "pass fast=True or fast=False")
     if fast:
-        # §2.1: fast "requires a driving_video upload or a scene_id".
+        # docs/api/renders.md#request-fields: fast "requires a driving_video upload or a scene_id".
         if not has_driving_video and scene_id is None:
             raise InvalidInputError("fast", "needs a driving_video upload or a scene_id",
                                     "upload the video as driving_video, use a scene, or "
@@ -232,24 +236,26 @@ def multipart_create(path: str, fields: Sequence[tuple[str, str]],
 
 
 def create_render(fields: Sequence[tuple[str, str]], files: Sequence[FilePart]) -> Request:
-    """§2.1/§2.2 ``POST /api/render``; ``fields`` from :func:`render_create_fields`."""
+    """docs/api/renders.md#create-render/docs/api/renders.md#multi-character ``POST /api/render``;
+    ``fields`` from :func:`render_create_fields`."""
     return multipart_create(RENDERS, fields, files)
 
 
 def create_character(fields: Sequence[tuple[str, str]], files: Sequence[FilePart]) -> Request:
-    """§2.5 ``POST /api/characters/preprocess``; ``fields`` from
+    """docs/api/assets.md#create-character ``POST /api/characters/preprocess``; ``fields`` from
     :func:`character_create_fields`."""
     return multipart_create(f"{CHARACTERS}/preprocess", fields, files)
 
 
 def create_scene(fields: Sequence[tuple[str, str]], files: Sequence[FilePart]) -> Request:
-    """§2.9 ``POST /api/scenes/preprocess``; ``fields`` from :func:`scene_create_fields`."""
+    """docs/api/assets.md#create-scene ``POST /api/scenes/preprocess``; ``fields`` from
+    :func:`scene_create_fields`."""
     return multipart_create(f"{SCENES}/preprocess", fields, files)
 
 
 def character_create_fields(*, name: str, has_image: bool, image_url: str | None
                             ) -> list[tuple[str, str]]:
-    """§2.5: ``name`` plus one of ``image`` / ``image_url``."""
+    """docs/api/assets.md#create-character: ``name`` plus one of ``image`` / ``image_url``."""
     fields = [("name", check_name(name))]
     if has_image and image_url is not None:
         raise _conflict("image", "image_url")
@@ -263,7 +269,8 @@ def character_create_fields(*, name: str, has_image: bool, image_url: str | None
 
 def scene_create_fields(*, name: str, has_video: bool, video_url: str | None,
                         background_mode: str | None, model: str | None) -> list[tuple[str, str]]:
-    """§2.9: ``name``, one of ``video`` / ``video_url``, optional mode and model."""
+    """docs/api/assets.md#create-scene: ``name``, one of ``video`` / ``video_url``, optional mode
+    and model."""
     fields = [("name", check_name(name))]
     if has_video and video_url is not None:
         raise _conflict("video", "video_url")
@@ -282,7 +289,8 @@ def scene_create_fields(*, name: str, has_video: bool, video_url: str | None,
 
 
 def import_scene(template_id: str, name: str | None) -> Request:
-    """§2.10: JSON ``{"template_id", "name"?}`` (the documented key, not ``template_uuid``)."""
+    """docs/api/assets.md#import-template: JSON ``{"template_id", "name"?}`` (the documented key,
+    not ``template_uuid``)."""
     _check_id("template_id", template_id)
     if template_id is None:
         raise InvalidInputError("template_id", "is required", "pass a template id from viggle.ai")
@@ -293,7 +301,8 @@ def import_scene(template_id: str, name: str | None) -> Request:
 
 
 def get_render(job_id: str) -> Request:
-    # §2.3: the status endpoint needs no key, so polling works without one.
+    # docs/api/renders.md#render-status: the status endpoint needs no key, so polling works without
+    # one.
     return build_request("GET", job_path(RENDERS, job_id, "job_id"), "read", auth=False)
 
 
@@ -320,7 +329,8 @@ def delete_scene(scene_id: str) -> Request:
 
 
 def list_page(path: str, limit: int, offset: int) -> Request:
-    """§2.7/§2.12: ``limit`` 1–100, ``offset`` ≥ 0."""
+    """docs/api/assets.md#list-characters/docs/api/assets.md#list-scenes: ``limit`` 1–100,
+    ``offset`` ≥ 0."""
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
         raise InvalidInputError("limit", f"{limit!r} is outside 1-{MAX_PAGE}",
                                 f"pass an integer from 1 to {MAX_PAGE}")
@@ -332,12 +342,12 @@ def list_page(path: str, limit: int, offset: int) -> Request:
 
 
 def list_characters(limit: int, offset: int) -> Request:
-    """§2.7 ``GET /api/characters?limit&offset``."""
+    """docs/api/assets.md#list-characters ``GET /api/characters?limit&offset``."""
     return list_page(CHARACTERS, limit, offset)
 
 
 def list_scenes(limit: int, offset: int) -> Request:
-    """§2.12 ``GET /api/scenes?limit&offset``."""
+    """docs/api/assets.md#list-scenes ``GET /api/scenes?limit&offset``."""
     return list_page(SCENES, limit, offset)
 
 

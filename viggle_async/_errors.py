@@ -91,8 +91,8 @@ class InvalidInputError(ViggleError, ValueError):
 class APIError(ViggleError):
     """The API answered with an error status.
 
-    ``error_code``/``message``/``action`` come from the ``detail`` envelope
-    (viggle-api.md §1.4); quote ``error_code`` and ``request_id`` to support.
+    ``error_code``/``message``/``action`` come from the ``detail`` envelope; quote
+    ``error_code`` and ``request_id`` to support.
 
     ``retry_after`` is the server's ``Retry-After`` in seconds (None when absent or
     unreadable), on any status, so a scheduler can pause everyone. ``may_have_reached_server``

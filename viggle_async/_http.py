@@ -1,7 +1,8 @@
 """The request path: headers, the retry rules, the loop check and the response parsers,
 between the resources (above) and a ``Transport`` (below). No aiohttp here.
 
-Retry rules (viggle-api.md §4, §8.1; "never spend a credit twice"):
+Retry rules (docs/api/client-rules.md#create-retries, docs/api/client-rules.md#create-retries;
+"never spend a credit twice"):
 
 - reads, cancels and deletes are retried on connection errors, timeouts, 429 and 5xx;
 - a create is retried only where no job can exist: the connection was never made

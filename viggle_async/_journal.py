@@ -5,12 +5,13 @@ Each entry walks ``intent -> sending -> submitted -> final``; ``final`` may also
 recorded just before the last bytes of a create body are written: an entry left in ``intent``
 was never seen by the server and is safe to resubmit; one left in ``sending`` is *ambiguous*
 (the job may exist), so ``record_intent`` refuses it unless the caller passes
-``replace=True``. /api has no idempotency keys (viggle-api.md §4), so this is the only
+``replace=True``. /api has no idempotency keys (docs/api/client-rules.md#create-retries), so this
+is the only
 guard against submitting a job twice.
 
 An entry's ``kind`` is "render", "character" or "scene"; ``job_id`` is the render job id
 or the asset id; ``outputs`` are the files a render wrote, or a template scene's segments
-(Get Scene does not return them, §2.12).
+(Get Scene does not return them, docs/api/assets.md#get-scene).
 
 Two layers. ``Journal`` is the state machine above (the methods users and the supervisor
 call: it decides every transition and its replace rules, in this one place). A

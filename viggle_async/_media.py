@@ -5,7 +5,8 @@ uploads), so every function here must survive arbitrary bytes: the only exceptio
 escapes is :class:`MediaError`, every read is small and bounded, and every box walk
 advances by at least one header per step so it always terminates.
 
-File names are never trusted; only leading bytes decide the type (viggle-api.md §6 lists the
+File names are never trusted; only leading bytes decide the type (docs/api/limits.md#formats lists
+the
 formats: video MP4/MOV/WebM/AVI, images PNG/JPG/WebP; we accept the union).
 """
 

@@ -1,5 +1,5 @@
 """Typed results, in our names. These classes know nothing of JSON; ``_converter``
-maps the wire format onto them (viggle-api.md §2, §3).
+maps the wire format onto them (docs/api/README.md, docs/api/lifecycles.md).
 
 Statuses stay plain strings so an unknown future status never crashes; the
 ``*State`` enums hold the documented values and compare equal to those strings.
@@ -30,7 +30,7 @@ __all__ = [
 
 
 class RenderState(enum.StrEnum):
-    """Documented render statuses (§3.1). ``RENDERING``/``MERGING`` are the older wording."""
+    """Documented render statuses. ``RENDERING``/``MERGING`` are the older wording."""
 
     QUEUED = "queued"
     PROCESSING = "processing"
@@ -43,7 +43,7 @@ class RenderState(enum.StrEnum):
 
 
 class AssetState(enum.StrEnum):
-    """Documented character and scene statuses (§3.2, §3.3)."""
+    """Documented character and scene statuses."""
 
     PENDING = "pending"
     QUEUED = "queued"
@@ -53,14 +53,14 @@ class AssetState(enum.StrEnum):
 
 
 class Model(enum.StrEnum):
-    """Avatar models (§1.8)."""
+    """Avatar models."""
 
     V4_PREVIEW = "V4_Preview"
     V3_PREVIEW = "V3_Preview"
 
 
 class BackgroundMode(enum.StrEnum):
-    """Background modes (§1.9); ``inpaint`` is the API's alias of ``original``."""
+    """Background modes; ``inpaint`` is the API's alias of ``original``."""
 
     ORIGINAL = "original"
     SOLID = "solid"
@@ -94,7 +94,7 @@ class RenderProgress:
 
 @attrs.frozen
 class RenderStatus:
-    """A render job's state, as ``GET /api/render/{job_id}`` reports it (§2.3).
+    """A render job's state, as ``GET /api/render/{job_id}`` reports it.
 
     ``is_complete`` (and so ``is_terminal``) needs ``cdn_url``: a ``complete`` status
     without it (``awaiting_output``) means "poll again", never "failed" (issue 11.3).
@@ -142,7 +142,7 @@ class RenderStatus:
 
 @attrs.frozen
 class Character:
-    """A reusable character (§2.5, §2.6). ``id`` is what renders take as ``character_id``."""
+    """A reusable character. ``id`` is what renders take as ``character_id``."""
 
     id: str
     status: str
@@ -169,7 +169,7 @@ class Character:
 
 @attrs.frozen
 class Segment:
-    """A tracked person in a multi-person template scene (§2.10)."""
+    """A tracked person in a multi-person template scene."""
 
     uuid: str
     type: str | None = None
@@ -177,7 +177,7 @@ class Segment:
 
 @attrs.frozen
 class Scene:
-    """A scene, from an upload or a template import (§2.9–§2.11).
+    """A scene, from an upload or a template import.
 
     ``segments`` is only known from the import response; Get Scene does not return it.
     """
@@ -202,7 +202,7 @@ class Scene:
 
     def with_segments(self, segments: tuple[Segment, ...]) -> Scene:
         """This scene with ``segments`` (from its import answer) when it lists none: Get
-        Scene does not return a template's segments (§2.12), which a mapping needs."""
+        Scene does not return a template's segments, which a mapping needs."""
         if self.segments or not segments:
             return self
         return attrs.evolve(self, segments=tuple(segments))
@@ -218,7 +218,7 @@ class Scene:
 
 @attrs.frozen
 class Page(Generic[T]):
-    """One page of a list endpoint. ``total`` is what the API reported (§2.7)."""
+    """One page of a list endpoint. ``total`` is what the API reported."""
 
     items: tuple[T, ...]
     total: int | None
@@ -228,7 +228,7 @@ class Page(Generic[T]):
 
 @attrs.frozen
 class Credits:
-    """The account's credit balance (§2.14)."""
+    """The account's credit balance."""
 
     balance: float
     total_purchased: float | None = None

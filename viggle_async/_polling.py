@@ -109,7 +109,7 @@ class PollModel:
 class PollPolicy:
     """Polling intervals, in seconds.
 
-    The first poll comes ``first_delay`` after ``wait`` (the docs poll every 3 s, §2.3).
+    The first poll comes ``first_delay`` after ``wait`` (the docs poll every 3 s).
     While nothing changes the interval is multiplied by ``growth``; on a change it drops to at
     most ``first_delay``. Once ``progress_pct`` has moved, the next poll comes after ``aim``
     times the estimated remaining time. Every interval is clamped to

@@ -2,7 +2,8 @@
 interpretation of responses. No I/O, no ``async``.
 
 Requests are described here (``Request``) and built per endpoint, with the documented
-rules, in ``_endpoints``. Incoming responses are interpreted tolerantly (§1.4, §8.1);
+rules, in ``_endpoints``. Incoming responses are interpreted tolerantly
+(docs/api/conventions.md#error-envelope, docs/api/client-rules.md#tolerant-parsing);
 ``proves_no_job`` is the one rule for which answers to a create prove no job exists.
 """
 
@@ -57,7 +58,8 @@ T = TypeVar("T")
 RequestKind = Literal["create", "read", "cancel", "delete"]
 
 FAST_UNAVAILABLE = "CS-UORC01-001"
-# The documented choices (§1.8, §1.9), from the enums users pass: one list to keep.
+# The documented choices (docs/api/conventions.md#models,
+# docs/api/conventions.md#background-modes), from the enums users pass: one list to keep.
 # ``_endpoints`` checks inputs against them; the CLI offers them.
 MODELS: tuple[str, ...] = tuple(m.value for m in Model)
 BACKGROUND_MODES: tuple[str, ...] = tuple(m.value for m in BackgroundMode)
@@ -217,7 +219,8 @@ def decode_json(response: Response) -> Any:
 
 
 def unwrap(data: Any) -> Any:
-    """Drop an optional ``{"data": ...}`` wrapper (§8.1, §2.6, §2.10 examples)."""
+    """Drop an optional ``{"data": ...}`` wrapper (docs/api/client-rules.md#tolerant-parsing,
+    docs/api/assets.md#get-character, docs/api/assets.md#import-template examples)."""
     if (isinstance(data, dict) and isinstance(data.get("data"), (dict, list))
             and not _ENVELOPE_KEYS.intersection(data)):
         return data["data"]
@@ -225,7 +228,8 @@ def unwrap(data: Any) -> Any:
 
 
 def _message_of(data: Any) -> tuple[str | None, str | None, str | None]:
-    """(error_code, message, action) from any documented error shape (§1.4)."""
+    """(error_code, message, action) from any documented error shape
+    (docs/api/conventions.md#error-envelope)."""
     if not isinstance(data, dict):
         return None, (data if isinstance(data, str) and data else None), None
     detail = data.get("detail")
@@ -239,7 +243,7 @@ def _message_of(data: Any) -> tuple[str | None, str | None, str | None]:
         msgs = [f"{_loc(i.get('loc'))}: {i.get('msg')}" for i in detail if isinstance(i, dict)]
         message = "; ".join(msgs) or None
     error = data.get("error")
-    if isinstance(error, dict):  # the /v1 envelope (§9), seen in third-party code
+    if isinstance(error, dict):  # the /v1 envelope (docs/api/v1.md), seen in third-party code
         code = code or error.get("code")
         message = message or error.get("message")
     elif isinstance(error, str):
@@ -263,15 +267,19 @@ _AUTH_CODES = frozenset({"CS-UORC01-006", "CS-UORC01-007", "CS-ORAU-001", "CS-OR
 
 def is_success(status: int) -> bool:
     # Only 2xx: redirects are not followed (the Authorization header must not travel to
-    # another host, §8.1), so a 3xx is a failure too — never a silent "cancelled".
+    # another host, docs/api/client-rules.md#downloads), so a 3xx is a failure too — never a silent
+    # "cancelled".
     return 200 <= status < 300
 
 
-# Statuses that are a refusal: whoever answered did not act on the request. §1.5 documents
+# Statuses that are a refusal: whoever answered did not act on the request.
+# docs/api/conventions.md#http-statuses documents
 # 400 (validation, including fast capacity CS-UORC01-001), 401 and 402 for the creates;
 # 403, 404, 409, 413, 415 and 422 are the standard statuses of a request refused before it
-# was acted on (auth, routing, state, size, type, FastAPI validation, §1.4). 429 is a rate
-# limiter's answer: it stands in front of the work, so nothing was created (§8.1).
+# was acted on (auth, routing, state, size, type, FastAPI validation,
+# docs/api/conventions.md#error-envelope). 429 is a rate
+# limiter's answer: it stands in front of the work, so nothing was created
+# (docs/api/client-rules.md#tolerant-parsing).
 _REFUSALS = frozenset({400, 401, 402, 403, 404, 409, 413, 415, 422, 429})
 
 
@@ -290,7 +298,8 @@ def proves_no_job(response: Response) -> bool:
 
 def error_from_response(response: Response, *, now: datetime | Callable[[], datetime]
                         ) -> APIError:
-    """The APIError subclass for an error response (§1.5, §5).
+    """The APIError subclass for an error response (docs/api/conventions.md#http-statuses,
+    docs/api/errors.md).
 
     ``now`` (a datetime, or a function giving one) reads an HTTP-date ``Retry-After``;
     pass the injected wall clock. ``retry_after`` is set on every status that sends the
@@ -400,7 +409,8 @@ _STATUS_DEFAULTS = frozenset({"job_id", "status"})
 
 def parse_page(response: Response, key: str, cls: type[T], converter: cattrs.Converter, *,
                limit: int, offset: int, now: datetime | Callable[[], datetime]) -> Page[T]:
-    """A list response ``{key: [...], "total": N}`` (§2.7, §2.12); a bare list is accepted."""
+    """A list response ``{key: [...], "total": N}`` (docs/api/assets.md#list-characters,
+    docs/api/assets.md#list-scenes); a bare list is accepted."""
     if not is_success(response.status):
         raise error_from_response(response, now=now)
     data = unwrap(decode_json(response))

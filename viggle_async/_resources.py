@@ -2,7 +2,8 @@
 
 Each method checks its inputs (``_endpoints``, ``_uploads``) before sending, then goes
 through the one request path (``_http.RequestPath``, passed in: resources never see the
-client). ``wait`` methods poll at the documented intervals (§4: renders every 3 s,
+client). ``wait`` methods poll at the documented intervals (docs/api/lifecycles.md#polling: renders
+every 3 s,
 assets every 5 s).
 """
 
@@ -30,7 +31,8 @@ __all__ = ["Characters", "PreparedCreate", "RenderInputs", "Renders", "Scenes"]
 T = TypeVar("T")
 A = TypeVar("A", Character, Scene)
 UploadProgress = Callable[[int, int | None], None]
-# §2.1: render ref images are PNG/JPG; characters also take WebP (§2.5).
+# docs/api/renders.md#request-fields: render ref images are PNG/JPG; characters also take WebP
+# (docs/api/assets.md#create-character).
 RENDER_IMAGE_TYPES = frozenset({"image/png", "image/jpeg"})
 logger = logging.getLogger("viggle_async")
 
@@ -64,7 +66,7 @@ class PreparedCreate:
     """A create checked and ready to send: what it uploads and what it will cost.
 
     ``duration_s`` is the driving video's length in seconds when it could be read
-    locally; ``estimated_credits`` is ceil(seconds) x 2 for fast (§7), or None when unknown.
+    locally; ``estimated_credits`` is ceil(seconds) x 2 for fast, or None when unknown.
     """
 
     request: Request
@@ -80,7 +82,7 @@ class PreparedCreate:
 
     @property
     def estimated_credits(self) -> int | None:
-        """Credits the render will cost (§7), or None when the duration is unknown."""
+        """Credits the render will cost, or None when the duration is unknown."""
         if self.duration_s is None:
             return None
         return math.ceil(self.duration_s) * (2 if self.fast else 1)
@@ -90,7 +92,8 @@ def _part(upload: Upload) -> FilePart:
     return FilePart(upload.field, upload.filename, upload.content_type, upload.size, upload)
 
 
-# §2.3/§4: renders are polled every 3 s, assets every 5 s (they report no progress).
+# docs/api/renders.md#render-status/docs/api/lifecycles.md#polling: renders are polled every 3 s,
+# assets every 5 s (they report no progress).
 _RENDER_POLICY = PollPolicy.fixed(3.0)
 _ASSET_POLICY = PollPolicy.fixed(5.0)
 
@@ -190,7 +193,7 @@ class _Resource:
 
 
 class Renders(_Resource):
-    """Render jobs (§2.1–§2.4)."""
+    """Render jobs."""
 
     async def prepare(
         self, *,
@@ -263,7 +266,7 @@ class Renders(_Resource):
                                      self._http.parser(RenderStatus, job_id=job_id))
 
     async def cancel(self, job_id: str) -> RenderStatus:
-        """Cancel a running job; the API refunds its credits (§2.4). Returns the status.
+        """Cancel a running job; the API refunds its credits. Returns the status.
 
         Raises ConflictError (or BadRequestError) when the job already ended.
         """
@@ -275,9 +278,9 @@ class Renders(_Resource):
                    on_progress: Callable[[RenderStatus], None] | None = None) -> RenderStatus:
         """Poll until the job ends; return the complete status (with its ``cdn_url``).
 
-        The first poll is at once, then every 3 s (§2.3), or every ``poll_interval``
+        The first poll is at once, then every 3 s, or every ``poll_interval``
         seconds, or as ``policy`` says (a ``PollPolicy``, the pure function the
-        Supervisor's scheduler uses: e.g. ``PollPolicy()`` backs off while nothing changes
+        Supervisor's scheduler uses: e.g. ``PollPolicy`` backs off while nothing changes
         and aims at the end once ``progress_pct`` moves). Raises ValueError for a
         ``poll_interval`` <= 0 or both given (before any request), RenderFailedError on
         failed/cancelled and WaitTimeoutError (with the last status) when ``timeout``
@@ -340,7 +343,7 @@ class _Assets(_Resource, Generic[A]):
 
 
 class Characters(_Assets[Character]):
-    """Reusable characters (§2.5–§2.8). A character costs 1 credit."""
+    """Reusable characters. A character costs 1 credit."""
 
     _cls, _key = Character, "characters"
     _list_request = staticmethod(ep.list_characters)
@@ -381,8 +384,8 @@ class Characters(_Assets[Character]):
     async def wait(self, character_id: str, *, poll_interval: float | None = None,
                    policy: PollPolicy | None = None, timeout: float | None = None,
                    on_progress: Callable[[Character], None] | None = None) -> Character:
-        """Poll until ``ready``; returns it. The first poll is at once, then every 5 s
-        (§4), or every ``poll_interval`` seconds, or as ``policy`` says (ValueError for a
+        """Poll until ``ready``; returns it. The first poll is at once, then every 5 s,
+        or every ``poll_interval`` seconds, or as ``policy`` says (ValueError for a
         ``poll_interval`` <= 0 or both given).
 
         Raises AssetFailedError on ``failed`` and WaitTimeoutError (``.last``) after
@@ -394,7 +397,7 @@ class Characters(_Assets[Character]):
 
 
 class Scenes(_Assets[Scene]):
-    """Scenes from a driving video or a template (§2.9–§2.13). Uploading is free.
+    """Scenes from a driving video or a template. Uploading is free.
 
     With a ``segments_cache``, a template's segments (which only the import answer lists)
     are kept on disk at import, added back by ``get``/``wait``, and dropped by ``delete``.
@@ -417,7 +420,7 @@ class Scenes(_Assets[Scene]):
                                         model=model)
         uploads = []
         if video is not None:
-            # §6: a scene video must be at least 0.5 s long.
+            # docs/api/limits.md#limits: a scene video must be at least 0.5 s long.
             uploads.append(await prepare_upload("video", "video", video,
                                                 allowed=VIDEO_CONTENT_TYPES,
                                                 limits=self._limits, min_seconds=0.5))
@@ -473,8 +476,8 @@ class Scenes(_Assets[Scene]):
     async def wait(self, scene_id: str, *, poll_interval: float | None = None,
                    policy: PollPolicy | None = None, timeout: float | None = None,
                    on_progress: Callable[[Scene], None] | None = None) -> Scene:
-        """Poll until ``ready``; returns it. The first poll is at once, then every 5 s
-        (§4), or every ``poll_interval`` seconds, or as ``policy`` says (ValueError for a
+        """Poll until ``ready``; returns it. The first poll is at once, then every 5 s,
+        or every ``poll_interval`` seconds, or as ``policy`` says (ValueError for a
         ``poll_interval`` <= 0 or both given).
 
         Raises AssetFailedError on ``failed`` and WaitTimeoutError (``.last``) after

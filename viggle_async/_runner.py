@@ -150,7 +150,7 @@ class RunContext:
     resubmit_ambiguous: bool = False
     resubmit_ended: frozenset[str] = frozenset()  # "cancelled", "failed": submit again
     render_timeout: float | None = None  # seconds
-    asset_poll: float = 5.0  # seconds between asset polls (§4)
+    asset_poll: float = 5.0  # seconds between asset polls (docs/api/lifecycles.md#polling)
 
 
 class Runner:
@@ -210,7 +210,8 @@ class Runner:
             if (est_seconds is None and prepared.estimated_credits is None
                     and isinstance(inputs.get("scene_id"), str)
                     and inputs.get("driving_video_url") is None):
-                # A scene render is as long as its scene (§2.11 duration_seconds, §7).
+                # A scene render is as long as its scene (docs/api/assets.md#get-scene
+                # duration_seconds, docs/api/credits.md#costs).
                 est_seconds = await self._scene_length(inputs["scene_id"])
             cost = cost_of(prepared, est_seconds)
             if job_id is None:
@@ -231,19 +232,20 @@ class Runner:
                 job_id, attempts, fell_back, fast = (sub.job_id, sub.attempts, sub.fell_back,
                                                      sub.fast)
                 if fell_back and cost is not None:
-                    # Submitted standard after all: half the fast price (§7).
+                    # Submitted standard after all: half the fast price (docs/api/credits.md#costs).
                     cost = await self._account.settle_fallback(cost)
             details = dict(credits=cost, attempts=attempts, fast=fast, fallback_used=fell_back)
             common = dict(job_id=job_id, **details)
             final = await self._poll(key, job_id, details)
             if isinstance(final, _TimedOut):
-                # The API has no deadline: the job renders on and is charged (§7); the
+                # The API has no deadline: the job renders on and is charged
+                # (docs/api/credits.md#costs); the
                 # journal keeps it at "submitted", so a rerun resumes it.
                 return out("timed_out", error=str(final), **common)
             if isinstance(final, str):
                 return out("failed", error=final, **common)
             if not final.is_complete:
-                if final.status != "complete":  # refunded by the API (§7)
+                if final.status != "complete":  # refunded by the API (docs/api/credits.md#costs)
                     await self._account.refund(cost or 0)
                 await self._record_final(key, final.status, (), final.error_message)
                 return out("cancelled" if final.status == "cancelled" else "failed",
@@ -295,7 +297,8 @@ class Runner:
         return None  # "intent" never reached the API: safe to submit
 
     async def _scene_length(self, scene_id: str) -> float | None:
-        """The scene's ``duration_seconds`` (Get Scene, §2.11), asked once per scene; None
+        """The scene's ``duration_seconds`` (Get Scene, docs/api/assets.md#get-scene), asked once
+        per scene; None
         when the API does not say or cannot be asked (then the render is not priced)."""
         async with self._scene_locks.setdefault(scene_id, anyio.Lock()):
             if scene_id not in self._scene_seconds:
@@ -336,7 +339,8 @@ class Runner:
                 pause = _pause_of(exc)
                 if pause is not None:
                     # 429, or a 5xx with Retry-After (a 503 under load): the API asks every
-                    # client to wait, so every poll of this supervisor waits (§1.5, §4).
+                    # client to wait, so every poll of this supervisor waits
+                    # (docs/api/conventions.md#http-statuses, docs/api/lifecycles.md#polling).
                     await self._account.pause_polls(self._clock.now() + pause)
                     self._scheduler.pause_until(await self._account.polls_paused_until())
                 elif not _transient(exc):
@@ -468,7 +472,8 @@ class Runner:
                        credits=cost, attempts=attempts)
 
 
-# Get Scene does not return a template's segments (§2.12): they come only with the import
+# Get Scene does not return a template's segments (docs/api/assets.md#get-scene): they come only
+# with the import
 # answer, so the journal keeps them, as the outputs of a finished scene.
 _SEGMENT = "segment:"
 
@@ -491,7 +496,8 @@ def _with_segments(asset: Any, segments: tuple[Segment, ...]) -> Any:
 
 
 def cost_of(prepared: PreparedCreate, est_seconds: float | None) -> int | None:
-    """Credits: ceil(seconds), x2 for fast (§7); from the local video or the caller's
+    """Credits: ceil(seconds), x2 for fast (docs/api/credits.md#costs); from the local video or the
+    caller's
     estimate."""
     if prepared.estimated_credits is not None:
         return prepared.estimated_credits

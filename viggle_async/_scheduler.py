@@ -1,7 +1,8 @@
 """The shared poll scheduler: one dispatcher for every job being waited on.
 
 Render status (``GET /api/render/{job_id}``) needs no auth and the docs say to poll it every
-3-5 s until ``complete``/``failed`` (viggle-api.md §2.3, §4). For thousands of jobs a loop per
+3-5 s until ``complete``/``failed`` (docs/api/renders.md#render-status,
+docs/api/lifecycles.md#polling). For thousands of jobs a loop per
 job wastes requests and CPU, so one dispatcher keeps a heap of next-poll times and sends each
 poll as a short task, with:
 

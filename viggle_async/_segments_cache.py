@@ -1,7 +1,8 @@
 """Template segments kept on disk, so a later process can show them.
 
-Get Scene does not return a template's segments (viggle-api.md §2.12): only the import
-answer lists them (§2.10), and a multi-person render needs their uuids for
+Get Scene does not return a template's segments (docs/api/assets.md#get-scene): only the import
+answer lists them (docs/api/assets.md#import-template), and a multi-person render needs their uuids
+for
 ``character_mapping``. This cache keeps them per user, one small JSON file per scene,
 under ``$XDG_CACHE_HOME/viggle-async/segments/<account>/<scene_id>.json`` (``~/.cache``
 when XDG_CACHE_HOME is unset). ``<account>`` is a fingerprint of the API key (a salted

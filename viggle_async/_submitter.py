@@ -3,7 +3,8 @@
 A fast-capacity gate shared by every fast render (400 CS-UORC01-001: one probe at a time
 with capped full-jitter backoff, then everyone goes), a shared pause on 429, a stop on 402
 (all three kept by the ``AccountState``), and the journal steps around each create
-(viggle-api.md §4, §5, §7). A create is resent only when the API cannot have made the job:
+(docs/api/client-rules.md#create-retries, docs/api/errors.md, docs/api/credits.md#costs). A create
+is resent only when the API cannot have made the job:
 it answered 429 or capacity, or the connection failed before the last bytes went out.
 Anything else that may have reached the API is *ambiguous*: a 5xx, an HTML or empty page, a
 redirect or an unreadable 2xx may come from a gateway that already forwarded the request, so
@@ -95,8 +96,9 @@ def fingerprint(prepared: PreparedCreate, extra: str = "") -> str:
     return h.hexdigest()[:32]
 
 
-# The answers that prove a create made no job: the documented refusals (viggle-api.md §1.5,
-# §5: validation and fast capacity are 400/422, auth 401/403, credits 402, a missing
+# The answers that prove a create made no job: the documented refusals
+# (docs/api/conventions.md#http-statuses,
+# docs/api/errors.md: validation and fast capacity are 400/422, auth 401/403, credits 402, a missing
 # character or scene 404) and 429 (rate limited before the job was made).
 # What a create may raise besides cancellation: an answer, no answer, or an unreadable one.
 CreateError = (APIError, TransportError, ResponseFormatError)

@@ -3,7 +3,8 @@
 One poll scheduler for every render; upload, active-job and create limits; a shared
 fast-capacity gate (400 CS-UORC01-001: one probe at a time with capped full-jitter
 backoff, then everyone goes); a shared pause on 429; a stop on 402; a credit guard;
-and a journal so a rerun never submits a job twice (viggle-api.md §4, §5, §7).
+and a journal so a rerun never submits a job twice (docs/api/client-rules.md#create-retries,
+docs/api/errors.md, docs/api/credits.md#costs).
 """
 
 from __future__ import annotations
@@ -152,7 +153,8 @@ class Supervisor:
             scheduler=self._scheduler, submitter=submitter, jobs=self._jobs, emit=self._emit,
             active=anyio.Semaphore(max_active_jobs), rand=rand,
             resubmit_ambiguous=resubmit_ambiguous, render_timeout=render_timeout,
-            asset_poll=asset_poll_interval,  # §4: characters and scenes every 5 s
+            # docs/api/lifecycles.md#polling: characters and scenes every 5 s
+            asset_poll=asset_poll_interval,
             resubmit_ended=_ended_states(resubmit_ended)))
         # Asset reuse (issue 15): the logic lives in _reuse_run; here only the hooks.
         self._reuse_rule = _reuse_rule(reuse_assets)

@@ -2,7 +2,8 @@
 
 A source is a path, bytes, a binary file object or an async byte iterator. Preflight
 reads only the header (content type by magic bytes, MP4/MOV duration and size from
-``_media``) and applies the API's limits (viggle-api.md §6, §5.1), so a too-long,
+``_media``) and applies the API's limits (docs/api/limits.md#limits,
+docs/api/errors.md#error-codes), so a too-long,
 too-large, unsupported or unreadable video fails locally with the documented code.
 Every send attempt gets a fresh chunk stream (files are reopened or re-seeked); a
 one-shot source (async iterator, unseekable file) refuses a second attempt.
@@ -39,7 +40,7 @@ _LABEL = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WebP", "video
 
 @attrs.frozen
 class Limits:
-    """The API's documented limits (§6); a client setting so big benchmarks can raise them."""
+    """The API's documented limits; a client setting so big benchmarks can raise them."""
 
     max_video_seconds: float = 300.0
     max_upload_bytes: int = 500 * 1024 * 1024

@@ -1,5 +1,6 @@
 """Bad inputs are refused locally: InvalidInputError naming the field, nothing sent, no
-credit spent (viggle-api.md §2.1 "Validation rules", §1.9, §6)."""
+credit spent (docs/api/renders.md#validation-rules "Validation rules",
+docs/api/conventions.md#background-modes, docs/api/limits.md#limits)."""
 
 from __future__ import annotations
 

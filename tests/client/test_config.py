@@ -1,5 +1,6 @@
 """Client configuration: the API key (where it goes and where it never shows), base URLs,
-and a caller's own aiohttp session (viggle-api.md §1.2, §8.1)."""
+and a caller's own aiohttp session (docs/api/conventions.md#authentication,
+docs/api/client-rules.md#downloads)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ async def test_missing_key_fails_before_sending_but_status_works(
             with pytest.raises(ConfigurationError, match="VIGGLE_API_KEY"):
                 await call
         assert sum(fake.request_counts.values()) == 0
-        # §2.3: status needs no key; create a job with a keyed client, poll it keyless.
+        # docs/api/renders.md#render-status: status needs no key; create a job with a keyed client,
+        # poll it keyless.
         async with ViggleClient(fake.api_key, base_url=fake.base_url) as keyed:
             job = await keyed.renders.create(ref_image=make_png(), driving_video=make_mp4(2.0))
         status = await client.renders.get(job.job_id)

@@ -1,4 +1,5 @@
-"""Downloads of outputs: complete or nothing, never with the API key (viggle-api.md §8.1)."""
+"""Downloads of outputs: complete or nothing, never with the API key
+(docs/api/client-rules.md#downloads)."""
 
 from __future__ import annotations
 

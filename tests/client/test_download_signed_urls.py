@@ -33,7 +33,7 @@ async def cdn() -> AsyncIterator[tuple[str, list[str]]]:
     async def serve(request: web.Request) -> web.StreamResponse:
         seen.append(request.raw_path)
         if request.path.startswith("/redirect"):
-            # A download endpoint that answers with the signed URL elsewhere (§9: /v1).
+            # A download endpoint that answers with the signed URL elsewhere (docs/api/v1.md: /v1).
             # (Set raw: web.HTTPFound would itself requote the Location.)
             return web.Response(status=302, headers={"Location": SIGNED[0]})
         return web.Response(body=BODY, content_type="video/mp4")

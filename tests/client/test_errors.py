@@ -1,4 +1,5 @@
-"""Every documented error answer maps to its exception (viggle-api.md §1.4, §1.5, §5)."""
+"""Every documented error answer maps to its exception (docs/api/conventions.md#error-envelope,
+docs/api/conventions.md#http-statuses, docs/api/errors.md)."""
 
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ CODES: list[tuple[str, int, type[APIError]]] = [
     *[(f"CS-ORIV-{n:03d}", 400, BadRequestError) for n in range(1, 13)],
     ("CS-ORAU-001", 401, AuthenticationError),
     ("CS-ORAU-002", 401, AuthenticationError),
-    # The older page gives no status for these: the code alone decides (§5.2).
+    # The older page gives no status for these: the code alone decides
+    # (docs/api/errors.md#older-codes).
     ("CS-ORAU-001", 400, AuthenticationError),
     ("CS-ORCR-001", 402, InsufficientCreditsError),
     ("CS-ORCR-001", 400, InsufficientCreditsError),
@@ -92,7 +94,8 @@ def test_detail_as_string_object_and_list() -> None:
 
 
 def test_top_level_error_code_and_message() -> None:
-    # Several doc samples read result.get("error_code") at the top level (§1.4).
+    # Several doc samples read result.get("error_code") at the top level
+    # (docs/api/conventions.md#error-envelope).
     error = _error(402, {"error_code": "CS-UORC01-008", "message": "no credits",
                          "action": "top up"})
     assert isinstance(error, InsufficientCreditsError)

@@ -140,7 +140,7 @@ def test_fast_path_answers_exactly_as_the_converter_does(
 
 # --- members of the class, named -----------------------------------------------------------
 
-DOCS_STATUS = {  # §2.3, mid-render, as the fake and the docs send it
+DOCS_STATUS = {  # docs/api/renders.md#render-status, mid-render, as the fake and the docs send it
     "job_id": "job_1", "status": "processing", "mode": "preprocessed",
     "checkpoint": "dri_done", "progress_pct": 47, "cdn_url": None, "mask_cdn_url": None,
     "error": None, "error_code": None, "error_message": None,
@@ -194,7 +194,8 @@ def test_unreadable_decision_fields_fail_the_same_way(body: bytes) -> None:
 
 
 def test_error_statuses_are_never_read_as_a_status() -> None:
-    # A 404 whose body happens to look like a status is still "no such job" (§1.5).
+    # A 404 whose body happens to look like a status is still "no such job"
+    # (docs/api/conventions.md#http-statuses).
     body = json.dumps({"status": "failed", "detail": "job not found"}).encode()
     with pytest.raises(NotFoundError):
         _poll(body, 404)

@@ -44,7 +44,7 @@ async def test_on_demand_with_files_renders_and_downloads(
     assert seen[0] == "queued" and "processing" in seen and seen[-1] == "complete"
     dest = await client.download(done.cdn_url, tmp_path / "out.mp4")
     assert dest.stat().st_size == OUTPUT
-    assert fake.balance() == start - 4  # 4 s video, 1 credit per second (§7)
+    assert fake.balance() == start - 4  # 4 s video, 1 credit per second (docs/api/credits.md#costs)
     assert fake.cdn_auth_headers == []
 
 
@@ -99,7 +99,8 @@ async def test_multi_character_template_with_mapping(client: ViggleClient, fake:
         job = await client.renders.create(scene_id=scene.id, character_mapping=mapping)
         sent = fake.creates[-1].fields
         assert set(sent) == {"scene_id", "character_mapping"}
-        assert json.loads(sent["character_mapping"]) == mapping  # a JSON string (§2.2)
+        # a JSON string (docs/api/renders.md#multi-character)
+        assert json.loads(sent["character_mapping"]) == mapping
         assert (await client.renders.wait(job.job_id)).is_complete
 
 
@@ -120,7 +121,7 @@ async def test_transparent_mode_gives_mask_and_both_download(
 async def test_cancel_refunds(client: ViggleClient, fake: FakeViggle, media: Media) -> None:
     start = fake.balance()
     job = await client.renders.create(ref_image=media.png, driving_video=media.mp4, fast=True)
-    assert fake.balance() == start - 8  # fast costs double (§7)
+    assert fake.balance() == start - 8  # fast costs double (docs/api/credits.md#costs)
     status = await client.renders.cancel(job.job_id)
     assert status.status == "cancelled" and status.job_id == job.job_id
     assert fake.balance() == start

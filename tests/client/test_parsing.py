@@ -1,5 +1,5 @@
 """Response parsing: documented examples under a strict contract converter, every shape
-variant (viggle-api.md §8.1), forward compatibility, and a property test."""
+variant (docs/api/client-rules.md#tolerant-parsing), forward compatibility, and a property test."""
 
 from __future__ import annotations
 
@@ -42,10 +42,11 @@ def _parse(body: Any, cls: type[Any], converter: Any = None, **defaults: Any) ->
 
 # The documented example bodies, verbatim from viggle-api.md.
 DOCUMENTED: list[tuple[str, type[Any], dict[str, Any]]] = [
-    ("§2.1 render create", RenderJob, {"job_id": "job_abc123xyz", "status": "queued",
+    ("docs/api/renders.md#create-render render create", RenderJob, {"job_id": "job_abc123xyz",
+    "status": "queued",
                                        "mode": "full_pipeline",
                                        "enqueued_at": "2023-11-07T05:31:56Z"}),
-    ("§2.3 render status", RenderStatus, {
+    ("docs/api/renders.md#render-status render status", RenderStatus, {
         "job_id": "job_abc123xyz", "status": "complete", "mode": "full_pipeline",
         "checkpoint": "render_done", "progress_pct": 100,
         "cdn_url": "https://<cdn-host>/<path>/output.mp4",
@@ -54,31 +55,32 @@ DOCUMENTED: list[tuple[str, type[Any], dict[str, Any]]] = [
         "progress": {"completed_chunks": 1, "total_chunks": 1, "percent": 100},
         "download_url": "https://<cdn-host>/<path>/output.mp4", "chunks": [],
         "created_at": "2023-11-07T05:31:56Z", "completed_at": "2023-11-07T05:33:10Z"}),
-    ("§2.5 character create", Character, {
+    ("docs/api/assets.md#create-character character create", Character, {
         "character_id": "550e8400-e29b-41d4-a716-446655440000", "job_id": "char_550e8400e29b",
         "status": "pending", "enqueued_at": "2023-11-07T05:31:56Z"}),
-    ("§2.6 character get", Character, {
+    ("docs/api/assets.md#get-character character get", Character, {
         "id": "550e8400-e29b-41d4-a716-446655440000", "name": "My Character",
         "status": "ready", "job_id": "char_550e8400e29b", "error": None,
         "error_message": None, "thumbnail_url": None, "credits_used": 1,
         "created_at": "2023-11-07T05:31:56Z", "completed_at": None,
         "has_v3_encoding": True, "has_v4_encoding": True}),
-    ("§2.9 scene create", Scene, {
+    ("docs/api/assets.md#create-scene scene create", Scene, {
         "scene_id": "660e8400-e29b-41d4-a716-446655440000", "job_id": "scene_660e8400e29b",
         "status": "pending", "enqueued_at": "2023-11-07T05:31:56Z"}),
-    ("§2.10 scene import", Scene, {
+    ("docs/api/assets.md#import-template scene import", Scene, {
         "id": "770e8400-e29b-41d4-a716-446655440000", "status": "pending",
         "credits_reserved": 15, "segments": [{"uuid": "person_a1b2c3d4", "type": "human"}]}),
-    ("§2.10 third-party import", Scene, {
+    ("docs/api/assets.md#import-template third-party import", Scene, {
         "scene_id": "s1", "job_id": "scene_1", "status": "pending",
         "character_uuids": ["person_a1b2c3d4", "person_e5f6g7h8"]}),
-    ("§2.11 scene get", Scene, {
+    ("docs/api/assets.md#get-scene scene get", Scene, {
         "id": "660e8400-e29b-41d4-a716-446655440000", "name": "Dance Sequence",
         "status": "ready", "duration_seconds": 6.67, "fps": 30, "total_frames": 200,
         "width": 1920, "height": 1080, "job_id": "scene_660e8400e29b", "error_message": None,
         "credits_used": 6.67, "created_at": "2023-11-07T05:31:56Z",
         "completed_at": "2023-11-07T05:33:10Z"}),
-    ("§2.14 credits", Credits, {"balance": 985, "credits": 985, "total_purchased": 1000,
+    ("docs/api/credits.md#credits-endpoint credits", Credits, {"balance": 985, "credits": 985,
+    "total_purchased": 1000,
                                 "total_used": 15, "updated_at": "2023-11-07T05:31:56Z"}),
 ]
 
@@ -198,7 +200,8 @@ headers = st.dictionaries(st.sampled_from(["retry-after", "x-request-id", "conte
                           st.text(max_size=30), max_size=3)
 
 
-# Error envelopes in every documented shape, with arbitrary values inside (§1.4).
+# Error envelopes in every documented shape, with arbitrary values inside
+# (docs/api/conventions.md#error-envelope).
 envelopes = st.fixed_dictionaries({}, optional={
     "detail": json_values | st.lists(st.dictionaries(st.sampled_from(["loc", "msg", "type"]),
                                                      json_values, max_size=3), max_size=3)

@@ -282,7 +282,8 @@ async def test_headers_carry_the_key_only_where_needed_and_never_in_reprs() -> N
         await client.renders.get("j")
         await client.get_credits()
     status_call, credits_call = transport.calls
-    assert "Authorization" not in status_call.headers  # §2.3: the status needs no key
+    # docs/api/renders.md#render-status: the status needs no key
+    assert "Authorization" not in status_call.headers
     assert credits_call.headers["Authorization"] == f"Bearer {KEY}"
     for text in (repr(client), repr(client._http), repr(status_call), repr(credits_call)):
         assert KEY not in text

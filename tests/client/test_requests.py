@@ -1,6 +1,8 @@
 """Create requests byte-exact on the wire, on a recording loopback server (any aiohttp):
-multipart fields and files (viggle-api.md §1.3, §2.1, §2.2, §2.5, §2.9), the JSON import,
-and where the key is sent (§1.2)."""
+multipart fields and files (docs/api/conventions.md#request-encodings,
+docs/api/renders.md#create-render, docs/api/renders.md#multi-character,
+docs/api/assets.md#create-character, docs/api/assets.md#create-scene), the JSON import,
+and where the key is sent (docs/api/conventions.md#authentication)."""
 
 from __future__ import annotations
 
@@ -57,7 +59,8 @@ async def test_on_demand_render_multipart(scripted: Scripted) -> None:
         ("model", None, None, b"V3_Preview"),
         ("background_mode", None, None, b"solid"),
         ("bg_color", None, None, b"1,2,3"),
-        ("fast", None, None, b"true"),  # string booleans (§1.3)
+        # string booleans (docs/api/conventions.md#request-encodings)
+        ("fast", None, None, b"true"),
         ("ref_image", "ref_image.png", "image/png", png),
         ("driving_video", "driving_video.mp4", "video/mp4", mp4),
     ]

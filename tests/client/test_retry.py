@@ -1,4 +1,5 @@
-"""Retry decisions (viggle-api.md §4, §8.1: never spend a credit twice), on a recording
+"""Retry decisions (docs/api/client-rules.md#create-retries,
+docs/api/client-rules.md#create-retries: never spend a credit twice), on a recording
 loopback server and the fake, so they hold on every aiohttp version."""
 
 from __future__ import annotations

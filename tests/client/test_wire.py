@@ -2,7 +2,8 @@
 
 aioresponses never builds request bodies, so multipart contents are checked against the
 recording server in ``test_requests.py`` and the fake server; here: methods, URLs, query,
-JSON bodies, headers (the key only where it belongs, §1.2, §8.1) and error mapping.
+JSON bodies, headers (the key only where it belongs, docs/api/conventions.md#authentication,
+docs/api/client-rules.md#downloads) and error mapping.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ async def test_endpoint_request_on_the_wire(mocked: aioresponses, call: Call, me
     if auth:
         assert headers["Authorization"] == f"Bearer {KEY}"
     else:
-        # §2.3: the status endpoint needs no key; we do not send one.
+        # docs/api/renders.md#render-status: the status endpoint needs no key; we do not send one.
         assert "Authorization" not in headers
     assert sent.kwargs["json"] is None and sent.kwargs["data"] is None
 
@@ -101,7 +102,7 @@ async def test_import_sends_documented_json(mocked: aioresponses) -> None:
     async with ViggleClient(KEY, base_url=BASE) as client:
         scene = await client.scenes.import_template("tmpl-1", name="Group Dance")
     (sent,) = _calls(mocked, "POST", url)
-    # §2.10: JSON with template_id (not the third-party template_uuid).
+    # docs/api/assets.md#import-template: JSON with template_id (not the third-party template_uuid).
     assert sent.kwargs["json"] == {"template_id": "tmpl-1", "name": "Group Dance"}
     assert sent.kwargs["headers"]["Authorization"] == f"Bearer {KEY}"
     assert scene.segments[0].uuid == "person_1" and scene.name == "Group Dance"

@@ -95,7 +95,8 @@ class Api:
 
     @staticmethod
     def code(body: Any) -> str:
-        """The documented ``detail.error_code`` (§1.4), checking the envelope's shape."""
+        """The documented ``detail.error_code`` (docs/api/conventions.md#error-envelope), checking
+        the envelope's shape."""
         assert set(body) == {"detail"}, body
         assert set(body["detail"]) == {"error_code", "message", "action"}, body
         return str(body["detail"]["error_code"])

@@ -1,4 +1,5 @@
-"""Characters, scenes, template import and credits on the fake server (§2.5-2.14)."""
+"""Characters, scenes, template import and credits on the fake server (docs/api/assets.md,
+docs/api/credits.md)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ async def test_character_lifecycle_and_cost(api: Api, clock: ManualClock, fake: 
     assert code == 200
     assert set(body) == {"character_id", "job_id", "status", "enqueued_at"}
     assert body["status"] == "pending"
-    assert fake.balance() == 10_000 - 1  # §7: a character costs one credit
+    assert fake.balance() == 10_000 - 1  # docs/api/credits.md#costs: a character costs one credit
     ident = body["character_id"]
     seen = []
     for _ in range(8):
@@ -82,7 +83,7 @@ async def test_scene_from_upload_reports_the_probe(
     assert code == 200
     assert set(body) == {"scene_id", "job_id", "status", "enqueued_at"}
     assert body["status"] == "pending"
-    assert fake.balance() == 10_000  # scenes are free (§7)
+    assert fake.balance() == 10_000  # scenes are free (docs/api/credits.md#costs)
     code, got = await api.call("GET", f"/api/scenes/{body['scene_id']}")
     assert got["status"] == "pending" and got["completed_at"] is None
     clock.advance(60)

@@ -1,4 +1,5 @@
-"""Render lifecycles on a manual clock, outputs on the CDN, and credit accounting (§3, §7)."""
+"""Render lifecycles on a manual clock, outputs on the CDN, and credit accounting
+(docs/api/lifecycles.md, docs/api/credits.md#costs)."""
 
 from __future__ import annotations
 

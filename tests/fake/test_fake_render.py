@@ -1,4 +1,5 @@
-"""POST/GET/DELETE /api/render against the fake server, over raw HTTP (§2.1-2.4, §5.1)."""
+"""POST/GET/DELETE /api/render against the fake server, over raw HTTP (docs/api/renders.md,
+docs/api/errors.md#error-codes)."""
 
 from __future__ import annotations
 

@@ -69,7 +69,8 @@ async def test_refunds_and_fast_fallback_settle_the_shared_total(
     assert await a.reserve(40) is None and await b.reserve(30) is None
     await b.refund(30)  # a documented refusal: no job
     assert await a.committed() == 40
-    assert await a.settle_fallback(40) == 20  # went standard: half is kept (§7)
+    # went standard: half is kept (docs/api/credits.md#costs)
+    assert await a.settle_fallback(40) == 20
     assert await b.committed() == 20
 
 

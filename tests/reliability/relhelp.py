@@ -11,5 +11,5 @@ import attrs
 @attrs.frozen
 class Media:
     png: Path
-    mp4: Path  # 2 s, 64x64: 2 credits standard, 4 fast (§7)
+    mp4: Path  # 2 s, 64x64: 2 credits standard, 4 fast (docs/api/credits.md#costs)
     tmp: Path

@@ -1,6 +1,7 @@
 """Bad input given to the supervisor never reaches the server: the outcome is
 ``not_submitted`` with an error naming the field and its fix, no request is sent and no credit
-is spent (viggle-api.md §2.1 "Validation rules", §1.9, §6).
+is spent (docs/api/renders.md#validation-rules "Validation rules",
+docs/api/conventions.md#background-modes, docs/api/limits.md#limits).
 
 tests/client/test_bad_inputs.py checks the same rules one level down (``InvalidInputError``
 from the client); here the caller only sees the supervisor's ``Outcome``.
@@ -151,7 +152,7 @@ CASES: list[tuple[str, str, Case]] = [
     ("scene background_mode unknown", "background_mode",
      _scene(video="MP4", background_mode="blur")),
     ("scene model unknown", "model", _scene(video="MP4", model="V9_Preview")),
-    # fast needs an uploaded video or a scene (§1.9)
+    # fast needs an uploaded video or a scene (docs/api/conventions.md#background-modes)
     ("fast with two urls", "fast",
      _render(ref_image_url="https://example.com/a.png", driving_video_url=URL, fast=True)),
     ("fast as a string", "fast", _render(ref_image="PNG", driving_video="MP4", fast="yes")),

@@ -371,7 +371,7 @@ async def test_chaos(tmp_path: Path) -> None:
         _check_finals(run)
         await _check_outputs(run)
         # Credits: what the outcomes say was spent, plus the jobs behind failed answers,
-        # is what the server charged (failed renders are refunded, §7).
+        # is what the server charged (failed renders are refunded, docs/api/credits.md#costs).
         now = fake.now()
         spent = sum(o.credits or 0 for o in run.outcomes.values()
                     if o.job_id is not None and fake.job(o.job_id).status(now) == "complete")

@@ -1,4 +1,5 @@
-"""The API key stays secret and goes only to the API host (viggle-api.md §1.2, §8.1).
+"""The API key stays secret and goes only to the API host (docs/api/conventions.md#authentication,
+docs/api/client-rules.md#downloads).
 
 It never shows in a repr, a str, a log line (viggle_async's and aiohttp's loggers at DEBUG),
 an exception, an outcome or event, the journal file or the CLI's report and output, across a
@@ -231,7 +232,8 @@ async def test_api_redirects_are_not_followed_with_the_key(recorder: Recorder) -
             with contextlib.suppress(ViggleError):
                 await call(client)
     assert [s for s in recorder.seen if s[0] == "elsewhere"] == []
-    # Each call reached the API host once; the status route needs no key (§2.3).
+    # Each call reached the API host once; the status route needs no key
+    # (docs/api/renders.md#render-status).
     assert [auth for _, _, auth in recorder.seen] == [
         None if name == "render status" else f"Bearer {SECRET}" for name, _ in API_CALLS]
 

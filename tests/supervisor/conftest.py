@@ -27,7 +27,8 @@ def png(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def videos(tmp_path: Path) -> dict[int, Path]:
-    """1 s to 4 s clips: a render costs ceil(seconds) credits (x2 fast, §7)."""
+    """1 s to 4 s clips: a render costs ceil(seconds) credits (x2 fast,
+    docs/api/credits.md#costs)."""
     out = {}
     for seconds in (1, 2, 3, 4):
         path = tmp_path / f"dance{seconds}.mp4"

@@ -16,7 +16,8 @@ RENDER_KW = {"poll_policy": POLICY, "capacity_backoff": (0.5, 2.0), "asset_poll_
 
 
 async def ready_scene(client: ViggleClient, clock: ManualClock) -> str:
-    """A ready 5 s video-template scene: character renders need one (§2.1 mode 2)."""
+    """A ready 5 s video-template scene: character renders need one
+    (docs/api/renders.md#render-modes mode 2)."""
     async with clock.autojump():
         scene = await client.scenes.import_template("tmpl-video-wave")
         ready = await client.scenes.wait(scene.id, poll_interval=1.0)

@@ -41,7 +41,8 @@ async def test_refund_and_fallback_settle_the_committed_total(
         make: Callable[[float | None], AccountState]) -> None:
     account = make(10)
     assert await account.reserve(8) is None  # a fast render of 4 s
-    assert await account.settle_fallback(8) == 4  # submitted standard: half (§7)
+    # submitted standard: half (docs/api/credits.md#costs)
+    assert await account.settle_fallback(8) == 4
     assert await account.committed() == 4
     assert await account.reserve(6) is None
     await account.refund(6)  # refused, or failed and refunded by the API

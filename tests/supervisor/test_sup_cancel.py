@@ -1,5 +1,5 @@
 """Cancelling the supervisor block: local work stops at once; remote jobs are cancelled
-(and refunded, §2.4 / §7) only when asked."""
+(and refunded, docs/api/renders.md#cancel / docs/api/credits.md#costs) only when asked."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fast-mode capacity outages (400 CS-UORC01-001, viggle-api.md §5): one probe at a time,
+"""Fast-mode capacity outages (400 CS-UORC01-001, docs/api/errors.md): one probe at a time,
 fallback to standard when asked, everyone goes fast once capacity returns."""
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ async def test_outage_with_fallback_submits_standard(
     # Each render gave up on fast after its own 2 rejections, then one standard create.
     assert fake.capacity_rejections == JOBS * 2
     assert all(o.attempts == 3 for o in outcomes)
-    # Standard price: 2 s video -> 2 credits, not 4 (§7), charged and reported alike.
+    # Standard price: 2 s video -> 2 credits, not 4 (docs/api/credits.md#costs), charged and
+    # reported alike.
     assert fake.balance() == 10_000 - JOBS * 2
     assert {o.credits for o in outcomes} == {2}
     assert sup.credits_committed == JOBS * 2

@@ -1,4 +1,5 @@
-"""Credits: a 402 stops new submissions; a credit budget refuses work beyond it (§7)."""
+"""Credits: a 402 stops new submissions; a credit budget refuses work beyond it
+(docs/api/credits.md#costs)."""
 
 from __future__ import annotations
 

@@ -103,7 +103,7 @@ async def test_renders_stopped_by_cancellation_keep_their_job_ids(
         assert entry is not None
         if cancel_remote:
             assert outcome.state == "cancelled" and status == "cancelled"
-            assert outcome.credits == 0  # refunded (§7)
+            assert outcome.credits == 0  # refunded (docs/api/credits.md#costs)
         else:
             assert outcome.state == "running" and status != "cancelled"
             assert outcome.credits == int(key[1:]) % 3 + 1  # ceil(seconds), committed

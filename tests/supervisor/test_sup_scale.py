@@ -42,6 +42,7 @@ async def test_500_renders_with_characters_all_complete_within_limits(
     assert len(with_char) == 100
     assert {c.fields["character_id"] for c in with_char} == {h.outcome.asset_id for h in chars}
     assert all(not c.files and c.fields["scene_id"] == scene_id for c in with_char)
-    # Billing (§7): ceil(video seconds) per render (the scene is 5 s), 1 per character.
+    # Billing (docs/api/credits.md#costs): ceil(video seconds) per render (the scene is 5 s), 1 per
+    # character.
     on_demand = sum(1 + i % 4 for i in range(500) if i % 5)
     assert fake.balance() == 10_000 - 3 - 100 * 5 - on_demand

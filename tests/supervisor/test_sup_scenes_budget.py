@@ -16,7 +16,8 @@ from viggle_async.testing import FakeViggle
 async def test_scene_renders_are_priced_from_the_scene_and_fill_the_budget(
     clock: ManualClock, fake: FakeViggle, client: ViggleClient, png: Path, tmp_path: Path,
 ) -> None:
-    scene_id = await ready_scene(client, clock)  # 5 s: 5 credits a render (§7)
+    # 5 s: 5 credits a render (docs/api/credits.md#costs)
+    scene_id = await ready_scene(client, clock)
     out = tmp_path / "out"  # does not exist yet
     gets = fake.count("GET", "/api/scenes/{scene_id}")
     async with clock.autojump(), Supervisor(client, credit_budget=12, max_uploads=1,

@@ -230,7 +230,8 @@ async def _row_problems(client: ViggleClient, row: Row) -> list[InvalidInputErro
             name=inputs.get("name", ""), has_video="video" in inputs,
             video_url=inputs.get("video_url"), background_mode=inputs.get("background_mode"),
             model=inputs.get("model")))
-        files = [("video", "video", VIDEO_CONTENT_TYPES, 0.5)]  # §6: scenes >= 0.5 s
+        # docs/api/limits.md#limits: scenes >= 0.5 s
+        files = [("video", "video", VIDEO_CONTENT_TYPES, 0.5)]
     for field, media, allowed, min_s in files:
         if field in inputs:
             checks.append(functools.partial(

@@ -1,4 +1,5 @@
-"""``viggle-async cancel JOB``: cancel a running render (§2.4; the API refunds it)."""
+"""``viggle-async cancel JOB``: cancel a running render (docs/api/renders.md#cancel; the API
+refunds it)."""
 
 from __future__ import annotations
 

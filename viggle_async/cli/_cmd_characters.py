@@ -1,4 +1,4 @@
-"""``viggle-async characters create|get|list|delete`` (§2.5-§2.8)."""
+"""``viggle-async characters create|get|list|delete`` (docs/api/assets.md)."""
 
 from __future__ import annotations
 

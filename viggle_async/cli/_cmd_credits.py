@@ -1,4 +1,4 @@
-"""``viggle-async credits``: the account's balance (§2.14)."""
+"""``viggle-async credits``: the account's balance (docs/api/credits.md#credits-endpoint)."""
 
 from __future__ import annotations
 

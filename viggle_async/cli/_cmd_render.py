@@ -124,7 +124,7 @@ async def run(ctx: Ctx) -> int:
         raise CliError(f"{cli_words(outcome.error or 'cannot reach the API')} (API at "
                        f"{client.base_url}); check --base-url / VIGGLE_BASE_URL")
     if outcome.state == "timed_out" and outcome.job_id is not None:
-        # The API has no deadline: the job renders on and is charged (§7).
+        # The API has no deadline: the job renders on and is charged (docs/api/credits.md#costs).
         ctx.out.json({"event": "timeout", "key": key, "job_id": outcome.job_id,
                       "timeout_s": args.timeout, "exit_code": EXIT_FAILED})
         ctx.out.error(f"{key}: still rendering after --timeout {number(args.timeout)} s "

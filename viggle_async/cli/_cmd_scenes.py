@@ -1,4 +1,4 @@
-"""``viggle-async scenes create|import|get|list|delete`` (§2.9-§2.13)."""
+"""``viggle-async scenes create|import|get|list|delete`` (docs/api/assets.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``viggle-async status JOB``: one read of a render job (§2.3 needs no API key)."""
+"""``viggle-async status JOB``: one read of a render job (docs/api/renders.md#render-status needs
+no API key)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 async def run(ctx: Ctx) -> int:
-    async with ctx.client() as client:  # §2.3: the status endpoint needs no key
+    # docs/api/renders.md#render-status: the status endpoint needs no key
+    async with ctx.client() as client:
         status = await client.renders.get(ctx.args.job_id)
     ctx.out.emit(status, status_text(status))
     return EXIT_OK

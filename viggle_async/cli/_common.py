@@ -70,7 +70,7 @@ def exit_code_for(error: BaseException) -> int | None:
 
 
 def asset_credits(kind: str) -> int:
-    """Credits a character or scene costs to create (viggle-api.md §7): a character 1 (the
+    """Credits a character or scene costs to create (docs/api/credits.md#costs): a character 1 (the
     docs contradict themselves; ``credits_used: 1`` on the character settles it), an
     uploaded or imported scene 0."""
     return 1 if kind == "character" else 0

@@ -1,6 +1,7 @@
 """The demo: about 20 clips bulk-rendered on the embedded fake server in a few seconds.
 
-One Supervisor runs every kind of work the API has (§2.1, §2.2): on-demand renders (image +
+One Supervisor runs every kind of work the API has (docs/api/renders.md#create-render,
+docs/api/renders.md#multi-character): on-demand renders (image +
 video), two characters reused on an uploaded scene, a multi-character template render, and
 fast renders through a fast-capacity outage that fall back to standard. Nothing here
 prints; the CLI shows the events and the summary.
@@ -158,7 +159,8 @@ async def _schedule(sup: Supervisor, s: _Samples, out: Path) -> list[Handle]:
     """Schedule every piece of work; returns the handles in order."""
     handles: list[Handle] = []
 
-    # 1. On-demand renders: an image and a driving video per clip, nothing stored (§2.1).
+    # 1. On-demand renders: an image and a driving video per clip, nothing stored
+    # (docs/api/renders.md#create-render).
     for i in range(8):
         key = f"on-demand-{i}"
         extra: dict[str, Any] = {}
@@ -171,7 +173,8 @@ async def _schedule(sup: Supervisor, s: _Samples, out: Path) -> list[Handle]:
                                   **extra))
 
     # 2. Two characters (1 credit each) reused on one uploaded scene (free): preprocessed
-    # renders need character_id + scene_id (§2.1 mode 2); the handles supply both ids.
+    # renders need character_id + scene_id (docs/api/renders.md#render-modes mode 2); the handles
+    # supply both ids.
     alice = sup.character(key="alice", name="Alice", image=s.images[0])
     bob = sup.character(key="bob", name="Bob", image=s.images[1])
     studio = sup.scene(key="studio", name="Studio dance", video=s.scene_video)
@@ -190,7 +193,8 @@ async def _schedule(sup: Supervisor, s: _Samples, out: Path) -> list[Handle]:
                                   output=out / f"{key}.mp4"))
 
     # 4. A multi-person template: each tracked person (segment) gets a character through
-    # character_mapping (§2.2). The mapping needs the ids, so wait for those three first.
+    # character_mapping (docs/api/renders.md#multi-character). The mapping needs the ids, so wait
+    # for those three first.
     duo = sup.scene(key="duo-template", template_id=DUO_TEMPLATE, name="Duo dance")
     handles.append(duo)
     for dep in (duo, alice, bob):

@@ -1,6 +1,8 @@
 """Bulk manifests: a CSV or JSON-lines file, one row of work per record.
 
-Columns are the API's field names (viggle-api.md §2.1, §2.5, §2.9, §2.10) plus ``key``
+Columns are the API's field names (docs/api/renders.md#create-render,
+docs/api/assets.md#create-character, docs/api/assets.md#create-scene,
+docs/api/assets.md#import-template) plus ``key``
 (unique, required), ``kind`` (``render``, the default, | ``character`` | ``scene``),
 ``output``, ``mask_output`` and ``estimated_seconds``. Relative paths resolve against the
 manifest's folder. In a render row, ``character_id`` / ``scene_id`` naming the key of a

@@ -23,7 +23,9 @@ async def preflight(ctx: Ctx, client: ViggleClient, view: EventView) -> Credits 
         raise CliError(f"cannot reach the API at {client.base_url} ({exc}); check "
                        "--base-url / VIGGLE_BASE_URL; nothing was sent") from None
     except ViggleError:
-        return None  # §2.14 is not in the versioned docs: a missing endpoint must not stop
+        # docs/api/credits.md#credits-endpoint is not in the versioned docs: a missing endpoint
+        # must not stop
+        return None
     finally:
         view.show_retries = True
     return credits

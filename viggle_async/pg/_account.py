@@ -3,7 +3,8 @@
 One row (``account``) holds what the in-process ``LocalAccountState`` keeps in fields:
 the committed credits and the run's budget, the stop reason (402), one
 ``creates_paused_until`` and one ``polls_paused_until`` for everyone (429, 5xx with
-Retry-After), and the fast-capacity gate (viggle-api.md §4, §5, §7). Each method is one
+Retry-After), and the fast-capacity gate (docs/api/client-rules.md#create-retries,
+docs/api/errors.md, docs/api/credits.md#costs). Each method is one
 short statement or transaction, so processes never keep a copy.
 
 Time: the supervisor speaks its own clock's seconds (a monotonic clock, different in
@@ -128,7 +129,8 @@ class PostgresAccountState:
 
     async def refund(self, credits: int, *, owner: str | None = None) -> None:
         """Give back a reservation (the create provably made no job, or the API refunded
-        a failed/cancelled job, §7). With ``owner``, gives back what that row holds, once."""
+        a failed/cancelled job, docs/api/credits.md#costs). With ``owner``, gives back what that
+        row holds, once."""
         if owner is None:
             await self._fetch("UPDATE {s}.account SET committed = committed - %s "
                               "WHERE id = 1 RETURNING committed", (credits,))
@@ -140,7 +142,8 @@ class PostgresAccountState:
             (owner,))
 
     async def settle_fallback(self, credits: int, *, owner: str | None = None) -> int:
-        """A fast render reserved at ``credits`` went standard: keep half (§7); returns
+        """A fast render reserved at ``credits`` went standard: keep half
+        (docs/api/credits.md#costs); returns
         what is now committed for it. With ``owner``, settles that row's reservation once."""
         standard = credits // 2
         if owner is None:

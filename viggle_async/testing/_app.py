@@ -30,7 +30,8 @@ def _selected(routes: frozenset[str] | None, route: tuple[str, str]) -> bool:
 
 
 def _rate_limit(store: Store, request: web.Request, route: tuple[str, str]) -> None:
-    """Per-key token bucket (Faults.rate_limit); 429 with Retry-After when empty (§10.9)."""
+    """Per-key token bucket (Faults.rate_limit); 429 with Retry-After when empty
+    (docs/api/open-questions.md#rate-limits)."""
     limit = store.faults.rate_limit
     if limit is None or not _selected(limit.routes, route):
         return
@@ -105,7 +106,9 @@ CREATE_ROUTES = frozenset(
         ("POST", "/api/scenes/import"),
     }
 )
-# Keys of the new id in each create answer (§2.1, §2.5, §2.9, §2.10 both styles).
+# Keys of the new id in each create answer (docs/api/renders.md#create-render,
+# docs/api/assets.md#create-character, docs/api/assets.md#create-scene,
+# docs/api/assets.md#import-template both styles).
 _ID_KEYS = ("job_id", "character_id", "scene_id", "id")
 
 
@@ -130,7 +133,7 @@ def _after_commit(
     store: Store, request: web.Request, route: tuple[str, str], response: web.StreamResponse
 ) -> web.StreamResponse:
     """Faults.create_fail_after_commit*: the create is committed and billed, but the client
-    gets a gateway's answer instead of its JSON (the ambiguous case, viggle-api.md §10)."""
+    gets a gateway's answer instead of its JSON (the ambiguous case, docs/api/open-questions.md)."""
     faults = store.faults
     if not _selected(faults.create_fail_routes, route):
         return response

@@ -1,4 +1,5 @@
-"""Characters (§2.5-2.8), scenes (§2.9, §2.11-2.13), template import (§2.10) and credits."""
+"""Characters (docs/api/assets.md), scenes (docs/api/assets.md#create-scene, docs/api/assets.md),
+template import (docs/api/assets.md#import-template) and credits."""
 
 from __future__ import annotations
 
@@ -79,7 +80,8 @@ async def create_character(request: web.Request) -> web.Response:
             check_url("image_url", url)
         else:
             raise api_error("CS-ORIV-001", "An image or image_url is required")
-        # A third-party client sends `model`; characters serve both models (§1.8), so we
+        # A third-party client sends `model`; characters serve both models
+        # (docs/api/conventions.md#models), so we
         # only check that it names one.
         if field(form, "model") is not None:
             _model(form)
@@ -134,7 +136,7 @@ async def create_scene(request: web.Request) -> web.Response:
             duration, width, height = s.url_video_seconds, None, None
         else:
             raise api_error("CS-ORIV-002", "A video or video_url is required")
-        # §6: a scene video must be at least 0.5 s long and 64x64 pixels.
+        # docs/api/limits.md#limits: a scene video must be at least 0.5 s long and 64x64 pixels.
         if duration < s.min_scene_seconds:
             raise api_error(
                 "CS-UORC01-002", f"Scene video must be at least {s.min_scene_seconds}s long"
@@ -162,7 +164,7 @@ async def create_scene(request: web.Request) -> web.Response:
         )
         store.scenes[scene.id] = scene
         record.status, record.result_id = 200, scene.id
-        # Scene creation is free (§7).
+        # Scene creation is free (docs/api/credits.md#costs).
         return ok(
             store,
             {
@@ -180,7 +182,8 @@ async def import_scene(request: web.Request) -> web.Response:
     async with create_request(request, store, "import", key, read_body=False) as (_, record):
         body = await _json_object(request)
         record.fields.update({k: str(v) for k, v in body.items()})
-        # The docs send template_id; a third-party client sends template_uuid (§2.10).
+        # The docs send template_id; a third-party client sends template_uuid
+        # (docs/api/assets.md#import-template).
         ids = {body.get("template_id"), body.get("template_uuid")} - {None, ""}
         if not ids:
             raise api_error("CS-UORC01-002", "template_id is required")
@@ -224,7 +227,8 @@ async def import_scene(request: web.Request) -> web.Response:
                     "character_uuids": list(template.segments),
                 },
             )
-        # credits_reserved is undocumented (§7): we report ceil(duration) and charge nothing.
+        # credits_reserved is undocumented (docs/api/credits.md#costs): we report ceil(duration)
+        # and charge nothing.
         return ok(
             store,
             {
@@ -273,7 +277,8 @@ async def get_scene(request: web.Request) -> web.Response:
 
 
 async def delete_character(request: web.Request) -> web.Response:
-    """Soft delete (§2.8): later GETs answer 404 and renders CS-ORIV-008."""
+    """Soft delete (docs/api/assets.md#delete-character): later GETs answer 404 and renders
+    CS-ORIV-008."""
     store = request.app[STORE]
     _owned(store, request, "Character").deleted = True
     return ok(store, {"success": True})
@@ -291,7 +296,7 @@ def _page(request: web.Request) -> tuple[int, int]:
         offset = int(request.query.get("offset", 0))
     except ValueError as exc:
         raise api_error("CS-UORC01-002", "limit and offset must be integers") from exc
-    # §2.7: the third-party schema allows limit 1-100 and offset >= 0.
+    # docs/api/assets.md#list-characters: the third-party schema allows limit 1-100 and offset >= 0.
     if not 1 <= limit <= _MAX_LIMIT or offset < 0:
         raise api_error("CS-UORC01-002", f"Need 1 <= limit <= {_MAX_LIMIT} and offset >= 0")
     return limit, offset
@@ -303,7 +308,8 @@ def _listing(
     key = store.authenticate(request)
     limit, offset = _page(request)
     mine = [i for i in items if i.api_key == key and not i.deleted]
-    # Newest first (undocumented); `total` is the full count, not the page size (§10.2).
+    # Newest first (undocumented); `total` is the full count, not the page size
+    # (docs/api/open-questions.md#list-endpoints).
     mine.reverse()  # the dicts keep creation order
     cap = store.faults.list_page_cap
     if cap is not None:  # a server-side page size that wins over `limit`

@@ -1,7 +1,8 @@
 """The CDN app: serves finished outputs on its own host and port.
 
 Bodies are generated chunk by chunk from a short repeating unit, so a 1 GiB output costs no
-memory. Every Authorization header received is recorded: §8.1 says downloads must not send
+memory. Every Authorization header received is recorded: docs/api/client-rules.md#downloads says
+downloads must not send
 the API key (signed storage URLs refuse a foreign Authorization header). Every request is
 logged with its raw path and query (``Observations.cdn_requests``).
 

@@ -46,6 +46,7 @@ class SimClock:
         return (wall - self._wall0).total_seconds()
 
     def iso(self, sim: float) -> str:
-        """ISO-8601 UTC with a ``Z``, whole seconds, like the docs' examples (§1.7)."""
+        """ISO-8601 UTC with a ``Z``, whole seconds, like the docs' examples
+        (docs/api/conventions.md#timestamps)."""
         wall = self._wall0 + timedelta(seconds=sim)
         return wall.strftime("%Y-%m-%dT%H:%M:%SZ")

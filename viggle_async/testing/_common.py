@@ -34,9 +34,11 @@ __all__ = [
     "parse_bool",
 ]
 
-MODELS = frozenset({"V4_Preview", "V3_Preview"})  # §1.8
-BACKGROUND_MODES = frozenset({"original", "solid", "transparent"})  # §1.9
-# Form booleans arrive as strings (§1.3); Python's str(True) is "True", so case is ignored.
+MODELS = frozenset({"V4_Preview", "V3_Preview"})  # docs/api/conventions.md#models
+# docs/api/conventions.md#background-modes
+BACKGROUND_MODES = frozenset({"original", "solid", "transparent"})
+# Form booleans arrive as strings (docs/api/conventions.md#request-encodings); Python's str(True)
+# is "True", so case is ignored.
 _BOOLS = {"true": True, "false": False, "1": True, "0": False}
 
 
@@ -45,7 +47,8 @@ CREATE_RECORD = "viggle_fake_create_record"
 
 
 def ok(store: Store, body: dict[str, Any]) -> web.Response:
-    """A 200 JSON answer, wrapped in ``{"data": ...}`` when that doc variant is on (§10.20)."""
+    """A 200 JSON answer, wrapped in ``{"data": ...}`` when that doc variant is on
+    (docs/api/open-questions.md#response-wrapping)."""
     return web.json_response({"data": body} if store.settings.wrap_data else body)
 
 
@@ -67,7 +70,8 @@ def parse_bool(form: Form, name: str) -> bool:
 
 def parse_background_mode(form: Form) -> str:
     mode = field(form, "background_mode") or "original"
-    if mode == "inpaint":  # alias kept for backward compatibility (§1.9)
+    # alias kept for backward compatibility (docs/api/conventions.md#background-modes)
+    if mode == "inpaint":
         return "original"
     if mode not in BACKGROUND_MODES:
         raise api_error("CS-ORIV-011", f"Invalid background_mode {mode!r}")
@@ -98,7 +102,8 @@ class VideoFacts:
 
 
 def check_video(store: Store, upload: Upload) -> VideoFacts:
-    """Probe an uploaded video and apply the §6 limits with their §5.1 codes."""
+    """Probe an uploaded video and apply the docs/api/limits.md#limits limits with their
+    docs/api/errors.md#error-codes codes."""
     s = store.settings
     if upload.size == 0:
         raise api_error("CS-ORIV-007", f"{upload.name} is empty")
@@ -124,7 +129,8 @@ def check_video(store: Store, upload: Upload) -> VideoFacts:
 
 
 def billable(seconds: float, fast: bool) -> int:
-    """Credits for a render: ceil(seconds) x (2 if fast) (§7, fake-server suggestion)."""
+    """Credits for a render: ceil(seconds) x (2 if fast) (docs/api/credits.md#costs, fake-server
+    suggestion)."""
     # Round first so a probe's 10.000000001 s is billed as 10, not 11.
     return math.ceil(round(seconds, 6)) * (2 if fast else 1)
 

@@ -20,7 +20,8 @@ DEFAULT_API_KEY = "sk-test-fake"
 
 @attrs.define
 class Template:
-    """A Viggle template that ``POST /api/scenes/import`` knows (§2.10).
+    """A Viggle template that ``POST /api/scenes/import`` knows
+    (docs/api/assets.md#import-template).
 
     ``segments`` lists person UUIDs for a multi-person template; a video template has none.
     """
@@ -73,7 +74,7 @@ class FakeSettings:
         default=time.monotonic, on_setattr=_before_clock_change
     )
 
-    # Limits (§6 and §5.1).
+    # Limits (docs/api/limits.md#limits and docs/api/errors.md#error-codes).
     max_video_seconds: float = 300.0
     max_upload_bytes: int = 500 * 1024 * 1024
     max_resolution: int = 4096
@@ -106,20 +107,28 @@ class FakeSettings:
     scene_base_s: float = 2.0
     scene_s_per_video_s: float = 0.5
 
-    # Documented variants (§1.2, §1.4, §3.1, §2.10, §10).
-    #: Wrap every success body in ``{"data": ...}`` as some doc samples read it (§2.6, §10.20).
+    # Documented variants (docs/api/conventions.md#authentication,
+    # docs/api/conventions.md#error-envelope, docs/api/lifecycles.md#render-statuses,
+    # docs/api/assets.md#import-template, docs/api/open-questions.md).
+    # : Wrap every success body in ``{"data": ...}`` as some doc samples read it
+    # (docs/api/assets.md#get-character, docs/api/open-questions.md#response-wrapping).
     wrap_data: bool = False
-    #: Emit the older ``rendering`` / ``merging`` statuses while processing (§3.1).
+    # : Emit the older ``rendering`` / ``merging`` statuses while processing
+    # (docs/api/lifecycles.md#render-statuses).
     legacy_statuses: bool = False
     #: Missing key: "object" -> CS-UORC01-006 envelope; "string" -> the auth page's plain detail.
     auth_error_style: Literal["object", "string"] = "object"
-    #: "docs": ``id`` + ``segments``; "third_party": ``scene_id`` + ``character_uuids`` (§2.10).
+    # : "docs": ``id`` + ``segments``; "third_party": ``scene_id`` + ``character_uuids``
+    # (docs/api/assets.md#import-template).
     import_response_style: Literal["docs", "third_party"] = "docs"
-    #: HTTP status for an unknown id on GET/DELETE (undocumented, §10.7).
+    # : HTTP status for an unknown id on GET/DELETE (undocumented,
+    # docs/api/open-questions.md#unknown-id-status).
     not_found_status: int = 404
-    #: HTTP status when cancelling a job that already ended (undocumented, §2.4).
+    # : HTTP status when cancelling a job that already ended (undocumented,
+    # docs/api/renders.md#cancel).
     cancel_conflict_status: int = 409
-    #: Reject ``bg_color`` unless ``background_mode=solid`` (newer docs, §1.9); False: ignore it.
+    # : Reject ``bg_color`` unless ``background_mode=solid`` (newer docs,
+    # docs/api/conventions.md#background-modes); False: ignore it.
     strict_bg_color: bool = True
 
     templates: dict[str, Template] = attrs.field(factory=_default_templates)

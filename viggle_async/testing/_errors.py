@@ -1,4 +1,5 @@
-"""The fake server's error answers, in the documented ``detail`` envelope (§1.4, §5.1)."""
+"""The fake server's error answers, in the documented ``detail`` envelope
+(docs/api/conventions.md#error-envelope, docs/api/errors.md#error-codes)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from typing import Any
 
 __all__ = ["ApiError", "api_error", "not_found"]
 
-# Code -> (HTTP status, message, action), paraphrasing the Error Codes page (§5.1).
+# Code -> (HTTP status, message, action), paraphrasing the Error Codes page
+# (docs/api/errors.md#error-codes).
 _CATALOGUE: dict[str, tuple[int, str, str]] = {
     "CS-UORC01-006": (401, "Authentication required", "Add Authorization: Bearer sk-... header"),
     "CS-UORC01-007": (401, "API key invalid or expired", "Check your key or create a new one"),
@@ -53,5 +55,6 @@ def api_error(code: str, message: str | None = None, *, status: int | None = Non
 
 
 def not_found(kind: str, ident: str, status: int) -> ApiError:
-    """Unknown id on GET/DELETE: a string detail, as §5.4 suggests (status is a knob)."""
+    """Unknown id on GET/DELETE: a string detail, as docs/api/errors.md#fake-server-errors suggests
+    (status is a knob)."""
     return ApiError(status, f"{kind} {ident} not found")

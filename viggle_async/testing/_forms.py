@@ -1,8 +1,10 @@
 """Form bodies read the way the real server must: file parts streamed to disk, never whole.
 
 Multipart file parts are written chunk by chunk to a temp file, with the size limit enforced
-while reading (CS-ORIV-005, §5.1); runs of zero bytes become holes, so sparse test files cost
-no disk. ``application/x-www-form-urlencoded`` bodies (the docs' ID-only examples, §1.3) are
+while reading (CS-ORIV-005, docs/api/errors.md#error-codes); runs of zero bytes become holes, so
+sparse test files cost
+no disk. ``application/x-www-form-urlencoded`` bodies (the docs' ID-only examples,
+docs/api/conventions.md#request-encodings) are
 small and read at once.
 """
 
@@ -205,7 +207,8 @@ async def _stream_part(
         upload.size += len(chunk)
         digest.update(chunk)
         if upload.size > max_upload:
-            # Stop reading here: the rest of the body is never stored (§5.1 CS-ORIV-005).
+            # Stop reading here: the rest of the body is never stored
+            # (docs/api/errors.md#error-codes CS-ORIV-005).
             raise api_error(
                 "CS-ORIV-005", f"File {upload.name!r} is larger than {max_upload} bytes"
             )

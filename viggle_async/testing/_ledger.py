@@ -1,4 +1,4 @@
-"""Per-key credit balances with a full history (§7)."""
+"""Per-key credit balances with a full history (docs/api/credits.md#costs)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ class Ledger:
         return self._accounts[key].balance
 
     def summary(self, key: str) -> dict[str, object]:
-        """The ``GET /api/credits`` body (§2.14)."""
+        """The ``GET /api/credits`` body (docs/api/credits.md#credits-endpoint)."""
         a = self._accounts[key]
         return {
             "balance": a.balance,

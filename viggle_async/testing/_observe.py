@@ -83,7 +83,8 @@ class Observations:
     #: Requests answered 429 / injected 5xx.
     rate_limited: int = 0
     injected_errors: int = 0
-    #: Every Authorization header value the CDN received (a client must send none, §8.1).
+    # : Every Authorization header value the CDN received (a client must send none,
+    # docs/api/client-rules.md#downloads).
     cdn_auth_headers: list[str] = attrs.field(factory=list)
     #: CDN downloads started / cut short by Faults.truncate_downloads.
     cdn_downloads: int = 0

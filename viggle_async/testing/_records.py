@@ -1,7 +1,7 @@
 """Jobs, characters and scenes of the fake server, and their lazily computed lifecycles.
 
 Pure: no I/O. Each record stores simulated times fixed at creation; its status at any moment
-is a function of the simulated clock (§3).
+is a function of the simulated clock (docs/api/lifecycles.md).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from ._clock import SimClock
 
 __all__ = ["Character", "RenderJob", "Scene", "render_body"]
 
-# Processing fractions at which each checkpoint is reached (§2.3; order inferred, §3.1).
+# Processing fractions at which each checkpoint is reached (docs/api/renders.md#render-status;
+# order inferred, docs/api/lifecycles.md#render-statuses).
 _MARKS = (0.2, 0.4, 0.6, 0.9)
 _CHECKPOINT_NAMES = ("ref_done", "dri_done", "bg_done", "render_done")
 # A failing render fails half-way through processing.
@@ -91,7 +92,8 @@ def _checkpoint(fraction: float, marks: tuple[float, ...]) -> str | None:
 def render_body(
     job: RenderJob, now: float, clock: SimClock, cdn_base: str, legacy: bool
 ) -> dict[str, Any]:
-    """The §2.3 status object with every field, as the job stands at simulated ``now``."""
+    """The docs/api/renders.md#render-status status object with every field, as the job stands at
+    simulated ``now``."""
     status = job.status(now)
     fraction = job.fraction(now)
     checkpoint = _checkpoint(fraction, job.marks) if status != "queued" else None
@@ -107,7 +109,8 @@ def render_body(
             mask_url = f"{cdn_base}/outputs/{job.job_id}/mask.mp4"
         completed_at = clock.iso(job.finished)
     elif status == "failed":
-        # §2.3 / §5.3: a failed job carries CS-UORC01-009 and its message; urls stay null.
+        # docs/api/renders.md#render-status / docs/api/errors.md#job-status-codes: a failed job
+        # carries CS-UORC01-009 and its message; urls stay null.
         error, error_code = "render_failed", "CS-UORC01-009"
         error_message = "Rendering failed in the pipeline; credits were refunded"
         completed_at = clock.iso(job.fail_at)
@@ -115,7 +118,8 @@ def render_body(
         assert job.cancelled_at is not None
         completed_at = clock.iso(job.cancelled_at)
     elif status == "processing" and legacy:
-        # The older overview's wording (§3.1): frames generated, then final video assembled.
+        # The older overview's wording (docs/api/lifecycles.md#render-statuses): frames generated,
+        # then final video assembled.
         if fraction >= 0.9:
             shown = "merging"
         elif fraction >= 0.4:
@@ -141,7 +145,8 @@ def render_body(
 
 @attrs.define
 class Character:
-    """A character: ``pending`` -> ``processing`` -> ``ready`` | ``failed`` (§3.2)."""
+    """A character: ``pending`` -> ``processing`` -> ``ready`` | ``failed``
+    (docs/api/lifecycles.md#character-statuses)."""
 
     id: str
     job_id: str
@@ -172,7 +177,8 @@ class Character:
             "error": "preprocess_failed" if status == "failed" else None,
             "error_message": "Character preprocessing failed" if status == "failed" else None,
             "thumbnail_url": None,
-            # §7: a character costs 1 credit (refunded when it fails, like a render).
+            # docs/api/credits.md#costs: a character costs 1 credit (refunded when it fails, like a
+            # render).
             "credits_used": 0 if status == "failed" else 1,
             "created_at": clock.iso(self.created),
             "completed_at": clock.iso(self.ready_at) if done else None,
@@ -181,7 +187,7 @@ class Character:
 
 @attrs.define
 class Scene:
-    """A scene: ``pending`` -> ``ready`` | ``failed`` (§3.3)."""
+    """A scene: ``pending`` -> ``ready`` | ``failed`` (docs/api/lifecycles.md#scene-statuses)."""
 
     id: str
     job_id: str
@@ -218,8 +224,9 @@ class Scene:
             "height": self.height,
             "job_id": self.job_id,
             "error_message": "Scene preprocessing failed" if status == "failed" else None,
-            # The §2.11 example shows credits_used equal to duration_seconds, although scene
-            # creation is free (§7): we echo the example and charge nothing.
+            # The docs/api/assets.md#get-scene example shows credits_used equal to
+            # duration_seconds, although scene
+            # creation is free (docs/api/credits.md#costs): we echo the example and charge nothing.
             "credits_used": round(self.duration_s, 2) if status == "ready" else None,
             "created_at": clock.iso(self.created),
             "completed_at": clock.iso(self.ready_at) if status != "pending" else None,

@@ -1,4 +1,6 @@
-"""``/api/render`` handlers: create (§2.1, §2.2), status (§2.3) and cancel (§2.4)."""
+"""``/api/render`` handlers: create (docs/api/renders.md#create-render,
+docs/api/renders.md#multi-character), status (docs/api/renders.md#render-status) and cancel
+(docs/api/renders.md#cancel)."""
 
 from __future__ import annotations
 
@@ -155,10 +157,11 @@ def _validate(store: Store, key: str, form: Form, fast: bool, background_mode: s
     if drv_url:
         check_url("driving_video_url", drv_url)
     if fast and not (drv_file or scene_id):
-        # §1.9 / §2.1: fast needs a driving_video upload or a scene_id.
+        # docs/api/conventions.md#background-modes / docs/api/renders.md#request-fields: fast needs
+        # a driving_video upload or a scene_id.
         raise api_error("CS-UORC01-002", "fast=true needs a driving_video upload or a scene_id")
 
-    if mapping is not None:  # multi-character render (§2.2)
+    if mapping is not None:  # multi-character render (docs/api/renders.md#multi-character)
         if character_id or has_ref or has_drv:
             raise api_error(
                 "CS-UORC01-002",
@@ -169,11 +172,12 @@ def _validate(store: Store, key: str, form: Form, fast: bool, background_mode: s
         scene = _ready_scene(store, key, scene_id, model)
         _check_mapping(store, key, scene, mapping)
         return _Plan("preprocessed", scene.duration_s)
-    if character_id:  # preprocessed render (§2.1, mode 2)
+    if character_id:  # preprocessed render (docs/api/renders.md#render-modes, mode 2)
         if has_ref:
             raise api_error("CS-UORC01-002", "Send character_id or a reference image, not both")
         if has_drv:
-            # Undocumented combination (§10.15): a preprocessed character needs a scene.
+            # Undocumented combination (docs/api/open-questions.md#mixed-inputs): a preprocessed
+            # character needs a scene.
             raise api_error("CS-UORC01-002", "character_id goes with scene_id, not a video")
         if not scene_id:
             raise api_error("CS-ORIV-002", "character_id needs a scene_id")
@@ -219,7 +223,8 @@ def _ready_character(store: Store, key: str, ident: str) -> None:
         raise api_error("CS-ORIV-008", f"Character {ident} not found")
     status = char.status(store.now())
     if status != "ready":
-        # Not documented: the docs only say the character must be ready (§2.1).
+        # Not documented: the docs only say the character must be ready
+        # (docs/api/renders.md#create-render).
         raise api_error("CS-UORC01-002", f"Character {ident} is {status}, not ready")
 
 
@@ -231,7 +236,8 @@ def _ready_scene(store: Store, key: str, ident: str, model: str | None) -> Scene
     if status != "ready":
         raise api_error("CS-ORIV-010", f"Scene {ident} is {status}, not ready")
     if model is not None and model != scene.model:
-        # §1.8: the scene's model is final; a conflicting model is rejected (code undocumented).
+        # docs/api/conventions.md#models: the scene's model is final; a conflicting model is
+        # rejected (code undocumented).
         raise api_error(
             "CS-UORC01-002", f"Scene {ident} was preprocessed with {scene.model}, not {model}"
         )
@@ -271,7 +277,8 @@ def _job_or_404(store: Store, request: web.Request) -> RenderJob:
 
 
 async def get_render(request: web.Request) -> web.Response:
-    """No authentication: the docs say status may be polled without a key (§1.2, §2.3)."""
+    """No authentication: the docs say status may be polled without a key
+    (docs/api/conventions.md#authentication, docs/api/renders.md#render-status)."""
     store = request.app[STORE]
     job = _job_or_404(store, request)
     return ok(store, status_body(store, job, poll=True))
@@ -312,7 +319,8 @@ def _body(store: Store, job: RenderJob) -> dict[str, Any]:
 
 
 async def cancel_render(request: web.Request) -> web.Response:
-    """Cancel a queued or processing job and refund it (§2.4; shape is our choice)."""
+    """Cancel a queued or processing job and refund it (docs/api/renders.md#cancel; shape is our
+    choice)."""
     store = request.app[STORE]
     key = store.authenticate(request)
     job = _job_or_404(store, request)

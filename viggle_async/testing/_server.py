@@ -70,7 +70,7 @@ class FakeViggle:
             port = _port_of(api_runner)
             self.base_url = f"http://127.0.0.1:{port}"
             # A different host name and port, so a client that leaks its Authorization
-            # header to "the same origin" is caught (§8.1).
+            # header to "the same origin" is caught (docs/api/client-rules.md#downloads).
             cdn_runner = await self._serve(cdn_app(api), [("127.0.0.1", self._cdn_port)])
             cdn_port = _port_of(cdn_runner)
             await _try_ipv6(cdn_runner, cdn_port)

@@ -22,7 +22,8 @@ __all__ = ["STORE", "Store", "new_id"]
 
 
 def new_id(prefix: str = "") -> str:
-    """An opaque id; the docs show several shapes (§1.6), clients must not parse them."""
+    """An opaque id; the docs show several shapes (docs/api/conventions.md#ids), clients must not
+    parse them."""
     if not prefix:
         return str(uuid.uuid4())
     return f"{prefix}{uuid.uuid4().hex[:16]}"
@@ -73,7 +74,8 @@ class Store:
         self.ledger.open(key, self.settings.api_keys.get(key, 0), self.iso_now())
 
     def authenticate(self, request: web.Request) -> str:
-        """The request's API key; 401 when missing or unknown (§1.2, §5.1)."""
+        """The request's API key; 401 when missing or unknown
+        (docs/api/conventions.md#authentication, docs/api/errors.md#error-codes)."""
         header = request.headers.get("Authorization")
         if not header:
             if self.settings.auth_error_style == "string":
@@ -105,7 +107,7 @@ class Store:
         heapq.heappush(self._pending_refunds, (at, kind, ident))
 
     def settle(self) -> None:
-        """Refund every render and character that has failed by now (§7)."""
+        """Refund every render and character that has failed by now (docs/api/credits.md#costs)."""
         now = self.now()
         heap = self._pending_refunds
         while heap and heap[0][0] <= now:
