@@ -7,26 +7,30 @@ processes). See docs/scale-out.md for the design of the distributed bulk run.
 """
 
 from ._account import PostgresAccountState
-from ._dsn import DSN_ENV, redact_dsn, resolve_dsn
+from ._dsn import DSN_ENV, JOURNAL_DSN_ENV, redact_dsn, resolve_dsn
 from ._errors import (
     LedgerConnectionError,
     LedgerError,
     LedgerKeyMismatchError,
     LedgerSchemaTooNewError,
 )
+from ._journal import PostgresJournalStore, open_postgres_journal
 from ._ledger import SCHEMA_VERSION, AccountSummary, AssetClaim, PostgresLedger
 
 __all__ = [
     "AccountSummary",
     "AssetClaim",
     "DSN_ENV",
+    "JOURNAL_DSN_ENV",
     "LedgerConnectionError",
     "LedgerError",
     "LedgerKeyMismatchError",
     "LedgerSchemaTooNewError",
     "PostgresAccountState",
+    "PostgresJournalStore",
     "PostgresLedger",
     "SCHEMA_VERSION",
+    "open_postgres_journal",
     "redact_dsn",
     "resolve_dsn",
 ]
