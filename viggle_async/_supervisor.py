@@ -22,7 +22,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
 from . import _journal_sqlite as _journal_module
-from ._account import LocalAccountState
+from ._account import AccountState, LocalAccountState
 from ._errors import ViggleError
 from ._events import (
     CharacterHandle,
@@ -65,6 +65,11 @@ class Supervisor:
     opened for the block and closed after it; anything else raises ``TypeError``. A journal
     that cannot be written stops new creates, lets created work finish, and makes the block
     raise ``JournalError`` naming every job id it could not record.
+
+    ``account``: the account-wide state (capacity gate, 429/5xx pauses, 402 stop, credit
+    budget) to share, e.g. ``viggle_async.pg.PostgresAccountState`` for many processes;
+    default a ``LocalAccountState(budget=credit_budget)`` of this supervisor's own. With
+    ``account`` set, ``credit_budget`` must be None (``ValueError``): the state holds it.
     """
 
     def __init__(
@@ -87,6 +92,7 @@ class Supervisor:
         capacity_backoff: tuple[float, float] = (2.0, 10.0),
         asset_poll_interval: float = 5.0,
         rand: Callable[[], float] = random.random,
+        account: AccountState | None = None,
     ):
         self.client = client
         self._clock = client.clock
@@ -102,7 +108,11 @@ class Supervisor:
         self._subscribers: list[MemoryObjectSendStream[Event]] = []
         self._keys: set[str] = set()
         # The shared state, each piece with one owner; the flows get them as one context.
-        self._account = LocalAccountState(budget=credit_budget)
+        if account is not None and credit_budget is not None:
+            raise ValueError("credit_budget: give it to the account state instead (e.g. "
+                             "PostgresAccountState(ledger, budget=...)) when passing account=")
+        self._account: AccountState = (LocalAccountState(budget=credit_budget)
+                                       if account is None else account)
         self._journal = RunJournal(journal, on_failure=self._account.stop)
         self._jobs = JobRegistry()
         submitter = Submitter(client, account=self._account, journal=self._journal,
@@ -121,13 +131,16 @@ class Supervisor:
 
     @property
     def capacity_rejections(self) -> int:
-        """Fast-capacity rejections (400 CS-UORC01-001) seen so far."""
-        return self._account.rejections_now
+        """Fast-capacity rejections (400 CS-UORC01-001) seen so far (with a shared
+        ``account`` that has no ``rejections_now``: 0; await
+        ``account.capacity_rejections()``)."""
+        return int(getattr(self._account, "rejections_now", 0))
 
     @property
     def credits_committed(self) -> int:
-        """Credits reserved for work sent (or possibly sent) and not refunded."""
-        return self._account.committed_now
+        """Credits reserved for work sent (or possibly sent) and not refunded (with a
+        shared ``account`` that has no ``committed_now``: 0; await ``account.committed()``)."""
+        return int(getattr(self._account, "committed_now", 0))
 
     # --- context ---------------------------------------------------------------------
 

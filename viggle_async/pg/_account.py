@@ -74,6 +74,10 @@ class PostgresAccountState:
         # The database slot is per worker_id, so the tasks of this process queue here
         # first: one probe per process, and one across processes by the lease.
         self._local_probe = anyio.Lock()
+        # Set before the first await of stop(): the next create of this process, which
+        # may take the upload slot while the stop is still on its way to the database,
+        # sees it at once (with LocalAccountState that step never yields).
+        self._stopped_here: str | None = None
 
     def __repr__(self) -> str:
         return f"PostgresAccountState({self._ledger!r}, worker_id={self.worker_id!r})"
@@ -91,6 +95,8 @@ class PostgresAccountState:
         """Reserve ``credits`` for one create, atomically against the committed total of
         every worker. Returns why not (stopped, over the budget, unknown cost while a
         budget is set), or None when reserved (or already reserved for ``owner``)."""
+        if self._stopped_here is not None:
+            return self._stopped_here
         q = self._ledger.q
         async with self._ledger.pool.connection() as conn, conn.transaction():
             # FOR UPDATE: concurrent reserves queue on this row, so the check and the
@@ -169,11 +175,16 @@ class PostgresAccountState:
     # -- stop and pauses ----------------------------------------------------------------
     async def stop(self, reason: str) -> None:
         """Stop new creates for every worker (a 402); the first reason stays."""
-        await self._fetch("UPDATE {s}.account SET stopped = coalesce(stopped, %s) "
+        if self._stopped_here is None:
+            self._stopped_here = reason
+        (first,) = await self._fetch("UPDATE {s}.account SET stopped = coalesce(stopped, %s) "
                           "WHERE id = 1 RETURNING stopped", (reason,))
+        self._stopped_here = str(first)  # the first reason of all workers
 
     async def stopped(self) -> str | None:
         """Why new creates stopped, or None."""
+        if self._stopped_here is not None:
+            return self._stopped_here
         value = (await self._fetch("SELECT stopped FROM {s}.account WHERE id = 1"))[0]
         return None if value is None else str(value)
 
