@@ -36,6 +36,7 @@ from .._journal import EntryState, JournalEntry, JournalError
 from .._media import IMAGE_CONTENT_TYPES, VIDEO_CONTENT_TYPES
 from .._resources import RENDER_IMAGE_TYPES
 from .._uploads import prepare_upload
+from ._cmd_worker import add_bulk_options, bulk_distributed
 from ._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -105,6 +106,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--poll-rate", type=positive_float, default=20.0, metavar="N",
                    help="at most N status polls started per second, for all jobs (default 20)")
     add_poll_interval(p)
+    add_bulk_options(p)  # --enqueue, --status, --run, --schema (a PostgreSQL --journal)
 
 # Stands in for ids of characters not created yet when pricing a mapping render.
 _PENDING = "pending-dry-run"
@@ -121,6 +123,9 @@ class Priced:
 
 async def run(ctx: Ctx) -> int:
     args = ctx.args
+    distributed = await bulk_distributed(ctx, functools.partial(_checked, ctx))
+    if distributed is not None:
+        return distributed
     manifest = await anyio.to_thread.run_sync(load_manifest, Path(args.manifest))
     async with ctx.client() as client:
         priced, problems = await _validate(client, manifest)
@@ -131,6 +136,17 @@ async def run(ctx: Ctx) -> int:
         return _dry_run(ctx, manifest, priced)
     ctx.require_key()
     return await _run(ctx, manifest, priced)
+
+
+async def _checked(ctx: Ctx) -> tuple[Manifest, list[Priced]] | int:
+    """The manifest and its priced rows, or EXIT_USAGE with every problem reported."""
+    manifest = await anyio.to_thread.run_sync(load_manifest, Path(ctx.args.manifest))
+    async with ctx.client() as client:
+        priced, problems = await _validate(client, manifest)
+    if problems:
+        _report_problems(ctx, manifest, problems)
+        return EXIT_USAGE
+    return manifest, priced
 
 
 # --- validation --------------------------------------------------------------------------

@@ -7,6 +7,7 @@ processes). See docs/scale-out.md for the design of the distributed bulk run.
 """
 
 from ._account import PostgresAccountState
+from ._dist import DistRow, RowBook, RunCounts, unfinished_rows
 from ._dsn import DSN_ENV, JOURNAL_DSN_ENV, redact_dsn, resolve_dsn
 from ._errors import (
     LedgerConnectionError,
@@ -16,11 +17,13 @@ from ._errors import (
 )
 from ._journal import PostgresJournalStore, open_postgres_journal
 from ._ledger import SCHEMA_VERSION, AccountSummary, AssetClaim, PostgresLedger
+from ._queue import RowQueue
 
 __all__ = [
     "AccountSummary",
     "AssetClaim",
     "DSN_ENV",
+    "DistRow",
     "JOURNAL_DSN_ENV",
     "LedgerConnectionError",
     "LedgerError",
@@ -29,8 +32,12 @@ __all__ = [
     "PostgresAccountState",
     "PostgresJournalStore",
     "PostgresLedger",
+    "RowBook",
+    "RowQueue",
+    "RunCounts",
     "SCHEMA_VERSION",
     "open_postgres_journal",
     "redact_dsn",
     "resolve_dsn",
+    "unfinished_rows",
 ]

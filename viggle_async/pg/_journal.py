@@ -42,7 +42,7 @@ from viggle_async._journal import (
 
 from ._dsn import scrub
 from ._errors import LedgerConnectionError, LedgerKeyMismatchError, LedgerSchemaTooNewError
-from ._ledger import PostgresLedger
+from ._ledger import SCHEMA_VERSION, PostgresLedger
 
 __all__ = ["POSTGRES_SCHEMA_VERSION", "PostgresJournalStore"]
 
@@ -50,7 +50,7 @@ T = TypeVar("T")
 
 #: Kept for callers of the first release; the journal's tables are migration 2 of the
 #: ledger's schema (``viggle_async.pg.SCHEMA_VERSION``).
-POSTGRES_SCHEMA_VERSION = 2
+POSTGRES_SCHEMA_VERSION = SCHEMA_VERSION
 _COLUMNS = ("key", "kind", "fingerprint", "state", "job_id", "final_status", "outputs", "error",
             "attempts", "created_at", "updated_at")
 

@@ -90,6 +90,16 @@ _MIGRATIONS: Final[tuple[tuple[LiteralString, ...], ...]] = (
                ledger text NOT NULL, key text NOT NULL, owner text NOT NULL,
                expires_at double precision NOT NULL, PRIMARY KEY (ledger, key))""",
     ),
+    (  # 3: the rows of distributed runs (bulk --enqueue, viggle-async worker)
+        """CREATE TABLE {s}.dist_rows (
+               run text NOT NULL, key text NOT NULL, seq integer NOT NULL,
+               kind text NOT NULL, spec jsonb NOT NULL, deps text[] NOT NULL,
+               state text NOT NULL DEFAULT 'waiting'
+                   CHECK (state IN ('waiting', 'queued', 'done', 'failed')),
+               asset_id text, outcome jsonb,
+               updated_at timestamptz NOT NULL DEFAULT now(),
+               PRIMARY KEY (run, key))""",
+    ),
 )
 
 #: The schema version this library writes (and the newest it can read).
