@@ -370,6 +370,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stalled-after", type=positive_float, default=30.0, metavar="SECONDS",
                    help="a worker silent this long is dead: its rows go to others")
     p.add_argument("--heartbeat", type=positive_float, default=5.0, metavar="SECONDS")
+    p.add_argument("--recover-every", type=positive_int, default=15, metavar="SECONDS",
+                   help="how often the workers retry stalled rows (default 15)")
     add_poll_interval(p)
 
 
@@ -385,7 +387,8 @@ async def run(ctx: Ctx) -> int:
             worker = _RowWorker(ledger)
             queue = worker.queue = _queue(
                 args, ledger, worker.handle, stalled_after=args.stalled_after,
-                heartbeat=min(args.heartbeat, args.stalled_after / 3))
+                heartbeat=min(args.heartbeat, args.stalled_after / 3),
+                recover_cron=f"*/{args.recover_every} * * * * *")
             ctx.out.note(f"worker {account.worker_id} on {ledger.dsn} schema {ledger.schema}")
             async with ctx.client() as client:
                 sup = Supervisor(client, journal=journal, account=account,
@@ -396,6 +399,9 @@ async def run(ctx: Ctx) -> int:
                 with anyio.CancelScope() as scope:
                     async with sup, queue.app.open_async():
                         await _install(queue)
+                        # Rows of workers that died while none was running come back
+                        # now; the periodic recovery covers the ones dying later.
+                        await queue.retry_stalled()
                         worker.sup = sup
                         async with anyio.create_task_group() as tg:
                             if args.exit_when_empty:
