@@ -13,17 +13,15 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pghelp import OUTPUT_BYTES, Fake, worker
 
 from viggle_async.testing import make_png, write_mp4
-
-OUTPUT_BYTES = 4096
 
 
 @pytest.fixture
@@ -34,29 +32,6 @@ def pg_schema(pg_dsn: str) -> Iterator[str]:
 
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-
-
-class Fake:
-    """``viggle-async fake-server`` in a subprocess."""
-
-    def __init__(self, time_scale: float) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "viggle_async", "fake-server", "--time-scale",
-             str(time_scale), "--output-bytes", str(OUTPUT_BYTES)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line.startswith("base_url="), line
-        self.base_url = line.strip().split("=", 1)[1]
-
-    def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.base_url + "/__fake__/stats") as r:
-            data: dict[str, Any] = json.load(r)
-        return data
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.communicate(timeout=10)  # closes the pipe too
 
 
 @pytest.fixture
@@ -98,15 +73,6 @@ def cli(fake: Fake, *args: str, check: bool = True, **kw: Any) -> subprocess.Com
     return proc
 
 
-def worker(fake: Fake, dsn: str, schema: str, *extra: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "VIGGLE_BASE_URL": fake.base_url, "VIGGLE_API_KEY": "sk-test-fake"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "viggle_async", "worker", "--journal", dsn, "--schema", schema,
-         "--poll-interval", "0.05", "--stalled-after", "2", "--heartbeat", "0.5",
-         "--recover-every", "1", *extra],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 def status(fake: Fake, dsn: str, schema: str, m: Path, tmp: Path) -> dict[str, Any]:
     report = tmp / "report.json"
     cli(fake, "--json", "bulk", str(m), "--journal", dsn, "--schema", schema, "--status",
@@ -129,7 +95,12 @@ def run_workers(fake: Fake, pg_dsn: str, pg_schema: str, tmp: Path, *, workers: 
     cli(fake, "bulk", str(m), "--journal", pg_dsn, "--schema", pg_schema, "--enqueue")
     procs = [worker(fake, pg_dsn, pg_schema, "--exit-when-empty") for _ in range(workers)]
     for p in procs:
-        out, err = p.communicate(timeout=300)
+        try:
+            out, err = p.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+            raise AssertionError("worker hung:\n" + out + err[-6000:]) from None
         assert p.returncode == 0, out + err
     data = status(fake, pg_dsn, pg_schema, m, tmp)
     assert data["summary"]["rows"] == {"done": characters + 1 + renders}

@@ -14,7 +14,7 @@ Inputs and outputs must be on a path every worker reaches (a shared filesystem).
 from __future__ import annotations
 
 import argparse
-import hashlib
+import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,7 +39,6 @@ __all__ = ["COMMAND", "add_bulk_options", "bulk_distributed", "is_postgres_dsn"]
 
 #: The journal namespace of every distributed run; keys are ``run/row``.
 JOURNAL_NAME = "dist"
-_PATH_TAG = "$path"
 
 
 def is_postgres_dsn(text: str | None) -> bool:
@@ -133,43 +132,14 @@ async def bulk_distributed(ctx: Ctx, validate: Any) -> int | None:
     return await _enqueue(ctx, manifest, priced)
 
 
-def _encode(value: Any) -> Any:
-    if isinstance(value, Path):
-        return {_PATH_TAG: str(value.absolute())}
-    if isinstance(value, Mapping):
-        return {str(k): _encode(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_encode(v) for v in value]
-    return value
-
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, dict):
-        if set(value) == {_PATH_TAG}:
-            return Path(value[_PATH_TAG])
-        return {k: _decode(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_decode(v) for v in value]
-    return value
-
-
-def _hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return f"{path.stat().st_size}:{digest.hexdigest()}"
-
-
 async def _spec(p: Priced) -> dict[str, Any]:
+    from ..pg import row_spec
+
     row = p.row
-    files = [v for v in row.inputs.values() if isinstance(v, Path)]
-    hashes = {str(f.absolute()): await anyio.to_thread.run_sync(_hash_file, f) for f in files}
-    return {"line": row.line, "inputs": _encode(dict(row.inputs)),
-            "output": _encode(row.output), "mask_output": _encode(row.mask_output),
-            "estimated_seconds": row.estimated_seconds, "character": row.character,
-            "scene": row.scene, "mapping_refs": dict(row.mapping_refs),
-            "credits": p.credits, "fast": p.fast, "hashes": hashes}
+    return await anyio.to_thread.run_sync(functools.partial(
+        row_spec, dict(row.inputs), output=row.output, mask_output=row.mask_output,
+        estimated_seconds=row.estimated_seconds, character=row.character, scene=row.scene,
+        mapping_refs=row.mapping_refs, credits=p.credits, fast=p.fast, line=row.line))
 
 
 async def _enqueue(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
@@ -294,6 +264,8 @@ class _RowWorker:
     async def _schedule(self, book: RowBook, kind: str, skey: str, spec: Mapping[str, Any],
                         deps: tuple[str, ...]) -> Handle | Outcome:
         assert self.sup is not None
+        from ..pg import decode_spec_value as _decode
+
         inputs: dict[str, Any] = _decode(dict(spec["inputs"]))
         if kind == "character":
             return self.sup.character(key=skey, **inputs)
@@ -310,6 +282,8 @@ class _RowWorker:
             inputs["scene_id"] = ids[spec["scene"]]
         for segment, ref in (spec.get("mapping_refs") or {}).items():
             inputs["character_mapping"] = {**inputs["character_mapping"], segment: ids[ref]}
+        from ..pg import decode_spec_value as _decode
+
         return self.sup.render(key=skey, output=_decode(spec.get("output")),
                                mask_output=_decode(spec.get("mask_output")),
                                estimated_seconds=spec.get("estimated_seconds"), **inputs)
@@ -326,16 +300,29 @@ class _RowWorker:
 
 def _edited_inputs(spec: Mapping[str, Any]) -> str | None:
     """Why the row must not be sent: an input file changed (or vanished) since enqueue."""
+    from ..pg import hash_file
+
     for name, recorded in (spec.get("hashes") or {}).items():
         path = Path(name)
         try:
-            now = _hash_file(path)
+            now = hash_file(path)
         except OSError as exc:
             return f"input {name!r} cannot be read on this worker ({exc}); not sent"
         if now != recorded:
             return (f"input {name!r} was edited after --enqueue; not sent. Fix: enqueue the "
                     "manifest again under another --run name")
     return None
+
+
+async def _sweep_orphans(ledger: PostgresLedger, queue: RowQueue) -> None:
+    # A row marked queued whose defer was lost (its finisher died between the two) would
+    # wait forever: defer it again. Safe to repeat: the journal resumes a sent row.
+    from ..pg import orphaned_rows
+
+    while True:
+        await anyio.sleep(5.0)
+        for run, key in await orphaned_rows(ledger, older_than=10.0):
+            await queue.defer_rows(run, [key])
 
 
 async def _stop_when_no_rows(ledger: PostgresLedger, scope: anyio.CancelScope) -> None:
@@ -404,6 +391,7 @@ async def run(ctx: Ctx) -> int:
                         await queue.retry_stalled()
                         worker.sup = sup
                         async with anyio.create_task_group() as tg:
+                            tg.start_soon(_sweep_orphans, ledger, queue)
                             if args.exit_when_empty:
                                 tg.start_soon(_stop_when_no_rows, ledger, tg.cancel_scope)
                             await queue.run_worker(concurrency=args.concurrency,

@@ -7,7 +7,16 @@ processes). See docs/scale-out.md for the design of the distributed bulk run.
 """
 
 from ._account import PostgresAccountState
-from ._dist import DistRow, RowBook, RunCounts, unfinished_rows
+from ._dist import (
+    DistRow,
+    RowBook,
+    RunCounts,
+    decode_spec_value,
+    hash_file,
+    orphaned_rows,
+    row_spec,
+    unfinished_rows,
+)
 from ._dsn import DSN_ENV, JOURNAL_DSN_ENV, redact_dsn, resolve_dsn
 from ._errors import (
     LedgerConnectionError,
@@ -36,8 +45,12 @@ __all__ = [
     "RowQueue",
     "RunCounts",
     "SCHEMA_VERSION",
+    "decode_spec_value",
+    "hash_file",
     "open_postgres_journal",
+    "orphaned_rows",
     "redact_dsn",
     "resolve_dsn",
+    "row_spec",
     "unfinished_rows",
 ]

@@ -14,8 +14,10 @@ Layering: a store on ``PostgresLedger``; no client, no supervisor, no queue.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -24,7 +26,63 @@ from psycopg.types.json import Jsonb
 from ._errors import LedgerError
 from ._ledger import PostgresLedger
 
-__all__ = ["DistRow", "RowBook", "RunCounts", "unfinished_rows"]
+__all__ = ["DistRow", "RowBook", "RunCounts", "decode_spec_value", "hash_file", "orphaned_rows",
+           "row_spec",
+           "unfinished_rows"]
+
+_PATH_TAG = "$path"
+_RUN_LOCK = 0x56526F77  # "VRow": the advisory lock class of a run's row changes
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Path):
+        return {_PATH_TAG: str(value.absolute())}
+    if isinstance(value, Mapping):
+        return {str(k): _encode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    return value
+
+
+def decode_spec_value(value: Any) -> Any:
+    """A value of a ``row_spec`` back in Python: tagged paths become ``Path`` again."""
+    if isinstance(value, dict):
+        if set(value) == {_PATH_TAG}:
+            return Path(value[_PATH_TAG])
+        return {k: decode_spec_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode_spec_value(v) for v in value]
+    return value
+
+
+def hash_file(path: Path) -> str:
+    """``"<size>:<sha256 hex>"`` of a file (blocking: run it in a thread)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return f"{path.stat().st_size}:{digest.hexdigest()}"
+
+
+def row_spec(inputs: Mapping[str, Any], *, output: Path | None = None,
+             mask_output: Path | None = None, estimated_seconds: float | None = None,
+             character: str | None = None, scene: str | None = None,
+             mapping_refs: Mapping[str, str] | None = None, credits: int | None = None,
+             fast: bool = False, line: int | None = None) -> dict[str, Any]:
+    """The JSON spec of one row, as ``viggle-async worker`` reads it (blocking: it hashes
+    every input file; run it in a thread).
+
+    ``inputs``: the create's arguments (``Path`` values are files, made absolute: they must
+    be on a filesystem every worker reaches). ``character``/``scene``: keys of character
+    or scene rows of the same run whose ids the render uses; ``mapping_refs``: segment ->
+    character row key. ``credits``: the estimate shown by ``--status``.
+    """
+    files = [v for v in inputs.values() if isinstance(v, Path)]
+    return {"line": line, "inputs": _encode(dict(inputs)), "output": _encode(output),
+            "mask_output": _encode(mask_output), "estimated_seconds": estimated_seconds,
+            "character": character, "scene": scene, "mapping_refs": dict(mapping_refs or {}),
+            "credits": credits, "fast": fast,
+            "hashes": {str(f.absolute()): hash_file(f) for f in files}}
 
 
 @attrs.frozen
@@ -75,6 +133,7 @@ class RowBook:
         """
         q = self._ledger.q
         async with self._ledger.pool.connection() as conn, conn.transaction():
+            await self._lock_run(conn)
             for seq, (key, kind, spec, deps) in enumerate(rows):
                 cur = await conn.execute(
                     q("""INSERT INTO {s}.dist_rows (run, key, seq, kind, spec, deps)
@@ -99,6 +158,12 @@ class RowBook:
                    RETURNING r.key, r.seq"""), {"run": self.run})
             ready = sorted(await cur.fetchall(), key=lambda r: r[1])
         return [str(r[0]) for r in ready]
+
+    async def _lock_run(self, conn: Any) -> None:
+        # One writer per run at a time (transaction-scoped): state changes that look at
+        # other rows of the run see every earlier change committed.
+        await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                           (_RUN_LOCK, f"{self._ledger.schema}/{self.run}"))
 
     async def get(self, key: str) -> DistRow | None:
         """The row, or None if this run has no such key."""
@@ -135,6 +200,9 @@ class RowBook:
         q = self._ledger.q
         state = "done" if ok else "failed"
         async with self._ledger.pool.connection() as conn, conn.transaction():
+            # Without it, two dependencies finishing at once each miss the other's
+            # uncommitted 'done' and neither queues the render that needs both.
+            await self._lock_run(conn)
             cur = await conn.execute(
                 q("""UPDATE {s}.dist_rows SET state = %s, outcome = %s, asset_id = %s,
                          updated_at = now()
@@ -188,3 +256,23 @@ async def unfinished_rows(ledger: PostgresLedger) -> int:
             "SELECT count(*) FROM {s}.dist_rows WHERE state IN ('waiting', 'queued')"))
         row = await cur.fetchone()
     return 0 if row is None else int(row[0])
+
+
+async def orphaned_rows(ledger: PostgresLedger, *, older_than: float = 10.0
+                        ) -> list[tuple[str, str]]:
+    """``(run, key)`` of rows marked ``queued`` more than ``older_than`` seconds ago that
+    have no procrastinate job waiting or running (their defer was lost: the process that
+    marked them died before deferring). Needs procrastinate's tables in the same schema
+    (``RowQueue(schema=ledger.schema)``). Deferring them again is safe: the journal
+    resumes a row that was already sent."""
+    async with ledger.pool.connection() as conn:
+        cur = await conn.execute(ledger.q(
+            """SELECT r.run, r.key FROM {s}.dist_rows r
+               WHERE r.state = 'queued'
+                 AND r.updated_at < now() - make_interval(secs => %s)
+                 AND NOT EXISTS (
+                     SELECT 1 FROM {s}.procrastinate_jobs j
+                     WHERE j.lock = r.run || ':' || r.key
+                       AND j.status IN ('todo', 'doing'))
+               ORDER BY r.run, r.seq"""), (older_than,))
+        return [(str(a), str(b)) for a, b in await cur.fetchall()]
