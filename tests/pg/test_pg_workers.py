@@ -187,3 +187,28 @@ def test_a_killed_workers_rows_are_finished_by_another_without_creating_twice(
         assert len(accepted) - len(done) <= len(ambiguous)
     finally:
         slow.stop()
+
+
+def test_sigterm_hands_the_rows_back_and_another_worker_finishes_them(
+        pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    slow = Fake(time_scale=5.0)
+    try:
+        m = manifest(tmp_path, 0, 4)
+        cli(slow, "bulk", str(m), "--journal", pg_dsn, "--schema", pg_schema, "--enqueue")
+        first = worker(slow, pg_dsn, pg_schema, "--grace", "0.5")
+        deadline = time.monotonic() + 60
+        while not accepted_creates(slow).get("render") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        first.send_signal(signal.SIGTERM)
+        out, err = first.communicate(timeout=30)  # stops on its own, promptly
+        assert first.returncode == 0 and "worker stopped" in out + err, out + err
+        second = worker(slow, pg_dsn, pg_schema, "--exit-when-empty")
+        out, err = second.communicate(timeout=120)
+        assert second.returncode == 0, out + err
+        data = status(slow, pg_dsn, pg_schema, m, tmp_path)
+        assert data["summary"]["rows"] == {"done": 5}
+        accepted = [c["result_id"] for c in slow.stats()["creates"]
+                    if c["kind"] == "render" and c["status"] == 200]
+        assert len(accepted) == 4  # the handed-back rows resumed their jobs
+    finally:
+        slow.stop()
