@@ -4,7 +4,8 @@ machine's uplink per process), against one fake server and one PostgreSQL ledger
 
 Figures: throughput scaling at 2 and 4 workers against linear (target >= 0.8x at 4), and
 the ledger's overhead per row: a single worker's time against a local ``bulk`` run (SQLite
-journal) behind the same cap. Times are the window between the first create's journal
+journal) behind the same cap. The workers are started and registered with the queue
+before the manifest is enqueued; times are the window between the first create's journal
 intent and the last row's end, read from the journal, so process start-up is not counted.
 
 Needs PostgreSQL: ``$VIGGLE_TEST_POSTGRES_DSN`` (``bash ci/start-postgres`` prints one);
@@ -15,10 +16,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 import uuid
+from typing import Any
 from urllib.parse import urlsplit
 
 from ._common import MIB, loopback_env, median
@@ -48,6 +51,26 @@ def _window(dsn: str, schema: str, run: str) -> float:
             "WHERE key LIKE %s", (f"{run}/%",)).fetchone()
     assert row is not None and row[0] is not None
     return float(row[1]) - float(row[0])
+
+
+def _wait_for(dsn: str, query: str, done: Any, procs: list[subprocess.Popen[str]],
+              timeout: float = 600.0) -> None:
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            for proc in procs:
+                if proc.poll() is not None:
+                    raise BenchError(f"B7 worker exited: {proc.communicate()[1][-2000:]}")
+            try:
+                row = conn.execute(query).fetchone()
+            except psycopg.errors.UndefinedTable:
+                row = None
+            if row is not None and done(int(row[0])):
+                return
+            time.sleep(0.05)
+    raise BenchError(f"B7: timed out waiting for {query!r}")
 
 
 def run(ctx: Context) -> Outcome:
@@ -86,20 +109,29 @@ def run(ctx: Context) -> Outcome:
                 for n in WORKERS:
                     server.reset()
                     schema = f"b7_{uuid.uuid4().hex[:10]}"
-                    env = {**base, "VIGGLE_BASE_URL": proxies[0].base_url}
-                    _cli(["bulk", str(manifest), "--journal", dsn, "--schema", schema,
-                          "--run", "b7", "--enqueue"], env, 120)
+                    # Workers first, all registered with the queue before the rows come:
+                    # the figure is the queue draining, not n Python start-ups.
                     procs = [subprocess.Popen(
                         [sys.executable, "-m", "viggle_async", "worker", "--journal", dsn,
-                         "--schema", schema, "--exit-when-empty", "--poll-interval", "0.05",
+                         "--schema", schema, "--poll-interval", "0.05", "--grace", "1",
                          "--concurrency", "16", "--max-uploads", "4"],
                         env={**base, "VIGGLE_BASE_URL": proxies[w].base_url},
                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                         for w in range(n)]
-                    for proc in procs:
-                        _, err = proc.communicate(timeout=600)
-                        if proc.returncode != 0:
-                            raise BenchError(f"B7 worker failed: {err[-2000:]}")
+                    try:
+                        _wait_for(dsn, f'SELECT count(*) FROM "{schema}".procrastinate_workers',
+                                  lambda c, n=n: c >= n, procs)
+                        env = {**base, "VIGGLE_BASE_URL": proxies[0].base_url}
+                        _cli(["bulk", str(manifest), "--journal", dsn, "--schema", schema,
+                              "--run", "b7", "--enqueue"], env, 120)
+                        _wait_for(dsn, f"SELECT count(*) FROM \"{schema}\".dist_rows "
+                                  "WHERE state NOT IN ('done', 'failed')", lambda c: c == 0,
+                                  procs)
+                    finally:
+                        for proc in procs:
+                            proc.send_signal(signal.SIGTERM)
+                        for proc in procs:
+                            proc.communicate(timeout=60)
                     per_run[str(n)].append(_window(dsn, schema, "b7"))
                     import psycopg
 

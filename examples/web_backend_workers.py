@@ -71,11 +71,13 @@ async def create_render(request: web.Request) -> web.Response:
     key = str(body.get("key") or "")
     if not key:
         raise web.HTTPBadRequest(text="key: missing. Fix: name the render, e.g. 'clip1'")
-    files = {f: Path(body[f]) for f in ("ref_image", "driving_video") if f in body}
+    files: dict[str, Path] = {f: Path(body[f]) for f in ("ref_image", "driving_video")
+                              if f in body}
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:  # checked here, so a bad request never reaches a worker
         raise web.HTTPBadRequest(text=f"not a file on the shared path: {', '.join(missing)}")
-    inputs = {**{k: v for k, v in body.items() if k not in ("key", "output")}, **files}
+    inputs: dict[str, Any] = {k: v for k, v in body.items() if k not in ("key", "output")}
+    inputs.update(files)
     output = Path(body["output"]) if body.get("output") else None
     spec = await anyio.to_thread.run_sync(functools.partial(row_spec, inputs, output=output))
     try:

@@ -132,14 +132,15 @@ class Supervisor:
     @property
     def capacity_rejections(self) -> int:
         """Fast-capacity rejections (400 CS-UORC01-001) seen so far (with a shared
-        ``account`` that has no ``rejections_now``: 0; await
-        ``account.capacity_rejections()``)."""
+        ``account``: its ``rejections_now``, the account-wide count as this process last
+        saw it, or 0 if it has none)."""
         return int(getattr(self._account, "rejections_now", 0))
 
     @property
     def credits_committed(self) -> int:
         """Credits reserved for work sent (or possibly sent) and not refunded (with a
-        shared ``account`` that has no ``committed_now``: 0; await ``account.committed()``)."""
+        shared ``account``: its ``committed_now``, the account-wide total as this process
+        last saw it, or 0 if it has none)."""
         return int(getattr(self._account, "committed_now", 0))
 
     # --- context ---------------------------------------------------------------------

@@ -97,6 +97,9 @@ async def test_reservations_are_keyed_by_the_work(
         before = await account.committed()
         assert await account.reserve(3, owner="r0") is None
         assert await account.committed() == before == 12
+        assert account.committed_now == 12  # what Supervisor.credits_committed reads
+        await account.refund(3, owner="r0")
+        assert account.committed_now == 9 and await account.committed() == 9
 
 
 # -- the fast-capacity gate and the 429 pause, across "processes" ---------------------------
