@@ -32,6 +32,7 @@ BENCHMARKS = {
     "B4": "b4_storm",
     "B5": "b5_core",
     "B6": "b6_reuse",
+    "B7": "b7_workers",
 }
 
 

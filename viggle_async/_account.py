@@ -28,20 +28,22 @@ __all__ = ["AccountState", "LocalAccountState"]
 class AccountState(Protocol):
     """Shared limits of one account; times are clock seconds, amounts are credits."""
 
-    async def reserve(self, credits: int | None) -> str | None:
+    async def reserve(self, credits: int | None, *, owner: str | None = None) -> str | None:
         """Reserve ``credits`` for one create, atomically against the committed total.
 
         Returns why not (new creates stopped, over the budget, or the cost is unknown
         while a budget is set), or None when reserved (``None`` credits reserve nothing).
+        ``owner`` (the work's key) lets a shared implementation make the reservation
+        idempotent per key across processes; ``LocalAccountState`` ignores it.
         """
         ...
 
-    async def refund(self, credits: int) -> None:
+    async def refund(self, credits: int, *, owner: str | None = None) -> None:
         """Give back a reservation whose create provably made no job, or whose job the
         API refunded (failed or cancelled, docs/api/credits.md#costs)."""
         ...
 
-    async def settle_fallback(self, credits: int) -> int:
+    async def settle_fallback(self, credits: int, *, owner: str | None = None) -> int:
         """A fast render reserved at ``credits`` was submitted standard: keep half
         (docs/api/credits.md#costs)
         and return what is now committed for it."""
@@ -112,7 +114,7 @@ class LocalAccountState:
         self._rejections = 0
         self._probe = anyio.Lock()
 
-    async def reserve(self, credits: int | None) -> str | None:
+    async def reserve(self, credits: int | None, *, owner: str | None = None) -> str | None:
         if self._stopped:
             return self._stopped
         if self._budget is not None:
@@ -126,10 +128,10 @@ class LocalAccountState:
         self._committed += credits or 0
         return None
 
-    async def refund(self, credits: int) -> None:
+    async def refund(self, credits: int, *, owner: str | None = None) -> None:
         self._committed -= credits
 
-    async def settle_fallback(self, credits: int) -> int:
+    async def settle_fallback(self, credits: int, *, owner: str | None = None) -> int:
         standard = credits // 2
         self._committed -= credits - standard
         return standard

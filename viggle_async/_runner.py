@@ -215,7 +215,7 @@ class Runner:
                 est_seconds = await self._scene_length(inputs["scene_id"])
             cost = cost_of(prepared, est_seconds)
             if job_id is None:
-                refusal = await self._account.reserve(cost)
+                refusal = await self._account.reserve(cost, owner=key)
                 if refusal:
                     return out("not_submitted", error=refusal, credits=cost)
                 self._jobs.priced(key, cost)
@@ -226,14 +226,14 @@ class Runner:
                         # The job may exist and be billed: its credits stay committed.
                         return out(ns.state, error=ns.reason, error_code=ns.code,
                                    credits=cost, attempts=ns.attempts)
-                    await self._account.refund(cost or 0)
+                    await self._account.refund(cost or 0, owner=key)
                     return out(ns.state, error=ns.reason, error_code=ns.code, credits=0,
                                attempts=ns.attempts, error_type=ns.error_type)
                 job_id, attempts, fell_back, fast = (sub.job_id, sub.attempts, sub.fell_back,
                                                      sub.fast)
                 if fell_back and cost is not None:
                     # Submitted standard after all: half the fast price (docs/api/credits.md#costs).
-                    cost = await self._account.settle_fallback(cost)
+                    cost = await self._account.settle_fallback(cost, owner=key)
             details = dict(credits=cost, attempts=attempts, fast=fast, fallback_used=fell_back)
             common = dict(job_id=job_id, **details)
             final = await self._poll(key, job_id, details)
@@ -246,7 +246,7 @@ class Runner:
                 return out("failed", error=final, **common)
             if not final.is_complete:
                 if final.status != "complete":  # refunded by the API (docs/api/credits.md#costs)
-                    await self._account.refund(cost or 0)
+                    await self._account.refund(cost or 0, owner=key)
                 await self._record_final(key, final.status, (), final.error_message)
                 return out("cancelled" if final.status == "cancelled" else "failed",
                            status=final.status, error=final.error_message or final.error,
@@ -430,7 +430,7 @@ class Runner:
                 asset_id = resumed
             try:
                 if asset_id is None:
-                    refusal = await self._account.reserve(cost)
+                    refusal = await self._account.reserve(cost, owner=key)
                     if refusal:
                         return Outcome(key, kind, "not_submitted", error=refusal)
                     try:
@@ -438,7 +438,7 @@ class Runner:
                                                                   lambda a: str(a.id))
                     except NotSent as ns:
                         if ns.state != "ambiguous":  # else it may exist and be billed
-                            await self._account.refund(cost)
+                            await self._account.refund(cost, owner=key)
                         return Outcome(key, kind, ns.state, error=ns.reason,
                                        error_code=ns.code, attempts=ns.attempts,
                                        error_type=ns.error_type)

@@ -23,7 +23,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
 from . import _journal_sqlite as _journal_module
-from ._account import LocalAccountState
+from ._account import AccountState, LocalAccountState
 from ._errors import ViggleError
 from ._events import (
     CharacterHandle,
@@ -96,6 +96,11 @@ class Supervisor:
     each file uploaded once (see ``start`` and ``ReuseRule``); ``reuse_fallback=True`` sends
     the renders of a scene that could not be made on demand instead of failing them.
     Raises ``TypeError`` for any other ``reuse_assets`` value.
+
+    ``account``: the account-wide state (capacity gate, 429/5xx pauses, 402 stop, credit
+    budget) to share, e.g. ``viggle_async.pg.PostgresAccountState`` for many processes;
+    default a ``LocalAccountState(budget=credit_budget)`` of this supervisor's own. With
+    ``account`` set, ``credit_budget`` must be None (``ValueError``): the state holds it.
     """
 
     def __init__(
@@ -121,6 +126,7 @@ class Supervisor:
         rand: Callable[[], float] = random.random,
         reuse_assets: bool | ReuseRule = False,
         reuse_fallback: bool = False,
+        account: AccountState | None = None,
     ):
         self.client = client
         self._clock = client.clock
@@ -138,7 +144,11 @@ class Supervisor:
         self._keys: set[str] = set()
         self._stopped: dict[str, Handle] = {}  # cancelled, awaiting the remote cancel
         # The shared state, each piece with one owner; the flows get them as one context.
-        self._account = LocalAccountState(budget=credit_budget)
+        if account is not None and credit_budget is not None:
+            raise ValueError("credit_budget: give it to the account state instead (e.g. "
+                             "PostgresAccountState(ledger, budget=...)) when passing account=")
+        self._account: AccountState = (LocalAccountState(budget=credit_budget)
+                                       if account is None else account)
         self._journal = RunJournal(journal, on_failure=self._account.stop)
         self._jobs = JobRegistry()
         submitter = Submitter(client, account=self._account, journal=self._journal,
@@ -165,8 +175,10 @@ class Supervisor:
 
     @property
     def capacity_rejections(self) -> int:
-        """Fast-capacity rejections (400 CS-UORC01-001) seen so far."""
-        return self._account.rejections_now
+        """Fast-capacity rejections (400 CS-UORC01-001) seen so far (with a shared
+        ``account``: its ``rejections_now``, the account-wide count as this process last
+        saw it, or 0 if it has none)."""
+        return int(getattr(self._account, "rejections_now", 0))
 
     @property
     def unjournaled(self) -> dict[str, str]:
@@ -176,8 +188,10 @@ class Supervisor:
 
     @property
     def credits_committed(self) -> int:
-        """Credits reserved for work sent (or possibly sent) and not refunded."""
-        return self._account.committed_now
+        """Credits reserved for work sent (or possibly sent) and not refunded (with a
+        shared ``account``: its ``committed_now``, the account-wide total as this process
+        last saw it, or 0 if it has none)."""
+        return int(getattr(self._account, "committed_now", 0))
 
     # --- context ---------------------------------------------------------------------
 

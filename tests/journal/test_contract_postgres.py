@@ -115,16 +115,52 @@ async def test_one_key_raced_from_twenty_connections_has_one_winner(pg_path: Pat
             await s.close()
 
 
-async def test_a_ledger_is_bound_to_one_api_key(pg_path: Path) -> None:
+async def test_a_ledger_is_bound_to_one_api_key(pg_path: Path, tmp_path: Path) -> None:
     store = await open_pg(pg_path, ledger="shots")
     await store.close()
-    with pytest.raises(JournalAccountError, match="another API key"):
-        await open_pg(pg_path, ledger="shots", account=api_key_fingerprint("sk-other"))
-    # the other key may have a ledger of its own; the first key still opens its own
-    other = await open_pg(pg_path, ledger="theirs", account=api_key_fingerprint("sk-other"))
+    # The schema is one account's (the PostgresLedger binding): another key is refused
+    # whatever ledger name it asks for.
+    for name in ("shots", "theirs"):
+        with pytest.raises(JournalAccountError, match="another API key"):
+            await open_pg(pg_path, ledger=name, account=api_key_fingerprint("sk-other"))
+    # the other key has a schema of its own; the first key still opens its ledger
+    other = await open_pg(tmp_path / "leases", account=api_key_fingerprint("sk-other"))
     await other.close()
     again = await open_pg(pg_path, ledger="shots")
     await again.close()
+
+
+async def test_the_journal_and_the_ledger_share_one_binding(pg_path: Path) -> None:
+    from viggle_async.pg import LedgerKeyMismatchError, PostgresLedger
+
+    # A journal opened with the account's fingerprint binds the schema; a worker's
+    # PostgresLedger with the raw key is the same account, another key is refused.
+    await (await open_pg(pg_path)).close()
+    async with PostgresLedger(DSN, api_key="sk-test-postgres",
+                              schema=schema_for(pg_path)) as ledger:
+        journal = Journal(PostgresJournalStore.on_ledger(ledger, name="run1"))
+        await journal.record_intent("k", kind="render", fingerprint=FP)
+        await journal.close()  # leaves the ledger's pool open
+        assert await ledger.budget() is None
+    again = Journal(await open_pg(pg_path, ledger="run1"))
+    async with again:
+        assert (await again.get("k")) is not None
+    with pytest.raises(LedgerKeyMismatchError):
+        async with PostgresLedger(DSN, api_key="sk-other", schema=schema_for(pg_path)):
+            pass
+
+
+async def test_the_dsn_comes_from_one_place(monkeypatch: pytest.MonkeyPatch,
+                                            pg_path: Path) -> None:
+    # VIGGLE_POSTGRES_DSN first, the older VIGGLE_JOURNAL_DSN as its alias.
+    monkeypatch.delenv("VIGGLE_POSTGRES_DSN", raising=False)
+    monkeypatch.setenv("VIGGLE_JOURNAL_DSN", DSN)
+    store = await PostgresJournalStore.open(account=ACCOUNT, schema=schema_for(pg_path))
+    await store.close()
+    monkeypatch.setenv("VIGGLE_POSTGRES_DSN", "postgresql://u:pw-env-1@127.0.0.1:1/x")
+    with pytest.raises(JournalWriteError) as info:
+        await PostgresJournalStore.open(account=ACCOUNT, connect_timeout=1)
+    assert "127.0.0.1" in str(info.value) and "pw-env-1" not in str(info.value)
 
 
 async def test_ledgers_do_not_share_entries(pg_path: Path) -> None:
@@ -142,7 +178,7 @@ async def test_a_newer_schema_is_refused(pg_path: Path) -> None:
     import psycopg
 
     with psycopg.connect(DSN, autocommit=True) as conn:
-        conn.execute(f'UPDATE "{schema_for(pg_path)}".meta SET schema_version = 99')
+        conn.execute(f'INSERT INTO "{schema_for(pg_path)}".schema_version VALUES (99)')
     with pytest.raises(JournalFormatError, match=r"schema version 99.*upgrade"):
         await open_pg(pg_path)
 

@@ -23,6 +23,7 @@ from . import (
     _cmd_scenes,
     _cmd_status,
     _cmd_wait,
+    _cmd_worker,
 )
 from ._common import (
     EXIT_CODES_HELP,
@@ -41,7 +42,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 COMMANDS: tuple[Command, ...] = tuple(m.COMMAND for m in (
     _cmd_render, _cmd_status, _cmd_wait, _cmd_cancel, _cmd_download, _cmd_characters,
-    _cmd_scenes, _cmd_credits, _cmd_bulk, _cmd_fake_server, _cmd_demo))
+    _cmd_scenes, _cmd_credits, _cmd_bulk, _cmd_fake_server, _cmd_demo, _cmd_worker))
 
 ENVIRONMENT_HELP = """\
 environment:

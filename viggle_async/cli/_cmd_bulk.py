@@ -37,6 +37,7 @@ from .._media import IMAGE_CONTENT_TYPES, VIDEO_CONTENT_TYPES
 from .._resources import RENDER_IMAGE_TYPES
 from .._reuse import ReusePlan, ReuseRule
 from .._uploads import prepare_upload
+from ._cmd_worker import add_bulk_options, bulk_distributed
 from ._common import (
     DEFAULT_CAPACITY_BACKOFF,
     EXIT_FAILED,
@@ -109,6 +110,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="at most N status polls started per second, for all jobs (default 20)")
     add_poll_interval(p)
     add_reuse_options(p)
+    add_bulk_options(p)  # --enqueue, --status, --run, --schema (a PostgreSQL --journal)
 
 # Stands in for ids of characters not created yet when pricing a mapping render.
 _PENDING = "pending-dry-run"
@@ -125,6 +127,9 @@ class Priced:
 
 async def run(ctx: Ctx) -> int:
     args = ctx.args
+    distributed = await bulk_distributed(ctx, functools.partial(_checked, ctx))
+    if distributed is not None:
+        return distributed
     rule = reuse_rule(args)
     manifest = await anyio.to_thread.run_sync(load_manifest, Path(args.manifest))
     reuse: ReusePlan | None = None
@@ -155,6 +160,17 @@ def _show_reuse(ctx: Ctx, reuse: ReusePlan | None) -> None:
     if reuse is not None:
         obj, lines = plan_lines(reuse)
         ctx.out.emit(obj, "\n".join(lines))
+
+
+async def _checked(ctx: Ctx) -> tuple[Manifest, list[Priced]] | int:
+    """The manifest and its priced rows, or EXIT_USAGE with every problem reported."""
+    manifest = await anyio.to_thread.run_sync(load_manifest, Path(ctx.args.manifest))
+    async with ctx.client() as client:
+        priced, problems = await _validate(client, manifest)
+    if problems:
+        _report_problems(ctx, manifest, problems)
+        return EXIT_USAGE
+    return manifest, priced
 
 
 # --- validation --------------------------------------------------------------------------

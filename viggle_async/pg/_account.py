@@ -75,6 +75,14 @@ class PostgresAccountState:
         # The database slot is per worker_id, so the tasks of this process queue here
         # first: one probe per process, and one across processes by the lease.
         self._local_probe = anyio.Lock()
+        # Set before the first await of stop(): the next create of this process, which
+        # may take the upload slot while the stop is still on its way to the database,
+        # sees it at once (with LocalAccountState that step never yields).
+        self._stopped_here: str | None = None
+        # The account-wide totals as last read or written by this process (no I/O to
+        # read them: Supervisor.credits_committed and .capacity_rejections are sync).
+        self._seen_committed = 0
+        self._seen_rejections = 0
 
     def __repr__(self) -> str:
         return f"PostgresAccountState({self._ledger!r}, worker_id={self.worker_id!r})"
@@ -92,6 +100,8 @@ class PostgresAccountState:
         """Reserve ``credits`` for one create, atomically against the committed total of
         every worker. Returns why not (stopped, over the budget, unknown cost while a
         budget is set), or None when reserved (or already reserved for ``owner``)."""
+        if self._stopped_here is not None:
+            return self._stopped_here
         q = self._ledger.q
         async with self._ledger.pool.connection() as conn, conn.transaction():
             # FOR UPDATE: concurrent reserves queue on this row, so the check and the
@@ -119,8 +129,10 @@ class PostgresAccountState:
                     return (f"over credit_budget: {committed} committed + {credits} "
                             f"> {budget:g}")
             amount = credits or 0
-            await conn.execute(
-                q("UPDATE {s}.account SET committed = committed + %s WHERE id = 1"), (amount,))
+            cur = await conn.execute(
+                q("UPDATE {s}.account SET committed = committed + %s WHERE id = 1 "
+                  "RETURNING committed"), (amount,))
+            self._seen_committed = int((await cur.fetchone() or (0,))[0])
             if owner is not None:
                 await conn.execute(
                     q("INSERT INTO {s}.reservations (owner, credits) VALUES (%s, %s)"),
@@ -132,14 +144,16 @@ class PostgresAccountState:
         a failed/cancelled job, docs/api/credits.md#costs). With ``owner``, gives back what that
         row holds, once."""
         if owner is None:
-            await self._fetch("UPDATE {s}.account SET committed = committed - %s "
-                              "WHERE id = 1 RETURNING committed", (credits,))
+            (now,) = await self._fetch("UPDATE {s}.account SET committed = committed - %s "
+                                       "WHERE id = 1 RETURNING committed", (credits,))
+            self._seen_committed = int(now)
             return
-        await self._fetch(
+        (now,) = await self._fetch(
             """WITH r AS (DELETE FROM {s}.reservations WHERE owner = %s RETURNING credits)
                UPDATE {s}.account SET committed = committed - coalesce(
                    (SELECT sum(credits) FROM r), 0) WHERE id = 1 RETURNING committed""",
             (owner,))
+        self._seen_committed = int(now)
 
     async def settle_fallback(self, credits: int, *, owner: str | None = None) -> int:
         """A fast render reserved at ``credits`` went standard: keep half
@@ -147,8 +161,10 @@ class PostgresAccountState:
         what is now committed for it. With ``owner``, settles that row's reservation once."""
         standard = credits // 2
         if owner is None:
-            await self._fetch("UPDATE {s}.account SET committed = committed - %s "
-                              "WHERE id = 1 RETURNING committed", (credits - standard,))
+            (now,) = await self._fetch("UPDATE {s}.account SET committed = committed - %s "
+                                       "WHERE id = 1 RETURNING committed",
+                                       (credits - standard,))
+            self._seen_committed = int(now)
             return standard
         q = self._ledger.q
         async with self._ledger.pool.connection() as conn, conn.transaction():
@@ -160,23 +176,41 @@ class PostgresAccountState:
             await conn.execute(
                 q("UPDATE {s}.reservations SET credits = %s WHERE owner = %s"),
                 (standard, owner))
-            await conn.execute(
-                q("UPDATE {s}.account SET committed = committed - %s WHERE id = 1"),
-                (int(row[0]) - standard,))
+            cur = await conn.execute(
+                q("UPDATE {s}.account SET committed = committed - %s WHERE id = 1 "
+                  "RETURNING committed"), (int(row[0]) - standard,))
+            self._seen_committed = int((await cur.fetchone() or (0,))[0])
         return standard
 
     async def committed(self) -> int:
         """Credits reserved and not refunded, by all workers."""
-        return int((await self._fetch("SELECT committed FROM {s}.account WHERE id = 1"))[0])
+        self._seen_committed = int(
+            (await self._fetch("SELECT committed FROM {s}.account WHERE id = 1"))[0])
+        return self._seen_committed
+
+    @property
+    def committed_now(self) -> int:
+        """``committed()`` as this process last read or changed it (no I/O)."""
+        return self._seen_committed
+
+    @property
+    def rejections_now(self) -> int:
+        """``capacity_rejections()`` as this process last read or changed it (no I/O)."""
+        return self._seen_rejections
 
     # -- stop and pauses ----------------------------------------------------------------
     async def stop(self, reason: str) -> None:
         """Stop new creates for every worker (a 402); the first reason stays."""
-        await self._fetch("UPDATE {s}.account SET stopped = coalesce(stopped, %s) "
+        if self._stopped_here is None:
+            self._stopped_here = reason
+        (first,) = await self._fetch("UPDATE {s}.account SET stopped = coalesce(stopped, %s) "
                           "WHERE id = 1 RETURNING stopped", (reason,))
+        self._stopped_here = str(first)  # the first reason of all workers
 
     async def stopped(self) -> str | None:
         """Why new creates stopped, or None."""
+        if self._stopped_here is not None:
+            return self._stopped_here
         value = (await self._fetch("SELECT stopped FROM {s}.account WHERE id = 1"))[0]
         return None if value is None else str(value)
 
@@ -287,9 +321,10 @@ class PostgresAccountState:
 
     async def fast_refused(self) -> None:
         """A fast create was refused for capacity: close the gate for every worker."""
-        await self._fetch("""UPDATE {s}.account SET fast_state = 'closed',
+        (seen,) = await self._fetch("""UPDATE {s}.account SET fast_state = 'closed',
                                  failures = failures + 1, rejections = rejections + 1
-                             WHERE id = 1 RETURNING failures""")
+                             WHERE id = 1 RETURNING rejections""")
+        self._seen_rejections = int(seen)
 
     async def fast_accepted(self) -> None:
         """A fast create was accepted: open the gate for every worker (waiters in
@@ -299,7 +334,8 @@ class PostgresAccountState:
 
     async def capacity_rejections(self) -> int:
         """Fast-capacity refusals seen by all workers."""
-        return int((await self._fetch(
+        self._seen_rejections = int((await self._fetch(
             "SELECT rejections FROM {s}.account WHERE id = 1"))[0])
+        return self._seen_rejections
 
 

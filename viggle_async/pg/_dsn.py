@@ -16,10 +16,12 @@ from urllib.parse import quote
 
 from psycopg.conninfo import conninfo_to_dict
 
-__all__ = ["DSN_ENV", "redact_dsn", "resolve_dsn", "scrub"]
+__all__ = ["DSN_ENV", "JOURNAL_DSN_ENV", "redact_dsn", "resolve_dsn", "scrub"]
 
 #: The environment variable read when no DSN is passed.
 DSN_ENV = "VIGGLE_POSTGRES_DSN"
+#: Its older alias (documented for the journal store first); read when ``DSN_ENV`` is unset.
+JOURNAL_DSN_ENV = "VIGGLE_JOURNAL_DSN"
 
 _MASK = "***"
 _URL = re.compile(r"^postgres(?:ql)?://", re.IGNORECASE)
@@ -30,7 +32,8 @@ _URL_USERINFO = re.compile(r"^(postgres(?:ql)?://[^:@/?]*:).*@(?=[^@]*$)", re.IG
 
 
 def resolve_dsn(dsn: str | None = None, *, environ: Mapping[str, str] | None = None) -> str:
-    """The DSN to connect with: ``dsn`` if given, else ``$VIGGLE_POSTGRES_DSN``, else ``""``.
+    """The DSN to connect with: ``dsn`` if given, else ``$VIGGLE_POSTGRES_DSN``, else its
+    alias ``$VIGGLE_JOURNAL_DSN``, else ``""``.
 
     ``""`` lets libpq use its own environment variables and ``.pgpass``, so a password
     need never appear on a command line. ``environ`` defaults to ``os.environ``.
@@ -38,7 +41,7 @@ def resolve_dsn(dsn: str | None = None, *, environ: Mapping[str, str] | None = N
     if dsn is not None:
         return dsn
     env = os.environ if environ is None else environ
-    return env.get(DSN_ENV, "")
+    return env.get(DSN_ENV) or env.get(JOURNAL_DSN_ENV, "")
 
 
 def redact_dsn(dsn: str) -> str:

@@ -24,6 +24,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
+from viggle_async._journal import api_key_fingerprint
+
 from ._dsn import redact_dsn, resolve_dsn, scrub
 from ._errors import (
     LedgerConnectionError,
@@ -72,6 +74,32 @@ _MIGRATIONS: Final[tuple[tuple[LiteralString, ...], ...]] = (
                claimed_at timestamptz NOT NULL DEFAULT now(),
                ready_at timestamptz)""",
     ),
+    (  # 2: the journal store (PostgresJournalStore) beside the account state
+        """CREATE TABLE {s}.journal_entries (
+               seq bigserial, ledger text NOT NULL, key text NOT NULL, kind text NOT NULL,
+               fingerprint text NOT NULL,
+               state text NOT NULL
+                   CHECK (state IN ('intent', 'sending', 'submitted', 'final')),
+               job_id text, final_status text, outputs text[] NOT NULL, error text,
+               attempts integer NOT NULL, created_at double precision NOT NULL,
+               updated_at double precision NOT NULL, PRIMARY KEY (ledger, key))""",
+        """CREATE TABLE {s}.journal_assets (
+               account text NOT NULL, content_hash text NOT NULL, asset_id text NOT NULL,
+               PRIMARY KEY (account, content_hash))""",
+        """CREATE TABLE {s}.journal_leases (
+               ledger text NOT NULL, key text NOT NULL, owner text NOT NULL,
+               expires_at double precision NOT NULL, PRIMARY KEY (ledger, key))""",
+    ),
+    (  # 3: the rows of distributed runs (bulk --enqueue, viggle-async worker)
+        """CREATE TABLE {s}.dist_rows (
+               run text NOT NULL, key text NOT NULL, seq integer NOT NULL,
+               kind text NOT NULL, spec jsonb NOT NULL, deps text[] NOT NULL,
+               state text NOT NULL DEFAULT 'waiting'
+                   CHECK (state IN ('waiting', 'queued', 'done', 'failed')),
+               asset_id text, outcome jsonb,
+               updated_at timestamptz NOT NULL DEFAULT now(),
+               PRIMARY KEY (run, key))""",
+    ),
 )
 
 #: The schema version this library writes (and the newest it can read).
@@ -114,10 +142,12 @@ class AccountSummary:
     probe_holder: str | None
 
 
-def fingerprint(api_key: str, salt: bytes) -> bytes:
-    """HMAC-SHA256 of the key under the ledger's salt: proves "same key" without storing
-    anything that leads back to it."""
-    return hmac.new(salt, api_key.encode(), hashlib.sha256).digest()
+def fingerprint(account: str, salt: bytes) -> bytes:
+    """HMAC-SHA256 of the account (``api_key_fingerprint(key)``) under the ledger's salt:
+    proves "same key" without storing anything that leads back to it. Keyed on the
+    account rather than the raw key so that a store given only the account (the journal
+    store's ``open(account=...)``) binds the same way as a worker given the key."""
+    return hmac.new(salt, account.encode(), hashlib.sha256).digest()
 
 
 class PostgresLedger:
@@ -126,9 +156,11 @@ class PostgresLedger:
     ``dsn``: a libpq URL or keyword string; None reads ``$VIGGLE_POSTGRES_DSN``, and an
     empty one leaves everything to libpq's ``PG*`` variables and ``.pgpass``.
     ``api_key``: the key of the account; the first ledger opened in ``schema`` binds it,
-    later ones with another key raise ``LedgerKeyMismatchError``. ``schema``: a lower-case
-    identifier; one run (or one account) per schema. ``min_size``/``max_size``: pool
-    connections. ``connect_timeout``: seconds to wait for the first connection.
+    later ones with another key raise ``LedgerKeyMismatchError``. ``account``: instead of
+    ``api_key``, its ``api_key_fingerprint`` (for code that never holds the key).
+    ``schema``: a lower-case identifier; one run (or one account) per schema.
+    ``min_size``/``max_size``: pool connections. ``connect_timeout``: seconds to wait
+    for the first connection.
     ``salt``: returns n random bytes (a parameter for tests).
 
     Use as ``async with PostgresLedger(...) as ledger:`` (or ``await open()`` /
@@ -136,23 +168,31 @@ class PostgresLedger:
     ``LedgerKeyMismatchError`` from ``open()``; ``ValueError`` for a bad schema name.
     """
 
-    def __init__(self, dsn: str | None = None, *, api_key: str, schema: str = "viggle",
+    def __init__(self, dsn: str | None = None, *, api_key: str | None = None,
+                 account: str | None = None, schema: str = "viggle",
                  min_size: int = 1, max_size: int = 10, connect_timeout: float = 30.0,
                  environ: Mapping[str, str] | None = None,
                  salt: Callable[[int], bytes] = secrets.token_bytes) -> None:
         if not _SCHEMA_NAME.match(schema):
             raise ValueError(f"schema: {schema!r} is not a lower-case SQL identifier. "
                              "Fix: use letters, digits and underscores, e.g. 'viggle_run1'")
-        if not api_key:
+        if not api_key and not account:
             raise ValueError("api_key: empty. Fix: pass the account's API key")
+        if api_key and account and account != api_key_fingerprint(api_key):
+            raise ValueError("account: not the fingerprint of api_key. Fix: pass only one")
         self._dsn = resolve_dsn(dsn, environ=environ)
-        self._api_key = api_key
+        self._account = account or api_key_fingerprint(api_key or "")
         self.schema = schema
         self._min_size, self._max_size = min_size, max_size
         self._connect_timeout = connect_timeout
         self._salt = salt
         self._pool: AsyncConnectionPool[Any] | None = None
         self._secrets: list[str | None] = [api_key]
+
+    @property
+    def account(self) -> str:
+        """The bound account: ``api_key_fingerprint`` of the key (never the key)."""
+        return self._account
 
     # -- identity ---------------------------------------------------------------------
     @property
@@ -263,11 +303,11 @@ class PostgresLedger:
         await conn.execute(
             self.q("""INSERT INTO {s}.ledger (id, salt, key_fingerprint) VALUES (1, %s, %s)
                       ON CONFLICT (id) DO NOTHING"""),
-            (salt, fingerprint(self._api_key, salt)))
+            (salt, fingerprint(self._account, salt)))
         cur = await conn.execute(self.q("SELECT salt, key_fingerprint FROM {s}.ledger"))
         row = await cur.fetchone()
         assert row is not None  # inserted above or by an earlier worker
-        if not hmac.compare_digest(fingerprint(self._api_key, bytes(row[0])), bytes(row[1])):
+        if not hmac.compare_digest(fingerprint(self._account, bytes(row[0])), bytes(row[1])):
             raise LedgerKeyMismatchError(
                 f"PostgreSQL ledger {self.dsn!r} schema {self.schema!r} belongs to another "
                 "API key. Fix: run this worker with the key that created the ledger, or use "

@@ -1,0 +1,176 @@
+"""B7 many workers (issue 16, called B6 there): 1, 2 and 4 ``viggle-async worker``
+processes on one enqueued manifest, each behind its own upload-capping proxy (one
+machine's uplink per process), against one fake server and one PostgreSQL ledger.
+
+Figures: throughput scaling at 2 and 4 workers against linear (target >= 0.8x at 4), and
+the ledger's overhead per row: a single worker's time against a local ``bulk`` run (SQLite
+journal) behind the same cap. The workers are started and registered with the queue
+before the manifest is enqueued; times are the window between the first create's journal
+intent and the last row's end, read from the journal, so process start-up is not counted.
+
+Needs PostgreSQL: ``$VIGGLE_TEST_POSTGRES_DSN`` (``bash ci/start-postgres`` prints one);
+without it the figures say "not available".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+from ._common import MIB, loopback_env, median
+from ._harness import BenchError, Server
+from ._report import Context, Figure, Outcome
+
+ROWS = 96
+QUICK_ROWS = 24
+SCALE = 50.0
+WORKERS = (1, 2, 4)
+
+
+def _cli(args: list[str], env: dict[str, str], timeout: float) -> None:
+    proc = subprocess.run([sys.executable, "-m", "viggle_async", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise BenchError(f"viggle-async {args[0]} failed: {proc.stderr[-2000:]}")
+
+
+def _window(dsn: str, schema: str, run: str) -> float:
+    """Seconds from the first journal intent of ``run`` to its last journal change."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            f'SELECT min(created_at), max(updated_at) FROM "{schema}".journal_entries '
+            "WHERE key LIKE %s", (f"{run}/%",)).fetchone()
+    assert row is not None and row[0] is not None
+    return float(row[1]) - float(row[0])
+
+
+def _sqlite_window(path: Any) -> float:
+    """The same window as ``_window``, from a local run's SQLite journal."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        first, last = conn.execute(
+            "SELECT min(created_at), max(updated_at) FROM entries").fetchone()
+    return float(last) - float(first)
+
+
+def _wait_for(dsn: str, query: str, done: Any, procs: list[subprocess.Popen[str]],
+              timeout: float = 600.0) -> None:
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            for proc in procs:
+                if proc.poll() is not None:
+                    raise BenchError(f"B7 worker exited: {proc.communicate()[1][-2000:]}")
+            try:
+                row = conn.execute(query).fetchone()
+            except psycopg.errors.UndefinedTable:
+                row = None
+            if row is not None and done(int(row[0])):
+                return
+            time.sleep(0.05)
+    raise BenchError(f"B7: timed out waiting for {query!r}")
+
+
+def run(ctx: Context) -> Outcome:
+    from viggle_async.testing import make_png, write_mp4
+
+    from ._proxy import UploadCapProxy
+
+    dsn = os.environ.get("VIGGLE_TEST_POSTGRES_DSN", "")
+    if not dsn:
+        figures = [Figure("B7", f"throughput at {n} workers vs linear", "x", float("nan"),
+                          status="not available: set VIGGLE_TEST_POSTGRES_DSN")
+                   for n in WORKERS[1:]]
+        return Outcome("many workers", figures)
+    rows = QUICK_ROWS if ctx.quick else ROWS
+    video_bytes = 256 * 1024 if ctx.quick else 2 * MIB
+    rate = 8e6 if ctx.quick else 16e6  # bytes per second per worker process
+    folder = ctx.tmpdir / "b7"
+    (folder / "out").mkdir(parents=True, exist_ok=True)
+    (folder / "me.png").write_bytes(make_png())
+    write_mp4(folder / "d.mp4", 3.0, size=video_bytes, sparse=False)
+    manifest = folder / "m.jsonl"
+    manifest.write_text("".join(json.dumps(
+        {"key": f"r{i}", "ref_image": "me.png", "driving_video": "d.mp4",
+         "output": f"out/r{i}.mp4"}) + "\n" for i in range(rows)))
+    per_run: dict[str, list[float]] = {str(n): [] for n in WORKERS}
+    per_run["local"] = []
+    with Server(time_scale=SCALE, max_upload_bytes=video_bytes + MIB) as server:
+        port = urlsplit(server.base_url).port
+        assert port is not None
+        proxies = [UploadCapProxy(port, rate) for _ in range(max(WORKERS))]
+        for p in proxies:
+            p.__enter__()
+        try:
+            base = {**loopback_env(), "VIGGLE_API_KEY": server.api_key}
+            for i in range(ctx.runs):
+                for n in WORKERS:
+                    server.reset()
+                    schema = f"b7_{uuid.uuid4().hex[:10]}"
+                    # Workers first, all registered with the queue before the rows come:
+                    # the figure is the queue draining, not n Python start-ups.
+                    procs = [subprocess.Popen(
+                        [sys.executable, "-m", "viggle_async", "worker", "--journal", dsn,
+                         "--schema", schema, "--poll-interval", "0.05", "--grace", "1",
+                         "--concurrency", "16", "--max-uploads", "4"],
+                        env={**base, "VIGGLE_BASE_URL": proxies[w].base_url},
+                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                        for w in range(n)]
+                    try:
+                        _wait_for(dsn, f'SELECT count(*) FROM "{schema}".procrastinate_workers',
+                                  lambda c, n=n: c >= n, procs)
+                        env = {**base, "VIGGLE_BASE_URL": proxies[0].base_url}
+                        _cli(["bulk", str(manifest), "--journal", dsn, "--schema", schema,
+                              "--run", "b7", "--enqueue"], env, 120)
+                        _wait_for(dsn, f"SELECT count(*) FROM \"{schema}\".dist_rows "
+                                  "WHERE state NOT IN ('done', 'failed')", lambda c: c == 0,
+                                  procs)
+                    finally:
+                        for proc in procs:
+                            proc.send_signal(signal.SIGTERM)
+                        for proc in procs:
+                            proc.communicate(timeout=60)
+                    per_run[str(n)].append(_window(dsn, schema, "b7"))
+                    import psycopg
+
+                    with psycopg.connect(dsn, autocommit=True) as conn:
+                        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+                # The same rows, one local process, SQLite journal, same cap.
+                server.reset()
+                env = {**base, "VIGGLE_BASE_URL": proxies[0].base_url}
+                journal = folder / f"local-{i}.sqlite"
+                _cli(["bulk", str(manifest), "--journal", str(journal), "--poll-interval",
+                      "0.05", "--max-active-jobs", "16", "--max-uploads", "4"], env, 600)
+                per_run["local"].append(_sqlite_window(journal))
+        finally:
+            for p in proxies:
+                p.__exit__(None, None, None)
+    t = {k: median(v) for k, v in per_run.items()}
+    figures = [
+        Figure("B7", f"throughput, {n} workers, vs {n}x one worker", "x", t["1"] / t[str(n)],
+               "linear", float(n), target=">= 0.8x linear" if n == 4 else None,
+               met=(t["1"] / t[str(n)] >= 0.8 * n) if n == 4 else None,
+               note=f"{rows} rows; each worker's uploads capped at {rate / 1e6:g} MB/s")
+        for n in WORKERS[1:]]
+    figures.append(Figure(
+        "B7", "ledger overhead per row (1 worker vs local bulk)", "ms",
+        (t["1"] - t["local"]) / rows * 1000, "local bulk, SQLite journal",
+        t["local"] / rows * 1000,
+        note="both from their journals: first intent to last change"))
+    config = {"rows": rows, "video_bytes": video_bytes, "upload_cap_mb_s_per_worker":
+              rate / 1e6, "time_scale": SCALE, "runs": ctx.runs}
+    return Outcome("many workers", figures, {"config": config, "runs": per_run,
+                                             "medians_s": t})
