@@ -9,7 +9,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from viggle_async import ManualClock, ViggleClient
+from viggle_async import ViggleClient
+from viggle_async.testing import ManualClock
 
 _AIOHTTP = tuple(int(p) for p in aiohttp.__version__.split(".")[:2])
 

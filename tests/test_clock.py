@@ -5,7 +5,8 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from viggle_async._clock import Clock, ManualClock, SystemClock
+from viggle_async._clock import Clock, SystemClock
+from viggle_async.testing import ManualClock
 
 
 async def test_sleepers_wake_in_deadline_order_at_their_own_deadline() -> None:

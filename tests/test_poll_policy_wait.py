@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from viggle_async import ManualClock, PollPolicy, ViggleClient
+from viggle_async import PollPolicy, ViggleClient
 from viggle_async._protocol import Request, Response
-from viggle_async.testing import MockTransport
+from viggle_async.testing import ManualClock, MockTransport
 
 URL = "https://cdn.test/out.mp4"
 

@@ -45,3 +45,18 @@ def test_only_transport_and_testing_import_aiohttp() -> None:
         if "import aiohttp" in source or "from aiohttp" in source:
             offenders.append(mod.name)
     assert offenders == []
+
+
+def test_manual_clock_moved_to_testing_with_a_deprecated_root_alias() -> None:
+    # Issue 12.12: ManualClock is a test helper; the root name works for one release.
+    import warnings
+
+    from viggle_async.testing import ManualClock
+
+    assert "ManualClock" not in viggle_async.__all__
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        alias = viggle_async.ManualClock
+    assert alias is ManualClock
+    assert [w.category for w in caught] == [DeprecationWarning]
+    assert "viggle_async.testing.ManualClock" in str(caught[0].message)

@@ -13,7 +13,6 @@ import attrs
 import pytest
 
 from viggle_async import ViggleError, WaitTimeoutError
-from viggle_async._clock import ManualClock
 from viggle_async._scheduler import (
     PollDeadlineExceeded,
     PollPolicy,
@@ -22,6 +21,7 @@ from viggle_async._scheduler import (
     PollState,
     PollView,
 )
+from viggle_async.testing import ManualClock
 
 TERMINAL = {"complete", "failed", "cancelled", "error"}  # docs/api/lifecycles.md#render-statuses
 

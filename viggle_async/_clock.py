@@ -1,23 +1,17 @@
 """Clocks: the time source every waiting component takes as a parameter.
 
-``SystemClock`` reads the event loop's monotonic clock. ``ManualClock`` is a test double
-shipped with the library: its time moves only when a test calls ``advance``/``advance_to``
-(or inside ``autojump``), so polling and timeouts can be tested exactly and instantly.
+``SystemClock`` reads the event loop's monotonic clock. The test double,
+``viggle_async.testing.ManualClock``, moves only when a test tells it to.
 """
 
 from __future__ import annotations
 
-import asyncio
-import heapq
-import itertools
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Protocol, runtime_checkable
 
 import anyio
 import anyio.lowlevel
 
-__all__ = ["Clock", "ManualClock", "SystemClock"]
+__all__ = ["Clock", "SystemClock"]
 
 
 @runtime_checkable
@@ -41,162 +35,3 @@ class SystemClock:
 
     async def sleep_until(self, deadline: float) -> None:
         await anyio.sleep_until(deadline)
-
-
-class _Sleeper:
-    __slots__ = ("active", "deadline", "event", "seq")
-
-    def __init__(self, deadline: float, seq: int) -> None:
-        self.deadline = deadline
-        self.seq = seq
-        self.event = anyio.Event()
-        self.active = True
-
-    def __lt__(self, other: _Sleeper) -> bool:
-        return (self.deadline, self.seq) < (other.deadline, other.seq)
-
-
-# A settle that never finds the loop idle means some task spins on zero-length sleeps; fail
-# loudly instead of hanging the test.
-_MAX_SETTLE_SPINS = 100_000
-
-
-class ManualClock:
-    """A clock whose time moves only when told to; for tests.
-
-    ``await clock.advance(s)`` first lets runnable tasks run at the current time, then steps
-    time forward through every pending sleeper's deadline in order: at each, it sets ``now()``
-    to that deadline, wakes the sleepers due then and lets all tasks run until they block
-    again, before moving on. So a task that sleeps in a loop sees each of its wake-ups at the
-    exact time it asked for.
-
-    "Blocked" means waiting on something other than the event loop's ready queue (an event, a
-    lock, a socket, a worker thread): the clock does not wait for threads to finish.
-    """
-
-    def __init__(self, start: float = 0.0) -> None:
-        self._now = start
-        self._heap: list[_Sleeper] = []
-        self._seq = itertools.count()
-        self._active = 0
-        self._new_sleeper: anyio.Event | None = None
-        self._autojumping = False
-
-    def now(self) -> float:
-        return self._now
-
-    @property
-    def sleepers(self) -> int:
-        """How many tasks are sleeping on this clock right now (cancelled ones excluded)."""
-        return self._active
-
-    def next_deadline(self) -> float | None:
-        """The earliest pending sleeper's deadline, or None when nobody sleeps."""
-        self._drop_inactive()
-        return self._heap[0].deadline if self._heap else None
-
-    async def sleep_until(self, deadline: float) -> None:
-        if deadline <= self._now:
-            await anyio.lowlevel.checkpoint()
-            return
-        sleeper = _Sleeper(deadline, next(self._seq))
-        heapq.heappush(self._heap, sleeper)
-        self._active += 1
-        if self._new_sleeper is not None:
-            self._new_sleeper.set()
-        try:
-            await sleeper.event.wait()
-        finally:
-            # Cancelled before its deadline: leave no waiter behind (the heap entry is dropped
-            # lazily; ``sleepers`` stops counting it at once).
-            if sleeper.active:
-                sleeper.active = False
-                self._active -= 1
-
-    async def sleep(self, seconds: float) -> None:
-        """Sleep for ``seconds`` of manual time."""
-        await self.sleep_until(self._now + seconds)
-
-    async def advance(self, seconds: float) -> None:
-        """Move time forward by ``seconds``, waking sleepers in deadline order."""
-        if seconds < 0:
-            raise ValueError(f"cannot move time backwards (advance({seconds}))")
-        await self.advance_to(self._now + seconds)
-
-    async def advance_to(self, when: float) -> None:
-        """Move time forward to ``when``, waking sleepers in deadline order."""
-        if when < self._now:
-            raise ValueError(f"cannot move time backwards ({when} < now {self._now})")
-        # Tasks already runnable act at the current time, before it moves.
-        await self.run_until_idle()
-        while True:
-            self._drop_inactive()
-            if not self._heap or self._heap[0].deadline > when:
-                break
-            self._now = max(self._now, self._heap[0].deadline)
-            while self._heap and self._heap[0].deadline <= self._now:
-                sleeper = heapq.heappop(self._heap)
-                if sleeper.active:
-                    sleeper.active = False
-                    self._active -= 1
-                    sleeper.event.set()
-            await self.run_until_idle()
-        self._now = when
-        await self.run_until_idle()
-
-    async def run_until_idle(self) -> None:
-        """Let every other task run until all of them are blocked; time does not move."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        ready = getattr(loop, "_ready", None)
-        if ready is None:
-            # Not the stock asyncio loop (trio, uvloop): use anyio's portable helper.
-            await anyio.wait_all_tasks_blocked()
-            return
-        # anyio's asyncio helper sleeps 0.1 s of real time whenever a task is runnable, far too
-        # slow for thousands of steps; an empty ready queue right after we resume means every
-        # other task is waiting on something.
-        for _ in range(_MAX_SETTLE_SPINS):
-            await asyncio.sleep(0)
-            if not ready:
-                return
-        raise RuntimeError("tasks never became idle: something loops on zero-length sleeps")
-
-    @asynccontextmanager
-    async def autojump(self) -> AsyncIterator[None]:
-        """Within this block, whenever all tasks are blocked, jump to the next deadline.
-
-        Do not call ``advance`` inside the block: two tasks waiting for idleness would each
-        see the other as runnable.
-        """
-        if self._autojumping:
-            raise RuntimeError("autojump is already active on this clock")
-        self._autojumping = True
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._autojump_loop)
-                try:
-                    yield
-                finally:
-                    tg.cancel_scope.cancel()
-        finally:
-            self._autojumping = False
-            self._new_sleeper = None
-
-    async def _autojump_loop(self) -> None:
-        while True:
-            await self.run_until_idle()
-            nxt = self.next_deadline()
-            if nxt is None:
-                self._new_sleeper = anyio.Event()
-                await self._new_sleeper.wait()
-                self._new_sleeper = None
-                continue
-            await self.advance_to(nxt)
-
-    def _drop_inactive(self) -> None:
-        heap = self._heap
-        while heap and not heap[0].active:
-            heapq.heappop(heap)

@@ -13,8 +13,7 @@ import attrs
 import pytest
 from aiohttp import web
 
-from viggle_async import ManualClock
-from viggle_async.testing import FakeViggle, make_png, write_mp4
+from viggle_async.testing import FakeViggle, ManualClock, make_png, write_mp4
 
 
 @pytest.fixture

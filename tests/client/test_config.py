@@ -16,7 +16,6 @@ from viggle_async import (
     ConnectError,
     DownloadError,
     InvalidInputError,
-    ManualClock,
     RateLimitError,
     RenderFailedError,
     RetryPolicy,
@@ -24,7 +23,7 @@ from viggle_async import (
     ViggleError,
     WaitTimeoutError,
 )
-from viggle_async.testing import FakeViggle, RateLimit, make_mp4, make_png
+from viggle_async.testing import FakeViggle, ManualClock, RateLimit, make_mp4, make_png
 
 SECRET = "sk-very-secret-0123456789"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from viggle_async import DownloadError, InvalidInputError, ManualClock, RetryPolicy, ViggleClient
-from viggle_async.testing import FakeViggle, make_mp4, make_png
+from viggle_async import DownloadError, InvalidInputError, RetryPolicy, ViggleClient
+from viggle_async.testing import FakeViggle, ManualClock, make_mp4, make_png
 
 
 def _names(folder: Path) -> list[str]:

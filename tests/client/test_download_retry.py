@@ -130,7 +130,7 @@ async def test_a_burst_of_server_errors_then_the_file(client: ViggleClient, cdn:
 
 
 async def test_retry_after_is_honoured(cdn: CDN, tmp_path: Path) -> None:
-    from viggle_async import ManualClock
+    from viggle_async.testing import ManualClock
 
     clock = ManualClock()
     cdn.plan.extend([503, 429])

@@ -15,9 +15,10 @@ import anyio
 import attrs
 import pytest
 
-from viggle_async import DownloadError, ManualClock, RetryPolicy, TransportError
+from viggle_async import DownloadError, RetryPolicy, TransportError
 from viggle_async._download import download_to
 from viggle_async._protocol import StreamedResponse
+from viggle_async.testing import ManualClock
 
 BODY = random.Random(5).randbytes(5 * 2**20 + 17)
 POLICY = RetryPolicy(max_attempts=3, base=1.0, cap=1.0)

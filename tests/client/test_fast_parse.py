@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 
 from viggle_async import NotFoundError, RenderStatus, ResponseFormatError
 from viggle_async._backoff import RetryPolicy
-from viggle_async._clock import ManualClock
 from viggle_async._converter import fast_render_status, get_converter, make_converter
 from viggle_async._http import RequestPath
 from viggle_async._protocol import Response, parse_model
+from viggle_async.testing import ManualClock
 
 JOB = "job_requested"
 NOW = datetime(2025, 1, 1, tzinfo=UTC)

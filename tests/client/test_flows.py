@@ -10,14 +10,13 @@ from typing import TYPE_CHECKING
 import pytest
 
 from viggle_async import (
-    ManualClock,
     NotFoundError,
     RenderFailedError,
     RenderStatus,
     ViggleClient,
     WaitTimeoutError,
 )
-from viggle_async.testing import FakeViggle, make_mp4, make_png
+from viggle_async.testing import FakeViggle, ManualClock, make_mp4, make_png
 
 if TYPE_CHECKING:
     from tests.client.conftest import Media

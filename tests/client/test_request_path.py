@@ -21,7 +21,6 @@ from viggle_async import (
     ConfigurationError,
     ConnectError,
     FastModeUnavailableError,
-    ManualClock,
     RateLimitError,
     RequestTimeoutError,
     ResponseFormatError,
@@ -31,7 +30,7 @@ from viggle_async import (
     ViggleClient,
 )
 from viggle_async._protocol import Request, Response, error_from_response, proves_no_job
-from viggle_async.testing import MockTransport
+from viggle_async.testing import ManualClock, MockTransport
 
 # The wall clock the client is given: far from real time, so a test passing only because
 # the wall clock was read instead would fail.

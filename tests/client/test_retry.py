@@ -17,7 +17,6 @@ import pytest
 
 from viggle_async import (
     ConnectError,
-    ManualClock,
     RateLimitError,
     ResponseFormatError,
     RetryEvent,
@@ -28,7 +27,7 @@ from viggle_async import (
 )
 from viggle_async._protocol import Request, Response
 from viggle_async._transport import AiohttpTransport
-from viggle_async.testing import FakeViggle, make_mp4, make_png, write_mp4
+from viggle_async.testing import FakeViggle, ManualClock, make_mp4, make_png, write_mp4
 
 if TYPE_CHECKING:
     from tests.client.conftest import Scripted

@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from viggle_async import (
     Character,
     Credits,
-    ManualClock,
     RenderJob,
     RenderStatus,
     ResponseFormatError,
@@ -27,7 +26,7 @@ from viggle_async import (
 )
 from viggle_async._converter import DECISION_FIELDS, get_converter
 from viggle_async._protocol import Request, Response, parse_model
-from viggle_async.testing import MockTransport
+from viggle_async.testing import ManualClock, MockTransport
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 URL = "https://cdn.test/out.mp4"

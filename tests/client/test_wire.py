@@ -23,14 +23,13 @@ from viggle_async import (
     ConflictError,
     FastModeUnavailableError,
     InsufficientCreditsError,
-    ManualClock,
     NotFoundError,
     RateLimitError,
     RetryPolicy,
     ServerError,
     ViggleClient,
 )
-from viggle_async.testing import make_mp4, make_png
+from viggle_async.testing import ManualClock, make_mp4, make_png
 
 pytestmark = pytest.mark.aioresponses
 

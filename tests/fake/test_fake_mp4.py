@@ -16,6 +16,7 @@ import pytest
 from fakeapi import Api, ManualClock
 
 import viggle_async
+import viggle_async.testing
 from viggle_async import _media
 from viggle_async.testing import FakeViggle, make_mp4, make_png
 from viggle_async.testing._mp4 import YuvFrame, job_video, pattern_frames, write_h264_mp4
@@ -216,7 +217,7 @@ async def test_the_cdn_serves_playable_outputs_and_masks(
 
 
 async def test_a_resumed_download_is_the_same_playable_file(tmp_path: Path) -> None:
-    clock = viggle_async.ManualClock()
+    clock = viggle_async.testing.ManualClock()
     async with FakeViggle(clock=clock.now, output_mp4=True, output_bytes=200_000) as fake:
         fake.faults.cdn_range_support = True
         fake.faults.cdn_drop_first_n = 1

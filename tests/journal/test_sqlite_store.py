@@ -24,13 +24,13 @@ from viggle_async import (
     JournalFormatError,
     JournalInUseError,
     JournalWriteError,
-    ManualClock,
     MemoryJournal,
     SQLiteJournal,
     SQLiteJournalStore,
     open_journal,
 )
 from viggle_async._journal_sqlite import SCHEMA_VERSION
+from viggle_async.testing import ManualClock
 
 FP = "fp"
 

@@ -12,8 +12,8 @@ import anyio
 import pytest
 from pghelp import LedgerFactory
 
-from viggle_async import ManualClock
 from viggle_async.pg import PostgresAccountState, PostgresLedger
+from viggle_async.testing import ManualClock
 
 
 async def _states(open_ledger: LedgerFactory, n: int, **kwargs: object

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from relhelp import Media
 
-from viggle_async import ManualClock
-from viggle_async.testing import FakeViggle, make_png, write_mp4
+from viggle_async.testing import FakeViggle, ManualClock, make_png, write_mp4
 
 
 @pytest.fixture

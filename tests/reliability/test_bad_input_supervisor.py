@@ -17,9 +17,9 @@ from typing import Any
 import attrs
 import pytest
 
-from viggle_async import ManualClock, Supervisor, ViggleClient
+from viggle_async import Supervisor, ViggleClient
 from viggle_async._events import Handle
-from viggle_async.testing import FakeViggle, make_mp4, make_png, make_webp, write_mp4
+from viggle_async.testing import FakeViggle, ManualClock, make_mp4, make_png, make_webp, write_mp4
 
 
 @attrs.frozen

@@ -60,7 +60,6 @@ from viggle_async import (
     Event,
     FastFallbackPolicy,
     JournalEntry,
-    ManualClock,
     Outcome,
     PollPolicy,
     SQLiteJournal,
@@ -68,7 +67,7 @@ from viggle_async import (
     Supervisor,
     ViggleClient,
 )
-from viggle_async.testing import FakeViggle, Faults, RateLimit, make_png, write_mp4
+from viggle_async.testing import FakeViggle, Faults, ManualClock, RateLimit, make_png, write_mp4
 
 N = int(os.environ.get("VIGGLE_CHAOS_N", "250"))
 SEED = int(os.environ.get("VIGGLE_CHAOS_SEED", "7"))

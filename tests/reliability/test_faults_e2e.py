@@ -32,7 +32,6 @@ from relhelp import Media
 from viggle_async import (
     APIError,
     JournalBusy,
-    ManualClock,
     PollPolicy,
     ResponseFormatError,
     SQLiteJournal,
@@ -40,7 +39,7 @@ from viggle_async import (
     Uploading,
     ViggleClient,
 )
-from viggle_async.testing import FakeViggle, ProxyServer, make_png, write_mp4
+from viggle_async.testing import FakeViggle, ManualClock, ProxyServer, make_png, write_mp4
 from viggle_async.testing._cdn import _content
 
 SCRIPT = Path(sys.executable).parent / "viggle-async"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from viggle_async import ManualClock, PollPolicy, SQLiteJournal, Supervisor, ViggleClient
-from viggle_async.testing import FakeViggle, make_png, write_mp4
+from viggle_async import PollPolicy, SQLiteJournal, Supervisor, ViggleClient
+from viggle_async.testing import FakeViggle, ManualClock, make_png, write_mp4
 
 POLICY = PollPolicy(first_delay=2.0, min_interval=2.0, max_interval=2.0, jitter=0.0)
 

@@ -29,7 +29,6 @@ from viggle_async import (
     ConfigurationError,
     ConnectError,
     Event,
-    ManualClock,
     PollPolicy,
     RetryPolicy,
     SQLiteJournal,
@@ -37,7 +36,7 @@ from viggle_async import (
     ViggleClient,
     ViggleError,
 )
-from viggle_async.testing import FakeViggle, Faults, make_png, write_mp4
+from viggle_async.testing import FakeViggle, Faults, ManualClock, make_png, write_mp4
 
 SECRET = "sk-live-RELIABILITY-5f3a9c0d7e1b2468"
 FRAGMENTS = (SECRET, SECRET[3:], SECRET[8:24])  # also no partial or prefix-stripped copy

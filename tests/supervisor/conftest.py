@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from viggle_async import ManualClock
-from viggle_async.testing import FakeViggle, make_png, write_mp4
+from viggle_async.testing import FakeViggle, ManualClock, make_png, write_mp4
 
 
 @pytest.fixture

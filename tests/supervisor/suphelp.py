@@ -6,7 +6,8 @@ when pytest collects two folders in one run (issue 12.12).
 
 from __future__ import annotations
 
-from viggle_async import ManualClock, PollPolicy, ViggleClient
+from viggle_async import PollPolicy, ViggleClient
+from viggle_async.testing import ManualClock
 
 # Manual time costs nothing, but every poll is a real request: poll at a steady 2 s.
 POLICY = PollPolicy(first_delay=2.0, min_interval=2.0, max_interval=2.0, jitter=0.0)

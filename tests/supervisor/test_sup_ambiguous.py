@@ -15,7 +15,8 @@ import pytest
 from aiohttp import web
 from suphelp import RENDER_KW
 
-from viggle_async import ManualClock, MemoryJournal, Supervisor, ViggleClient
+from viggle_async import MemoryJournal, Supervisor, ViggleClient
+from viggle_async.testing import ManualClock
 
 HTML = "<html><body><h1>504 Gateway Time-out</h1></body></html>"
 

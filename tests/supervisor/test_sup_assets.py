@@ -11,7 +11,6 @@ from suphelp import RENDER_KW
 
 from viggle_async import (
     CharacterHandle,
-    ManualClock,
     MemoryJournal,
     SceneHandle,
     SQLiteJournal,
@@ -19,7 +18,7 @@ from viggle_async import (
     ViggleClient,
 )
 from viggle_async._submitter import fingerprint
-from viggle_async.testing import FakeViggle, Faults
+from viggle_async.testing import FakeViggle, Faults, ManualClock
 
 
 async def test_template_scene_feeds_a_multi_character_render(

@@ -10,8 +10,8 @@ import anyio
 import pytest
 from suphelp import RENDER_KW
 
-from viggle_async import ManualClock, Submitted, Supervisor, ViggleClient
-from viggle_async.testing import FakeViggle
+from viggle_async import Submitted, Supervisor, ViggleClient
+from viggle_async.testing import FakeViggle, ManualClock
 
 JOBS = 6
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from suphelp import RENDER_KW
 
-from viggle_async import FastFallbackPolicy, ManualClock, Supervisor, ViggleClient
-from viggle_async.testing import FakeViggle, Faults
+from viggle_async import FastFallbackPolicy, Supervisor, ViggleClient
+from viggle_async.testing import FakeViggle, Faults, ManualClock
 
 JOBS = 30
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from suphelp import RENDER_KW
 
-from viggle_async import ManualClock, Supervisor, ViggleClient
-from viggle_async.testing import FakeViggle
+from viggle_async import Supervisor, ViggleClient
+from viggle_async.testing import FakeViggle, ManualClock
 
 
 async def test_402_mid_run_stops_later_submissions_and_finishes_the_rest(

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from suphelp import RENDER_KW, ready_scene
 
-from viggle_async import ManualClock, Supervisor, ViggleClient
-from viggle_async.testing import FakeViggle, Faults
+from viggle_async import Supervisor, ViggleClient
+from viggle_async.testing import FakeViggle, Faults, ManualClock
 
 
 async def test_failed_character_fails_its_renders_without_creates(

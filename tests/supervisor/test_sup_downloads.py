@@ -16,7 +16,8 @@ import pytest
 from aiohttp import web
 from suphelp import RENDER_KW
 
-from viggle_async import ManualClock, MemoryJournal, Supervisor, ViggleClient
+from viggle_async import MemoryJournal, Supervisor, ViggleClient
+from viggle_async.testing import ManualClock
 
 BODY = b"\x00\x00\x00\x18ftypisom" + bytes(200)
 

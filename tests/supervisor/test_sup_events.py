@@ -12,14 +12,13 @@ from viggle_async import (
     Downloaded,
     Downloading,
     Event,
-    ManualClock,
     Progress,
     Queued,
     Submitted,
     Supervisor,
     ViggleClient,
 )
-from viggle_async.testing import FakeViggle
+from viggle_async.testing import FakeViggle, ManualClock
 
 
 async def test_events_in_order_and_outcome_fields(

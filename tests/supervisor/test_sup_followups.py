@@ -9,16 +9,8 @@ import anyio
 import pytest
 from suphelp import RENDER_KW
 
-from viggle_async import (
-    Event,
-    ManualClock,
-    MemoryJournal,
-    RetryPolicy,
-    Submitted,
-    Supervisor,
-    ViggleClient,
-)
-from viggle_async.testing import FakeViggle, Faults
+from viggle_async import Event, MemoryJournal, RetryPolicy, Submitted, Supervisor, ViggleClient
+from viggle_async.testing import FakeViggle, Faults, ManualClock
 
 
 @pytest.mark.parametrize("cancel_remote", [False, True])

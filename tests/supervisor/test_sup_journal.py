@@ -7,9 +7,9 @@ from pathlib import Path
 
 from suphelp import RENDER_KW
 
-from viggle_async import ManualClock, SQLiteJournal, Supervisor, ViggleClient
+from viggle_async import SQLiteJournal, Supervisor, ViggleClient
 from viggle_async._submitter import fingerprint
-from viggle_async.testing import FakeViggle
+from viggle_async.testing import FakeViggle, ManualClock
 
 
 async def test_rerun_skips_finished_work(

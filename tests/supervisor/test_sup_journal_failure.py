@@ -13,16 +13,9 @@ from pathlib import Path
 import pytest
 from suphelp import RENDER_KW
 
-from viggle_async import (
-    JournalError,
-    ManualClock,
-    MemoryJournal,
-    Submitted,
-    Supervisor,
-    ViggleClient,
-)
+from viggle_async import JournalError, MemoryJournal, Submitted, Supervisor, ViggleClient
 from viggle_async._journal import JournalEntry
-from viggle_async.testing import FakeViggle
+from viggle_async.testing import FakeViggle, ManualClock
 
 
 class BrokenJournal(MemoryJournal):

@@ -10,8 +10,8 @@ import anyio.lowlevel
 import pytest
 from suphelp import RENDER_KW
 
-from viggle_async import JournalBusy, ManualClock, SQLiteJournal, Supervisor, ViggleClient
-from viggle_async.testing import FakeViggle
+from viggle_async import JournalBusy, SQLiteJournal, Supervisor, ViggleClient
+from viggle_async.testing import FakeViggle, ManualClock
 
 
 @pytest.mark.parametrize("as_str", [True, False], ids=["str", "pathlike"])

@@ -10,7 +10,8 @@ import pytest
 from aiohttp import web
 from suphelp import RENDER_KW
 
-from viggle_async import ManualClock, RetryPolicy, Supervisor, ViggleClient
+from viggle_async import RetryPolicy, Supervisor, ViggleClient
+from viggle_async.testing import ManualClock
 
 
 class Api:

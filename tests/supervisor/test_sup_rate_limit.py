@@ -8,8 +8,8 @@ from pathlib import Path
 import anyio
 from suphelp import RENDER_KW
 
-from viggle_async import Backoff, ManualClock, MemoryJournal, Supervisor, ViggleClient
-from viggle_async.testing import FakeViggle, Faults, RateLimit
+from viggle_async import Backoff, MemoryJournal, Supervisor, ViggleClient
+from viggle_async.testing import FakeViggle, Faults, ManualClock, RateLimit
 
 
 async def test_429_storm_completes_every_job_once(

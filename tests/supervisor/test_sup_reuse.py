@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from suphelp import RENDER_KW
 
-from viggle_async import ManualClock, SQLiteJournal, Supervisor, ViggleClient
+from viggle_async import SQLiteJournal, Supervisor, ViggleClient
 from viggle_async._reuse import ReuseRule
-from viggle_async.testing import CreateRecord, FakeViggle, Faults, make_png, write_mp4
+from viggle_async.testing import CreateRecord, FakeViggle, Faults, ManualClock, make_png, write_mp4
 
 
 def images(tmp_path: Path, n: int) -> list[Path]:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from suphelp import RENDER_KW, ready_scene
 
-from viggle_async import ManualClock, Supervisor, ViggleClient
-from viggle_async.testing import FakeViggle
+from viggle_async import Supervisor, ViggleClient
+from viggle_async.testing import FakeViggle, ManualClock
 
 
 async def test_500_renders_with_characters_all_complete_within_limits(

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from suphelp import RENDER_KW, ready_scene
 
-from viggle_async import ManualClock, Supervisor, ViggleClient
-from viggle_async.testing import FakeViggle
+from viggle_async import Supervisor, ViggleClient
+from viggle_async.testing import FakeViggle, ManualClock
 
 
 async def test_scene_renders_are_priced_from_the_scene_and_fill_the_budget(
