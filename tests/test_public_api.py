@@ -60,3 +60,19 @@ def test_manual_clock_moved_to_testing_with_a_deprecated_root_alias() -> None:
     assert alias is ManualClock
     assert [w.category for w in caught] == [DeprecationWarning]
     assert "viggle_async.testing.ManualClock" in str(caught[0].message)
+
+
+def test_the_pure_core_imports_without_aiohttp_and_every_name_resolves() -> None:
+    # Issue 12: the package loads lazily (PEP 562), so the pure core stays free of I/O
+    # libraries; `from viggle_async import *` and every name in __all__ still work.
+    import subprocess
+    import sys
+
+    code = ("import sys, viggle_async._protocol, viggle_async._endpoints, viggle_async; "
+            "assert 'aiohttp' not in sys.modules, sorted(m for m in sys.modules if 'aio' in m); "
+            "from viggle_async import *; import viggle_async as v; "
+            "assert all(getattr(v, n) is not None for n in v.__all__); "
+            "assert 'aiohttp' in sys.modules")
+    run = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0, run.stderr

@@ -21,6 +21,7 @@ import anyio
 from ._backoff import RetryPolicy
 from ._clock import Clock, SystemClock
 from ._converter import get_converter
+from ._download import DOWNLOAD_RETRY, download_to
 from ._endpoints import credits
 from ._errors import ConfigurationError, InvalidInputError
 from ._http import RequestPath, RetryEvent
@@ -206,8 +207,6 @@ class ViggleClient:
         (bad ``url``/``dest``, before anything is sent) or DownloadError, whose message
         says how to fetch the output again (it is still on the server).
         """
-        from ._download import DOWNLOAD_RETRY, download_to
-
         check_url("url", url)
         target = await _checked_download_args(dest, segments)
 
