@@ -56,6 +56,7 @@ from ._common import (
 )
 from ._manifest import Manifest, Problem, Row, load_manifest
 from ._options import BACKOFF_HELP, FAST_FALLBACK_HELP, add_poll_interval
+from ._paths import output_problem
 from ._preflight import preflight
 from ._progress import EventView, summary_text, to_json
 from ._reuse_opts import add_reuse_options, plan_lines, reuse_rule
@@ -253,9 +254,10 @@ async def _row_problems(client: ViggleClient, row: Row) -> list[InvalidInputErro
 
 
 async def _not_a_folder(column: str, path: Path) -> None:
-    if await anyio.Path(path).is_dir():
-        raise InvalidInputError(column, f"{str(path)!r} is a folder",
-                                "name the file to write, e.g. out/clip.mp4")
+    """The output can be saved (checked in --dry-run too): a paid render must not be lost."""
+    problem = await anyio.to_thread.run_sync(output_problem, path)
+    if problem is not None:
+        raise InvalidInputError(column, *problem)
 
 
 async def _price(client: ViggleClient, sup: Supervisor, row: Row) -> Priced:
