@@ -117,3 +117,77 @@ def test_bulk_names_the_output_columns_it_cannot_save_dry_run_or_not(
     assert "(key 'c'), output: " in err and "is a folder" in err
     assert "3 problems" in err and "nothing was sent" in err
     assert _posts(env["VIGGLE_BASE_URL"]) == 0
+
+
+# --- 2 and 3. a stop (Ctrl-C or SIGTERM) leaves a truthful report --------------------------
+
+ASSETS = ("key,kind,image,name,video,ref_image,driving_video,output\n"
+          "hero,character,me.png,Hero,,,,\n"
+          "stage,scene,,Stage,d.mp4,,,\n"
+          "done,render,,,,me.png,d.mp4,done.mp4\n")
+
+
+@pytest.mark.parametrize(("sig", "code", "word"), [
+    (signal.SIGTERM, 143, "terminated (SIGTERM)"),
+    (signal.SIGINT, 130, "interrupted"),
+])
+def test_a_stop_reports_running_rows_as_running_and_only_saved_renders_as_downloaded(
+        env: dict[str, str], tmp_path: Path, sig: signal.Signals, code: int, word: str) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("key,ref_image,driving_video,output\n"
+                        + "".join(f"r{i},me.png,d.mp4,out/r{i}.mp4\n" for i in range(3)))
+    journal, report = tmp_path / "j.db", tmp_path / "r.json"
+    argv = ["bulk", str(manifest), "--json", "--journal", str(journal), "--report", str(report),
+            "--poll-interval", "0.2"]
+    proc = subprocess.Popen([str(SCRIPT), *argv], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        seen: set[str] = set()
+
+        def enough(line: str) -> bool:
+            event = json.loads(line)
+            if event["event"] == "submitted":
+                seen.add(event["key"])
+            return len(seen) == 3
+
+        _read_until(proc.stdout, enough)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert lines[0].startswith(f"{word}: 3 jobs still running on the server")
+    assert not any(line == word for line in lines)  # no stray bare closing line
+    assert "resume (waits for them, downloads, runs the rest): viggle-async" in err
+    assert json.loads(out.splitlines()[-1]) == {"event": "interrupted", "exit_code": code}
+    data = json.loads(report.read_text())
+    summary = data["summary"]
+    assert summary["exit_code"] == code
+    assert (summary["running"], summary["failed"], summary["done"]) == (3, 0, 0)
+    assert all(r["state"] == "running" and r["downloaded"] is False for r in data["outcomes"])
+    assert not (tmp_path / "out" / "r0.mp4").exists()
+    # The cancel hint runs as pasted: one shell loop over the job ids.
+    loop = next(line for line in lines if "cancel them (refunded): " in line)
+    path = {**env, "PATH": f"{SCRIPT.parent}{os.pathsep}{env['PATH']}"}
+    cancel = subprocess.run(["sh", "-c", loop.split("(refunded): ", 1)[1]], env=path,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert cancel.returncode == 0, cancel.stderr
+    assert _posts(env["VIGGLE_BASE_URL"]) == 3  # the three creates; cancel is a DELETE
+
+
+def test_report_downloaded_is_true_only_for_saved_renders(env: dict[str, str],
+                                                          tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(ASSETS)
+    report = tmp_path / "r.json"
+    proc = _run(env, "bulk", str(manifest), "--poll-interval", "0.05", "--report", str(report))
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["key"]: r for r in json.loads(report.read_text())["outcomes"]}
+    assert rows["done"]["downloaded"] is True and (tmp_path / "done.mp4").is_file()
+    # A character or a scene has nothing to download: not "downloaded: true".
+    assert rows["hero"]["downloaded"] is None and rows["stage"]["downloaded"] is None

@@ -40,8 +40,8 @@ from .._uploads import prepare_upload
 from ._common import (
     DEFAULT_CAPACITY_BACKOFF,
     EXIT_FAILED,
-    EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_TERMINATED,
     EXIT_USAGE,
     CliError,
     Command,
@@ -523,6 +523,9 @@ def _row_report(row: Row, outcome: Outcome, view: EventView, cost: dict[str, Pri
     stopped on is ``running``, with its id and credits), priced where it could not be."""
     obj: dict[str, Any] = {"line": row.line, **attrs.asdict(outcome),
                            "output": str(row.output) if row.output else None}
+    # True only for a render whose outputs are on disk (the library's default is True for
+    # work with nothing to download: a running job, a character, a scene); None for assets.
+    obj["downloaded"] = _on_disk(row, outcome) if outcome.kind == "render" else None
     priced = cost[row.key].credits
     if priced is not None and cost[row.key].fast and not outcome.fast and outcome.job_id:
         priced //= 2  # fell back to standard: half the fast price
@@ -534,6 +537,13 @@ def _row_report(row: Row, outcome: Outcome, view: EventView, cost: dict[str, Pri
     obj["spent_this_run"] = plan.spends(row.key) and obj["state"] in (
         "complete", "running", "timed_out")
     return obj
+
+
+def _on_disk(row: Row, outcome: Outcome) -> bool:
+    if outcome.state not in ("complete", "skipped") or not outcome.downloaded:
+        return False
+    paths = outcome.outputs or ((row.output,) if row.output is not None else ())
+    return bool(paths) and all(Path(p).is_file() for p in paths)
 
 
 def _fetch_command(job_id: str, output: Path | None) -> str:
@@ -551,14 +561,19 @@ def _summary(ctx: Ctx, outcomes: list[Outcome], report: list[dict[str, Any]],
     this_run = sum(o["credits"] or 0 for o in paid if o["spent_this_run"])
     earlier = sum(o["credits"] or 0 for o in paid if not o["spent_this_run"])
     running = [o for o in report if o["state"] == "running"]
-    not_fetched = [o for o in report if o["state"] == "complete" and not o["downloaded"]]
+    not_fetched = [o for o in report if "fetch" in o]
+    # A job still running is neither done nor failed: it is counted under ``running``.
+    done = sum(1 for o in outcomes if o.ok)
+    failed = len(outcomes) - done - len(running)
     summary.update(
+        done=done, failed=failed,
+        exit_code=0 if failed == 0 and not running else summary["exit_code"],
         not_downloaded=len(not_fetched),
         states=dict(sorted(states.items())),
         credits=this_run, credits_this_run=this_run, credits_earlier_runs=earlier,
         running=len(running), credits_running=sum(o["credits"] or 0 for o in running))
     if interrupted:
-        summary["exit_code"] = EXIT_INTERRUPTED
+        summary["exit_code"] = ctx.interrupt_code
     return summary
 
 
@@ -577,16 +592,18 @@ def _add_reuse_assets(summary: dict[str, Any], assets: tuple[Outcome, ...]) -> N
 def _explain_interrupt(ctx: Ctx, report: list[dict[str, Any]]) -> None:
     """After Ctrl-C: what still runs (and costs), how to resume, how to cancel."""
     args = ctx.args
+    ctx.explained_stop = True
+    stop = "terminated (SIGTERM)" if ctx.interrupt_code == EXIT_TERMINATED else "interrupted"
     running = [o for o in report if o["state"] == "running"]
     if not running:
         cancelled = sum(1 for o in report if o["state"] == "cancelled" and o["job_id"])
         note = (f"{plural(cancelled, 'job')} cancelled on the server (refunded); "
                 if cancelled else "")
-        ctx.out.error(f"interrupted: {note}no job is left running on the server")
+        ctx.out.error(f"{stop}: {note}no job is left running on the server")
         return
     credits = sum(o["credits"] or 0 for o in running)
     ids = " ".join(o["job_id"] for o in running)
-    ctx.out.error(f"interrupted: {plural(len(running), 'job')} still running on the server "
+    ctx.out.error(f"{stop}: {plural(len(running), 'job')} still running on the server "
                   f"(about {credits_text(credits)} committed); they finish and are charged "
                   "unless cancelled")
     if args.journal:
@@ -598,7 +615,10 @@ def _explain_interrupt(ctx: Ctx, report: list[dict[str, Any]]) -> None:
                                   + (f" -o {shlex.quote(o['output'])}" if o["output"] else "")
                                   for o in running[:3])
                       + (" ..." if len(running) > 3 else ""))
-    ctx.out.error(f"  cancel them (refunded): viggle-async cancel JOB, for JOB in: {ids}")
+    # One line a shell runs as pasted (``cancel`` takes one job id).
+    cancel = (f"viggle-async cancel {ids}" if len(running) == 1 else
+              f"for job in {ids}; do viggle-async cancel \"$job\"; done")
+    ctx.out.error(f"  cancel {'it' if len(running) == 1 else 'them'} (refunded): {cancel}")
 
 
 async def _open_journal(path: Path) -> SQLiteJournal:
