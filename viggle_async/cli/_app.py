@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(command.name, help=command.help,
                            description=command.description or command.help,
                            parents=[parents[command.uses_api]], formatter_class=fmt,
-                           epilog=epilog + EXIT_CODES_HELP)
+                           epilog=epilog + command.exit_codes)
         p.set_defaults(run=command.run, uses_api=command.uses_api)
         command.configure(p)
     return parser

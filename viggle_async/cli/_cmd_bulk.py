@@ -23,6 +23,7 @@ import attrs
 
 from .. import (
     CharacterHandle,
+    Credits,
     InvalidInputError,
     Outcome,
     SceneHandle,
@@ -326,8 +327,8 @@ def _dry_run(ctx: Ctx, manifest: Manifest, priced: list[Priced],
                "unknown": unknown, "budget": args.budget, "exit_code": verdict}
     out.json(summary)
     at_least = "at least " if unknown else ""
-    out.result(f"dry run: {len(priced)} rows valid; estimated cost {at_least}{known} credits"
-               f"{budget_note}; nothing was sent")
+    out.result(f"dry run: {plural(len(priced), 'row')} valid; estimated cost {at_least}"
+               f"{known} credits{budget_note}; nothing was sent")
     if args.report:
         _write_json(Path(args.report), {**summary, "rows": rows})
     return verdict
@@ -398,14 +399,22 @@ async def _run(ctx: Ctx, manifest: Manifest, priced: list[Priced],
     settled: dict[str, Outcome] = {}  # outcomes decided here, not by the supervisor
     interrupted = False
     async with contextlib.AsyncExitStack() as stack:
+        client = await stack.enter_async_context(ctx.client(view))
+        # The key and the API first: a run that cannot start leaves no journal behind,
+        # and its --report says that nothing was sent.
+        try:
+            balance = await preflight(ctx, client, view)
+        except CliError as exc:
+            if args.report:
+                _write_unsent_report(ctx, manifest, rows, cost, str(exc))
+            raise
         journal = None
         plan = Plan(new=tuple(r.key for r in rows))
         if args.journal:
             journal = await stack.enter_async_context(await _open_journal(Path(args.journal)))
             plan = await _plan(journal, rows, args.resubmit_ended or frozenset(),
                                args.resubmit_ambiguous)
-        client = await stack.enter_async_context(ctx.client(view))
-        await _announce(ctx, client, view, plan, cost)
+        _announce(ctx, balance, plan, cost)
         _show_reuse(ctx, reuse)
         view.expect_costs({k: cost[k].credits for k in (*plan.new, *plan.resubmit)})
         view.outputs.update({r.key: r.output for r in rows if r.output is not None})
@@ -454,6 +463,21 @@ async def _run(ctx: Ctx, manifest: Manifest, priced: list[Priced],
     ctx.out.json(summary)
     ctx.out.result(summary_text(summary))
     return int(summary["exit_code"])
+
+
+def _write_unsent_report(ctx: Ctx, manifest: Manifest, rows: tuple[Row, ...],
+                         cost: dict[str, Priced], error: str) -> None:
+    """--report for a run stopped before any create (key rejected, API unreachable): every
+    row not_submitted, with the reason."""
+    outcomes = [Outcome(r.key, r.kind, "not_submitted", error=error) for r in rows]
+    plan = Plan(new=tuple(r.key for r in rows))
+    view = EventView(ctx.out, ctx.stats, title="")
+    report = [_row_report(r, o, view, cost, plan, False)
+              for r, o in zip(rows, outcomes, strict=True)]
+    summary = _summary(ctx, outcomes, report, False)
+    summary.update(exit_code=EXIT_USAGE, error=error)
+    _write_json(Path(ctx.args.report), {"manifest": str(manifest.path), "summary": summary,
+                                        "outcomes": report})
 
 
 def _hint_lost_jobs(ctx: Ctx, report: list[dict[str, Any]], plan: Plan) -> None:
@@ -630,11 +654,9 @@ async def _open_journal(path: Path) -> SQLiteJournal:
         raise CliError(f"cannot use the journal {str(path)!r}: {exc}") from None
 
 
-async def _announce(ctx: Ctx, client: ViggleClient, view: EventView, plan: Plan,
-                    cost: dict[str, Priced]) -> None:
-    """One read before any create: a rejected key stops the run with nothing spent. Then
-    say what this run will spend (only rows it submits), apart from earlier runs' work."""
-    credits = await preflight(ctx, client, view)
+def _announce(ctx: Ctx, credits: Credits | None, plan: Plan, cost: dict[str, Priced]) -> None:
+    """Say what this run will spend (only rows it submits), apart from earlier runs' work;
+    ``credits``: the balance the preflight read (None when unavailable)."""
     submit = [*plan.new, *plan.resubmit]
     spend = sum(cost[k].credits or 0 for k in submit)
     unknown = sum(1 for k in submit if cost[k].credits is None)

@@ -138,6 +138,8 @@ class Command:
     description: str | None = None
     uses_api: bool = True
     epilog: str = ""
+    #: The "exit codes:" help for a command whose codes are not the shared table's.
+    exit_codes: str = EXIT_CODES_HELP
 
 
 @attrs.define
