@@ -332,3 +332,15 @@ def test_a_one_row_dry_run_says_row_not_rows(env: dict[str, str], tmp_path: Path
     proc = _run(env, "bulk", str(manifest), "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1].startswith("dry run: 1 row valid; estimated cost ")
+
+
+def test_manifest_problems_name_columns_not_python_arguments(env: dict[str, str],
+                                                             tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("key,ref_image,driving_video,output,bg_color,background_mode\n"
+                        "a,me.png,d.mp4,a.mp4,1;2,solid\n"
+                        'b,me.png,d.mp4,b.mp4,"1,2,3",\n')
+    proc = _run(env, "bulk", str(manifest), "--dry-run")
+    assert proc.returncode == 2, proc.stderr
+    assert "background_mode solid" in proc.stderr
+    assert "='" not in proc.stderr and "3-tuple" not in proc.stderr

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import functools
 import inspect
+import re
 import shlex
 import sqlite3
 from collections.abc import Callable
@@ -184,7 +185,8 @@ async def _validate(client: ViggleClient, manifest: Manifest
                 continue  # the manifest already named this field (e.g. a value of bad type)
             seen.add((row.line, exc.field))
             code = f" [{exc.error_code}]" if exc.error_code else ""
-            problems.append(Problem(row.line, row.row, exc.field, exc.problem + code, exc.fix,
+            problems.append(Problem(row.line, row.row, exc.field,
+                                    column_words(exc.problem) + code, column_words(exc.fix),
                                     key=row.key or None))
         if found or id(row) in held:
             continue
@@ -200,6 +202,19 @@ async def _validate(client: ViggleClient, manifest: Manifest
 
 _RENDER_FIELDS = ("ref_image_url", "driving_video_url", "character_id", "scene_id",
                   "character_mapping", "model", "background_mode", "bg_color")
+
+
+_PY_ARG = re.compile(r"\b([a-z_]+)=(?:'([^']*)'|\"([^\"]*)\"|(True|False))")
+
+
+def column_words(text: str) -> str:
+    """A library message in manifest words: ``background_mode='solid'`` -> ``background_mode
+    solid``, ``fast=True`` -> ``fast true``; "a 3-tuple of ints" dropped (a cell is text)."""
+    def value(m: re.Match[str]) -> str:
+        raw = next(g for g in m.groups()[1:] if g is not None)
+        return f"{m.group(1)} {raw.lower() if raw in ('True', 'False') else raw}"
+
+    return _PY_ARG.sub(value, text).replace(", or a 3-tuple of ints", "")
 
 
 async def _row_problems(client: ViggleClient, row: Row) -> list[InvalidInputError]:
