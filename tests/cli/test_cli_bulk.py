@@ -216,7 +216,9 @@ async def test_a_journal_in_use_by_another_run_exits_2(cli: Run, fake: FakeViggl
         result = await cli("bulk", str(manifest), "--journal", str(path))
     assert result.code == 2
     assert result.err.startswith(f"error: cannot use the journal {str(path)!r}")
-    assert api_requests(fake) == 0
+    # Only the balance read (the key and the API are checked before the journal is
+    # opened, so a rejected key leaves no journal file): nothing was created.
+    assert fake.creates == [] and set(fake.request_counts) == {("GET", "/api/credits")}
 
 
 async def test_quiet_prints_only_failures(cli: Run, fake: FakeViggle, media: Path) -> None:

@@ -67,7 +67,7 @@ MALFORMED = [
      [(2, "ref_image", "cannot be combined with ref_image_url")]),
     ("bg_color without solid", "m.csv",
      'key,ref_image,driving_video,bg_color,output\nc1,me.png,d2.mp4,"0,255,0",o.mp4\n',
-     [(2, "bg_color", "only valid with background_mode='solid' [CS-UORC01-002]")]),
+     [(2, "bg_color", "only valid with background_mode solid [CS-UORC01-002]")]),
     ("too many cells", "m.csv",
      "key,ref_image,driving_video,output\nc1,me.png,d2.mp4,o.mp4,0,255,0\n",
      [(2, None, "has 7 cells but the header has 4")]),

@@ -97,7 +97,10 @@ def test_module_entry_point_and_ctrl_c(server: dict[str, str], tmp_path: Path) -
             proc.kill()
             proc.communicate()
     assert proc.returncode == 130, err
-    assert err.strip().splitlines()[-1] == "interrupted"
+    # One closing line that says what the stop left behind (no stray bare "interrupted").
+    assert err.strip().splitlines()[-1] == (
+        "interrupted: 1 job cancelled on the server (refunded); no job is left running on "
+        "the server")
     assert json.loads(out.splitlines()[-1]) == {"event": "interrupted", "exit_code": 130}
     (outcome,) = json.loads(report.read_text())["outcomes"]
     assert outcome["state"] == "cancelled"
@@ -159,7 +162,8 @@ def test_ctrl_c_reports_the_running_jobs_and_how_to_resume_and_cancel(
     assert "3 jobs still running on the server (about 9 credits committed)" in err
     assert "resume (waits for them, downloads, runs the rest): viggle-async " + " ".join(
         argv) in err
-    assert "viggle-async cancel JOB, for JOB in: " in err
+    ids = " ".join(r["job_id"] for r in rows)
+    assert f'  cancel them (refunded): for job in {ids}; do viggle-async cancel "$job"; done' in err
     assert all(r["job_id"] in err for r in rows)
     # The resume command does what it says: no new job, nothing spent this run.
     again = subprocess.run([str(SCRIPT), *argv], env=env, capture_output=True, text=True,

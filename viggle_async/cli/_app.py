@@ -7,8 +7,10 @@ import argparse
 import asyncio
 import inspect
 import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from .. import ViggleError, __version__
 from . import (
@@ -27,7 +29,7 @@ from . import (
 )
 from ._common import (
     EXIT_CODES_HELP,
-    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
     EXIT_USAGE,
     CliError,
     Command,
@@ -71,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(command.name, help=command.help,
                            description=command.description or command.help,
                            parents=[parents[command.uses_api]], formatter_class=fmt,
-                           epilog=epilog + EXIT_CODES_HELP)
+                           epilog=epilog + command.exit_codes)
         p.set_defaults(run=command.run, uses_api=command.uses_api)
         command.configure(p)
     return parser
@@ -85,10 +87,35 @@ def _leaf(exc: BaseException) -> BaseException:
     return exc
 
 
-def _interrupted(out: Output) -> int:
-    out.json({"event": "interrupted", "exit_code": EXIT_INTERRUPTED})
-    out.error("interrupted")
-    return EXIT_INTERRUPTED
+def _interrupted(ctx: Ctx) -> int:
+    code = ctx.interrupt_code
+    ctx.out.json({"event": "interrupted", "exit_code": code})
+    if not ctx.explained_stop:
+        ctx.out.error("terminated (SIGTERM)" if code == EXIT_TERMINATED else "interrupted")
+    return code
+
+
+async def _stop_on_sigterm(ctx: Ctx, run: Coroutine[Any, Any, Any]) -> Any:
+    """SIGTERM (a service manager, ``kill``, a CI timeout) stops the run as Ctrl-C does:
+    asyncio.run cancels the main task on SIGINT, so cancel it here too, and the command
+    reports what still runs and writes its report on the way out."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+
+    def on_term() -> None:
+        ctx.interrupt_code = EXIT_TERMINATED
+        if task is not None:
+            task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, on_term)
+    except (NotImplementedError, RuntimeError, ValueError):
+        # Windows, or not the main thread (tests run main() in a worker): default SIGTERM.
+        return await run
+    try:
+        return await run
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,14 +137,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = args.run(ctx)
         if inspect.iscoroutine(result):
-            result = asyncio.run(result)
+            result = asyncio.run(_stop_on_sigterm(ctx, result))
         return int(result)
     except KeyboardInterrupt:
-        return _interrupted(out)
+        return _interrupted(ctx)
     except BaseException as raised:
         error = _leaf(raised)
-        if isinstance(error, KeyboardInterrupt):
-            return _interrupted(out)
+        if isinstance(error, KeyboardInterrupt) or (
+                isinstance(error, asyncio.CancelledError)
+                and ctx.interrupt_code == EXIT_TERMINATED):
+            return _interrupted(ctx)
         code = exit_code_for(error)
         if code is None:
             raise

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import functools
 import inspect
+import re
 import shlex
 import sqlite3
 from collections.abc import Callable
@@ -23,6 +24,7 @@ import attrs
 
 from .. import (
     CharacterHandle,
+    Credits,
     InvalidInputError,
     Outcome,
     SceneHandle,
@@ -41,8 +43,8 @@ from ._cmd_worker import add_bulk_options, bulk_distributed
 from ._common import (
     DEFAULT_CAPACITY_BACKOFF,
     EXIT_FAILED,
-    EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_TERMINATED,
     EXIT_USAGE,
     CliError,
     Command,
@@ -57,6 +59,7 @@ from ._common import (
 )
 from ._manifest import Manifest, Problem, Row, load_manifest
 from ._options import BACKOFF_HELP, FAST_FALLBACK_HELP, add_poll_interval
+from ._paths import output_problem
 from ._preflight import preflight
 from ._progress import EventView, summary_text, to_json
 from ._reuse_opts import add_reuse_options, plan_lines, reuse_rule
@@ -198,7 +201,8 @@ async def _validate(client: ViggleClient, manifest: Manifest
                 continue  # the manifest already named this field (e.g. a value of bad type)
             seen.add((row.line, exc.field))
             code = f" [{exc.error_code}]" if exc.error_code else ""
-            problems.append(Problem(row.line, row.row, exc.field, exc.problem + code, exc.fix,
+            problems.append(Problem(row.line, row.row, exc.field,
+                                    column_words(exc.problem) + code, column_words(exc.fix),
                                     key=row.key or None))
         if found or id(row) in held:
             continue
@@ -214,6 +218,19 @@ async def _validate(client: ViggleClient, manifest: Manifest
 
 _RENDER_FIELDS = ("ref_image_url", "driving_video_url", "character_id", "scene_id",
                   "character_mapping", "model", "background_mode", "bg_color")
+
+
+_PY_ARG = re.compile(r"\b([a-z_]+)=(?:'([^']*)'|\"([^\"]*)\"|(True|False))")
+
+
+def column_words(text: str) -> str:
+    """A library message in manifest words: ``background_mode='solid'`` -> ``background_mode
+    solid``, ``fast=True`` -> ``fast true``; "a 3-tuple of ints" dropped (a cell is text)."""
+    def value(m: re.Match[str]) -> str:
+        raw = next(g for g in m.groups()[1:] if g is not None)
+        return f"{m.group(1)} {raw.lower() if raw in ('True', 'False') else raw}"
+
+    return _PY_ARG.sub(value, text).replace(", or a 3-tuple of ints", "")
 
 
 async def _row_problems(client: ViggleClient, row: Row) -> list[InvalidInputError]:
@@ -269,9 +286,10 @@ async def _row_problems(client: ViggleClient, row: Row) -> list[InvalidInputErro
 
 
 async def _not_a_folder(column: str, path: Path) -> None:
-    if await anyio.Path(path).is_dir():
-        raise InvalidInputError(column, f"{str(path)!r} is a folder",
-                                "name the file to write, e.g. out/clip.mp4")
+    """The output can be saved (checked in --dry-run too): a paid render must not be lost."""
+    problem = await anyio.to_thread.run_sync(output_problem, path)
+    if problem is not None:
+        raise InvalidInputError(column, *problem)
 
 
 async def _price(client: ViggleClient, sup: Supervisor, row: Row) -> Priced:
@@ -340,8 +358,8 @@ def _dry_run(ctx: Ctx, manifest: Manifest, priced: list[Priced],
                "unknown": unknown, "budget": args.budget, "exit_code": verdict}
     out.json(summary)
     at_least = "at least " if unknown else ""
-    out.result(f"dry run: {len(priced)} rows valid; estimated cost {at_least}{known} credits"
-               f"{budget_note}; nothing was sent")
+    out.result(f"dry run: {plural(len(priced), 'row')} valid; estimated cost {at_least}"
+               f"{known} credits{budget_note}; nothing was sent")
     if args.report:
         _write_json(Path(args.report), {**summary, "rows": rows})
     return verdict
@@ -412,14 +430,22 @@ async def _run(ctx: Ctx, manifest: Manifest, priced: list[Priced],
     settled: dict[str, Outcome] = {}  # outcomes decided here, not by the supervisor
     interrupted = False
     async with contextlib.AsyncExitStack() as stack:
+        client = await stack.enter_async_context(ctx.client(view))
+        # The key and the API first: a run that cannot start leaves no journal behind,
+        # and its --report says that nothing was sent.
+        try:
+            balance = await preflight(ctx, client, view)
+        except CliError as exc:
+            if args.report:
+                _write_unsent_report(ctx, manifest, rows, cost, str(exc))
+            raise
         journal = None
         plan = Plan(new=tuple(r.key for r in rows))
         if args.journal:
             journal = await stack.enter_async_context(await _open_journal(Path(args.journal)))
             plan = await _plan(journal, rows, args.resubmit_ended or frozenset(),
                                args.resubmit_ambiguous)
-        client = await stack.enter_async_context(ctx.client(view))
-        await _announce(ctx, client, view, plan, cost)
+        _announce(ctx, balance, plan, cost)
         _show_reuse(ctx, reuse)
         view.expect_costs({k: cost[k].credits for k in (*plan.new, *plan.resubmit)})
         view.outputs.update({r.key: r.output for r in rows if r.output is not None})
@@ -468,6 +494,21 @@ async def _run(ctx: Ctx, manifest: Manifest, priced: list[Priced],
     ctx.out.json(summary)
     ctx.out.result(summary_text(summary))
     return int(summary["exit_code"])
+
+
+def _write_unsent_report(ctx: Ctx, manifest: Manifest, rows: tuple[Row, ...],
+                         cost: dict[str, Priced], error: str) -> None:
+    """--report for a run stopped before any create (key rejected, API unreachable): every
+    row not_submitted, with the reason."""
+    outcomes = [Outcome(r.key, r.kind, "not_submitted", error=error) for r in rows]
+    plan = Plan(new=tuple(r.key for r in rows))
+    view = EventView(ctx.out, ctx.stats, title="")
+    report = [_row_report(r, o, view, cost, plan, False)
+              for r, o in zip(rows, outcomes, strict=True)]
+    summary = _summary(ctx, outcomes, report, False)
+    summary.update(exit_code=EXIT_USAGE, error=error)
+    _write_json(Path(ctx.args.report), {"manifest": str(manifest.path), "summary": summary,
+                                        "outcomes": report})
 
 
 def _hint_lost_jobs(ctx: Ctx, report: list[dict[str, Any]], plan: Plan) -> None:
@@ -537,6 +578,9 @@ def _row_report(row: Row, outcome: Outcome, view: EventView, cost: dict[str, Pri
     stopped on is ``running``, with its id and credits), priced where it could not be."""
     obj: dict[str, Any] = {"line": row.line, **attrs.asdict(outcome),
                            "output": str(row.output) if row.output else None}
+    # True only for a render whose outputs are on disk (the library's default is True for
+    # work with nothing to download: a running job, a character, a scene); None for assets.
+    obj["downloaded"] = _on_disk(row, outcome) if outcome.kind == "render" else None
     priced = cost[row.key].credits
     if priced is not None and cost[row.key].fast and not outcome.fast and outcome.job_id:
         priced //= 2  # fell back to standard: half the fast price
@@ -548,6 +592,13 @@ def _row_report(row: Row, outcome: Outcome, view: EventView, cost: dict[str, Pri
     obj["spent_this_run"] = plan.spends(row.key) and obj["state"] in (
         "complete", "running", "timed_out")
     return obj
+
+
+def _on_disk(row: Row, outcome: Outcome) -> bool:
+    if outcome.state not in ("complete", "skipped") or not outcome.downloaded:
+        return False
+    paths = outcome.outputs or ((row.output,) if row.output is not None else ())
+    return bool(paths) and all(Path(p).is_file() for p in paths)
 
 
 def _fetch_command(job_id: str, output: Path | None) -> str:
@@ -565,14 +616,19 @@ def _summary(ctx: Ctx, outcomes: list[Outcome], report: list[dict[str, Any]],
     this_run = sum(o["credits"] or 0 for o in paid if o["spent_this_run"])
     earlier = sum(o["credits"] or 0 for o in paid if not o["spent_this_run"])
     running = [o for o in report if o["state"] == "running"]
-    not_fetched = [o for o in report if o["state"] == "complete" and not o["downloaded"]]
+    not_fetched = [o for o in report if "fetch" in o]
+    # A job still running is neither done nor failed: it is counted under ``running``.
+    done = sum(1 for o in outcomes if o.ok)
+    failed = len(outcomes) - done - len(running)
     summary.update(
+        done=done, failed=failed,
+        exit_code=0 if failed == 0 and not running else summary["exit_code"],
         not_downloaded=len(not_fetched),
         states=dict(sorted(states.items())),
         credits=this_run, credits_this_run=this_run, credits_earlier_runs=earlier,
         running=len(running), credits_running=sum(o["credits"] or 0 for o in running))
     if interrupted:
-        summary["exit_code"] = EXIT_INTERRUPTED
+        summary["exit_code"] = ctx.interrupt_code
     return summary
 
 
@@ -591,16 +647,18 @@ def _add_reuse_assets(summary: dict[str, Any], assets: tuple[Outcome, ...]) -> N
 def _explain_interrupt(ctx: Ctx, report: list[dict[str, Any]]) -> None:
     """After Ctrl-C: what still runs (and costs), how to resume, how to cancel."""
     args = ctx.args
+    ctx.explained_stop = True
+    stop = "terminated (SIGTERM)" if ctx.interrupt_code == EXIT_TERMINATED else "interrupted"
     running = [o for o in report if o["state"] == "running"]
     if not running:
         cancelled = sum(1 for o in report if o["state"] == "cancelled" and o["job_id"])
         note = (f"{plural(cancelled, 'job')} cancelled on the server (refunded); "
                 if cancelled else "")
-        ctx.out.error(f"interrupted: {note}no job is left running on the server")
+        ctx.out.error(f"{stop}: {note}no job is left running on the server")
         return
     credits = sum(o["credits"] or 0 for o in running)
     ids = " ".join(o["job_id"] for o in running)
-    ctx.out.error(f"interrupted: {plural(len(running), 'job')} still running on the server "
+    ctx.out.error(f"{stop}: {plural(len(running), 'job')} still running on the server "
                   f"(about {credits_text(credits)} committed); they finish and are charged "
                   "unless cancelled")
     if args.journal:
@@ -612,7 +670,10 @@ def _explain_interrupt(ctx: Ctx, report: list[dict[str, Any]]) -> None:
                                   + (f" -o {shlex.quote(o['output'])}" if o["output"] else "")
                                   for o in running[:3])
                       + (" ..." if len(running) > 3 else ""))
-    ctx.out.error(f"  cancel them (refunded): viggle-async cancel JOB, for JOB in: {ids}")
+    # One line a shell runs as pasted (``cancel`` takes one job id).
+    cancel = (f"viggle-async cancel {ids}" if len(running) == 1 else
+              f"for job in {ids}; do viggle-async cancel \"$job\"; done")
+    ctx.out.error(f"  cancel {'it' if len(running) == 1 else 'them'} (refunded): {cancel}")
 
 
 async def _open_journal(path: Path) -> SQLiteJournal:
@@ -624,11 +685,9 @@ async def _open_journal(path: Path) -> SQLiteJournal:
         raise CliError(f"cannot use the journal {str(path)!r}: {exc}") from None
 
 
-async def _announce(ctx: Ctx, client: ViggleClient, view: EventView, plan: Plan,
-                    cost: dict[str, Priced]) -> None:
-    """One read before any create: a rejected key stops the run with nothing spent. Then
-    say what this run will spend (only rows it submits), apart from earlier runs' work."""
-    credits = await preflight(ctx, client, view)
+def _announce(ctx: Ctx, credits: Credits | None, plan: Plan, cost: dict[str, Priced]) -> None:
+    """Say what this run will spend (only rows it submits), apart from earlier runs' work;
+    ``credits``: the balance the preflight read (None when unavailable)."""
     submit = [*plan.new, *plan.resubmit]
     spend = sum(cost[k].credits or 0 for k in submit)
     unknown = sum(1 for k in submit if cost[k].credits is None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ._common import EXIT_OK, Command, Ctx, credits_text
+from ._preflight import reach
 
 __all__ = ["COMMAND"]
 
@@ -16,7 +17,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 async def run(ctx: Ctx) -> int:
     ctx.require_key()
     async with ctx.client() as client:
-        credits = await client.get_credits()
+        credits = await reach(ctx, client, client.get_credits)
     ctx.out.emit(credits, f"balance: {credits_text(credits.balance)}")
     return EXIT_OK
 

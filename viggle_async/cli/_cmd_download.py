@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ._common import EXIT_FAILED, EXIT_OK, CliError, Command, Ctx
+from ._preflight import reach
 from ._progress import EventView
 from ._texts import download
 
@@ -27,7 +28,8 @@ async def run(ctx: Ctx) -> int:
         if target.startswith(("http://", "https://")):
             url = target
         else:
-            status = await client.renders.get(target)
+            status = await reach(ctx, client, lambda: client.renders.get(target),
+                                 job_id=target)
             if not status.is_complete:
                 raise CliError(_not_downloadable(target, status.status, status.is_terminal),
                                EXIT_FAILED)

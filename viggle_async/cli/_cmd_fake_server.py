@@ -8,8 +8,9 @@ import signal
 
 import anyio
 
-from ..testing import DEFAULT_API_KEY, FakeSettings, FakeViggle
-from ._common import EXIT_OK, Command, Ctx, positive_float, positive_int
+from ..testing import FakeViggle
+from ..testing.__main__ import add_server_options, faults_from, settings_from
+from ._common import EXIT_OK, CliError, Command, Ctx
 
 __all__ = ["COMMAND"]
 
@@ -17,35 +18,32 @@ EPILOG = """\
 It prints base_url=, cdn_base_url= and api_key= lines, then a line to paste into another
 shell so every viggle-async command there uses it:
   export VIGGLE_BASE_URL=http://127.0.0.1:PORT VIGGLE_API_KEY=...
-The key is the fake server's own; no real credits are involved.
+The key is the fake server's own; no real credits are involved. Outputs are playable
+MP4 clips (--placeholder-outputs: identical placeholder bytes instead).
+"""
+
+EXIT_CODES = """\
+exit codes:
+  0    stopped with Ctrl-C or SIGTERM
+  2    usage error (a bad option or --fault)
 """
 
 
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535; 0: any free port)")
-    return value
-
-
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--port", type=_port, default=0, help="API port (default 0: any free port)")
-    p.add_argument("--cdn-port", type=_port, default=0, help="CDN port (default 0: any)")
-    p.add_argument("--time-scale", type=positive_float, default=1.0,
-                   help="simulated seconds per real second (e.g. 50: renders finish fast)")
-    p.add_argument("--balance", type=int, default=10_000, help="starting credits")
-    p.add_argument("--output-bytes", type=positive_int, metavar="BYTES",
-                   help="size of every output file")
+    # One set of options for both entry points (python -m viggle_async.testing too).
+    add_server_options(p)
 
 
 async def run(ctx: Ctx) -> int:
     args = ctx.args
-    settings = FakeSettings(api_keys={DEFAULT_API_KEY: args.balance},
-                            time_scale=args.time_scale)
-    if args.output_bytes is not None:
-        settings.output_bytes = args.output_bytes
+    settings = settings_from(args)
+    try:
+        faults = faults_from(args.fault)
+    except (ValueError, TypeError) as exc:
+        raise CliError(str(exc)) from None
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with FakeViggle(settings, port=args.port, cdn_port=args.cdn_port) as fake:
+        async with FakeViggle(settings, faults=faults, port=args.port,
+                              cdn_port=args.cdn_port) as fake:
             ctx.out.emit({"event": "listening", "base_url": fake.base_url,
                           "cdn_base_url": fake.cdn_base_url, "api_key": fake.api_key},
                          f"base_url={fake.base_url}\ncdn_base_url={fake.cdn_base_url}\n"
@@ -61,4 +59,4 @@ async def run(ctx: Ctx) -> int:
 
 
 COMMAND = Command("fake-server", "run the fake Viggle API on loopback for local development",
-                  configure, run, uses_api=False, epilog=EPILOG)
+                  configure, run, uses_api=False, epilog=EPILOG, exit_codes=EXIT_CODES)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from ._common import EXIT_OK, Command, Ctx
+from ._preflight import reach
 from ._texts import status_text
 
 __all__ = ["COMMAND"]
@@ -18,7 +19,9 @@ def configure(p: argparse.ArgumentParser) -> None:
 async def run(ctx: Ctx) -> int:
     # docs/api/renders.md#render-status: the status endpoint needs no key
     async with ctx.client() as client:
-        status = await client.renders.get(ctx.args.job_id)
+        job_id = ctx.args.job_id
+        status = await reach(ctx, client, lambda: client.renders.get(job_id),
+                             job_id=job_id)
     ctx.out.emit(status, status_text(status))
     return EXIT_OK
 

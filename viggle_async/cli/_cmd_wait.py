@@ -8,6 +8,7 @@ from pathlib import Path
 from .. import RenderStatus, WaitTimeoutError
 from ._common import EXIT_FAILED, EXIT_OK, CliError, Command, Ctx, positive_float
 from ._options import add_poll_interval
+from ._preflight import reach
 from ._progress import EventView
 from ._texts import download, status_text
 
@@ -33,8 +34,9 @@ async def run(ctx: Ctx) -> int:
     async with ctx.client(view) as client:
         try:
             with view:
-                final = await client.renders.wait(args.job_id, poll_interval=ctx.poll_interval,
-                                                  timeout=args.timeout, on_progress=show)
+                final = await reach(ctx, client, lambda: client.renders.wait(
+                    args.job_id, poll_interval=ctx.poll_interval, timeout=args.timeout,
+                    on_progress=show), job_id=args.job_id)
         except WaitTimeoutError as exc:
             raise CliError(f"{exc}; the job goes on: run 'viggle-async wait {args.job_id}' "
                            "again later", EXIT_FAILED) from None

@@ -25,7 +25,8 @@ from .._supervisor import FastFallbackPolicy, Supervisor
 from ._progress import EventView, Output, RunStats, credits_text, number, plural
 
 __all__ = ["DEFAULT_ASSET_POLL", "DEFAULT_CAPACITY_BACKOFF", "DEFAULT_POLICY",
-           "EXIT_CODES_HELP", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE",
+           "EXIT_CODES_HELP", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_TERMINATED",
+           "EXIT_USAGE",
            "CliError", "Command", "Ctx", "asset_credits", "credits_text", "exit_code_for",
            "number", "parse_backoff", "parse_fast_fallback", "plural", "positive_float",
            "positive_int"]
@@ -44,6 +45,7 @@ EXIT_OK = 0          # everything done (complete or skipped)
 EXIT_FAILED = 1      # some work failed, timed out, was not submitted, or is ambiguous
 EXIT_USAGE = 2       # nothing ran: usage, input, API key, configuration, API unreachable
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), the shell convention
+EXIT_TERMINATED = 143   # SIGTERM (128 + 15): stopped like Ctrl-C, told apart by the code
 
 EXIT_CODES_HELP = """\
 exit codes:
@@ -52,6 +54,7 @@ exit codes:
   2    nothing ran: usage error, bad input or manifest, missing or rejected API key,
        configuration error, or the API cannot be reached
   130  interrupted (Ctrl-C)
+  143  terminated (SIGTERM), handled like Ctrl-C
 """
 
 
@@ -135,6 +138,8 @@ class Command:
     description: str | None = None
     uses_api: bool = True
     epilog: str = ""
+    #: The "exit codes:" help for a command whose codes are not the shared table's.
+    exit_codes: str = EXIT_CODES_HELP
 
 
 @attrs.define
@@ -146,6 +151,10 @@ class Ctx:
     stats: RunStats = attrs.field(factory=RunStats)
     #: The command line as given (without the program name), to print resume commands.
     argv: tuple[str, ...] = ()
+    #: The exit code if the run is stopped: 130 (Ctrl-C), or 143 once SIGTERM arrived.
+    interrupt_code: int = EXIT_INTERRUPTED
+    #: Set once a command has said what a stop left behind (no bare "interrupted" then).
+    explained_stop: bool = False
 
     def require_key(self) -> None:
         """Refuse before sending anything when the command needs a key and none is set."""

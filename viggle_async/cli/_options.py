@@ -35,8 +35,11 @@ def add_output_options(parser: argparse.ArgumentParser, *, default: object,
                             help="API base URL (default: $VIGGLE_BASE_URL or the real API)")
         parser.add_argument("--connect-timeout", type=positive_float,
                             default=default if same else None, metavar="SECONDS",
-                            help="give up on an API that cannot be reached after this long "
-                                 f"(default {RetryPolicy().connect_deadline:g}, the library's "
+                            help="keep retrying an API that cannot be reached for up to "
+                                 "this long, reads and creates alike (default: a first read "
+                                 "gives up after the library's "
+                                 f"{RetryPolicy().max_attempts} quick attempts, a few seconds; "
+                                 f"a create after {RetryPolicy().connect_deadline:g} s, "
                                  "RetryPolicy.connect_deadline)")
     parser.add_argument("--json", action="store_true", default=default if same else False,
                         help="print JSON lines on stdout (one per event, then a summary)")

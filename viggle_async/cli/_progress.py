@@ -353,6 +353,11 @@ class EventView:
             self._job(event.key, f"downloaded {event.bytes:,} bytes", _span("download", 100))
         elif isinstance(event, (Completed, Failed)):
             self.finished[event.key] = event.outcome
+            if event.outcome.kind != "render" and event.outcome.state == "complete":
+                # A character (1 credit) or scene has no Submitted event: it is committed
+                # once made, so the bar's total matches the plan's.
+                self._credits += self._costs.get(event.key) or 0
+                self._overall_note()
             self._finish(event.key)
             line = outcome_text(event.outcome, self.outputs.get(event.key))
             if not self._log_outcomes:

@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from .._reuse import PlanTotals, ReusePlan, ReuseRule
-from ._common import CliError, positive_int
+from ._common import CliError, plural, positive_int
 
 __all__ = ["add_reuse_options", "plan_lines", "reuse_rule"]
 
@@ -91,10 +91,10 @@ def plan_lines(plan: ReusePlan) -> tuple[dict[str, Any], list[str]]:
         f"+ scene_id; both plans:",
         f"  {'':<10} {'credits':>9}  {'upload':>{width}}  creates",
         f"  {'on demand':<10} {_credits(od.credits):>9}  {_mb(od.upload_bytes):>{width}}  "
-        f"{od.creates} ({od.renders} renders)",
+        f"{od.creates} ({plural(od.renders, 'render')})",
         f"  {'reuse':<10} {_credits(ru.credits):>9}  {_mb(ru.upload_bytes):>{width}}  "
-        f"{ru.creates} ({ru.renders} renders, {ru.scenes} scenes, {ru.characters} "
-        f"characters)",
+        f"{ru.creates} ({plural(ru.renders, 'render')}, {plural(ru.scenes, 'scene')}, "
+        f"{plural(ru.characters, 'character')})",
         f"  reuse adds {_credits(plan.extra_credits)} credits (characters) and saves "
         f"{_mb(plan.saved_upload_bytes)} of uploads",
     ]
