@@ -4,9 +4,10 @@ other folders' conftest modules)."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import attrs
 
@@ -47,3 +48,23 @@ def write(folder: Path, name: str, text: str) -> Path:
 
 def size(path: str | Path) -> int:
     return Path(path).stat().st_size
+
+
+def read_until(stream: IO[str], done: Callable[[str], bool], timeout: float = 15.0
+                ) -> list[str]:
+    """Lines from ``stream`` up to the first one ``done`` accepts. A reader thread, because
+    a buffered text stream defeats select(); it stops at that line, so ``communicate()``
+    can read the rest."""
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in stream:
+            lines.append(line)
+            if done(line):
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert lines and done(lines[-1]), f"timed out; read so far: {lines}"
+    return lines

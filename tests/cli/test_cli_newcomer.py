@@ -9,33 +9,16 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
+from clihelp import read_until
 
 from viggle_async.testing import make_png, write_mp4
 
 SCRIPT = Path(sys.executable).parent / "viggle-async"
-
-
-def _read_until(stream: IO[str], done: Callable[[str], bool], timeout: float = 15.0
-                ) -> list[str]:
-    lines: list[str] = []
-
-    def read() -> None:
-        for line in stream:
-            lines.append(line)
-            if done(line):
-                return
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(timeout)
-    assert lines and done(lines[-1]), f"timed out; read so far: {lines}"
-    return lines
 
 
 @pytest.fixture
@@ -45,7 +28,7 @@ def server() -> Iterator[dict[str, str]]:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
-        lines = _read_until(proc.stdout, lambda line: line.startswith("api_key="))
+        lines = read_until(proc.stdout, lambda line: line.startswith("api_key="))
         yield dict(line.strip().partition("=")[::2] for line in lines)
     finally:
         proc.send_signal(signal.SIGINT)
@@ -152,7 +135,7 @@ def test_a_stop_reports_running_rows_as_running_and_only_saved_renders_as_downlo
                 seen.add(event["key"])
             return len(seen) == 3
 
-        _read_until(proc.stdout, enough)
+        read_until(proc.stdout, enough)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
     finally:

@@ -8,37 +8,17 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
+from clihelp import read_until
 
 from viggle_async.testing import make_png, write_mp4
 
 SCRIPT = Path(sys.executable).parent / "viggle-async"
-
-
-def _read_until(stream: IO[str], done: Callable[[str], bool], timeout: float = 15.0
-                ) -> list[str]:
-    """Lines from ``stream`` up to the first one ``done`` accepts. A reader thread, because
-    a buffered text stream defeats select(); it stops at that line, so ``communicate()``
-    can read the rest."""
-    lines: list[str] = []
-
-    def read() -> None:
-        for line in stream:
-            lines.append(line)
-            if done(line):
-                return
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(timeout)
-    assert lines and done(lines[-1]), f"timed out; read so far: {lines}"
-    return lines
 
 
 @pytest.fixture
@@ -49,7 +29,7 @@ def server(tmp_path: Path) -> Iterator[dict[str, str]]:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
-        lines = _read_until(proc.stdout, lambda line: line.startswith("api_key="))
+        lines = read_until(proc.stdout, lambda line: line.startswith("api_key="))
         yield dict(line.strip().partition("=")[::2] for line in lines)
     finally:
         proc.send_signal(signal.SIGINT)  # the server stops cleanly on Ctrl-C
@@ -89,7 +69,7 @@ def test_module_entry_point_and_ctrl_c(server: dict[str, str], tmp_path: Path) -
                             stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
-        _read_until(proc.stdout, lambda line: json.loads(line)["event"] == "submitted")
+        read_until(proc.stdout, lambda line: json.loads(line)["event"] == "submitted")
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
@@ -127,7 +107,7 @@ def _interrupt(proc: subprocess.Popen[str], submitted: int) -> tuple[str, str]:
                 seen.add(event["key"])
             return len(seen) == submitted
 
-        _read_until(proc.stdout, enough)
+        read_until(proc.stdout, enough)
         proc.send_signal(signal.SIGINT)
         return proc.communicate(timeout=30)
     finally:
