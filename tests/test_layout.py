@@ -20,8 +20,10 @@ def test_every_pair_of_test_folders_collects_in_one_call() -> None:
     # Every folder at once, in both orders: a name clash shows whichever way round.
     for order in (folders, folders[::-1]):
         run = subprocess.run(
+            # -m: every module is still imported (a clash shows), and the newest aiohttp, which
+            # refuses to collect the aioresponses tests, can run this test too.
             [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-             *(f"tests/{f}" for f in order)],
+             "-m", "not aioresponses", *(f"tests/{f}" for f in order)],
             cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
         assert " error" not in run.stdout.splitlines()[-1]

@@ -14,7 +14,11 @@ from yarl import URL
 from viggle_async.testing import FakeViggle, ProxyServer
 
 AUTH = "Basic dXNlcjpwYXNz"  # user:pass
-CREDS = aiohttp.BasicAuth("user", "pass")
+
+
+def with_creds(proxy_url: str, creds: str = "user:pass") -> str:
+    # Credentials in the proxy URL: aiohttp 3.14 deprecates BasicAuth objects.
+    return proxy_url.replace("http://", f"http://{creds}@", 1)
 
 
 @pytest.fixture
@@ -45,11 +49,11 @@ async def test_forwards_absolute_form_untouched_and_strips_proxy_headers(echo: s
     async with ProxyServer(proxy_authorization=AUTH) as proxy, aiohttp.ClientSession() as s:
         url = URL(f"{echo}/outputs/j/output.mp4?X-Amz-Credential=AKID%2F2026&t=a%2Bb%3D%3D",
                   encoded=True)
-        async with s.get(url, proxy=proxy.url, proxy_auth=CREDS, headers={"X-Test": "1"}) as resp:
+        async with s.get(url, proxy=with_creds(proxy.url), headers={"X-Test": "1"}) as resp:
             assert resp.status == 200 and resp.headers["Connection"] == "close"
             seen = await resp.json()
-        async with s.post(f"{echo}/api/render", data=b"x" * 100_000, proxy=proxy.url,
-                          proxy_auth=CREDS) as resp:
+        async with s.post(f"{echo}/api/render", data=b"x" * 100_000,
+                          proxy=with_creds(proxy.url)) as resp:
             posted = await resp.json()
     assert seen["raw_path"] == "/outputs/j/output.mp4?X-Amz-Credential=AKID%2F2026&t=a%2Bb%3D%3D"
     assert seen["headers"]["x-test"] == "1" and "proxy-authorization" not in seen["headers"]
@@ -74,8 +78,8 @@ async def test_forwards_chunked_bodies(echo: str) -> None:
 
 async def test_missing_or_wrong_credentials_get_407(echo: str) -> None:
     async with ProxyServer(proxy_authorization=AUTH) as proxy, aiohttp.ClientSession() as s:
-        for creds in [None, aiohttp.BasicAuth("user", "nope")]:
-            async with s.get(f"{echo}/x", proxy=proxy.url, proxy_auth=creds) as resp:
+        for proxy_url in [proxy.url, with_creds(proxy.url, "user:nope")]:
+            async with s.get(f"{echo}/x", proxy=proxy_url) as resp:
                 assert resp.status == 407
                 assert resp.headers["Proxy-Authenticate"].startswith("Basic")
     assert [r.status for r in proxy.requests] == [407, 407]

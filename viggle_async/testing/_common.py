@@ -43,7 +43,9 @@ _BOOLS = {"true": True, "false": False, "1": True, "0": False}
 
 
 # Where create_request leaves its CreateRecord on the request, for the middleware's faults.
-CREATE_RECORD = "viggle_fake_create_record"
+# aiohttp 3.14 warns on plain-string request keys (NotAppKeyWarning); RequestKey is new there.
+CREATE_RECORD: Any = (web.RequestKey("viggle_fake_create_record", CreateRecord)
+                      if hasattr(web, "RequestKey") else "viggle_fake_create_record")
 
 
 def ok(store: Store, body: dict[str, Any]) -> web.Response:
