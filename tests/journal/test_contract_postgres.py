@@ -41,9 +41,11 @@ ACCOUNT = api_key_fingerprint("sk-test-postgres")
 @pytest.fixture(autouse=True)
 def _need_server() -> None:
     if not DSN:
+        # The same words as tests/pg/conftest.py: one skip line for every PostgreSQL test.
+        reason = "VIGGLE_TEST_POSTGRES_DSN is not set (bash ci/start-postgres prints one)"
         if os.environ.get("VIGGLE_REQUIRE_POSTGRES") == "1":
-            pytest.fail("VIGGLE_REQUIRE_POSTGRES=1 but VIGGLE_TEST_POSTGRES_DSN is not set")
-        pytest.skip("no PostgreSQL: set VIGGLE_TEST_POSTGRES_DSN to run these")
+            pytest.fail(reason + " and VIGGLE_REQUIRE_POSTGRES=1", pytrace=False)
+        pytest.skip(reason)
 
 
 def schema_for(path: Path) -> str:
