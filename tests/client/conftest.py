@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 import pytest
 from aiohttp import web
+from loophelp import serve
 
 from viggle_async.testing import FakeViggle, ManualClock, make_png, write_mp4
 
@@ -88,14 +89,5 @@ class Scripted:
 @pytest.fixture
 async def scripted() -> AsyncIterator[Scripted]:
     server = Scripted()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", server.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server.base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
+    async with serve(server.handle, "*") as server.base_url:
         yield server
-    finally:
-        await runner.cleanup()

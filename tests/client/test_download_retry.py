@@ -13,6 +13,7 @@ from pathlib import Path
 import attrs
 import pytest
 from aiohttp import web
+from loophelp import serve
 
 from viggle_async import DownloadError, RetryPolicy, ViggleClient
 
@@ -86,17 +87,8 @@ class CDN:
 @pytest.fixture
 async def cdn() -> AsyncIterator[CDN]:
     server = CDN()
-    app = web.Application()
-    app.router.add_route("GET", "/{tail:.*}", server.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server.base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
+    async with serve(server.handle, "GET") as server.base_url:
         yield server
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from loophelp import serve
 
 from viggle_async import InvalidInputError, RetryPolicy, ViggleClient
 
@@ -62,16 +63,8 @@ class RangeCDN:
 @pytest.fixture
 async def cdn() -> AsyncIterator[RangeCDN]:
     server = RangeCDN()
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", server.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    server.base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
+    async with serve(server.handle, "GET") as server.base_url:
         yield server
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture
