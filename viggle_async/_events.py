@@ -38,7 +38,7 @@ WorkKind = Literal["render", "character", "scene"]
 BackoffCause = Literal["capacity", "rate_limit", "connect", "download"]
 
 OutcomeState = Literal[
-    "complete",       # finished; outputs downloaded where asked (see ``downloaded``)
+    "complete",       # finished; outputs downloaded where asked (see ``download_error``)
     "failed",         # the job (or a dependency) failed; a failed job is refunded
     "cancelled",      # cancelled (on the server when ``job_id`` is set: refunded)
     "running",        # the run stopped, the job goes on at the API: ``job_id`` set,
@@ -58,9 +58,18 @@ class Outcome:
     ``state`` is an ``OutcomeState``. A job that exists on the server (``running``,
     ``timed_out``, ``complete``, a ``cancelled`` one cancelled remotely) keeps its
     ``job_id``; ``credits`` are the credits the work committed (estimated, whole credits).
-    A ``complete`` render with ``downloaded=False`` is paid for and finished, but its output
-    is not on disk (``download_error`` says why); ``viggle-async download JOB -o PATH``, or
-    a rerun on the journal, fetches it.
+
+    ``downloaded`` is True only for a ``complete`` or ``skipped`` render whose ``outputs``
+    are on disk: written and verified in this run, or recorded by an earlier run and still
+    there. It is False for everything else: work still ``running`` or ``timed_out``, a
+    failure, a character or scene (nothing to download), a render run without ``output``.
+    A ``complete`` render with ``download_error`` set is paid for and finished, but its
+    output is not on disk (``download_error`` says why); ``viggle-async download JOB -o
+    PATH``, or a rerun on the journal, fetches it.
+
+    Raises ``ValueError`` when built with ``downloaded=True`` but no ``outputs`` or a state
+    other than ``complete``/``skipped``, or with a ``download_error`` on a state other than
+    ``complete`` (or with ``downloaded=True``).
     """
 
     key: str
@@ -79,15 +88,26 @@ class Outcome:
     # The library error class behind ``error`` where the outcome came from one and the
     # caller may act on it, e.g. "ConnectError" (the API could not be reached; nothing sent).
     error_type: str | None = None
+    # True only when ``outputs`` were written and verified (this run) or found from an
+    # earlier run: a default of True made running jobs and assets look fetched.
+    downloaded: bool = False
     # A complete render whose output could not be fetched (after fresh URLs and retries):
     # paid for and still on the API; a rerun on the journal downloads it.
-    downloaded: bool = True
     download_error: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.downloaded and (self.state not in ("complete", "skipped") or not self.outputs):
+            raise ValueError(f"Outcome {self.key!r}: downloaded=True needs a complete or "
+                             f"skipped state and the outputs written (got {self.state!r}, "
+                             f"{len(self.outputs)} outputs)")
+        if self.download_error is not None and (self.state != "complete" or self.downloaded):
+            raise ValueError(f"Outcome {self.key!r}: download_error belongs to a complete, "
+                             f"not downloaded render (got {self.state!r})")
 
     @property
     def ok(self) -> bool:
-        """Finished, and every asked-for output is on disk."""
-        return self.state in ("complete", "skipped") and self.downloaded
+        """Finished, and every asked-for output is on disk (none asked for: finished)."""
+        return self.state in ("complete", "skipped") and self.download_error is None
 
 
 @attrs.frozen

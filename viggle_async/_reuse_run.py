@@ -226,7 +226,8 @@ class ReuseRun:
                 and await anyio.to_thread.run_sync(_all_exist, entry.outputs)):
             held.done = Outcome(held.key, "render", "skipped", job_id=entry.job_id,
                                 status=entry.final_status,
-                                outputs=tuple(Path(p) for p in entry.outputs))
+                                outputs=tuple(Path(p) for p in entry.outputs),
+                                downloaded=bool(entry.outputs))
             return True
         return False
 

@@ -258,7 +258,10 @@ class Runner:
                 return out("complete", status="complete", outputs=paths, downloaded=False,
                            download_error=not_fetched, **common)
             await self._record_final(key, "complete", paths, None)
-            return out("complete", status="complete", outputs=paths, **common)
+            # Each path was written by ``client.download``, which verifies the body (length,
+            # resumed ranges) before moving it into place; none asked for: nothing on disk.
+            return out("complete", status="complete", outputs=paths, downloaded=bool(paths),
+                       **common)
 
     def _resume(self, key: str, kind: WorkKind, entry: JournalEntry,
                 fp: str) -> Outcome | str | None:
@@ -282,9 +285,11 @@ class Runner:
                                      f"{entry.error or 'no reason recorded'} (to submit it "
                                      f"again, and pay again: resubmit_ended={{{ended!r}}})")
             if entry.kind == "render" and all(Path(p).exists() for p in entry.outputs):
+                # The journal records outputs only once downloaded and verified.
                 return Outcome(key, kind, "skipped", job_id=entry.job_id,
                                status=entry.final_status,
-                               outputs=tuple(Path(p) for p in entry.outputs))
+                               outputs=tuple(Path(p) for p in entry.outputs),
+                               downloaded=bool(entry.outputs))
             return entry.job_id  # outputs gone (or an asset to look up): resume it
         if entry.state == "submitted":
             return entry.job_id

@@ -578,27 +578,20 @@ def _row_report(row: Row, outcome: Outcome, view: EventView, cost: dict[str, Pri
     stopped on is ``running``, with its id and credits), priced where it could not be."""
     obj: dict[str, Any] = {"line": row.line, **attrs.asdict(outcome),
                            "output": str(row.output) if row.output else None}
-    # True only for a render whose outputs are on disk (the library's default is True for
-    # work with nothing to download: a running job, a character, a scene); None for assets.
-    obj["downloaded"] = _on_disk(row, outcome) if outcome.kind == "render" else None
+    # True only for a render whose outputs are on disk (the library says so); None for
+    # characters and scenes, which have nothing to download.
+    obj["downloaded"] = outcome.downloaded if outcome.kind == "render" else None
     priced = cost[row.key].credits
     if priced is not None and cost[row.key].fast and not outcome.fast and outcome.job_id:
         priced //= 2  # fell back to standard: half the fast price
     if obj["state"] in ("complete", "skipped", "running", "timed_out") and (
             obj["credits"] is None):
         obj["credits"] = priced
-    if outcome.state == "complete" and not outcome.downloaded and outcome.job_id:
+    if outcome.download_error is not None and outcome.job_id:
         obj["fetch"] = _fetch_command(outcome.job_id, row.output)
     obj["spent_this_run"] = plan.spends(row.key) and obj["state"] in (
         "complete", "running", "timed_out")
     return obj
-
-
-def _on_disk(row: Row, outcome: Outcome) -> bool:
-    if outcome.state not in ("complete", "skipped") or not outcome.downloaded:
-        return False
-    paths = outcome.outputs or ((row.output,) if row.output is not None else ())
-    return bool(paths) and all(Path(p).is_file() for p in paths)
 
 
 def _fetch_command(job_id: str, output: Path | None) -> str:

@@ -224,10 +224,10 @@ def credits_text(n: float) -> str:
 def outcome_text(o: Outcome, dest: str | Path | None = None) -> str:
     """One line for an outcome; a complete render not downloaded says so, and how to fetch
     it (to ``dest``, its output path, when known)."""
-    if o.state == "complete" and not o.downloaded and o.job_id:
+    if o.download_error is not None and o.job_id:
         fetch = shlex.join(["viggle-async", "download", o.job_id, str(dest or "PATH")])
         return (f"{o.key}: complete but NOT downloaded (job {o.job_id}, paid for): "
-                f"{o.download_error or 'the download failed'}; fetch it: {fetch}, or rerun "
+                f"{o.download_error}; fetch it: {fetch}, or rerun "
                 "with the same --journal")
     text = f"{o.key}: {o.state}"
     if o.job_id:
