@@ -194,7 +194,7 @@ class SQLiteJournalStore:
                 conn = await _daemon(aiosqlite.connect(fspath, isolation_level=None))
         except BaseException as exc:
             if lock is not None:
-                lock.close()
+                _unlock(fspath, lock)
             if isinstance(exc, sqlite3.Error):
                 raise _storage_error(fspath, exc, "open") from exc
             raise
@@ -355,7 +355,7 @@ class SQLiteJournalStore:
         finally:
             lock, self._lock = self._lock, None
             if lock is not None:
-                lock.close()  # releases the flock
+                _unlock(self.path, lock)
 
     # --- AssetIndex -----------------------------------------------------------------------
 
@@ -488,22 +488,64 @@ class JournalOpener:
 def _lock(path: str) -> IO[bytes] | None:
     """An exclusive advisory lock on ``<path>.lock``: two runs resuming one journal at once
     could each find a key unsubmitted and both pay for it. (A sibling file, not the database
-    itself: closing any descriptor of the database would drop SQLite's own POSIX locks.)"""
+    itself: closing any descriptor of the database would drop SQLite's own POSIX locks.)
+
+    The lock is ``flock`` on the file's inode, which the kernel drops when its holder exits:
+    a lock file left by a crashed run is stale and simply locked again. ``_unlock`` removes
+    the file on a clean close, which is safe only because a lock counts once it is held on
+    the inode still at ``<path>.lock``: a run that opened the file just before its holder
+    unlinked it would otherwise lock the orphaned inode while a third run creates and locks a
+    new file, and both would go ahead. So after locking we check the path still names our
+    inode, and if not, start again on the new file."""
     if fcntl is None:  # not POSIX: no lock, as before
         return None
+    lock_path = path + ".lock"
+    for _ in range(_LOCK_ATTEMPTS):
+        try:
+            f = open(lock_path, "ab")  # noqa: SIM115 - held open for the journal's life
+        except OSError as exc:
+            raise JournalWriteError(path, f"cannot create its lock file: {exc}",
+                                    action="open") from exc
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _same_file(lock_path, f):
+                return f
+        except BlockingIOError:
+            f.close()
+            raise JournalInUseError(
+                f"the journal {path!r} is open in another run; wait for it to finish (two "
+                "runs on one journal could submit the same job twice)") from None
+        except BaseException:
+            f.close()
+            raise
+        f.close()  # its holder removed it as we locked it: lock the file there now
+    raise JournalInUseError(
+        f"the journal {path!r} is being opened and closed by other runs too fast to lock "
+        f"({_LOCK_ATTEMPTS} tries); wait for them to finish")
+
+
+# Tries at locking a lock file that keeps being removed under us (each removal is a run that
+# held the journal closing it): more than a handful means something is churning it.
+_LOCK_ATTEMPTS = 20
+
+
+def _same_file(lock_path: str, f: IO[bytes]) -> bool:
     try:
-        f = open(path + ".lock", "ab")  # noqa: SIM115 - held open for the journal's life
-    except OSError as exc:
-        raise JournalWriteError(path, f"cannot create its lock file: {exc}",
-                                action="open") from exc
+        there = os.stat(lock_path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(f.fileno())
+    return (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _unlock(path: str, f: IO[bytes]) -> None:
+    """Remove the lock file, still holding its lock (see ``_lock`` for why that is safe),
+    then release it. A lock file that cannot be removed (a read-only folder) stays: the next
+    run locks it again."""
     try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        raise JournalInUseError(
-            f"the journal {path!r} is open in another run; wait for it to finish (two runs "
-            "on one journal could submit the same job twice)") from None
-    except BaseException:
-        f.close()
-        raise
-    return f
+        if _same_file(path + ".lock", f):  # never another run's file, if ours was replaced
+            os.unlink(path + ".lock")
+    except OSError:
+        pass
+    finally:
+        f.close()  # releases the flock

@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from viggle_async import (
     SQLiteJournalStore,
     open_journal,
 )
-from viggle_async._journal_sqlite import SCHEMA_VERSION
+from viggle_async._journal_sqlite import SCHEMA_VERSION, _lock, _unlock
 from viggle_async.testing import ManualClock
 
 FP = "fp"
@@ -287,8 +288,8 @@ async def test_a_read_only_journal_is_a_journal_error(tmp_path: Path, what: str)
     path = folder / "run.journal"
     async with await SQLiteJournal.open(path) as j:
         await j.record_intent("k", kind="render", fingerprint=FP)
-    lock = Path(f"{path}.lock")
-    with (read_only(*([path, lock] if what == "file" else [folder])),
+    # The lock file is removed on close: the next open makes it again in the folder.
+    with (read_only(path if what == "file" else folder),
           pytest.raises(JournalWriteError) as info):
         async with await SQLiteJournal.open(path) as j:
             await j.mark_sending("k")
@@ -379,3 +380,83 @@ async def test_a_journal_left_open_does_not_hang_exit(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     async with await SQLiteJournal.open(path) as j:  # and the step is on disk
         assert (await j.get("k")) is not None
+
+
+# --- the lock file -----------------------------------------------------------------------
+
+async def test_closing_a_journal_removes_its_lock_file(tmp_path: Path) -> None:
+    path = tmp_path / "run.journal"
+    lock = tmp_path / "run.journal.lock"
+    async with await SQLiteJournal.open(path) as j:
+        assert lock.exists()  # held while open
+        await j.record_intent("k", kind="render", fingerprint=FP)
+    assert not lock.exists()
+    async with open_journal(path) as j:
+        assert await j.get("k") is not None
+    assert not lock.exists()
+    # An open that fails after taking the lock leaves nothing behind either.
+    _make_text(tmp_path / "j.db")
+    with pytest.raises(JournalFormatError):
+        await SQLiteJournal.open(tmp_path / "j.db")
+    assert sorted(os.listdir(tmp_path)) == ["j.db", "run.journal"]
+
+
+CRASHING_CHILD = r"""
+import os, sys, anyio
+from viggle_async import SQLiteJournal
+
+async def main(path):
+    j = await SQLiteJournal.open(path)
+    await j.record_intent("k", kind="render", fingerprint="fp")
+    os.kill(os.getpid(), 9)  # no close, no cleanup: a crash
+
+anyio.run(main, sys.argv[1])
+"""
+
+
+async def test_a_crashed_runs_lock_file_is_stale_and_does_not_block_the_next_run(
+        tmp_path: Path) -> None:
+    path = tmp_path / "run.journal"
+    with anyio.fail_after(60):  # a guard, not a timing
+        proc = await anyio.run_process([sys.executable, "-c", CRASHING_CHILD, str(path)],
+                                       check=False)
+    assert proc.returncode == -9, proc.stderr
+    assert await anyio.Path(f"{path}.lock").exists()  # left behind by the crash
+    async with await SQLiteJournal.open(path) as j:
+        assert await j.get("k") is not None
+        with pytest.raises(JournalInUseError):  # and it is a real lock again
+            await SQLiteJournal.open(path)
+    assert not await anyio.Path(f"{path}.lock").exists()
+
+
+def test_removing_the_lock_file_on_close_never_lets_two_runs_hold_it(tmp_path: Path) -> None:
+    """Runs opening and closing one journal at once: a run that opened the lock file just
+    before its holder removed it must not count the orphaned file as locked while another
+    run locks the new one. (Without the check in ``_lock`` this finds 2-4 holders.)"""
+    path = str(tmp_path / "run.journal")
+    holders, most, held = 0, 0, 0
+    count = threading.Lock()
+
+    def run() -> None:
+        nonlocal holders, most, held
+        for _ in range(800):
+            try:
+                f = _lock(path)
+            except JournalInUseError:
+                continue
+            assert f is not None
+            with count:
+                holders += 1
+                most, held = max(most, holders), held + 1
+            os.sched_yield()  # let the others try while this one holds it
+            with count:
+                holders -= 1
+            _unlock(path, f)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most == 1 and held > 0
+    assert not Path(f"{path}.lock").exists()
