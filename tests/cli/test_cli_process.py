@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -95,8 +96,9 @@ def _start(argv: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
                             text=True)
 
 
-def _interrupt(proc: subprocess.Popen[str], submitted: int) -> tuple[str, str]:
-    """Ctrl-C once ``submitted`` jobs are created; the rest of stdout and stderr."""
+def _interrupt(proc: subprocess.Popen[str], submitted: int,
+               sig: signal.Signals = signal.SIGINT) -> tuple[str, str]:
+    """``sig`` (Ctrl-C) once ``submitted`` jobs are created; the rest of stdout and stderr."""
     try:
         assert proc.stdout is not None
         seen: set[str] = set()
@@ -108,7 +110,7 @@ def _interrupt(proc: subprocess.Popen[str], submitted: int) -> tuple[str, str]:
             return len(seen) == submitted
 
         read_until(proc.stdout, enough)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         return proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
@@ -155,8 +157,11 @@ def test_ctrl_c_reports_the_running_jobs_and_how_to_resume_and_cancel(
     assert _stats(server["base_url"])["request_counts"]["POST /api/render"] == 3
 
 
-def test_ctrl_c_on_render_says_how_to_wait_for_the_job(server: dict[str, str],
-                                                       tmp_path: Path) -> None:
+@pytest.mark.parametrize(("sig", "code", "stop"), [
+    (signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_ctrl_c_on_render_says_how_to_wait_for_the_job(
+        server: dict[str, str], tmp_path: Path, sig: signal.Signals, code: int,
+        stop: str) -> None:
     env = {**os.environ, "VIGGLE_API_KEY": server["api_key"],
            "VIGGLE_BASE_URL": server["base_url"]}
     (tmp_path / "me.png").write_bytes(make_png())
@@ -165,12 +170,34 @@ def test_ctrl_c_on_render_says_how_to_wait_for_the_job(server: dict[str, str],
     proc = _start([str(SCRIPT), "render", "--ref-image", str(tmp_path / "me.png"),
                    "--driving-video", str(tmp_path / "d.mp4"), "-o", str(out_path), "--json"],
                   env)
-    out, err = _interrupt(proc, submitted=1)
-    assert proc.returncode == 130, err
+    out, err = _interrupt(proc, submitted=1, sig=sig)
+    assert proc.returncode == code, err
     running = [json.loads(line) for line in out.splitlines()
                if json.loads(line)["event"] == "running"]
     (job,) = [r["job_id"] for r in running]
     assert running[0]["credits"] == 3
-    assert f"job {job} is still running on the server (about 3 credits)" in err
-    assert f"viggle-async wait {job} -o {out_path}" in err
-    assert f"viggle-async cancel {job}" in err
+    # Said once: what stopped the run and what it left behind, in one closing message
+    # (before the fix a bare "interrupted" line followed it).
+    lines = err.strip().splitlines()
+    assert lines[0] == (f"{stop}: job {job} is still running on the server (about 3 "
+                        "credits) and is charged unless cancelled."), err
+    assert lines[1:] == [f"  get it when done: viggle-async wait {job} -o {out_path}",
+                         f"  cancel it (refunded): viggle-async cancel {job}"], err
+    assert json.loads(out.splitlines()[-1]) == {"event": "interrupted", "exit_code": code}
+
+
+def test_ctrl_c_on_render_with_cancel_remote_says_it_once(server: dict[str, str],
+                                                         tmp_path: Path) -> None:
+    env = {**os.environ, "VIGGLE_API_KEY": server["api_key"],
+           "VIGGLE_BASE_URL": server["base_url"]}
+    (tmp_path / "me.png").write_bytes(make_png())
+    write_mp4(tmp_path / "d.mp4", 3.0)
+    proc = _start([str(SCRIPT), "render", "--ref-image", str(tmp_path / "me.png"),
+                   "--driving-video", str(tmp_path / "d.mp4"), "-o", str(tmp_path / "c.mp4"),
+                   "--json", "--cancel-remote"], env)
+    out, err = _interrupt(proc, submitted=1)
+    assert proc.returncode == 130, err
+    (line,) = err.strip().splitlines()  # one closing line, no bare "interrupted" after it
+    assert re.fullmatch(r"interrupted: job job_\w+ cancelled \(cancelled on the server\)",
+                        line), err
+    assert json.loads(out.splitlines()[-1]) == {"event": "interrupted", "exit_code": 130}

@@ -91,7 +91,7 @@ def _interrupted(ctx: Ctx) -> int:
     code = ctx.interrupt_code
     ctx.out.json({"event": "interrupted", "exit_code": code})
     if not ctx.explained_stop:
-        ctx.out.error("terminated (SIGTERM)" if code == EXIT_TERMINATED else "interrupted")
+        ctx.out.error(ctx.stop_word)
     return code
 
 

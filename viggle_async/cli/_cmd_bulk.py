@@ -44,13 +44,13 @@ from ._common import (
     DEFAULT_CAPACITY_BACKOFF,
     EXIT_FAILED,
     EXIT_OK,
-    EXIT_TERMINATED,
     EXIT_USAGE,
     CliError,
     Command,
     Ctx,
     asset_credits,
     credits_text,
+    is_interrupt,
     parse_backoff,
     parse_fast_fallback,
     plural,
@@ -466,7 +466,7 @@ async def _run(ctx: Ctx, manifest: Manifest, priced: list[Priced],
         except BaseException as exc:
             # Ctrl-C reaches here as the cancellation of the run (asyncio.run turns it
             # into KeyboardInterrupt afterwards): report what is true, then go on.
-            interrupted = _is_interrupt(exc)
+            interrupted = is_interrupt(exc)
             # The supervisor raises one JournalError when the journal could not be
             # written; our task group wraps it. Every row has its outcome by then.
             journal_failure = None if interrupted else _journal_error(exc)
@@ -566,12 +566,6 @@ def _journal_failure_text(ctx: Ctx, error: JournalError, unrecorded: dict[str, s
     return text + ". Fix: close whatever holds the journal (or free disk space) and rerun"
 
 
-def _is_interrupt(exc: BaseException) -> bool:
-    if isinstance(exc, BaseExceptionGroup):
-        return any(_is_interrupt(e) for e in exc.exceptions)
-    return isinstance(exc, (KeyboardInterrupt, anyio.get_cancelled_exc_class()))
-
-
 def _row_report(row: Row, outcome: Outcome, view: EventView, cost: dict[str, Priced],
                 plan: Plan, interrupted: bool) -> dict[str, Any]:
     """One row of ``--report``: the outcome as the supervisor decided it (a job it was
@@ -641,7 +635,7 @@ def _explain_interrupt(ctx: Ctx, report: list[dict[str, Any]]) -> None:
     """After Ctrl-C: what still runs (and costs), how to resume, how to cancel."""
     args = ctx.args
     ctx.explained_stop = True
-    stop = "terminated (SIGTERM)" if ctx.interrupt_code == EXIT_TERMINATED else "interrupted"
+    stop = ctx.stop_word
     running = [o for o in report if o["state"] == "running"]
     if not running:
         cancelled = sum(1 for o in report if o["state"] == "cancelled" and o["job_id"])

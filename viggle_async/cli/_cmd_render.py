@@ -22,6 +22,7 @@ from ._common import (
     Ctx,
     cli_words,
     credits_text,
+    is_interrupt,
     number,
     parse_backoff,
     parse_fast_fallback,
@@ -121,8 +122,8 @@ async def run(ctx: Ctx) -> int:
             with view:
                 async with view.supervising(sup):
                     handle = sup.render(key=key, output=output, mask_output=mask, **inputs)
-        except BaseException:
-            _explain_stop(ctx, handle, estimate.credits)
+        except BaseException as exc:
+            _explain_stop(ctx, handle, estimate.credits, interrupted=is_interrupt(exc))
             raise
         outcome = await handle
     if outcome.state == "not_submitted" and outcome.error_type == "ConnectError":
@@ -154,22 +155,30 @@ def _wait_command(job_id: str, output: Path, mask: Path | None) -> str:
     return shlex.join(words)
 
 
-def _explain_stop(ctx: Ctx, handle: RenderHandle | None, credits: int | None) -> None:
-    """Ctrl-C: is the job still running (and costing), and how to get it or cancel it."""
+def _explain_stop(ctx: Ctx, handle: RenderHandle | None, credits: int | None, *,
+                  interrupted: bool) -> None:
+    """The run stopped (Ctrl-C, SIGTERM, or an error the caller prints): is the job still
+    running (and costing), and how to get it or cancel it. After an interrupt this is the
+    closing line, which says what stopped the run (``main`` then adds no bare
+    "interrupted"); after an error, the error line is the closing one."""
     outcome = handle.outcome if handle is not None and handle.done else None
+    stop = f"{ctx.stop_word}: " if interrupted else ""
+    ctx.explained_stop = interrupted
     if outcome is None or outcome.job_id is None:
-        ctx.out.error("interrupted before the job was created: nothing is running")
+        if interrupted:
+            ctx.out.error(f"{ctx.stop_word} before the job was created: nothing is running")
         return
     job_id = outcome.job_id
     if outcome.state != "running":
-        ctx.out.error(f"job {job_id} {outcome.state} ({outcome.error or outcome.status})")
+        ctx.out.error(f"{stop}job {job_id} {outcome.state} "
+                      f"({outcome.error or outcome.status})")
         return
     args = ctx.args
     credits = outcome.credits if outcome.credits is not None else credits
     cost = f" (about {credits_text(credits)})" if credits is not None else ""
     ctx.out.json({"event": "running", "key": outcome.key, "job_id": job_id,
                   "credits": credits})
-    ctx.out.error(f"job {job_id} is still running on the server{cost} and is charged "
+    ctx.out.error(f"{stop}job {job_id} is still running on the server{cost} and is charged "
                   f"unless cancelled.\n  get it when done: "
                   f"{_wait_command(job_id, Path(args.output), _mask(args))}\n"
                   f"  cancel it (refunded): viggle-async cancel {job_id}")

@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import attrs
 
 from .. import (
@@ -28,8 +29,8 @@ __all__ = ["DEFAULT_ASSET_POLL", "DEFAULT_CAPACITY_BACKOFF", "DEFAULT_POLICY",
            "EXIT_CODES_HELP", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_TERMINATED",
            "EXIT_USAGE",
            "CliError", "Command", "Ctx", "asset_credits", "credits_text", "exit_code_for",
-           "number", "parse_backoff", "parse_fast_fallback", "plural", "positive_float",
-           "positive_int"]
+           "is_interrupt", "number", "parse_backoff", "parse_fast_fallback", "plural",
+           "positive_float", "positive_int"]
 
 
 def _supervisor_default(name: str) -> Any:
@@ -156,6 +157,11 @@ class Ctx:
     #: Set once a command has said what a stop left behind (no bare "interrupted" then).
     explained_stop: bool = False
 
+    @property
+    def stop_word(self) -> str:
+        """What stopped the run, as the closing line says it: Ctrl-C or SIGTERM."""
+        return "terminated (SIGTERM)" if self.interrupt_code == EXIT_TERMINATED else "interrupted"
+
     def require_key(self) -> None:
         """Refuse before sending anything when the command needs a key and none is set."""
         if not os.environ.get("VIGGLE_API_KEY"):
@@ -196,6 +202,14 @@ class Ctx:
     @property
     def _poll_scale(self) -> float:
         return self.poll_interval / DEFAULT_POLICY.first_delay
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """Ctrl-C or SIGTERM (a cancellation), possibly inside task-group wrappers; not an
+    error."""
+    if isinstance(exc, BaseExceptionGroup):
+        return any(is_interrupt(e) for e in exc.exceptions)
+    return isinstance(exc, (KeyboardInterrupt, anyio.get_cancelled_exc_class()))
 
 
 def positive_float(text: str) -> float:
