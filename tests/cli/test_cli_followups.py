@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import anyio
 import attrs
 import pytest
 from aiohttp import web
-from clihelp import BULK_FAST, SECRET, Run
+from clihelp import BULK_FAST, Run, process_env, viggle_process
 
 from viggle_async import PollPolicy, Supervisor
 from viggle_async.cli._app import build_parser
@@ -38,29 +37,14 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-async def _viggle(env: dict[str, str], *argv: str, script: str | None = None
-                  ) -> tuple[int, str, str]:
-    args = ([sys.executable, "-c", script] if script else
-            [sys.executable, "-m", "viggle_async"])
-    proc = await anyio.run_process([*args, *argv], env=env, check=False)
-    out, err = proc.stdout.decode(), proc.stderr.decode()
-    assert SECRET not in out + err
-    return proc.returncode, out, err
-
-
-def _env(fake: FakeViggle, tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "VIGGLE_API_KEY": SECRET, "VIGGLE_BASE_URL": fake.base_url,
-            "XDG_CACHE_HOME": str(tmp_path / "cache")}
-
-
 async def test_a_journal_that_cannot_be_written_ends_bulk_with_one_line_and_exit_2(
         fake: FakeViggle, media: Path) -> None:
     manifest = media / "m.csv"
     manifest.write_text("key,ref_image,driving_video,output\n"
                         + "".join(f"r{i},me.png,d{i + 1}.mp4,r{i}.mp4\n" for i in range(3)))
     journal, report = media / "j.db", media / "report.json"
-    code, _, err = await _viggle(
-        _env(fake, media), "bulk", str(manifest), *BULK_FAST, "--max-uploads", "1",
+    code, _, err = await viggle_process(
+        process_env(fake, media), "bulk", str(manifest), *BULK_FAST, "--max-uploads", "1",
         "--journal", str(journal), "--report", str(report), script=LOCKED_JOURNAL)
     assert code == 2, err
     assert "Traceback" not in err and "ExceptionGroup" not in err

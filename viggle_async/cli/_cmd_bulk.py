@@ -59,7 +59,7 @@ from ._common import (
 )
 from ._manifest import Manifest, Problem, Row, load_manifest
 from ._options import BACKOFF_HELP, FAST_FALLBACK_HELP, add_poll_interval
-from ._paths import output_problem
+from ._paths import option_path_problem, output_problem
 from ._preflight import preflight
 from ._progress import EventView, summary_text, to_json
 from ._reuse_opts import add_reuse_options, plan_lines, reuse_rule
@@ -133,6 +133,9 @@ async def run(ctx: Ctx) -> int:
     distributed = await bulk_distributed(ctx, functools.partial(_checked, ctx))
     if distributed is not None:
         return distributed
+    problem = await anyio.to_thread.run_sync(_local_paths_problem, args)
+    if problem is not None:
+        raise CliError(problem)  # nothing sent yet, --dry-run included
     rule = reuse_rule(args)
     manifest = await anyio.to_thread.run_sync(load_manifest, Path(args.manifest))
     reuse: ReusePlan | None = None
@@ -481,8 +484,13 @@ async def _run(ctx: Ctx, manifest: Manifest, priced: list[Priced],
             if journal_failure is not None:
                 summary["exit_code"] = EXIT_USAGE
             if args.report:
-                _write_json(Path(args.report), {
-                    "manifest": str(manifest.path), "summary": summary, "outcomes": report})
+                try:
+                    _write_json(Path(args.report), {
+                        "manifest": str(manifest.path), "summary": summary,
+                        "outcomes": report})
+                except CliError as exc:  # said now: the outcomes were shown as they came
+                    ctx.out.error(f"error: {exc}")
+                    summary["exit_code"] = max(int(summary["exit_code"]), EXIT_USAGE)
             if interrupted:
                 ctx.out.json(summary)
                 _explain_interrupt(ctx, report)
@@ -759,8 +767,30 @@ def _outcome_of(row: Row, handles: dict[str, Handle], settled: dict[str, Outcome
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(to_json(data, indent=2) + "\n", encoding="utf-8")
+    """Write ``--report``; a ``CliError`` naming the option if it cannot be (checked before
+    the run too, but a folder can vanish while it runs)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(to_json(data, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"--report: cannot write {str(path)!r} "
+                       f"({exc.strerror or type(exc).__name__}). Fix: {_REPORT_FIX}") from None
+
+
+_REPORT_FIX = "pass --report a file in a folder you can write to, e.g. report.json"
+_JOURNAL_FIX = ("pass --journal a file in a folder you can write to, e.g. "
+                "runs/shots.journal")
+
+
+def _local_paths_problem(args: argparse.Namespace) -> str | None:
+    """Why ``--report`` or a local ``--journal`` cannot be written, before anything is sent:
+    found after the run, a paid run would end in an error and lose its report."""
+    for flag, value, fix in (("--report", args.report, _REPORT_FIX),
+                             ("--journal", args.journal, _JOURNAL_FIX)):
+        problem = option_path_problem(flag, Path(value), fix) if value else None
+        if problem is not None:
+            return problem
+    return None
 
 
 COMMAND = Command("bulk", "render a CSV/JSONL manifest of renders, characters and scenes",

@@ -6,7 +6,10 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from ._common import EXIT_FAILED, EXIT_OK, Command, Ctx, credits_text, plural
+import anyio
+
+from ._common import EXIT_FAILED, EXIT_OK, CliError, Command, Ctx, credits_text, plural
+from ._paths import option_path_problem
 from ._progress import EventView
 
 __all__ = ["COMMAND"]
@@ -19,9 +22,15 @@ def configure(p: argparse.ArgumentParser) -> None:
 async def run(ctx: Ctx) -> int:
     from ._demo import run_demo  # imports the fake server: only when the demo runs
 
+    out = Path(ctx.args.out)
+    problem = await anyio.to_thread.run_sync(
+        option_path_problem, "--out", out / "inputs" / "person-0.png",
+        "pass --out a folder you can write to, e.g. --out ./viggle-demo")
+    if problem is not None:
+        raise CliError(problem)
     view = EventView(ctx.out, ctx.stats, title="demo")
     with view:
-        summary = await run_demo(Path(ctx.args.out), on_events=view.consume)
+        summary = await run_demo(out, on_events=view.consume)
     code = EXIT_OK if summary.failed == 0 else EXIT_FAILED
     kinds = Counter(o.kind for o in summary.outcomes if o.ok)
     data = {"event": "summary", "total": len(summary.outcomes), "done": summary.done,

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import anyio
+
 from ._common import EXIT_FAILED, EXIT_OK, CliError, Command, Ctx
+from ._paths import require_writable
 from ._preflight import reach
 from ._progress import EventView
 from ._texts import download
@@ -22,6 +25,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 async def run(ctx: Ctx) -> int:
     args = ctx.args
     target: str = args.target
+    await anyio.to_thread.run_sync(require_writable, ("DEST", Path(args.dest)))
     view = EventView(ctx.out, ctx.stats, title="download", single=True)
     url: str | None
     async with ctx.client(view) as client:

@@ -4,6 +4,7 @@ Ctrl-C / SIGTERM. Runs ``FakeViggle`` directly (no second parser)."""
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 
 import anyio
@@ -41,9 +42,15 @@ async def run(ctx: Ctx) -> int:
         faults = faults_from(args.fault)
     except (ValueError, TypeError) as exc:
         raise CliError(str(exc)) from None
+    fake = FakeViggle(settings, faults=faults, port=args.port, cdn_port=args.cdn_port)
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with FakeViggle(settings, faults=faults, port=args.port,
-                              cdn_port=args.cdn_port) as fake:
+        try:
+            await fake.start()
+        except OSError as exc:
+            # The API binds first: with its URL set, the CDN's port is the one that failed.
+            raise _bind_error(*(("--cdn-port", args.cdn_port) if fake.base_url
+                                else ("--port", args.port)), exc) from None
+        try:
             ctx.out.emit({"event": "listening", "base_url": fake.base_url,
                           "cdn_base_url": fake.cdn_base_url, "api_key": fake.api_key},
                          f"base_url={fake.base_url}\ncdn_base_url={fake.cdn_base_url}\n"
@@ -55,7 +62,21 @@ async def run(ctx: Ctx) -> int:
             ctx.out.note("Ctrl-C stops it.")
             async for _ in signals:
                 break
+        finally:
+            await fake.close()
     return EXIT_OK
+
+
+def _bind_error(flag: str, port: int, exc: OSError) -> CliError:
+    """One line naming the option and the fix, for a port the server cannot listen on."""
+    if exc.errno == errno.EADDRINUSE:
+        why = "is already in use (another fake-server or program listens there)"
+    elif exc.errno == errno.EACCES:
+        why = "needs privileges (ports below 1024 are reserved)"
+    else:
+        why = f"cannot be listened on ({exc.strerror or exc})"
+    return CliError(f"{flag} {port}: 127.0.0.1:{port} {why}. Fix: pass another {flag}, or "
+                    f"{flag} 0 for any free port")
 
 
 COMMAND = Command("fake-server", "run the fake Viggle API on loopback for local development",

@@ -29,7 +29,7 @@ from ._common import (
     positive_float,
 )
 from ._options import BACKOFF_HELP, FAST_FALLBACK_HELP, add_poll_interval
-from ._paths import output_problem
+from ._paths import require_writable
 from ._preflight import preflight
 from ._progress import EventView, outcome_text
 
@@ -97,10 +97,8 @@ async def run(ctx: Ctx) -> int:
     mask = Path(args.mask_output) if args.mask_output else None
     # The outcome is this command's result (stdout): the live log does not repeat it.
     # Before anything is sent: a render paid for and then not saved is lost.
-    for flag, path in (("-o/--output", output), ("--mask-output", mask)):
-        problem = output_problem(path) if path is not None else None
-        if problem is not None:
-            raise CliError(f"{flag}: {problem[0]}. Fix: {problem[1]}; nothing was sent")
+    require_writable(("-o/--output", output), ("--mask-output", mask),
+                     after="; nothing was sent")
     view = EventView(ctx.out, ctx.stats, title="render", log_outcomes=False, single=True)
     async with ctx.client(view) as client:
         sup = Supervisor(client, fast_fallback=args.fast_fallback, poll_policy=ctx.poll_policy(),

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
+
+import anyio
 
 from .. import RenderStatus, WaitTimeoutError
 from ._common import EXIT_FAILED, EXIT_OK, CliError, Command, Ctx, positive_float
 from ._options import add_poll_interval
+from ._paths import require_writable
 from ._preflight import reach
 from ._progress import EventView
 from ._texts import download, status_text
@@ -26,6 +30,11 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 async def run(ctx: Ctx) -> int:
     args = ctx.args
+    # Before waiting, perhaps for minutes: an output that cannot be saved fails now.
+    output = Path(args.output) if args.output else None
+    mask = Path(args.mask_output) if args.mask_output else None
+    await anyio.to_thread.run_sync(functools.partial(
+        require_writable, ("-o/--output", output), ("--mask-output", mask)))
     view = EventView(ctx.out, ctx.stats, title=args.job_id, single=True)
 
     def show(status: RenderStatus) -> None:

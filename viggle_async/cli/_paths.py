@@ -7,7 +7,9 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["output_problem"]
+from ._common import CliError
+
+__all__ = ["option_path_problem", "output_problem", "require_writable"]
 
 
 def output_problem(path: Path) -> tuple[str, str] | None:
@@ -31,3 +33,22 @@ def output_problem(path: Path) -> tuple[str, str] | None:
         return (f"cannot {what} the folder {str(folder)!r} ({reason})",
                 "choose a folder you can write to")
     return None
+
+
+def option_path_problem(flag: str, path: Path, fix: str) -> str | None:
+    """One line for a ``flag`` whose file cannot be written at ``path`` (``output_problem``),
+    ending in ``Fix: {fix}``; None when it can. Asked before anything is sent, so a report
+    or journal that cannot be written never fails a run after it has paid."""
+    problem = output_problem(path)
+    return None if problem is None else f"{flag}: {problem[0]}. Fix: {fix}"
+
+
+def require_writable(*options: tuple[str, Path | None], after: str = "") -> None:
+    """Refuse (``CliError``, exit 2) the first ``(flag, path)`` whose file cannot be saved,
+    naming the flag and the fix (then ``after``); a None path is not asked for. Called
+    before the command sends anything: an output found unwritable after a wait or a paid
+    render would be lost."""
+    for flag, path in options:
+        problem = output_problem(path) if path is not None else None
+        if problem is not None:
+            raise CliError(f"{flag}: {problem[0]}. Fix: {problem[1]}{after}")
