@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(sys.executable).parent / "viggle-async"
+from clihelp import SCRIPT
 
 
 @pytest.fixture

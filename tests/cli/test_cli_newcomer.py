@@ -11,28 +11,17 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from clihelp import read_until
+from clihelp import SCRIPT, fake_server_process, fake_stats, stop_after_submits
 
 from viggle_async.testing import make_png, write_mp4
-
-SCRIPT = Path(sys.executable).parent / "viggle-async"
 
 
 @pytest.fixture
 def server() -> Iterator[dict[str, str]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "viggle_async", "fake-server", "--time-scale", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        lines = read_until(proc.stdout, lambda line: line.startswith("api_key="))
-        yield dict(line.strip().partition("=")[::2] for line in lines)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=10)
+    with fake_server_process() as info:
+        yield info
 
 
 @pytest.fixture
@@ -53,9 +42,7 @@ def _run(env: dict[str, str], *argv: str, cwd: Path | None = None
 
 
 def _posts(base_url: str) -> int:
-    import urllib.request
-    with urllib.request.urlopen(f"{base_url}/__fake__/stats", timeout=5) as response:
-        stats: dict[str, Any] = json.load(response)
+    stats = fake_stats(base_url)
     return sum(n for name, n in stats["request_counts"].items() if name.startswith("POST"))
 
 
@@ -123,26 +110,8 @@ def test_a_stop_reports_running_rows_as_running_and_only_saved_renders_as_downlo
     journal, report = tmp_path / "j.db", tmp_path / "r.json"
     argv = ["bulk", str(manifest), "--json", "--journal", str(journal), "--report", str(report),
             "--poll-interval", "0.2"]
-    proc = subprocess.Popen([str(SCRIPT), *argv], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        seen: set[str] = set()
-
-        def enough(line: str) -> bool:
-            event = json.loads(line)
-            if event["event"] == "submitted":
-                seen.add(event["key"])
-            return len(seen) == 3
-
-        read_until(proc.stdout, enough)
-        proc.send_signal(sig)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == code, err
+    returned, out, err = stop_after_submits(argv, env, submitted=3, sig=sig)
+    assert returned == code, err
     assert "Traceback" not in err
     lines = err.strip().splitlines()
     assert lines[0].startswith(f"{word}: 3 jobs still running on the server")

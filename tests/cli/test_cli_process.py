@@ -9,40 +9,19 @@ import re
 import signal
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from clihelp import read_until
+from clihelp import SCRIPT, fake_server_process, fake_stats, stop_after_submits
 
 from viggle_async.testing import make_png, write_mp4
 
-SCRIPT = Path(sys.executable).parent / "viggle-async"
-
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """``python -m viggle_async fake-server``, slow enough (2x) that renders stay running."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "viggle_async", "fake-server", "--time-scale", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        lines = read_until(proc.stdout, lambda line: line.startswith("api_key="))
-        yield dict(line.strip().partition("=")[::2] for line in lines)
-    finally:
-        proc.send_signal(signal.SIGINT)  # the server stops cleanly on Ctrl-C
-        _, err = proc.communicate(timeout=10)
-        assert proc.returncode == 0, err
-        assert "in another shell run:" in err
-
-
-def _stats(base_url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{base_url}/__fake__/stats", timeout=5) as response:
-        stats: dict[str, Any] = json.load(response)
-    return stats
+def server() -> Iterator[dict[str, str]]:
+    with fake_server_process() as info:
+        yield info
 
 
 def test_installed_script_help() -> None:
@@ -65,19 +44,10 @@ def test_module_entry_point_and_ctrl_c(server: dict[str, str], tmp_path: Path) -
     manifest = tmp_path / "m.csv"
     manifest.write_text("key,ref_image,driving_video,output\na,me.png,d.mp4,a.mp4\n")
     report = tmp_path / "report.json"
-    proc = subprocess.Popen([str(SCRIPT), "bulk", str(manifest), "--json", "--cancel-remote",
-                             "--report", str(report)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        read_until(proc.stdout, lambda line: json.loads(line)["event"] == "submitted")
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 130, err
+    code, out, err = stop_after_submits(
+        ["bulk", str(manifest), "--json", "--cancel-remote", "--report", str(report)], env,
+        submitted=1)
+    assert code == 130, err
     # One closing line that says what the stop left behind (no stray bare "interrupted").
     assert err.strip().splitlines()[-1] == (
         "interrupted: 1 job cancelled on the server (refunded); no job is left running on "
@@ -86,36 +56,9 @@ def test_module_entry_point_and_ctrl_c(server: dict[str, str], tmp_path: Path) -
     (outcome,) = json.loads(report.read_text())["outcomes"]
     assert outcome["state"] == "cancelled"
     # --cancel-remote cancelled the running job on the server, which refunded it.
-    stats = _stats(server["base_url"])
+    stats = fake_stats(server["base_url"])
     assert stats["request_counts"]["DELETE /api/render/{job_id}"] == 1
     assert stats["balance"] == 10_000
-
-
-def _start(argv: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-
-
-def _interrupt(proc: subprocess.Popen[str], submitted: int,
-               sig: signal.Signals = signal.SIGINT) -> tuple[str, str]:
-    """``sig`` (Ctrl-C) once ``submitted`` jobs are created; the rest of stdout and stderr."""
-    try:
-        assert proc.stdout is not None
-        seen: set[str] = set()
-
-        def enough(line: str) -> bool:
-            event = json.loads(line)
-            if event["event"] == "submitted":
-                seen.add(event["key"])
-            return len(seen) == submitted
-
-        read_until(proc.stdout, enough)
-        proc.send_signal(sig)
-        return proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
 
 
 def test_ctrl_c_reports_the_running_jobs_and_how_to_resume_and_cancel(
@@ -130,9 +73,8 @@ def test_ctrl_c_reports_the_running_jobs_and_how_to_resume_and_cancel(
     journal, report = tmp_path / "j.db", tmp_path / "report.json"
     argv = ["bulk", str(manifest), "--json", "--journal", str(journal), "--report", str(report),
             "--poll-interval", "0.2"]
-    proc = _start([str(SCRIPT), *argv], env)
-    _, err = _interrupt(proc, submitted=3)
-    assert proc.returncode == 130, err
+    code, _, err = stop_after_submits(argv, env, submitted=3)
+    assert code == 130, err
     # The report tells the truth: every job is still running, with its id and its cost,
     # and the exit code is the one the process returned.
     data = json.loads(report.read_text())
@@ -154,7 +96,7 @@ def test_ctrl_c_reports_the_running_jobs_and_how_to_resume_and_cancel(
     summary = json.loads(again.stdout.splitlines()[-1])
     assert summary["states"] == {"complete": 3}
     assert (summary["credits_this_run"], summary["credits_earlier_runs"]) == (0, 9)
-    assert _stats(server["base_url"])["request_counts"]["POST /api/render"] == 3
+    assert fake_stats(server["base_url"])["request_counts"]["POST /api/render"] == 3
 
 
 @pytest.mark.parametrize(("sig", "code", "stop"), [
@@ -167,11 +109,10 @@ def test_ctrl_c_on_render_says_how_to_wait_for_the_job(
     (tmp_path / "me.png").write_bytes(make_png())
     write_mp4(tmp_path / "d.mp4", 3.0)
     out_path = tmp_path / "clip.mp4"
-    proc = _start([str(SCRIPT), "render", "--ref-image", str(tmp_path / "me.png"),
-                   "--driving-video", str(tmp_path / "d.mp4"), "-o", str(out_path), "--json"],
-                  env)
-    out, err = _interrupt(proc, submitted=1, sig=sig)
-    assert proc.returncode == code, err
+    returned, out, err = stop_after_submits(
+        ["render", "--ref-image", str(tmp_path / "me.png"), "--driving-video",
+         str(tmp_path / "d.mp4"), "-o", str(out_path), "--json"], env, submitted=1, sig=sig)
+    assert returned == code, err
     running = [json.loads(line) for line in out.splitlines()
                if json.loads(line)["event"] == "running"]
     (job,) = [r["job_id"] for r in running]
@@ -192,11 +133,11 @@ def test_ctrl_c_on_render_with_cancel_remote_says_it_once(server: dict[str, str]
            "VIGGLE_BASE_URL": server["base_url"]}
     (tmp_path / "me.png").write_bytes(make_png())
     write_mp4(tmp_path / "d.mp4", 3.0)
-    proc = _start([str(SCRIPT), "render", "--ref-image", str(tmp_path / "me.png"),
-                   "--driving-video", str(tmp_path / "d.mp4"), "-o", str(tmp_path / "c.mp4"),
-                   "--json", "--cancel-remote"], env)
-    out, err = _interrupt(proc, submitted=1)
-    assert proc.returncode == 130, err
+    code, out, err = stop_after_submits(
+        ["render", "--ref-image", str(tmp_path / "me.png"), "--driving-video",
+         str(tmp_path / "d.mp4"), "-o", str(tmp_path / "c.mp4"), "--json", "--cancel-remote"],
+        env, submitted=1)
+    assert code == 130, err
     (line,) = err.strip().splitlines()  # one closing line, no bare "interrupted" after it
     assert re.fullmatch(r"interrupted: job job_\w+ cancelled \(cancelled on the server\)",
                         line), err

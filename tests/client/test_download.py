@@ -6,14 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import aiohttp
+import loophelp
 import pytest
+from loophelp import names
 
 from viggle_async import DownloadError, InvalidInputError, RetryPolicy, ViggleClient
 from viggle_async.testing import FakeViggle, ManualClock, make_mp4, make_png
-
-
-def _names(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir())
 
 
 async def _finished(client: ViggleClient, fake: FakeViggle, clock: ManualClock) -> str:
@@ -37,7 +35,7 @@ async def test_complete_download_matches_served_bytes(client: ViggleClient, fake
     assert dest.read_bytes() == served and len(served) == fake.settings.output_bytes
     assert progress[-1] == (len(served), len(served))
     assert fake.cdn_auth_headers == []
-    assert _names(tmp_path) == ["out.mp4"]
+    assert names(tmp_path) == ["out.mp4"]
 
 
 async def test_a_truncated_body_is_fetched_again_whole(client: ViggleClient, fake: FakeViggle,
@@ -49,7 +47,7 @@ async def test_a_truncated_body_is_fetched_again_whole(client: ViggleClient, fak
         dest = await client.download(url, tmp_path / "out.mp4")
     assert dest.stat().st_size == fake.settings.output_bytes
     assert fake.observations.cdn_downloads == 3  # two cut short, then one whole
-    assert _names(tmp_path) == ["out.mp4"]
+    assert names(tmp_path) == ["out.mp4"]
     assert fake.cdn_auth_headers == []
 
 
@@ -63,7 +61,7 @@ async def test_every_attempt_truncated_leaves_no_file(client: ViggleClient, fake
             await client.download(url, tmp_path / "out.mp4",
                                   retry=RetryPolicy(max_attempts=3))
     assert "still on the server" in str(info.value)
-    assert _names(tmp_path) == []  # neither the file nor a temp file beside it
+    assert names(tmp_path) == []  # neither the file nor a temp file beside it
     # The next download is whole.
     dest = await client.download(url, tmp_path / "out.mp4")
     assert dest.stat().st_size == fake.settings.output_bytes
@@ -81,7 +79,7 @@ async def test_failed_download_keeps_an_existing_file(client: ViggleClient, fake
         with pytest.raises(DownloadError):
             await client.download(url, dest, retry=RetryPolicy(max_attempts=2))
     assert dest.read_bytes() == b"previous"
-    assert _names(tmp_path) == ["out.mp4"]
+    assert names(tmp_path) == ["out.mp4"]
 
 
 async def test_error_status_raises_and_leaves_no_file(client: ViggleClient, fake: FakeViggle,
@@ -92,7 +90,7 @@ async def test_error_status_raises_and_leaves_no_file(client: ViggleClient, fake
             await client.download(f"{fake.cdn_base_url}/outputs/job_x/output.mp4?sig=SECRET",
                                   tmp_path / "o.mp4", retry=RetryPolicy(max_attempts=2))
     assert "SECRET" not in str(info.value)  # signed URLs carry credentials in the query
-    assert _names(tmp_path) == []
+    assert names(tmp_path) == []
 
 
 @pytest.mark.parametrize("url", ["ftp://cdn.example.com/o.mp4", "file:///etc/passwd",
@@ -102,7 +100,7 @@ async def test_non_http_urls_are_refused(client: ViggleClient, fake: FakeViggle,
     with pytest.raises(InvalidInputError) as info:
         await client.download(url, tmp_path / "o.mp4")
     assert info.value.field == "url"
-    assert _names(tmp_path) == []
+    assert names(tmp_path) == []
 
 
 async def test_a_cdn_that_compresses_anyway_still_gives_the_whole_file(
@@ -121,17 +119,8 @@ async def test_a_cdn_that_compresses_anyway_still_gives_the_whole_file(
         return web.Response(body=gzip.compress(body), content_type="video/mp4",
                             headers={"Content-Encoding": "gzip"})
 
-    app = web.Application()
-    app.router.add_get("/out.mp4", serve)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        port = runner.addresses[0][1]
-        dest = await client.download(f"http://127.0.0.1:{port}/out.mp4", tmp_path / "o.mp4")
-    finally:
-        await runner.cleanup()
+    async with loophelp.serve(serve, "GET") as url:
+        dest = await client.download(f"{url}/out.mp4", tmp_path / "o.mp4")
     assert seen == ["identity"]
     assert dest.read_bytes() == body
-    assert _names(tmp_path) == ["o.mp4"]
+    assert names(tmp_path) == ["o.mp4"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import attrs
 import pytest
 from aiohttp import web
-from loophelp import serve
+from loophelp import names, serve
 
 from viggle_async import DownloadError, RetryPolicy, ViggleClient
 
@@ -98,10 +98,6 @@ async def client(cdn: CDN) -> AsyncIterator[ViggleClient]:
         yield c
 
 
-def _names(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir())
-
-
 def _same(path: Path, body: bytes = BODY) -> bool:
     return hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(body).digest()
 
@@ -118,7 +114,7 @@ async def test_a_burst_of_server_errors_then_the_file(client: ViggleClient, cdn:
     dest = await client.download(cdn.url(), tmp_path / "out.mp4", retry=FAST)
     assert _same(dest)
     assert [h.status for h in cdn.hits] == [*burst, 200]
-    assert _names(tmp_path) == ["out.mp4"] and _no_auth(cdn)
+    assert names(tmp_path) == ["out.mp4"] and _no_auth(cdn)
 
 
 async def test_retry_after_is_honoured(cdn: CDN, tmp_path: Path) -> None:
@@ -170,7 +166,7 @@ async def test_an_expired_url_without_refresh_fails_at_once_with_a_hint(
     text = str(info.value)
     assert "still on the server" in text and "viggle-async download job_42" in text
     assert "SECRET" not in text and len(cdn.hits) == 1
-    assert _names(tmp_path) == []
+    assert names(tmp_path) == []
 
 
 async def test_giving_up_leaves_no_file_and_says_how_to_fetch_it_again(
@@ -180,7 +176,7 @@ async def test_giving_up_leaves_no_file_and_says_how_to_fetch_it_again(
         await client.download(cdn.url(), tmp_path / "out.mp4",
                               retry=RetryPolicy(max_attempts=3, base=0.001, cap=0.001))
     assert "still on the server" in str(info.value)
-    assert _names(tmp_path) == [] and len(cdn.hits) == 3
+    assert names(tmp_path) == [] and len(cdn.hits) == 3
 
 
 async def test_a_dropped_body_resumes_with_range_and_if_range(client: ViggleClient, cdn: CDN,
@@ -194,7 +190,7 @@ async def test_a_dropped_body_resumes_with_range_and_if_range(client: ViggleClie
     assert 0 < offset <= len(BODY) // 2 and second.headers["If-Range"] == ETAG
     assert second.status == 206
     assert cdn.sent < 2 * len(BODY)  # the first half was not fetched twice
-    assert _names(tmp_path) == ["out.mp4"] and _no_auth(cdn)
+    assert names(tmp_path) == ["out.mp4"] and _no_auth(cdn)
 
 
 async def test_resumes_several_times_in_a_row(client: ViggleClient, cdn: CDN,
@@ -317,7 +313,7 @@ async def test_download_render_without_that_output_is_a_local_error(
                                                      trust_env=False) as client:
         with pytest.raises(InvalidInputError) as info:
             await client.download_render("j", tmp_path / "r.mp4", mask=True)
-    assert info.value.field == field and _names(tmp_path) == []
+    assert info.value.field == field and names(tmp_path) == []
 
 
 class _app:  # used like a function: ``async with _app(handler) as base_url``

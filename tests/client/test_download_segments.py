@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from loophelp import serve
+from loophelp import names, serve
 
 from viggle_async import InvalidInputError, RetryPolicy, ViggleClient
 
@@ -74,10 +74,6 @@ async def client(cdn: RangeCDN) -> AsyncIterator[ViggleClient]:
         yield c
 
 
-def _names(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir())
-
-
 def _sha(path: Path) -> bytes:
     return hashlib.sha256(path.read_bytes()).digest()
 
@@ -97,7 +93,7 @@ async def test_four_segments_fetch_disjoint_ranges(client: ViggleClient, cdn: Ra
     assert sorted(r for r in cdn.ranges[1:] if r) == sorted(
         f"bytes={b[i]}-{b[i + 1] - 1}" for i in range(1, 4))
     assert progress[-1] == (len(BODY), len(BODY))
-    assert _names(tmp_path) == ["o.mp4"]
+    assert names(tmp_path) == ["o.mp4"]
 
 
 async def test_a_dropped_segment_resumes_only_itself(client: ViggleClient, cdn: RangeCDN,
@@ -119,7 +115,7 @@ async def test_a_cdn_that_ignores_ranges_falls_back_to_one_connection(
     dest = await client.download(f"{cdn.base_url}/o.mp4", tmp_path / "o.mp4", segments=4,
                                  retry=FAST)
     assert _sha(dest) == hashlib.sha256(BODY).digest()
-    assert _names(tmp_path) == ["o.mp4"]
+    assert names(tmp_path) == ["o.mp4"]
 
 
 async def test_small_files_use_one_connection(client: ViggleClient, cdn: RangeCDN,

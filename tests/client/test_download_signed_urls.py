@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import loophelp
 import pytest
 from aiohttp import web
 
@@ -38,15 +39,8 @@ async def cdn() -> AsyncIterator[tuple[str, list[str]]]:
             return web.Response(status=302, headers={"Location": SIGNED[0]})
         return web.Response(body=BODY, content_type="video/mp4")
 
-    app = web.Application()
-    app.router.add_route("GET", "/{tail:.*}", serve)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}", seen
-    finally:
-        await runner.cleanup()
+    async with loophelp.serve(serve, "GET") as url:
+        yield url, seen
 
 
 @pytest.mark.parametrize("target", SIGNED)

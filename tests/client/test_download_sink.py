@@ -14,6 +14,7 @@ from pathlib import Path
 import anyio
 import attrs
 import pytest
+from loophelp import names
 
 from viggle_async import DownloadError, RetryPolicy, TransportError
 from viggle_async._download import download_to
@@ -69,10 +70,6 @@ class MemoryTransport:
         return self._open(url, headers)
 
 
-def _names(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir())
-
-
 async def _download(transport: MemoryTransport, dest: Path, clock: ManualClock) -> int:
     return await download_to(transport, "https://cdn.example/o.mp4", dest,  # type: ignore[arg-type]
                              retry=POLICY, clock=clock, rand=lambda: 0.5,
@@ -89,7 +86,7 @@ async def test_any_transport_downloads_and_resumes(tmp_path: Path) -> None:
     ranges = [r.get("Range") for r in transport.requests]
     assert ranges == [None, "bytes=2000000-", "bytes=3000000-"]
     assert all("Authorization" not in r for r in transport.requests)
-    assert _names(tmp_path) == ["o.mp4"]
+    assert names(tmp_path) == ["o.mp4"]
 
 
 async def test_a_cancelled_download_leaves_no_temporary_file(tmp_path: Path) -> None:
@@ -100,9 +97,9 @@ async def test_a_cancelled_download_leaves_no_temporary_file(tmp_path: Path) -> 
         tg.start_soon(_download, transport, tmp_path / "o.mp4", clock)
         await transport.blocked.wait()
         await anyio.wait_all_tasks_blocked()
-        assert len(_names(tmp_path)) == 1  # the temporary file, mid-download
+        assert len(names(tmp_path)) == 1  # the temporary file, mid-download
         tg.cancel_scope.cancel()
-    assert _names(tmp_path) == []
+    assert names(tmp_path) == []
 
 
 async def test_a_disk_error_is_reported_not_retried(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from viggle_async import (
 from viggle_async.testing import FakeViggle, ManualClock, make_mp4, make_png
 
 if TYPE_CHECKING:
-    from tests.client.conftest import Media
+    from loophelp import Media
 
 OUTPUT = 64 * 1024  # FakeSettings.output_bytes
 

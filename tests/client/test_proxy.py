@@ -13,11 +13,12 @@ from pathlib import Path
 
 import aiohttp
 import attrs
+import loophelp
 import pytest
 import trustme
 from aiohttp import web
+from loophelp import Scripted
 
-from tests.client.conftest import Scripted
 from viggle_async import ConfigurationError, ViggleClient
 
 VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "REQUEST_METHOD")
@@ -103,15 +104,8 @@ async def cdn() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
         seen.append(dict(request.headers))
         return web.Response(body=BODY, content_type="video/mp4")
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", serve)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}", seen
-    finally:
-        await runner.cleanup()
+    async with loophelp.serve(serve, "GET") as url:
+        yield url, seen
 
 
 CREDITS = (200, {"balance": 5})
@@ -222,15 +216,8 @@ async def tls_cdn(ca: trustme.CA) -> AsyncIterator[str]:
 
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", serve)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx).start()
-    try:
-        yield f"https://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    async with loophelp.serve(serve, "GET", tls=server_ctx) as url:
+        yield url
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from viggle_async import ViggleClient
 from viggle_async.testing import make_jpeg, make_mp4, make_png, make_webp
 
 if TYPE_CHECKING:
-    from tests.client.conftest import Scripted, Seen
+    from loophelp import Scripted, Seen
 
 KEY = "sk-requests"
 JOB = {"job_id": "job_1", "status": "queued"}

@@ -30,7 +30,7 @@ from viggle_async._transport import AiohttpTransport
 from viggle_async.testing import FakeViggle, ManualClock, make_mp4, make_png, write_mp4
 
 if TYPE_CHECKING:
-    from tests.client.conftest import Scripted
+    from loophelp import Scripted
 
 JOB = {"job_id": "job_1", "status": "queued"}
 URLS = {"ref_image_url": "https://e.com/a.png", "driving_video_url": "https://e.com/b.mp4"}

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import anyio
+import loophelp
 import pytest
 from aiohttp import web
 
@@ -47,16 +48,9 @@ class Server:
 @pytest.fixture
 async def server() -> AsyncIterator[Server]:
     srv = Server()
-    app = web.Application(client_max_size=64 * 2**20)
-    app.router.add_post("/api/render", srv.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    srv.base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
+    async with loophelp.serve(srv.handle, "POST", client_max_size=64 * 2**20) as url:
+        srv.base_url = url
         yield srv
-    finally:
-        await runner.cleanup()
 
 
 def _shrink(path: Path) -> None:

@@ -20,6 +20,7 @@ import attrs
 import psutil  # type: ignore[import-untyped]
 import pytest
 from aiohttp import web
+from relhelp import serve
 
 from viggle_async import (
     Event,
@@ -190,15 +191,8 @@ async def answers_429_early(slow_thread_open: Gate) -> AsyncIterator[str]:
         return web.json_response({"detail": "Rate limit exceeded"}, status=429,
                                  headers={"Retry-After": "1"})
 
-    app = web.Application()
-    app.router.add_post("/api/render", create)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    async with serve(create, "POST", shutdown_timeout=0.1) as url:
+        yield url
 
 
 async def test_upload_answered_before_its_body_leaks_no_file(

@@ -23,6 +23,7 @@ import anyio
 import attrs
 import pytest
 from aiohttp import web
+from relhelp import serve
 
 from viggle_async import (
     AuthenticationError,
@@ -193,21 +194,8 @@ async def recorder() -> AsyncIterator[Recorder]:
             return web.Response(body=b"video bytes", content_type="video/mp4")
         return web.json_response({"balance": 1, "job_id": "j", "status": "queued"})
 
-    runners = []
-    for handler in (redirect, land):
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handler)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        runners.append(runner)
-    rec.origin = f"http://127.0.0.1:{runners[0].addresses[0][1]}"
-    rec.elsewhere = f"http://127.0.0.1:{runners[1].addresses[0][1]}"
-    try:
+    async with serve(redirect) as rec.origin, serve(land) as rec.elsewhere:
         yield rec
-    finally:
-        for runner in runners:
-            await runner.cleanup()
 
 
 Call = Callable[[ViggleClient], Awaitable[object]]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from suphelp import RENDER_KW
+from suphelp import RENDER_KW, serve_routes
 
 from viggle_async import MemoryJournal, Supervisor, ViggleClient
 from viggle_async.testing import ManualClock
@@ -39,17 +39,10 @@ class Gateway:
 @pytest.fixture
 async def gateway() -> AsyncIterator[Gateway]:
     gw = Gateway()
-    app = web.Application()
-    for path in ("/api/render", "/api/characters/preprocess", "/api/scenes/preprocess"):
-        app.router.add_post(path, gw.create)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    gw.base_url = f"http://127.0.0.1:{port}"
-    yield gw
-    await runner.cleanup()
+    async with serve_routes(*(("POST", path, gw.create) for path in (
+            "/api/render", "/api/characters/preprocess", "/api/scenes/preprocess"))) as url:
+        gw.base_url = url
+        yield gw
 
 
 NOT_A_REFUSAL = [

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
-from suphelp import RENDER_KW
+from suphelp import RENDER_KW, serve_routes
 
 from viggle_async import (
     CharacterHandle,
@@ -185,27 +185,18 @@ async def test_an_asset_whose_wait_fails_is_resumed_not_paid_for_again(
                                 content_type="text/html")
         return web.json_response({"id": "char_1", "name": "Alice", "status": "ready"})
 
-    app = web.Application()
-    app.router.add_post("/api/characters/preprocess", create)
-    app.router.add_get("/api/characters/{character_id}", get)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     journal = MemoryJournal()
-    try:
-        async with ViggleClient("sk-test", base_url=f"http://127.0.0.1:{port}", clock=clock,
-                                retry=RetryPolicy(max_attempts=1)) as client:
-            outcomes = []
-            for _ in range(2):
-                async with clock.autojump(), Supervisor(client, journal=journal,
-                                                        **RENDER_KW) as sup:
-                    handle = sup.character(key="alice", name="Alice", image=png)
-                outcomes.append(handle.outcome)
-                state["outage"] = False
-    finally:
-        await runner.cleanup()
+    async with (serve_routes(("POST", "/api/characters/preprocess", create),
+                             ("GET", "/api/characters/{character_id}", get)) as url,
+                ViggleClient("sk-test", base_url=url, clock=clock,
+                             retry=RetryPolicy(max_attempts=1)) as client):
+        outcomes = []
+        for _ in range(2):
+            async with clock.autojump(), Supervisor(client, journal=journal,
+                                                    **RENDER_KW) as sup:
+                handle = sup.character(key="alice", name="Alice", image=png)
+            outcomes.append(handle.outcome)
+            state["outage"] = False
     first, second = outcomes
     assert first.state == "failed" and first.asset_id == "char_1"
     assert "rerun resumes it" in (first.error or "")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from suphelp import RENDER_KW
+from suphelp import RENDER_KW, serve_routes
 
 from viggle_async import MemoryJournal, Supervisor, ViggleClient
 from viggle_async.testing import ManualClock
@@ -69,18 +69,11 @@ class Api:
 @pytest.fixture
 async def api() -> AsyncIterator[Api]:
     state = Api()
-    app = web.Application()
-    app.router.add_post("/api/render", state.create)
-    app.router.add_get("/api/render/{job_id}", state.status)
-    app.router.add_get("/cdn/{name}", state.download)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    state.base_url = f"http://127.0.0.1:{port}"
-    yield state
-    await runner.cleanup()
+    async with serve_routes(("POST", "/api/render", state.create),
+                            ("GET", "/api/render/{job_id}", state.status),
+                            ("GET", "/cdn/{name}", state.download)) as url:
+        state.base_url = url
+        yield state
 
 
 @pytest.mark.parametrize("expired_status", [403, 404, 410])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from suphelp import RENDER_KW
+from suphelp import RENDER_KW, serve_routes
 
 from viggle_async import RetryPolicy, Supervisor, ViggleClient
 from viggle_async.testing import ManualClock
@@ -42,17 +42,10 @@ class Api:
 @pytest.fixture
 async def api(clock: ManualClock) -> AsyncIterator[Api]:
     state = Api(clock)
-    app = web.Application()
-    app.router.add_post("/api/render", state.create)
-    app.router.add_get("/api/render/{job_id}", state.status)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    state.base_url = f"http://127.0.0.1:{port}"
-    yield state
-    await runner.cleanup()
+    async with serve_routes(("POST", "/api/render", state.create),
+                            ("GET", "/api/render/{job_id}", state.status)) as url:
+        state.base_url = url
+        yield state
 
 
 @pytest.mark.parametrize("code", [
