@@ -25,11 +25,19 @@ def taken_port() -> Iterator[int]:
         yield s.getsockname()[1]
 
 
+# Both entry points take the same options and say the same.
+TESTING_MAIN = "import sys\nfrom viggle_async.testing.__main__ import main\nsys.exit(main())"
+
+
 @pytest.mark.parametrize("flag", ["--port", "--cdn-port"])
+@pytest.mark.parametrize("entry", ["viggle-async fake-server", "python -m viggle_async.testing"])
 async def test_fake_server_on_a_taken_port_names_the_option_and_the_fix(
-        flag: str, taken_port: int, tmp_path: Path) -> None:
-    code, out, err = await viggle_process(
-        {"PATH": "", "XDG_CACHE_HOME": str(tmp_path)}, "fake-server", flag, str(taken_port))
+        flag: str, entry: str, taken_port: int, tmp_path: Path) -> None:
+    env = {"PATH": "", "XDG_CACHE_HOME": str(tmp_path)}
+    if entry.endswith("fake-server"):
+        code, out, err = await viggle_process(env, "fake-server", flag, str(taken_port))
+    else:
+        code, out, err = await viggle_process(env, flag, str(taken_port), script=TESTING_MAIN)
     assert code == 2, err
     assert out == ""
     assert err == (f"error: {flag} {taken_port}: 127.0.0.1:{taken_port} is already in use "

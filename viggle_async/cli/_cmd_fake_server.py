@@ -4,13 +4,12 @@ Ctrl-C / SIGTERM. Runs ``FakeViggle`` directly (no second parser)."""
 from __future__ import annotations
 
 import argparse
-import errno
 import signal
 
 import anyio
 
 from ..testing import FakeViggle
-from ..testing.__main__ import add_server_options, faults_from, settings_from
+from ..testing.__main__ import add_server_options, bind_problem, faults_from, settings_from
 from ._common import EXIT_OK, CliError, Command, Ctx
 
 __all__ = ["COMMAND"]
@@ -47,9 +46,7 @@ async def run(ctx: Ctx) -> int:
         try:
             await fake.start()
         except OSError as exc:
-            # The API binds first: with its URL set, the CDN's port is the one that failed.
-            raise _bind_error(*(("--cdn-port", args.cdn_port) if fake.base_url
-                                else ("--port", args.port)), exc) from None
+            raise CliError(bind_problem(args, fake, exc)) from None
         try:
             ctx.out.emit({"event": "listening", "base_url": fake.base_url,
                           "cdn_base_url": fake.cdn_base_url, "api_key": fake.api_key},
@@ -65,18 +62,6 @@ async def run(ctx: Ctx) -> int:
         finally:
             await fake.close()
     return EXIT_OK
-
-
-def _bind_error(flag: str, port: int, exc: OSError) -> CliError:
-    """One line naming the option and the fix, for a port the server cannot listen on."""
-    if exc.errno == errno.EADDRINUSE:
-        why = "is already in use (another fake-server or program listens there)"
-    elif exc.errno == errno.EACCES:
-        why = "needs privileges (ports below 1024 are reserved)"
-    else:
-        why = f"cannot be listened on ({exc.strerror or exc})"
-    return CliError(f"{flag} {port}: 127.0.0.1:{port} {why}. Fix: pass another {flag}, or "
-                    f"{flag} 0 for any free port")
 
 
 COMMAND = Command("fake-server", "run the fake Viggle API on loopback for local development",

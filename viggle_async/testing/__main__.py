@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import signal
 import sys
@@ -110,20 +111,41 @@ def faults_from(pairs: Sequence[str]) -> Faults:
     return Faults(**values)
 
 
-async def _serve(args: argparse.Namespace) -> None:
+async def _serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     faults = faults_from(args.fault)
-    async with FakeViggle(
-        settings, faults=faults, port=args.port, cdn_port=args.cdn_port
-    ) as fake:
+    fake = FakeViggle(settings, faults=faults, port=args.port, cdn_port=args.cdn_port)
+    try:
+        await fake.start()
+    except OSError as exc:
+        print(f"error: {bind_problem(args, fake, exc)}", file=sys.stderr)
+        return 2
+    try:
         print(f"base_url={fake.base_url}", flush=True)
         print(f"cdn_base_url={fake.cdn_base_url}", flush=True)
         print(f"api_key={fake.api_key}", flush=True)
         await stop.wait()
+    finally:
+        await fake.close()
+    return 0
+
+
+def bind_problem(args: argparse.Namespace, fake: FakeViggle, exc: OSError) -> str:
+    """One line for a port ``fake.start()`` could not listen on, naming the option and the
+    fix. The API binds first: with its URL set, the CDN's port is the one that failed."""
+    flag, port = ("--cdn-port", args.cdn_port) if fake.base_url else ("--port", args.port)
+    if exc.errno == errno.EADDRINUSE:
+        why = "is already in use (another fake-server or program listens there)"
+    elif exc.errno == errno.EACCES:
+        why = "needs privileges (ports below 1024 are reserved)"
+    else:
+        why = f"cannot be listened on ({exc.strerror or exc})"
+    return (f"{flag} {port}: 127.0.0.1:{port} {why}. Fix: pass another {flag}, or {flag} 0 "
+            "for any free port")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -133,8 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2  # a usage error, as argparse's own
-    asyncio.run(_serve(args))
-    return 0
+    return asyncio.run(_serve(args))
 
 
 if __name__ == "__main__":
