@@ -127,3 +127,25 @@ def test_an_outcome_cannot_claim_a_download_it_did_not_make(state: str) -> None:
         with pytest.raises(ValueError, match="download_error"):
             Outcome("k", "render", state, download_error="CDN 503")  # type: ignore[arg-type]
     assert not Outcome("k", "character", state).downloaded  # type: ignore[arg-type]
+
+
+async def test_with_reuse_assets_a_render_skipped_from_the_journal_is_downloaded(
+    clock: ManualClock, fake: FakeViggle, client: ViggleClient, png: Path,
+    videos: dict[int, Path], tmp_path: Path,
+) -> None:
+    """``reuse_assets`` settles renders finished in an earlier run before planning; the same
+    truth holds there: downloaded with its file, not without one."""
+    journal = MemoryJournal()
+    saved, unsaved = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    for run in range(2):
+        async with clock.autojump(), Supervisor(client, journal=journal, reuse_assets=True,
+                                                **RENDER_KW) as sup:
+            handles = [sup.render(key=dest.stem, ref_image=png, driving_video=videos[1],
+                                  output=dest) for dest in (saved, unsaved)]
+        if run == 0:
+            assert [h.outcome.downloaded for h in handles] == [True, True]
+            unsaved.unlink()  # gone before the rerun: fetched again, not "skipped"
+    first, second = (h.outcome for h in handles)
+    assert first.state == "skipped" and first.downloaded and first.outputs == (saved,)
+    assert second.state == "complete" and second.downloaded and unsaved.exists()
+    assert len([c for c in fake.creates if c.kind == "render"]) == 2  # resumed, not re-sent
