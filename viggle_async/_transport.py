@@ -324,9 +324,17 @@ class _Streamed:
         loop = asyncio.get_running_loop()
         clock = loop.time
         watch = _ReadWatch(loop, content, self._read)
+        read = content.readchunk
         try:
-            # Each chunk is what one socket read brought (up to 256 KiB), handed on as is.
-            while chunk := await content.readany():
+            # One socket read's bytes at a time (up to 256 KiB), handed on as they are:
+            # readany would join everything buffered (a copy whenever the reader is
+            # behind); readchunk pops one buffer, joining only inside an HTTP chunk.
+            while True:
+                chunk, boundary = await read()
+                if not chunk:
+                    if boundary:
+                        continue  # the end of an HTTP chunk, not of the body
+                    break
                 watch.since = None
                 yield chunk
                 watch.since = clock()

@@ -26,7 +26,8 @@ READ = 0.25  # seconds without a byte that end an attempt
 class QuietCDN:
     """Serves ``BODY`` (Range with If-Range). ``plan`` shapes each answer in turn:
     "quiet" (half the body, then nothing), "dribble" (eight pieces, READ * 0.4 s apart),
-    "mute" (no headers at all); then whole answers."""
+    "mute" (no headers at all), "chunked" (no length: chunked transfer encoding, in
+    uneven pieces); then whole answers."""
 
     def __init__(self) -> None:
         self.plan: list[str] = []
@@ -48,13 +49,22 @@ class QuietCDN:
             headers["Content-Range"] = f"bytes {start}-{len(BODY) - 1}/{len(BODY)}"
         data = BODY[start:]
         resp = web.StreamResponse(status=status, headers=headers)
-        resp.content_length = len(data)
+        if step == "chunked":
+            resp.enable_chunked_encoding()
+        else:
+            resp.content_length = len(data)
         await resp.prepare(request)
         if step == "quiet":
             await resp.write(data[:HALF])
             await self.release.wait()
             return resp
-        if step == "dribble":
+        if step == "chunked":
+            pos = 0
+            for size in (1, 70_000, 300_000, 5, 1_000_000):
+                await resp.write(data[pos:pos + size])
+                pos += size
+            await resp.write(data[pos:])
+        elif step == "dribble":
             piece = -(-len(data) // 8)
             for pos in range(0, len(data), piece):
                 await resp.write(data[pos:pos + piece])
@@ -115,3 +125,13 @@ async def test_a_slow_but_steady_body_is_not_cut(client: ViggleClient, cdn: Quie
     dest = await client.download(f"{cdn.base_url}/o.mp4", tmp_path / "o.mp4", retry=FAST)
     assert dest.read_bytes() == BODY
     assert cdn.ranges == [None]
+
+
+async def test_a_chunked_body_without_a_length_arrives_whole(
+        client: ViggleClient, cdn: QuietCDN, tmp_path: Path) -> None:
+    cdn.plan = ["chunked"]
+    progress: list[tuple[int, int | None]] = []
+    dest = await client.download(f"{cdn.base_url}/o.mp4", tmp_path / "o.mp4", retry=FAST,
+                                 on_progress=lambda n, t: progress.append((n, t)))
+    assert dest.read_bytes() == BODY
+    assert progress[-1] == (len(BODY), None)  # no length announced
