@@ -16,8 +16,8 @@ to the CDN; docs/api/open-questions.md#retention: signed output URLs are reporte
 - Bytes go to a temporary file beside ``dest``, each chunk written where it arrives
   (``os.pwrite`` into the page cache, no batching, no copy), checked against the total
   length, fsynced once in a worker thread, then renamed over ``dest``. Should the disk
-  push back (a write that blocks, as writeback throttling does), the rest goes through a
-  writer thread fed by a bounded queue, so the event loop never stalls on the disk again.
+  push back (writes that block, as writeback throttling does), the rest goes through a
+  writer thread fed by a bounded queue, so the event loop stops waiting on the disk.
   A failed or cancelled download leaves no file behind, and an existing ``dest``
   untouched.
 
@@ -274,8 +274,10 @@ async def _segmented(transport: Transport, url: str, first: StreamedResponse, si
     reported = [0]  # bytes written, over every segment, at the last progress event
 
     def report(force: bool = False) -> None:
+        if on_progress is None:
+            return
         got = sum(d - b for d, b in zip(done, bounds, strict=False))
-        if on_progress is not None and (force or got - reported[0] >= _PROGRESS_STEP):
+        if force or got - reported[0] >= _PROGRESS_STEP:
             reported[0] = got
             on_progress(got, total)
 
@@ -405,6 +407,7 @@ def _gave_up(url: str, attempts: int, problem: str, job_id: str | None) -> Downl
 
 _Item = tuple[int, bytes] | int | None  # (offset, chunk), a size to truncate to, the end
 
+
 def _seek_write(fd: int, data: bytes | memoryview, offset: int) -> int:
     os.lseek(fd, offset, os.SEEK_SET)
     return os.write(fd, data)
@@ -446,11 +449,6 @@ class _Sink:
         self._error: OSError | None = None
         self._aborted = False
         self._closed = False
-
-    @property
-    def threaded(self) -> bool:
-        """True once writes go through the writer thread."""
-        return self._thread is not None
 
     def write(self, chunk: bytes, offset: int) -> bool:
         """Write ``chunk`` at byte ``offset`` (or queue it for the writer thread); False
