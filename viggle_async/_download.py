@@ -73,7 +73,7 @@ _MIN_SEGMENT = 4 * 1024 * 1024  # bytes: smaller files are not worth more connec
 # would not help.
 _SLOW_WRITE = 0.01  # seconds
 _SLOW_WINDOW = 1.0  # seconds
-_QUEUED = 16  # chunks (<= 256 KiB each from aiohttp) queued for the writer thread
+_QUEUED = 16  # chunks (one socket read each, <= 256 KiB) queued for the writer thread
 _RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 _REFRESH_STATUSES = frozenset({403, 404, 410})
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
