@@ -106,7 +106,8 @@ async def download_to(transport: Transport, url: str, dest: Path, *, retry: Retr
 
     ``refresh`` (async, returns a fresh URL) is awaited after a 403, 404 or 410.
     ``on_progress(received, total)`` reports bytes (total None when unknown; received
-    goes back to 0 when a download has to restart). ``on_retry(attempt, delay_s,
+    goes back to 0 when a download has to restart): each time another MiB is written,
+    when an attempt ends, and at the end. ``on_retry(attempt, delay_s,
     cause)`` is called before each backoff sleep. Raises DownloadError when every
     attempt failed or the CDN refused for good; its message says the output is still on
     the server and how to fetch it again (``job_id`` names the render in that hint).
