@@ -143,7 +143,9 @@ def run(ctx: Context) -> Outcome:
              f"(user {split('library', 'cpu_user'):.2f} s vs "
              f"{split('aiohttp_fsync', 'cpu_user'):.2f} s, system "
              f"{split('library', 'cpu_sys'):.2f} s vs {split('aiohttp_fsync', 'cpu_sys'):.2f} "
-             f"s per GiB); writes moved to the writer thread (blocked writes) in {threaded} "
+             f"s per GiB; minor page faults {split('library', 'page_faults'):,.0f} vs "
+             f"{split('aiohttp_fsync', 'page_faults'):,.0f} per GiB); writes moved to the "
+             f"writer thread (blocked writes) in {threaded} "
              f"of {len(per_run['library'])} library runs; load average "
              f"{median([r['loadavg'] for rs in per_run.values() for r in rs]):.1f}")
     figures = [
