@@ -380,6 +380,7 @@ class AiohttpTransport:
         # ``read`` between bytes from _ReadWatch (cheaper than sock_read per chunk).
         self._download_timeout = aiohttp.ClientTimeout(
             total=None, connect=t.connect, sock_connect=t.connect, sock_read=None)
+        self._download_headers_s = t.connect + t.read if t.read > 0 else None  # 0: no limit
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -515,7 +516,7 @@ class AiohttpTransport:
         for _hop in range(_MAX_REDIRECTS + 1):
             target = _raw_url(url)
             try:
-                with anyio.fail_after(self._timeouts.connect + self._timeouts.read):
+                with anyio.fail_after(self._download_headers_s):
                     resp = await session.get(
                         target, headers=headers, timeout=self._download_timeout,
                         proxy=self._proxies.for_url(target), allow_redirects=False,

@@ -135,3 +135,14 @@ async def test_a_chunked_body_without_a_length_arrives_whole(
                                  on_progress=lambda n, t: progress.append((n, t)))
     assert dest.read_bytes() == BODY
     assert progress[-1] == (len(BODY), None)  # no length announced
+
+
+async def test_a_read_timeout_of_zero_means_no_limit(cdn: QuietCDN, tmp_path: Path) -> None:
+    # As with aiohttp's own sock_read: 0 switches the read timeout off, not on at once.
+    cdn.plan = ["dribble"]
+    async with ViggleClient("k", base_url=cdn.base_url, trust_env=False,
+                            timeouts=Timeouts(connect=READ, read=0)) as client:
+        dest = await client.download(f"{cdn.base_url}/o.mp4", tmp_path / "o.mp4",
+                                     retry=FAST)
+    assert dest.read_bytes() == BODY
+    assert cdn.ranges == [None]
