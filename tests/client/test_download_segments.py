@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import anyio
 import pytest
 from aiohttp import web
 from loophelp import serve
@@ -163,3 +164,15 @@ async def test_segments_through_the_writer_thread(cdn: RangeCDN, tmp_path: Path,
         await transport.aclose()
     assert size == len(BODY) and _sha(tmp_path / "o.mp4") == hashlib.sha256(BODY).digest()
     assert _names(tmp_path) == ["o.mp4"]
+
+
+async def test_a_cancelled_segmented_download_leaves_the_old_file_alone(
+        client: ViggleClient, cdn: RangeCDN, tmp_path: Path) -> None:
+    (tmp_path / "o.mp4").write_bytes(b"the old file")
+    with anyio.CancelScope() as scope:
+        # Cancelled at the first progress event (1 MiB in): the segments are under way.
+        await client.download(f"{cdn.base_url}/o.mp4", tmp_path / "o.mp4", segments=4,
+                              retry=FAST, on_progress=lambda n, t: scope.cancel())
+    assert scope.cancelled_caught
+    assert _names(tmp_path) == ["o.mp4"]
+    assert (tmp_path / "o.mp4").read_bytes() == b"the old file"
