@@ -235,9 +235,9 @@ def _split(u0: tuple[float, float, int]) -> dict[str, float]:
 
 
 class _WriterThreadSeen(logging.Handler):
-    """Notes the library's switch to its writer thread (writes that blocked: a disk slower
-    than the network, or a loop preempted mid-write on a loaded machine), which costs CPU;
-    the table says in how many runs it happened."""
+    """Notes the library's switch to its writer thread (writes that blocked asleep in the
+    kernel: a disk slower than the network), which costs CPU; the table says in how many
+    runs it happened."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)

@@ -65,14 +65,32 @@ _PART = ".part"
 _PROGRESS_STEP = 1024 * 1024  # bytes between progress events (a progress bar's resolution)
 _MIN_SEGMENT = 4 * 1024 * 1024  # bytes: smaller files are not worth more connections
 # A write into the page cache takes tens of microseconds (256 KiB: median 60 us, p99
-# 160 us, none of 8,000 over 10 ms on the benchmark machine at load 3). Two writes that
-# each block this long within _SLOW_WINDOW mean the kernel is throttling writeback (the
-# disk is slower than the network; it pauses every few writes then): from there on a
-# writer thread takes the writes, so the event loop does not wait on the disk again.
-# A single slow write is more likely a preemption on a busy machine, which the thread
-# would not help.
+# 160 us on the benchmark machine). One that takes _SLOW_WRITE or more was either
+# preempted (a busy machine: several per GiB at load 3-5, all involuntary switches) or
+# put to sleep by the kernel (writeback throttling when the disk is slower than the
+# network, a filesystem journal). Only the second is the disk, and only a thread helps
+# there: so a slow write opens a _SLOW_WINDOW during which each write is bracketed by
+# the thread's count of voluntary context switches, and a slow write that slept moves
+# all later writes to the writer thread.
 _SLOW_WRITE = 0.01  # seconds
 _SLOW_WINDOW = 1.0  # seconds
+
+
+try:
+    import resource
+
+    _RUSAGE_THREAD: int | None = resource.RUSAGE_THREAD  # Linux only
+except (ImportError, AttributeError):  # elsewhere: a write that stays slow is enough
+    _RUSAGE_THREAD = None
+
+
+def _thread_sleeps() -> int:
+    """How many times this thread has slept in the kernel (voluntary context switches)."""
+    assert _RUSAGE_THREAD is not None
+    return resource.getrusage(_RUSAGE_THREAD).ru_nvcsw
+
+
+_SLEEPS: Callable[[], int] | None = _thread_sleeps if _RUSAGE_THREAD is not None else None
 _QUEUED = 16  # chunks (one socket read each, <= 256 KiB) queued for the writer thread
 _RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 _REFRESH_STATUSES = frozenset({403, 404, 410})
@@ -96,7 +114,8 @@ async def download_to(transport: Transport, url: str, dest: Path, *, retry: Retr
                       refresh: Refresh | None = None, on_progress: Progress | None = None,
                       on_retry: OnRetry | None = None, job_id: str | None = None,
                       segments: int = 1,
-                      write_timer: Callable[[], float] = time.perf_counter) -> int:
+                      write_timer: Callable[[], float] = time.perf_counter,
+                      write_sleeps: Callable[[], int] | None = _SLEEPS) -> int:
     """Download ``url`` to ``dest``; returns the file's size in bytes.
 
     ``segments`` > 1 fetches a large file (at least ``segments`` x 4 MiB) over that many
@@ -111,14 +130,16 @@ async def download_to(transport: Transport, url: str, dest: Path, *, retry: Retr
     cause)`` is called before each backoff sleep. Raises DownloadError when every
     attempt failed or the CDN refused for good; its message says the output is still on
     the server and how to fetch it again (``job_id`` names the render in that hint).
-    ``write_timer`` (seconds) times the writes into the temporary file, to notice a disk
-    slower than the network (see ``_Sink``).
+    ``write_timer`` (seconds) times the writes into the temporary file and
+    ``write_sleeps`` counts the thread's sleeps in the kernel, to notice a disk slower
+    than the network (see ``_Sink``).
     """
     # A process killed mid-download leaves its temporary file behind: clear those first.
     await anyio.to_thread.run_sync(_remove_stale_parts, dest)
     tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}{_PART}")
     try:
-        sink = await anyio.to_thread.run_sync(partial(_Sink, tmp, timer=write_timer))
+        sink = await anyio.to_thread.run_sync(partial(_Sink, tmp, timer=write_timer,
+                                                      sleeps=write_sleeps))
     except OSError as exc:
         raise DownloadError(f"cannot write beside {str(dest)!r}: {exc}") from None
     state = _State()
@@ -429,22 +450,24 @@ class _Sink:
 
     ``os.pwrite`` from the event loop is one copy into the page cache, the cheapest way
     there (the benchmark's floor writes the same way); offsets make one path for
-    sequential and segmented downloads. Two writes within ``slow_window`` seconds that
-    each block ``slow_write`` seconds or more (measured with ``timer``) hand every later
-    write to a dedicated thread through a bounded queue: ``write`` then returns False
-    when that queue is full, and the caller awaits ``put``. The final fsync always runs
-    off the event loop.
+    sequential and segmented downloads. A write that takes ``slow_write`` seconds or
+    more (by ``timer``) opens a ``slow_window``: a write in it that is slow too and slept
+    (``sleeps``, a count of the thread's voluntary context switches, went up; without
+    ``sleeps``, slow is enough) hands every later write to a dedicated thread through a
+    bounded queue: ``write`` then returns False when that queue is full, and the caller
+    awaits ``put``. The final fsync always runs off the event loop.
     """
 
     def __init__(self, path: Path, *, slow_write: float = _SLOW_WRITE,
                  slow_window: float = _SLOW_WINDOW,
-                 timer: Callable[[], float] = time.perf_counter):
+                 timer: Callable[[], float] = time.perf_counter,
+                 sleeps: Callable[[], int] | None = _SLEEPS):
         # Opened by the caller's worker thread, so the event loop never blocks on it.
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
         self._fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o666)
         self._slow, self._window = slow_write, slow_window
-        self._last_slow = -float("inf")  # when the last slow write started (timer seconds)
-        self._timer = timer
+        self._watch_until = -float("inf")  # end of the window opened by a slow write
+        self._timer, self._sleeps = timer, sleeps
         self._queue: queue.Queue[_Item] | None = None  # set once the writer thread runs
         self._thread: threading.Thread | None = None
         self._error: OSError | None = None
@@ -458,13 +481,18 @@ class _Sink:
         q = self._queue
         if q is None:
             start = self._timer()
-            done = _pwrite(self._fd, chunk, offset)
-            if done != len(chunk):
-                _write_all(self._fd, memoryview(chunk)[done:], offset + done)
-            if self._timer() - start >= self._slow:
-                if start - self._last_slow <= self._window:
-                    self._start_thread()
-                self._last_slow = start
+            if start > self._watch_until:  # the usual case: only the clock, twice
+                done = _pwrite(self._fd, chunk, offset)
+                if done != len(chunk):
+                    _write_all(self._fd, memoryview(chunk)[done:], offset + done)
+                if self._timer() - start >= self._slow:
+                    self._watch_until = start + self._window
+                return True
+            slept = self._sleeps() if self._sleeps is not None else 0
+            _write_all(self._fd, chunk, offset)
+            if self._timer() - start >= self._slow and (
+                    self._sleeps is None or self._sleeps() > slept):
+                self._start_thread()
             return True
         if self._error is not None:
             raise self._error

@@ -146,9 +146,9 @@ async def test_bad_segment_counts_fail_before_sending(client: ViggleClient, cdn:
 @pytest.mark.parametrize("case", ["dropped-segment", "ignored-ranges"])
 async def test_segments_through_the_writer_thread(cdn: RangeCDN, tmp_path: Path,
                                                   case: str) -> None:
-    # A disk slower than the network (every write timed at 20 ms) moves the writes to
-    # the writer thread mid-download: offsets, resumes and the fallback's truncation
-    # still give the exact file.
+    # A disk slower than the network (every write timed at 20 ms, sleeping in the
+    # kernel) moves the writes to the writer thread mid-download: offsets, resumes and
+    # the fallback's truncation still give the exact file.
     if case == "dropped-segment":
         cdn.drop_range_once.add(_bounds(4)[2])
     else:
@@ -159,7 +159,8 @@ async def test_segments_through_the_writer_thread(cdn: RangeCDN, tmp_path: Path,
             transport, f"{cdn.base_url}/o.mp4", tmp_path / "o.mp4", retry=FAST,
             clock=SystemClock(), rand=random.Random(3).random,
             now=lambda: datetime.now(UTC), segments=4,
-            write_timer=itertools.count(step=0.02).__next__)  # type: ignore[arg-type]
+            write_timer=itertools.count(step=0.02).__next__,  # type: ignore[arg-type]
+            write_sleeps=itertools.count().__next__)
     finally:
         await transport.aclose()
     assert size == len(BODY) and _sha(tmp_path / "o.mp4") == hashlib.sha256(BODY).digest()

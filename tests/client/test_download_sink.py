@@ -5,7 +5,8 @@ disk error is not retried as a network one, a body of the wrong size never lands
 
 Each case runs on both write paths (issue 13): chunks written straight from the event
 loop, and the writer thread the sink switches to when the disk blocks (forced here with
-a write timer that makes every write look slow)."""
+a write timer under which every write is slow and a count of kernel sleeps that every
+write raises)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import itertools
 import logging
 import random
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,13 +84,14 @@ def _names(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-def _slow_writes() -> Callable[[], float]:
-    """A write timer under which every write takes 20 ms: the second one moves the
-    writes to the writer thread."""
-    return itertools.count(step=0.02).__next__  # type: ignore[return-value]
+def _blocking_disk() -> dict[str, object]:
+    """A disk that blocks every write: each takes 20 ms and sleeps in the kernel, so the
+    second moves the writes to the writer thread."""
+    return {"write_timer": itertools.count(step=0.02).__next__,
+            "write_sleeps": itertools.count().__next__}
 
 
-TIMERS = {"from-the-loop": None, "writer-thread": _slow_writes}
+TIMERS = {"from-the-loop": None, "writer-thread": _blocking_disk}
 
 
 @pytest.fixture(params=list(TIMERS))
@@ -107,7 +109,7 @@ async def _download(transport: MemoryTransport, dest: Path, clock: ManualClock,
                     write_path: str = "from-the-loop", **options: object) -> int:
     make = TIMERS[write_path]
     if make is not None:
-        options["write_timer"] = make()
+        options.update(make())
     return await download_to(transport, "https://cdn.example/o.mp4", dest,  # type: ignore[arg-type]
                              retry=POLICY, clock=clock, rand=lambda: 0.5,
                              now=lambda: datetime.now(UTC), **options)  # type: ignore[arg-type]
@@ -134,15 +136,23 @@ async def test_any_transport_downloads_and_resumes(tmp_path: Path, write_path: s
     assert max(steps) <= 2**20 + 100_000 and min(steps) > 0
 
 
-async def test_one_slow_write_alone_keeps_writing_from_the_loop(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    # A write preempted on a busy machine is not a slow disk: the thread would not help.
+@pytest.mark.parametrize("case", ["one-slow-write", "slow-but-never-slept"])
+async def test_writes_preempted_on_a_busy_machine_stay_in_the_loop(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, case: str) -> None:
+    # A write that was slow because the machine is busy (preempted: an involuntary
+    # switch) is not a slow disk, and the writer thread would not help it.
     caplog.set_level(logging.DEBUG, logger="viggle_async")
-    ticks = iter([0.0, 0.5])  # the first write takes 0.5 s, every later one nothing
+    if case == "one-slow-write":  # then every write takes no time, sleeping or not
+        ticks = iter([0.0, 0.5])
+        options: dict[str, object] = {"write_timer": lambda: next(ticks, 9.0),
+                                      "write_sleeps": itertools.count().__next__}
+    else:  # every write takes 20 ms, and the thread never sleeps in the kernel
+        options = {"write_timer": itertools.count(step=0.02).__next__,
+                   "write_sleeps": lambda: 7}
     clock = ManualClock()
     await download_to(MemoryTransport(), "https://cdn.example/o.mp4",  # type: ignore[arg-type]
                       tmp_path / "o.mp4", retry=POLICY, clock=clock, rand=lambda: 0.5,
-                      now=lambda: datetime.now(UTC), write_timer=lambda: next(ticks, 9.0))
+                      now=lambda: datetime.now(UTC), **options)  # type: ignore[arg-type]
     assert (tmp_path / "o.mp4").read_bytes() == BODY
     assert not _used_thread(caplog)
 
