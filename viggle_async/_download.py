@@ -13,10 +13,13 @@ to the CDN; docs/api/open-questions.md#retention: signed output URLs are reporte
   answer's strong ETag, else its Last-Modified), so a re-signed URL naming a different
   object restarts from zero instead of splicing two files. A 206 is used only when its
   Content-Range starts at N and has the first answer's total; a 200 restarts.
-- Bytes go to a temporary file beside ``dest``, written by one thread fed through a
-  bounded queue (network and disk overlap; memory stays bounded), checked against the
-  total length, fsynced once, then renamed over ``dest``. A failed or cancelled
-  download leaves no file behind, and an existing ``dest`` untouched.
+- Bytes go to a temporary file beside ``dest``, each chunk written where it arrives
+  (``os.pwrite`` into the page cache, no batching, no copy), checked against the total
+  length, fsynced once in a worker thread, then renamed over ``dest``. Should the disk
+  push back (writes that block, as writeback throttling does), the rest goes through a
+  writer thread fed by a bounded queue, so the event loop stops waiting on the disk.
+  A failed or cancelled download leaves no file behind, and an existing ``dest``
+  untouched.
 
 Only the caller's headers go out (``Accept-Encoding: identity``, Range, If-Range): the
 API key never reaches a CDN.
@@ -32,10 +35,11 @@ import queue
 import re
 import secrets
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
+from functools import partial
 from pathlib import Path
-from typing import BinaryIO
 from urllib.parse import urlsplit
 
 import anyio
@@ -58,9 +62,36 @@ Refresh = Callable[[], Awaitable[str]]
 OnRetry = Callable[[int, float, Exception], None]
 
 _PART = ".part"
-_BATCH = 1024 * 1024  # bytes gathered before a hand-off to the writer thread
+_PROGRESS_STEP = 1024 * 1024  # bytes between progress events (a progress bar's resolution)
 _MIN_SEGMENT = 4 * 1024 * 1024  # bytes: smaller files are not worth more connections
-_QUEUED = 4  # batches queued for the writer: bounds memory to ~(_QUEUED + 1) * _BATCH
+# A write into the page cache takes tens of microseconds (256 KiB: median 60 us, p99
+# 160 us on the benchmark machine). One that takes _SLOW_WRITE or more was either
+# preempted (a busy machine: several per GiB at load 3-5, all involuntary switches) or
+# put to sleep by the kernel (writeback throttling when the disk is slower than the
+# network, a filesystem journal). Only the second is the disk, and only a thread helps
+# there: so a slow write opens a _SLOW_WINDOW during which each write is bracketed by
+# the thread's count of voluntary context switches, and a slow write that slept moves
+# all later writes to the writer thread.
+_SLOW_WRITE = 0.01  # seconds
+_SLOW_WINDOW = 1.0  # seconds
+
+
+try:
+    import resource
+
+    _RUSAGE_THREAD: int | None = resource.RUSAGE_THREAD  # Linux only
+except (ImportError, AttributeError):  # elsewhere: a write that stays slow is enough
+    _RUSAGE_THREAD = None
+
+
+def _thread_sleeps() -> int:
+    """How many times this thread has slept in the kernel (voluntary context switches)."""
+    assert _RUSAGE_THREAD is not None
+    return resource.getrusage(_RUSAGE_THREAD).ru_nvcsw
+
+
+_SLEEPS: Callable[[], int] | None = _thread_sleeps if _RUSAGE_THREAD is not None else None
+_QUEUED = 16  # chunks (one socket read each, <= 256 KiB) queued for the writer thread
 _RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 _REFRESH_STATUSES = frozenset({403, 404, 410})
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
@@ -82,7 +113,9 @@ async def download_to(transport: Transport, url: str, dest: Path, *, retry: Retr
                       clock: Clock, rand: Callable[[], float], now: Callable[[], datetime],
                       refresh: Refresh | None = None, on_progress: Progress | None = None,
                       on_retry: OnRetry | None = None, job_id: str | None = None,
-                      segments: int = 1) -> int:
+                      segments: int = 1,
+                      write_timer: Callable[[], float] = time.perf_counter,
+                      write_sleeps: Callable[[], int] | None = _SLEEPS) -> int:
     """Download ``url`` to ``dest``; returns the file's size in bytes.
 
     ``segments`` > 1 fetches a large file (at least ``segments`` x 4 MiB) over that many
@@ -92,20 +125,26 @@ async def download_to(transport: Transport, url: str, dest: Path, *, retry: Retr
 
     ``refresh`` (async, returns a fresh URL) is awaited after a 403, 404 or 410.
     ``on_progress(received, total)`` reports bytes (total None when unknown; received
-    goes back to 0 when a download has to restart). ``on_retry(attempt, delay_s,
+    goes back to 0 when a download has to restart): each time another MiB is written,
+    when an attempt ends, and at the end. ``on_retry(attempt, delay_s,
     cause)`` is called before each backoff sleep. Raises DownloadError when every
     attempt failed or the CDN refused for good; its message says the output is still on
     the server and how to fetch it again (``job_id`` names the render in that hint).
+    ``write_timer`` (seconds) times the writes into the temporary file and
+    ``write_sleeps`` counts the thread's sleeps in the kernel, to notice a disk slower
+    than the network (see ``_Sink``).
     """
     # A process killed mid-download leaves its temporary file behind: clear those first.
     await anyio.to_thread.run_sync(_remove_stale_parts, dest)
     tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}{_PART}")
     try:
-        sink = await anyio.to_thread.run_sync(_Sink, tmp)
+        sink = await anyio.to_thread.run_sync(partial(_Sink, tmp, timer=write_timer,
+                                                      sleeps=write_sleeps))
     except OSError as exc:
         raise DownloadError(f"cannot write beside {str(dest)!r}: {exc}") from None
     state = _State()
     attempt = 0
+    placed = False  # renamed over dest: nothing left to clean up
     try:
         while True:
             try:
@@ -135,6 +174,7 @@ async def download_to(transport: Transport, url: str, dest: Path, *, retry: Retr
                 await clock.sleep_until(clock.now() + delay)
         await sink.finish()
         await anyio.to_thread.run_sync(os.replace, tmp, dest)
+        placed = True
         return state.received
     except OSError as exc:  # the disk, not the network: retrying would not help
         raise DownloadError(f"writing {str(dest)!r} failed: {exc}") from None
@@ -143,8 +183,9 @@ async def download_to(transport: Transport, url: str, dest: Path, *, retry: Retr
         # once its writer thread has stopped and its temporary file is gone.
         with anyio.CancelScope(shield=True):
             await sink.abort()
-            with contextlib.suppress(FileNotFoundError):
-                await anyio.to_thread.run_sync(os.unlink, tmp)
+            if not placed:
+                with contextlib.suppress(FileNotFoundError):
+                    await anyio.to_thread.run_sync(os.unlink, tmp)
 
 
 class _State:
@@ -177,11 +218,10 @@ async def _attempt(transport: Transport, url: str, sink: _Sink, state: _State,
     # encoded bytes and could not be checked against what is written.
     headers = {"Accept-Encoding": "identity", "User-Agent": "viggle-async"}
     resuming = state.received > 0 and state.resumable and state.validator is not None
+    reported = state.received  # at the last progress event
     if resuming:
         headers["Range"] = f"bytes={state.received}-"
         headers["If-Range"] = state.validator or ""
-    batch: list[bytes] = []
-    pending = 0  # bytes in batch
     try:
         async with transport.stream(url, headers=headers) as resp:
             status = resp.status
@@ -204,33 +244,36 @@ async def _attempt(transport: Transport, url: str, sink: _Sink, state: _State,
                 raise _status_problem(status, resp.headers, now)
             body = resp.chunks()
             try:
+                # The hot loop (benchmark B2): each chunk goes to the file as it comes,
+                # with no batching, joining or copying, and nothing else per chunk but a
+                # sum and a comparison. state.received stays exact, so a drop resumes
+                # from the last byte written.
                 async for chunk in body:
-                    # Chunks go to the writer as a list (written with writelines): no copy.
-                    batch.append(chunk)
-                    pending += len(chunk)
-                    if pending >= _BATCH:
-                        await sink.write(batch, state.received)
-                        state.received += pending
-                        batch, pending = [], 0
-                        if on_progress is not None:
-                            on_progress(state.received, state.total)
+                    if not sink.write(chunk, state.received):
+                        await sink.put(chunk, state.received)  # the writer is behind
+                    state.received += len(chunk)
+                    if on_progress is not None and state.received - reported >= _PROGRESS_STEP:
+                        reported = state.received
+                        on_progress(reported, state.total)
             finally:
                 # Closed now (an async generator's aclose), even if the disk failed.
                 close = getattr(body, "aclose", None)
                 if close is not None:
                     await close()
-            if batch or state.received == 0:
-                await sink.write(batch, state.received)
-                state.received += pending
-                if on_progress is not None:
-                    on_progress(state.received, state.total)
+            if on_progress is not None and (state.received != reported or not reported):
+                on_progress(state.received, state.total)
     except TransportError as exc:
-        # The bytes received are sound: keep them and resume from there.
-        if batch:
-            await sink.write(batch, state.received)
-            state.received += pending
+        # The bytes received are written: keep them and resume from there.
+        if on_progress is not None and state.received != reported:
+            on_progress(state.received, state.total)
         raise _Retry(str(exc)) from None
     if state.total is not None and state.received != state.total:
+        if state.received > state.total:
+            # More than announced: which bytes are wrong is unknown, so none are kept.
+            received, state.received = state.received, 0
+            await sink.truncate()
+            raise _Retry(f"the body ran to {received} bytes, past the {state.total} "
+                         "announced")
         raise _Retry(f"the body ended after {state.received} of {state.total} bytes")
 
 
@@ -250,32 +293,31 @@ async def _segmented(transport: Transport, url: str, first: StreamedResponse, si
     bounds = [total * i // how.segments for i in range(how.segments + 1)]
     done = bounds[:-1]  # next offset to write, per segment
     problems: list[BaseException] = []
+    reported = [0]  # bytes written, over every segment, at the last progress event
 
-    def report() -> None:
-        if on_progress is not None:
-            on_progress(sum(d - b for d, b in zip(done, bounds, strict=False)), total)
+    def report(force: bool = False) -> None:
+        if on_progress is None:
+            return
+        got = sum(d - b for d, b in zip(done, bounds, strict=False))
+        if force or got - reported[0] >= _PROGRESS_STEP:
+            reported[0] = got
+            on_progress(got, total)
 
     async def copy(i: int, resp: StreamedResponse) -> None:
         end = bounds[i + 1]
-        batch: list[bytes] = []
-        size = 0  # bytes in batch
         body = resp.chunks()
         try:
             async for chunk in body:
-                room = end - done[i] - size
-                batch.append(chunk if len(chunk) <= room else chunk[:room])
-                size += len(batch[-1])
-                if size >= _BATCH or done[i] + size >= end:
-                    await sink.write(batch, done[i])
-                    done[i] += size
-                    batch, size = [], 0
-                    report()
+                room = end - done[i]
+                if len(chunk) > room:
+                    chunk = chunk[:room]  # segment 0's answer runs on to the end of the file
+                if not sink.write(chunk, done[i]):
+                    await sink.put(chunk, done[i])
+                done[i] += len(chunk)
+                report()
                 if done[i] >= end:
-                    break  # segment 0's answer runs on to the end of the file: stop here
+                    break
         finally:
-            if batch:  # keep what arrived before a drop
-                await sink.write(batch, done[i])
-                done[i] += size
             close = getattr(body, "aclose", None)
             if close is not None:
                 await close()
@@ -320,6 +362,7 @@ async def _segmented(transport: Transport, url: str, first: StreamedResponse, si
     for problem in problems:
         if isinstance(problem, OSError):
             raise problem
+    report(force=True)
     if problems:
         # The contiguous prefix is sound; the rest is rewritten over one connection.
         prefix = next((d for d, end in zip(done, bounds[1:], strict=False) if d < end), total)
@@ -384,77 +427,167 @@ def _gave_up(url: str, attempts: int, problem: str, job_id: str | None) -> Downl
                          f"{'s' if attempts != 1 else ''} ({problem}); {hint}")
 
 
+_Item = tuple[int, bytes] | int | None  # (offset, chunk), a size to truncate to, the end
+
+
+def _seek_write(fd: int, data: bytes | memoryview, offset: int) -> int:
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.write(fd, data)
+
+
+# Windows has no positional write; a sink has one writer at a time, so seek + write will do.
+_pwrite: Callable[[int, bytes | memoryview, int], int] = getattr(os, "pwrite", _seek_write)
+
+
+def _write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    done = _pwrite(fd, data, offset)
+    while done < len(data):  # a short write (rare: a signal, a nearly full disk)
+        done += _pwrite(fd, memoryview(data)[done:], offset + done)
+
+
 class _Sink:
-    """A temporary file written by a dedicated thread (blocking writes never stall the
-    event loop, and the next bytes arrive while the last are written)."""
+    """The temporary file: each chunk written at its offset as it arrives.
 
-    def __init__(self, path: Path):
+    ``os.pwrite`` from the event loop is one copy into the page cache, the cheapest way
+    there (the benchmark's floor writes the same way); offsets make one path for
+    sequential and segmented downloads. A write that takes ``slow_write`` seconds or
+    more (by ``timer``) opens a ``slow_window``: a write in it that is slow too and slept
+    (``sleeps``, a count of the thread's voluntary context switches, went up; without
+    ``sleeps``, slow is enough) hands every later write to a dedicated thread through a
+    bounded queue: ``write`` then returns False when that queue is full, and the caller
+    awaits ``put``. The final fsync always runs off the event loop.
+    """
+
+    def __init__(self, path: Path, *, slow_write: float = _SLOW_WRITE,
+                 slow_window: float = _SLOW_WINDOW,
+                 timer: Callable[[], float] = time.perf_counter,
+                 sleeps: Callable[[], int] | None = _SLEEPS):
         # Opened by the caller's worker thread, so the event loop never blocks on it.
-        self._file: BinaryIO = open(path, "wb")  # noqa: SIM115
-        self._queue: queue.Queue[tuple[int, list[bytes]] | int | None] = queue.Queue(
-            maxsize=_QUEUED)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+        self._fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o666)
+        self._slow, self._window = slow_write, slow_window
+        self._watch_until = -float("inf")  # end of the window opened by a slow write
+        self._timer, self._sleeps = timer, sleeps
+        self._queue: queue.Queue[_Item] | None = None  # set once the writer thread runs
+        self._thread: threading.Thread | None = None
         self._error: OSError | None = None
-        self._done = False
-        self._thread = threading.Thread(target=self._run, name="viggle-download-writer",
-                                        daemon=True)
-        self._thread.start()
+        self._aborted = False
+        self._closed = False
 
-    def _run(self) -> None:
-        f = self._file
-        try:
-            while (item := self._queue.get()) is not None:
-                if self._error is not None:
-                    continue  # drain, so a producer never blocks on a full queue
-                try:
-                    if isinstance(item, int):
-                        f.seek(item)
-                        f.truncate()
-                    else:
-                        f.seek(item[0])  # segments write at their own offsets
-                        f.writelines(item[1])
-                except OSError as exc:
-                    self._error = exc
-            if self._error is None and not self._done:
-                f.flush()
-                os.fsync(f.fileno())  # once, at the end: the rename must follow the data
-        except OSError as exc:
-            self._error = exc
-        finally:
-            f.close()
-
-    async def _put(self, item: tuple[int, list[bytes]] | int | None) -> None:
+    def write(self, chunk: bytes, offset: int) -> bool:
+        """Write ``chunk`` at byte ``offset`` (or queue it for the writer thread); False
+        when that queue is full: nothing was taken, ``await put(chunk, offset)``.
+        Raises OSError from the disk."""
+        q = self._queue
+        if q is None:
+            start = self._timer()
+            if start > self._watch_until:  # the usual case: only the clock, twice
+                done = _pwrite(self._fd, chunk, offset)
+                if done != len(chunk):
+                    _write_all(self._fd, memoryview(chunk)[done:], offset + done)
+                if self._timer() - start >= self._slow:
+                    self._watch_until = start + self._window
+                return True
+            slept = self._sleeps() if self._sleeps is not None else 0
+            _write_all(self._fd, chunk, offset)
+            if self._timer() - start >= self._slow and (
+                    self._sleeps is None or self._sleeps() > slept):
+                self._start_thread()
+            return True
         if self._error is not None:
             raise self._error
         try:
-            self._queue.put_nowait(item)
+            q.put_nowait((offset, chunk))
         except queue.Full:
-            # The disk is behind: wait in a worker thread (the loop stays free), which is
-            # also what bounds memory.
-            await anyio.to_thread.run_sync(self._queue.put, item)
+            return False
+        return True
 
-    async def write(self, chunks: list[bytes], offset: int) -> None:
-        """Write ``chunks`` (in order) at byte ``offset``."""
-        if chunks:
-            await self._put((offset, chunks))
+    async def put(self, chunk: bytes, offset: int) -> None:
+        """Queue ``chunk`` for the writer thread, waiting (in a worker thread: the event
+        loop stays free) until there is room; that wait is what bounds memory."""
+        await self._enqueue((offset, chunk))
 
     async def truncate(self, size: int = 0) -> None:
-        await self._put(size)
+        if self._queue is None:
+            await anyio.to_thread.run_sync(os.ftruncate, self._fd, size)
+        else:
+            await self._enqueue(size)
 
     async def finish(self) -> None:
-        """Flush, fsync and close; raises the writer's OSError if any."""
-        await self._put(None)
-        await anyio.to_thread.run_sync(self._thread.join)
-        self._done = True
+        """Wait for every write, fsync and close; raises the first OSError."""
+        if self._thread is None:
+            self._closed = True
+            await anyio.to_thread.run_sync(self._sync_and_close)
+        else:
+            await self._enqueue(None)
+            await anyio.to_thread.run_sync(self._thread.join)
+            self._closed = True
         if self._error is not None:
             raise self._error
 
     async def abort(self) -> None:
-        if self._done or not self._thread.is_alive():
-            self._done = True
+        """Stop (no fsync) and close; never raises. A no-op after ``finish``."""
+        if self._closed:
             return
-        self._done = True  # the writer skips the fsync
-        await anyio.to_thread.run_sync(self._queue.put, None)
-        await anyio.to_thread.run_sync(self._thread.join)
+        self._closed = self._aborted = True
+        if self._thread is None:
+            with contextlib.suppress(OSError):
+                await anyio.to_thread.run_sync(os.close, self._fd)
+        elif self._thread.is_alive():
+            await anyio.to_thread.run_sync(self._stop_writer)
+
+    def _sync_and_close(self) -> None:
+        try:
+            os.fsync(self._fd)  # once, at the end: the rename must follow the data
+        except OSError as exc:
+            self._error = exc
+        finally:
+            os.close(self._fd)
+
+    def _start_thread(self) -> None:
+        logger.debug("download writes go to a writer thread: the disk is slower than "
+                     "the network")
+        self._queue = queue.Queue(maxsize=_QUEUED)
+        self._thread = threading.Thread(target=self._run, name="viggle-download-writer",
+                                        daemon=True)
+        self._thread.start()
+
+    async def _enqueue(self, item: _Item) -> None:
+        assert self._queue is not None
+        if self._error is not None and item is not None:
+            raise self._error
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            await anyio.to_thread.run_sync(self._queue.put, item)
+        if self._error is not None and item is not None:
+            raise self._error
+
+    def _stop_writer(self) -> None:
+        assert self._queue is not None and self._thread is not None
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        assert self._queue is not None
+        fd, get = self._fd, self._queue.get
+        try:
+            while (item := get()) is not None:
+                if self._error is not None or self._aborted:
+                    continue  # drain, so a producer never blocks on a full queue
+                try:
+                    if isinstance(item, int):
+                        os.ftruncate(fd, item)
+                    else:
+                        _write_all(fd, item[1], item[0])
+                except OSError as exc:
+                    self._error = exc
+            if self._error is None and not self._aborted:
+                os.fsync(fd)  # once, at the end: the rename must follow the data
+        except OSError as exc:
+            self._error = exc
+        finally:
+            os.close(fd)
 
 
 def _remove_stale_parts(dest: Path) -> None:

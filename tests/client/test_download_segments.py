@@ -5,15 +5,20 @@ Against a loopback CDN that serves byte ranges and records every request."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+import anyio
 import pytest
 from aiohttp import web
 from loophelp import names, serve
 
-from viggle_async import InvalidInputError, RetryPolicy, ViggleClient
+from viggle_async import InvalidInputError, RetryPolicy, SystemClock, ViggleClient
+from viggle_async._download import download_to
+from viggle_async._transport import AiohttpTransport
 
 BODY = random.Random(11).randbytes(17 * 2**20 + 3)  # 4 segments of over 4 MiB
 ETAG = '"s1"'
@@ -132,3 +137,39 @@ async def test_bad_segment_counts_fail_before_sending(client: ViggleClient, cdn:
         await client.download(f"{cdn.base_url}/o.mp4", tmp_path / "o.mp4",
                               segments=segments)  # type: ignore[arg-type]
     assert info.value.field == "segments" and cdn.ranges == []
+
+
+@pytest.mark.parametrize("case", ["dropped-segment", "ignored-ranges"])
+async def test_segments_through_the_writer_thread(cdn: RangeCDN, tmp_path: Path,
+                                                  case: str) -> None:
+    # A disk slower than the network (every write timed at 20 ms, sleeping in the
+    # kernel) moves the writes to the writer thread mid-download: offsets, resumes and
+    # the fallback's truncation still give the exact file.
+    if case == "dropped-segment":
+        cdn.drop_range_once.add(_bounds(4)[2])
+    else:
+        cdn.ignore_ranges = True
+    transport = AiohttpTransport(trust_env=False)
+    try:
+        size = await download_to(
+            transport, f"{cdn.base_url}/o.mp4", tmp_path / "o.mp4", retry=FAST,
+            clock=SystemClock(), rand=random.Random(3).random,
+            now=lambda: datetime.now(UTC), segments=4,
+            write_timer=itertools.count(step=0.02).__next__,  # type: ignore[arg-type]
+            write_sleeps=itertools.count().__next__)
+    finally:
+        await transport.aclose()
+    assert size == len(BODY) and _sha(tmp_path / "o.mp4") == hashlib.sha256(BODY).digest()
+    assert names(tmp_path) == ["o.mp4"]
+
+
+async def test_a_cancelled_segmented_download_leaves_the_old_file_alone(
+        client: ViggleClient, cdn: RangeCDN, tmp_path: Path) -> None:
+    (tmp_path / "o.mp4").write_bytes(b"the old file")
+    with anyio.CancelScope() as scope:
+        # Cancelled at the first progress event (1 MiB in): the segments are under way.
+        await client.download(f"{cdn.base_url}/o.mp4", tmp_path / "o.mp4", segments=4,
+                              retry=FAST, on_progress=lambda n, t: scope.cancel())
+    assert scope.cancelled_caught
+    assert names(tmp_path) == ["o.mp4"]
+    assert (tmp_path / "o.mp4").read_bytes() == b"the old file"
