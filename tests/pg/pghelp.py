@@ -3,15 +3,24 @@ several test folders have one)."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import anyio
+import attrs
 
 from viggle_async.pg import PostgresLedger
+from viggle_async.testing import FakeViggle
+from viggle_async.testing._observe import Observations
 
 API_KEY = "vgl_test_key_0123456789abcdef"
 
@@ -45,10 +54,104 @@ class Fake:
         self.proc.communicate(timeout=10)  # closes the pipe too
 
 
-def worker(fake: Fake, dsn: str, schema: str, *extra: str) -> subprocess.Popen[str]:
+class HasBaseUrl(Protocol):
+    base_url: str
+
+
+def worker(fake: HasBaseUrl, dsn: str, schema: str, *extra: str,
+           log: IO[str] | None = None) -> subprocess.Popen[str]:
+    """``viggle-async worker`` on ``fake`` (a ``Fake`` or an in-process ``FakeViggle``);
+    its output goes to pipes, or to ``log`` (an open file: a long-running worker must not
+    block on a full pipe that nobody reads)."""
     env = {**os.environ, "VIGGLE_BASE_URL": fake.base_url, "VIGGLE_API_KEY": "sk-test-fake"}
+    out: Any = subprocess.PIPE if log is None else log
     return subprocess.Popen(
         [sys.executable, "-m", "viggle_async", "worker", "--journal", dsn, "--schema", schema,
          "--poll-interval", "0.05", "--stalled-after", "2", "--heartbeat", "0.5",
          "--recover-every", "1", *extra],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env=env, stdout=out, stderr=subprocess.STDOUT if log is not None else subprocess.PIPE,
+        text=True)
+
+
+# -- an in-process fake for tests that change its faults while worker processes run -------
+
+@attrs.define
+class TimedObservations(Observations):
+    """The fake's observations plus a request log: ``(time.monotonic(), "METHOD /route")``
+    of every API request as it arrives, before any fault (a 429 included)."""
+
+    log: list[tuple[float, str]] = attrs.field(factory=list)
+
+    def enter(self, route: tuple[str, str]) -> None:
+        self.log.append((time.monotonic(), f"{route[0]} {route[1]}"))
+        super().enter(route)
+
+
+def timed(fake: FakeViggle) -> TimedObservations:
+    """Swap a running fake's observations for ``TimedObservations`` (the ones so far are
+    dropped) and return them."""
+    obs = TimedObservations()
+    fake.store.obs = obs
+    return obs
+
+
+async def wait_until(what: str, predicate: Callable[[], bool], *, timeout: float = 60.0,
+                     procs: Sequence[subprocess.Popen[str]] = (), logs: Path | None = None
+                     ) -> None:
+    """Poll ``predicate`` every 10 ms; fail after ``timeout`` seconds, or at once when one
+    of ``procs`` exited (with the logs under ``logs``)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        dead = [p for p in procs if p.poll() is not None]
+        if dead or time.monotonic() > deadline:
+            raise AssertionError(f"waiting for {what}: "
+                                 + ("a worker exited" if dead else "timed out")
+                                 + read_logs(logs))
+        await anyio.sleep(0.01)
+
+
+def read_logs(folder: Path | None) -> str:
+    if folder is None:
+        return ""
+    return "".join(f"\n--- {p.name}\n{p.read_text()[-4000:]}"
+                   for p in sorted(folder.glob("worker*.log")))
+
+
+async def finish(procs: list[subprocess.Popen[str]], logs: Path, timeout: float = 120.0
+                 ) -> None:
+    """Wait for every worker to exit 0 (kill the rest and fail after ``timeout`` s)."""
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            await anyio.to_thread.run_sync(
+                functools.partial(p.wait, timeout=max(0.0, deadline - time.monotonic())))
+    hung = [p for p in procs if p.poll() is None]
+    for p in hung:
+        p.kill()
+        p.wait()
+    assert not hung, "worker hung" + read_logs(logs)
+    assert all(p.returncode == 0 for p in procs), (
+        f"exit codes {[p.returncode for p in procs]}" + read_logs(logs))
+
+
+async def cli_async(fake: HasBaseUrl, *args: str, check: bool = True
+                    ) -> subprocess.CompletedProcess[bytes]:
+    """``viggle-async ARGS`` against ``fake``, without blocking the event loop (an
+    in-process fake must keep answering)."""
+    env = {**os.environ, "VIGGLE_BASE_URL": fake.base_url, "VIGGLE_API_KEY": "sk-test-fake"}
+    done = await anyio.run_process([sys.executable, "-m", "viggle_async", *args], env=env,
+                                   check=False)
+    if check:
+        assert done.returncode == 0, (done.stdout + done.stderr).decode()
+    return done
+
+
+async def status_async(fake: HasBaseUrl, dsn: str, schema: str, manifest: Path,
+                       report: Path) -> tuple[dict[str, Any], subprocess.CompletedProcess[bytes]]:
+    """``bulk --status --report``: the report's JSON and the finished process."""
+    done = await cli_async(fake, "--json", "bulk", str(manifest), "--journal", dsn,
+                           "--schema", schema, "--status", "--report", str(report),
+                           check=False)
+    assert await anyio.Path(report).exists(), (done.stdout + done.stderr).decode()
+    data: dict[str, Any] = json.loads(await anyio.Path(report).read_text())
+    return data, done
