@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 import anyio
-import attrs
 
 from viggle_async.pg import PostgresLedger
-from viggle_async.testing import FakeViggle
+from viggle_async.testing import FakeViggle, make_png, write_mp4
 from viggle_async.testing._observe import Observations
 
 API_KEY = "vgl_test_key_0123456789abcdef"
@@ -75,23 +74,50 @@ def worker(fake: HasBaseUrl, dsn: str, schema: str, *extra: str,
 
 # -- an in-process fake for tests that change its faults while worker processes run -------
 
-@attrs.define
-class TimedObservations(Observations):
-    """The fake's observations plus a request log: ``(time.monotonic(), "METHOD /route")``
-    of every API request as it arrives, before any fault (a 429 included)."""
+class TimedList(list[Any]):
+    """A list that notes ``time.monotonic()`` of each ``append`` in ``times``."""
 
-    log: list[tuple[float, str]] = attrs.field(factory=list)
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    def append(self, item: Any) -> None:
+        self.times.append(time.monotonic())
+        super().append(item)
+
+
+class TimedObservations:
+    """A running fake's observations, plus when things arrived (``time.monotonic()``):
+    ``log`` has ``(time, "METHOD /route")`` of every API request as it arrives, before any
+    fault; ``rate_limited_at`` the time of each 429; ``creates.times`` each create
+    record's. Everything else reads and writes through to the fake's ``Observations``."""
+
+    def __init__(self, inner: Observations) -> None:
+        inner.creates = TimedList()
+        object.__setattr__(self, "_inner", inner)
+        object.__setattr__(self, "log", [])
+        object.__setattr__(self, "rate_limited_at", [])
+        self.log: list[tuple[float, str]]
+        self.rate_limited_at: list[float]
+        self.creates: TimedList
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "rate_limited":
+            self.rate_limited_at.append(time.monotonic())
+        setattr(self._inner, name, value)
 
     def enter(self, route: tuple[str, str]) -> None:
         self.log.append((time.monotonic(), f"{route[0]} {route[1]}"))
-        super().enter(route)
+        self._inner.enter(route)
 
 
 def timed(fake: FakeViggle) -> TimedObservations:
-    """Swap a running fake's observations for ``TimedObservations`` (the ones so far are
-    dropped) and return them."""
-    obs = TimedObservations()
-    fake.store.obs = obs
+    """Time what a running fake observes from now on (what it saw so far is dropped)."""
+    obs = TimedObservations(Observations())
+    fake.store.obs = obs  # type: ignore[assignment]
     return obs
 
 
@@ -155,3 +181,16 @@ async def status_async(fake: HasBaseUrl, dsn: str, schema: str, manifest: Path,
     assert await anyio.Path(report).exists(), (done.stdout + done.stderr).decode()
     data: dict[str, Any] = json.loads(await anyio.Path(report).read_text())
     return data, done
+
+
+def renders_manifest(folder: Path, renders: int, *, video_bytes: int | None = None,
+                     **columns: object) -> Path:
+    """``renders`` on-demand renders of one image and one driving video (``video_bytes``
+    long, for a slow upload); ``columns`` are added to every row (e.g. ``fast=True``)."""
+    (folder / "me.png").write_bytes(make_png())
+    write_mp4(folder / "d1.mp4", 1.0, size=video_bytes)
+    lines = [{"key": f"r{r}", "ref_image": "me.png", "driving_video": "d1.mp4",
+              "output": f"out/r{r}.mp4", **columns} for r in range(renders)]
+    path = folder / "m.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path

@@ -10,7 +10,6 @@ throttle, a held answer, a slow render, a slow CDN) and lifts it once the worker
 
 from __future__ import annotations
 
-import json
 import signal
 import urllib.request
 from collections.abc import Callable
@@ -18,28 +17,15 @@ from pathlib import Path
 
 import anyio
 import pytest
-from pghelp import cli_async, finish, read_logs, status_async, wait_until, worker
+from pghelp import cli_async, finish, read_logs, renders_manifest, status_async, wait_until, worker
 
-from viggle_async.testing import FakeViggle, make_png, write_mp4
+from viggle_async.testing import FakeViggle
 
 OUTPUT_BYTES = 64 * 1024
 RENDERS = 3
 BIG_VIDEO = 16 * 1024 * 1024  # bytes: several times the loopback socket buffers
 RENDER_ROUTE = ("POST", "/api/render")
 POLL_ROUTE = ("GET", "/api/render/{job_id}")
-
-
-def renders_manifest(folder: Path, renders: int, *, video_bytes: int | None = None,
-                     **columns: object) -> Path:
-    """``renders`` on-demand renders of one image and one driving video (``video_bytes``
-    long, for a slow upload); ``columns`` are added to every row (e.g. ``fast=True``)."""
-    (folder / "me.png").write_bytes(make_png())
-    write_mp4(folder / "d1.mp4", 1.0, size=video_bytes)
-    lines = [{"key": f"r{r}", "ref_image": "me.png", "driving_video": "d1.mp4",
-              "output": f"out/r{r}.mp4", **columns} for r in range(renders)]
-    path = folder / "m.jsonl"
-    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    return path
 
 
 def _render_creates(fake: FakeViggle, status: int | None = None) -> list[str | None]:
