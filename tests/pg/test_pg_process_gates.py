@@ -34,10 +34,11 @@ CREATE = "POST /api/render"
 
 async def run(fake: FakeViggle, dsn: str, schema: str, folder: Path, m: Path, *,
               workers: int, budgets: list[str | None] | None = None,
-              enqueue: tuple[str, ...] = (), stagger: float = 0.0
-              ) -> tuple[dict[str, Any], int]:
-    """Enqueue ``m``, run ``workers`` worker processes (started ``stagger`` seconds apart)
-    until the ledger is empty; returns ``--status``'s report and exit code."""
+              enqueue: tuple[str, ...] = (), stagger: float = 0.0,
+              options: tuple[str, ...] = ()) -> tuple[dict[str, Any], int]:
+    """Enqueue ``m``, run ``workers`` worker processes (started ``stagger`` seconds apart,
+    each with ``options``) until the ledger is empty; returns ``--status``'s report and
+    exit code."""
     await cli_async(fake, "bulk", str(m), "--journal", dsn, "--schema", schema, "--enqueue",
                     *enqueue)
     logs = folder / "logs"
@@ -50,7 +51,7 @@ async def run(fake: FakeViggle, dsn: str, schema: str, folder: Path, m: Path, *,
             if i:
                 await anyio.sleep(stagger)
             own = (budgets or [None] * workers)[i]
-            extra = ("--budget", own) if own else ()
+            extra = (*options, "--budget", own) if own else options
             procs.append(worker(fake, dsn, schema, "--exit-when-empty", "--max-uploads", "1",
                                 *extra, log=files[-1]))
         await finish(procs, logs)
@@ -92,7 +93,10 @@ async def outage_rejections(dsn: str, schema: str, folder: Path, workers: int) -
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(lift)
-            data, code = await run(fake, dsn, schema, folder, m, workers=workers)
+            # Short probe backoffs: many probes in the outage, so the count is steady
+            # enough to compare; no fallback, so every rejection is a probe's.
+            data, code = await run(fake, dsn, schema, folder, m, workers=workers, options=(
+                "--capacity-backoff", "0.1:0.4", "--fast-fallback", "never"))
         assert all(c.fields.get("fast") in ("true", "True") for c in fake.creates), \
             fake.creates[0].fields
         assert code == 0 and data["summary"]["rows"] == {"done": 12}, read_logs(folder / "logs")

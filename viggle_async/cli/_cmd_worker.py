@@ -28,8 +28,19 @@ from .. import Outcome, RateLimitError, RetryEvent, Supervisor, SystemClock
 from .._clock import Clock
 from .._events import Handle
 from .._journal import EntryState, Journal
-from ._common import EXIT_FAILED, EXIT_OK, CliError, Command, Ctx, positive_float, positive_int
-from ._options import add_poll_interval
+from ._common import (
+    DEFAULT_CAPACITY_BACKOFF,
+    EXIT_FAILED,
+    EXIT_OK,
+    CliError,
+    Command,
+    Ctx,
+    parse_backoff,
+    parse_fast_fallback,
+    positive_float,
+    positive_int,
+)
+from ._options import BACKOFF_HELP, FAST_FALLBACK_HELP, add_poll_interval
 from ._progress import to_json
 
 if TYPE_CHECKING:
@@ -378,6 +389,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--poll-rate", type=positive_float, default=20.0, metavar="N")
     p.add_argument("--budget", type=positive_float, metavar="CREDITS",
                    help="this worker's own budget; it can only lower the run's")
+    # As bulk's: the fast-capacity probe is one across all workers; its pace is each one's.
+    p.add_argument("--fast-fallback", type=parse_fast_fallback, default="attempts:5,seconds:300",
+                   metavar="SPEC", help=FAST_FALLBACK_HELP)
+    p.add_argument("--capacity-backoff", type=parse_backoff, default=DEFAULT_CAPACITY_BACKOFF,
+                   metavar="BASE:CAP", help=BACKOFF_HELP)
     p.add_argument("--exit-when-empty", action="store_true",
                    help="stop once no run in the ledger has a row left to take (default: "
                         "wait for work)")
@@ -414,7 +430,9 @@ async def run(ctx: Ctx) -> int:
                                  max_uploads=args.max_uploads, max_polls=args.max_polls,
                                  max_active_jobs=max(100, args.concurrency),
                                  poll_rate=args.poll_rate, poll_policy=ctx.poll_policy(),
-                                 asset_poll_interval=ctx.asset_poll_interval)
+                                 asset_poll_interval=ctx.asset_poll_interval,
+                                 fast_fallback=args.fast_fallback,
+                                 capacity_backoff=args.capacity_backoff)
                 with anyio.CancelScope() as scope:
                     async with sup, queue.app.open_async():
                         await _install(queue)
