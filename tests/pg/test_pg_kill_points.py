@@ -24,13 +24,16 @@ from viggle_async.testing import FakeViggle
 OUTPUT_BYTES = 64 * 1024
 RENDERS = 3
 BIG_VIDEO = 16 * 1024 * 1024  # bytes: several times the loopback socket buffers
-RENDER_ROUTE = ("POST", "/api/render")
 POLL_ROUTE = ("GET", "/api/render/{job_id}")
 
 
 def _render_creates(fake: FakeViggle, status: int | None = None) -> list[str | None]:
     return [c.result_id for c in fake.creates
             if c.kind == "render" and (status is None or c.status == status)]
+
+
+def _all_created(fake: FakeViggle) -> bool:
+    return len(_render_creates(fake, 200)) == RENDERS
 
 
 def _polled_and_running(fake: FakeViggle) -> bool:
@@ -40,8 +43,8 @@ def _polled_and_running(fake: FakeViggle) -> bool:
     return any(fake.render_status(i)["status"] in ("queued", "processing") for i in ids)
 
 
-# point -> (fake settings, faults to set before the first worker, when to kill, faults to
-# lift after the kill, the first worker's extra options)
+# point -> (fake settings, faults to set before the first worker, when to kill it, faults
+# to lift once it is dead)
 _Case = tuple[dict[str, object], dict[str, object], Callable[[FakeViggle], bool],
               dict[str, object]]
 
@@ -63,16 +66,24 @@ CASES: dict[str, _Case] = {
         {"answer_delay_s": 60.0, "answer_delay_routes": frozenset({"POST /api/render"})},
         lambda f: bool(_render_creates(f, 200)),
         {"answer_delay_s": 0.0}),
-    # Jobs known (journaled) and being polled, still running: resumed by id.
-    "mid-poll": ({"time_scale": 3.0}, {}, _polled_and_running, {}),
+    # Jobs known (journaled) and being polled, still running: resumed by id. (Every
+    # create answered first: one still on the wire would rightly be ambiguous.)
+    "mid-poll": (
+        {"time_scale": 3.0}, {},
+        lambda f: _all_created(f) and _polled_and_running(f), {}),
     # The output's CDN body started and is paced to take seconds: the next worker
     # downloads it again from the journaled job, into a whole file.
     "mid-download": (
         {"time_scale": 200.0},
         {"cdn_bytes_per_s": 16 * 1024.0},
-        lambda f: f.observations.cdn_downloads > 0,
+        lambda f: _all_created(f) and f.observations.cdn_downloads > 0,
         {"cdn_bytes_per_s": None}),
 }
+
+
+def _outputs(folder: Path) -> list[Path]:
+    out = folder / "out"
+    return list(out.glob("r*.mp4")) if out.exists() else []
 
 
 def _fetch(url: str) -> bytes:
@@ -102,15 +113,18 @@ async def test_a_worker_killed_at_any_point_is_finished_by_another_without_a_sec
                 if point == "mid-upload":
                     await anyio.sleep(0.5)  # still reading the body: cut mid-way
                     assert any(c.kind == "render" and c.status == 0 for c in fake.creates)
+                elif point in ("mid-poll", "mid-download"):
+                    # The last create's answer reaches the worker's journal; the renders
+                    # (3 s) and the paced downloads (4 s) are still under way.
+                    await anyio.sleep(0.3)
+                    assert ready(fake) and not _outputs(tmp_path)
             finally:
                 first.send_signal(signal.SIGKILL)
                 first.wait()
         for name, value in lift.items():
             setattr(fake.faults, name, value)
         killed_with = _render_creates(fake, 200)
-        done_at_kill = len(list((tmp_path / "out").glob("r*.mp4"))) \
-            if (tmp_path / "out").exists() else 0
-        assert done_at_kill < RENDERS  # the kill left work behind
+        assert len(_outputs(tmp_path)) < RENDERS  # the kill left work behind
 
         with (logs / "worker2.log").open("w") as log2:
             second = worker(fake, pg_dsn, pg_schema, "--exit-when-empty", log=log2)
