@@ -41,7 +41,7 @@ from ._events import (
     Uploading,
     WorkKind,
 )
-from ._journal import JournalError
+from ._journal import EntryState, JournalError
 from ._models import RenderJob
 from ._protocol import Hook
 from ._resources import PreparedCreate
@@ -164,6 +164,8 @@ class Submitter:
                 try:
                     async with self._uploads:
                         await self._check_stopped(attempts)  # a 402 came while we queued
+                        # ...or a 429's pause: the one read above may predate it.
+                        await self._clock.sleep_until(await account.creates_paused_until())
                         if fast and not probing and not await account.fast_open():
                             continue  # capacity ran out while we queued for a slot: probe
                         attempts += 1
@@ -209,6 +211,7 @@ class Submitter:
             try:
                 async with self._uploads:
                     await self._check_stopped(attempts)
+                    await self._clock.sleep_until(await self._account.creates_paused_until())
                     attempts += 1
                     return await self._once(key, kind, fp, create, ident), attempts
             except CreateError as exc:
@@ -233,11 +236,12 @@ class Submitter:
         except JournalError as exc:
             raise NotSent("not_submitted", f"not sent: {exc}") from None
         marked = False
+        marking = False  # a mark was begun; it may have reached the journal
         journal_failed: JournalError | None = None
         with anyio.CancelScope() as scope:
 
             async def before_last_bytes() -> None:
-                nonlocal marked, journal_failed
+                nonlocal marked, marking, journal_failed
                 # From here the job may exist: if we are cancelled now, still wait for the
                 # answer (bounded by the read timeout) so its id is journaled and, with
                 # cancel_remote, cancelled; otherwise a rerun could only call it ambiguous.
@@ -247,7 +251,15 @@ class Submitter:
                 # The client may resend after a 429 answer; "sending" is already recorded.
                 if not marked:
                     try:
-                        await journal.mark_sending(key)
+                        if marking:
+                            # An earlier try was cut off while marking (aiohttp cancels
+                            # the body writer when an answer, e.g. a 429, comes before
+                            # the body was read): read whether its mark landed.
+                            entry = await journal.get(key)
+                            marked = entry is not None and entry.state is EntryState.SENDING
+                        if not marked:
+                            marking = True
+                            await journal.mark_sending(key)
                     except JournalError as exc:
                         # Raised before the last bytes: the request is never complete.
                         journal_failed = exc
@@ -265,7 +277,7 @@ class Submitter:
                 # "intent", so a rerun may send it. Anything else (5xx, HTML, no answer) leaves
                 # "sending": the job may exist, and a rerun reports it ambiguous.
                 # If the journal cannot, the entry stays "sending": ambiguous, never resent.
-                if marked and _proves_no_job(exc):
+                if (marked or marking) and _proves_no_job(exc):
                     with contextlib.suppress(JournalError):
                         await journal.record_intent(key, kind, fp)
                 raise
