@@ -94,6 +94,9 @@ class RequestPath:
         self.converter = converter
         self._rand = rand
         self._on_retry = on_retry
+        # Observers added by code that shares the client (the supervisor's create pauses);
+        # a tuple, rebuilt on change, so a retry iterates it without a copy.
+        self._observers: tuple[Callable[[RetryEvent], None], ...] = ()
         self._has_key = api_key is not None
         # Built once (a status poll is cheap and thousands add up, benchmarks B5); the
         # key lives only inside this mapping, never in a repr or a message.
@@ -120,6 +123,17 @@ class RequestPath:
                 f"{request.method} {request.path} needs an API key: pass api_key= or set "
                 "VIGGLE_API_KEY (keys are created at https://portal.viggle.ai/api-keys)")
         return self._authed
+
+    def observe_retries(self, observer: Callable[[RetryEvent], None]) -> Callable[[], None]:
+        """Call ``observer`` before each retry sleep, after ``on_retry``; returns the
+        function that removes it. For code that shares this client and must act on every
+        retry as it happens (a create's 429 pauses every create of the account)."""
+        self._observers = (*self._observers, observer)
+
+        def remove() -> None:
+            self._observers = tuple(o for o in self._observers if o is not observer)
+
+        return remove
 
     def unbind_loop(self) -> None:
         """Forget the event loop (after ``aclose``: the next use may be in another loop)."""
@@ -212,8 +226,12 @@ class RequestPath:
             attempt += 1
             logger.info("retrying %s %s (retry %d) in %.2f s after %s: %s", request.method,
                         request.path, attempt, delay, type(cause).__name__, cause)
-            if self._on_retry is not None:
-                self._on_retry(RetryEvent(request.method, request.path, attempt, delay, cause))
+            if self._on_retry is not None or self._observers:
+                event = RetryEvent(request.method, request.path, attempt, delay, cause)
+                if self._on_retry is not None:
+                    self._on_retry(event)
+                for watch in self._observers:
+                    watch(event)
             await clock.sleep_until(now + delay)
 
     # --- parsers: Response -> model or error ---------------------------------------

@@ -24,7 +24,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from . import _journal_sqlite as _journal_module
 from ._account import AccountState, LocalAccountState
-from ._errors import ViggleError
+from ._errors import RateLimitError, ViggleError
 from ._events import (
     CharacterHandle,
     Completed,
@@ -38,6 +38,7 @@ from ._events import (
     RenderHandle,
     SceneHandle,
 )
+from ._http import RetryEvent
 from ._journal import Journal, request_fingerprint
 from ._journal_sqlite import SQLiteJournal
 from ._models import RenderStatus
@@ -207,6 +208,9 @@ class Supervisor:
             # Runs after the work ends and before the scheduler closes: a block that failed
             # or was cancelled while waiting still reaches its running jobs.
             stack.push_async_exit(self._after_work)
+            # Removed after the task group ends (LIFO), so creates still running at exit
+            # are observed too.
+            stack.callback(self.client._http.observe_retries(self._on_client_retry))
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             self._stack = stack.pop_all()
         return self
@@ -253,6 +257,25 @@ class Supervisor:
         self._closed = True
         for stream in self._subscribers:
             stream.close()
+
+    def _on_client_retry(self, event: RetryEvent) -> None:
+        # The client resends a create refused with 429 by itself (after its Retry-After,
+        # docs/api/client-rules.md#create-retries); the submitter hears of the 429 only
+        # once those retries are spent. Every other create of the account must wait too,
+        # from the first 429 on: across processes when the account state is shared.
+        if (event.method != "POST" or not isinstance(event.cause, RateLimitError)
+                or self._tg is None):
+            return
+        with contextlib.suppress(RuntimeError):  # the task group has ended: none of ours runs
+            self._tg.start_soon(self._pause_creates, self._clock.now() + event.delay)
+
+    async def _pause_creates(self, until: float) -> None:
+        try:
+            await self._account.pause_creates(until)
+        except ViggleError as exc:
+            # Best effort: the creating task still waits out its own retry; only the
+            # others of a shared account miss the early pause (they see their own 429).
+            logger.warning("could not share a create pause: %s", exc)
 
     def on_journal_busy(self, waited_s: float) -> None:
         """Report a journal store's wait for its lock (``waited_s`` seconds) as a

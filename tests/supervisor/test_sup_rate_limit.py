@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from pathlib import Path
 
 import anyio
-from suphelp import RENDER_KW
+from aiohttp import web
+from suphelp import RENDER_KW, serve_routes
 
-from viggle_async import Backoff, MemoryJournal, Supervisor, ViggleClient
+from viggle_async import Backoff, MemoryJournal, PollPolicy, Supervisor, ViggleClient
 from viggle_async.testing import FakeViggle, Faults, ManualClock, RateLimit
 
 
@@ -63,3 +65,48 @@ async def test_429_on_journaled_creates_resends_and_records_one_job_each(
     entries = {e.key: e for e in await journal.entries()}
     assert {e.job_id for e in entries.values()} == accepted
     assert {(e.state, e.final_status) for e in entries.values()} == {("final", "complete")}
+
+
+async def test_a_429_the_client_retries_pauses_every_other_create_at_once(
+    png: Path, videos: dict[int, Path],
+) -> None:
+    """The client resends a create refused with 429 by itself; the other creates must not
+    go out meanwhile (the supervisor hears of the 429 at the client's first retry, not once
+    its retries are spent), with the in-process account state as with a shared one.
+
+    Real time (1 s): a manual clock jumps whenever the loop waits on a socket, which
+    would hide when each create really left."""
+    loop = asyncio.get_running_loop()
+    arrivals: list[tuple[float, int]] = []  # (loop time, create number)
+
+    async def create(request: web.Request) -> web.Response:
+        await request.read()
+        n = len(arrivals)
+        arrivals.append((loop.time(), n))
+        if n == 0:
+            return web.json_response({"detail": "Too many requests"}, status=429,
+                                     headers={"Retry-After": "1"})
+        if n == 1:
+            await asyncio.sleep(0.1)  # answered after the 429: its slot frees after it
+        return web.json_response({"job_id": f"job_{n}", "status": "queued"})
+
+    async def status(request: web.Request) -> web.Response:
+        job_id = request.match_info["job_id"]  # no output= asked: the URL is not fetched
+        return web.json_response({"job_id": job_id, "status": "complete", "progress_pct": 100,
+                                  "cdn_url": f"http://127.0.0.1:9/{job_id}.mp4"})
+
+    image = await anyio.Path(png).read_bytes()
+    video = await anyio.Path(videos[1]).read_bytes()
+    async with (serve_routes(("POST", "/api/render", create),
+                             ("GET", "/api/render/{job_id}", status)) as url,
+                ViggleClient("sk-test", base_url=url) as client,
+                Supervisor(client, max_uploads=2, poll_policy=PollPolicy.fixed(0.2)) as sup):
+        handles = [sup.render(key=f"r{i}", ref_image=image, driving_video=video)
+                   for i in range(4)]
+    assert [h.outcome.state for h in handles] == ["complete"] * 4
+    (refused_at, _), (_, second) = arrivals[:2]
+    assert second == 1
+    # Creates 0 and 1 left together; every later one waited out the Retry-After (the
+    # resend of 0 included), though only create 0's own call was told.
+    later = [t for t, n in arrivals if n >= 2]
+    assert len(later) == 3 and min(later) >= refused_at + 1 - 0.05, arrivals

@@ -14,18 +14,16 @@ Inputs and outputs must be on a path every worker reaches (a shared filesystem).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
 
-from .. import Outcome, RateLimitError, RetryEvent, Supervisor, SystemClock
-from .._clock import Clock
+from .. import Outcome, Supervisor, SystemClock
 from .._events import Handle
 from .._journal import EntryState, Journal
 from ._common import (
@@ -44,10 +42,9 @@ from ._options import BACKOFF_HELP, FAST_FALLBACK_HELP, add_poll_interval
 from ._progress import to_json
 
 if TYPE_CHECKING:
-    from ..pg import PostgresAccountState, PostgresLedger, RowBook, RowQueue
+    from ..pg import PostgresLedger, RowBook, RowQueue
     from ._cmd_bulk import Priced
     from ._manifest import Manifest
-    from ._progress import EventView
 
 __all__ = ["COMMAND", "add_bulk_options", "bulk_distributed", "is_postgres_dsn"]
 
@@ -312,32 +309,6 @@ class _RowWorker:
             await self.queue.defer_rows(book.run, ready)
 
 
-class _SharedCreatePauses:
-    """The client's ``on_retry`` hook: a create answered 429 is retried by the client
-    itself after the Retry-After (docs/api/client-rules.md#create-retries), and the
-    supervisor hears of the 429 only once those retries are spent. Every other worker
-    must wait too, so the pause goes to the ledger at the first 429, as it happens.
-    Best effort: a pause that cannot be written leaves only this process waiting."""
-
-    def __init__(self, account: PostgresAccountState, clock: Clock) -> None:
-        self._account = account
-        self._clock = clock  # the account's: pauses are in its seconds
-        self._writes: set[asyncio.Task[None]] = set()
-
-    def on_retry(self, event: RetryEvent) -> None:
-        if event.method != "POST" or not isinstance(event.cause, RateLimitError):
-            return  # only creates are POSTs; reads pause through the poll path
-        until = self._clock.now() + event.delay
-        task = asyncio.get_running_loop().create_task(self._account.pause_creates(until))
-        self._writes.add(task)  # a reference, so the write is not collected mid-way
-        task.add_done_callback(self._written)
-
-    def _written(self, task: asyncio.Task[None]) -> None:
-        self._writes.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: a failed write is not an unhandled error
-
-
 def _edited_inputs(spec: Mapping[str, Any]) -> str | None:
     """Why the row must not be sent: an input file changed (or vanished) since enqueue."""
     from ..pg import hash_file
@@ -416,7 +387,6 @@ async def run(ctx: Ctx) -> int:
         async with _ledger(args) as ledger:
             clock = SystemClock()
             account = PostgresAccountState(ledger, budget=args.budget, clock=clock)
-            pauses = _SharedCreatePauses(account, clock)
             journal = Journal(PostgresJournalStore.on_ledger(ledger, name=JOURNAL_NAME))
             worker = _RowWorker(ledger)
             queue = worker.queue = _queue(
@@ -424,8 +394,9 @@ async def run(ctx: Ctx) -> int:
                 heartbeat=min(args.heartbeat, args.stalled_after / 3),
                 recover_cron=f"*/{args.recover_every} * * * * *")
             ctx.out.note(f"worker {account.worker_id} on {ledger.dsn} schema {ledger.schema}")
-            # Ctx.client reads only ``on_retry`` from its view.
-            async with ctx.client(cast("EventView", pauses)) as client:
+            # A create's 429 pauses every worker from its first retry on: the supervisor
+            # observes the client's retries and writes the pause to the shared account.
+            async with ctx.client() as client:
                 sup = Supervisor(client, journal=journal, account=account,
                                  max_uploads=args.max_uploads, max_polls=args.max_polls,
                                  max_active_jobs=max(100, args.concurrency),
