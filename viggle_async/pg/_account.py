@@ -7,6 +7,10 @@ Retry-After), and the fast-capacity gate (docs/api/client-rules.md#create-retrie
 docs/api/errors.md, docs/api/credits.md#costs). Each method is one
 short statement or transaction, so processes never keep a copy.
 
+The poll rate cap is a GCRA bucket in its own row (``poll_cap``, see ``_account``): one
+statement per batch of polls, holding nothing per worker, so a dead worker leaves no
+tokens behind.
+
 Time: the supervisor speaks its own clock's seconds (a monotonic clock, different in
 every process), the ledger stores the database's ``now()``. Each call converts through
 the offset between the two at that moment, so leases and pauses use one clock: the
@@ -331,6 +335,38 @@ class PostgresAccountState:
         ``probe()`` are released on their next attempt)."""
         await self._fetch("""UPDATE {s}.account SET fast_state = 'open', failures = 0
                              WHERE id = 1 RETURNING failures""")
+
+    # -- poll rate cap ------------------------------------------------------------------
+    async def take_polls(self, n: int, now: float) -> tuple[int, float]:
+        """Take up to ``n`` poll starts from the shared cap (``ledger.set_poll_rate``;
+        20/s with a burst of 3 by default), in one statement. Returns ``(granted,
+        next_at)``, ``next_at`` in clock seconds; see ``AccountState.take_polls``."""
+        if n < 1:
+            raise ValueError(f"take_polls: n={n!r}. Fix: ask for at least 1 poll start")
+        # One statement, so one round trip: lock the row, grant what fits before
+        # now() + (burst - 1) / rate at even spacing from max(tat, now()), move tat past
+        # the grant. now() of a statement that waited for the lock is older than the
+        # winner's: that only grants less.
+        (granted, wait) = await self._fetch(
+            """WITH b AS (
+                   SELECT rate, burst, greatest(coalesce(tat, now()), now()) AS base
+                   FROM {s}.poll_cap WHERE id = 1 FOR UPDATE),
+               g AS (
+                   SELECT rate, burst, base, CASE WHEN rate IS NULL THEN %s::int
+                       ELSE least(%s::int, greatest(0, floor(
+                           extract(epoch FROM now() - base) * rate + burst + 1e-9)))::int
+                       END AS granted
+                   FROM b),
+               u AS (
+                   UPDATE {s}.poll_cap p SET tat = CASE WHEN g.rate IS NULL THEN p.tat
+                       ELSE g.base + make_interval(secs => g.granted / g.rate) END
+                   FROM g WHERE p.id = 1 RETURNING p.tat)
+               SELECT g.granted, CASE WHEN g.rate IS NULL THEN 0.0 ELSE greatest(0.0,
+                   extract(epoch FROM (SELECT tat FROM u) - now())::float8
+                   - (g.burst - 1) / g.rate) END
+               FROM g""", (n, n))
+        # Converted after the answer, so next_at errs late (by the round trip), never early.
+        return int(granted), self._clock.now() + float(wait)
 
     async def capacity_rejections(self) -> int:
         """Fast-capacity refusals seen by all workers."""
