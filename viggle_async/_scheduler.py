@@ -68,7 +68,7 @@ TakePolls = Callable[[int, float], Awaitable[tuple[int, float]]]
 # window) before it is dropped: a start kept longer could go out in a window the account
 # already granted to others, which the shared cap's bound does not allow for.
 _TOKEN_HOLD = 0.1
-# The most starts asked for in one round trip, so one process cannot take a whole burst.
+# The most starts asked for in one round trip (a bound on what one ask may leave unused).
 _TOKEN_BATCH = 32
 # Seconds before asking again after take_polls raised (e.g. the shared store is away).
 _TOKEN_RETRY = 1.0
