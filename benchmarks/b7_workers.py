@@ -173,6 +173,7 @@ def run(ctx: Context) -> Outcome:
     busy: dict[str, list[float]] = {str(n): [] for n in WORKERS}
     loads: dict[str, list[float]] = {str(n): [] for n in WORKERS}
     own: dict[str, list[float]] = {str(n): [] for n in WORKERS}
+    pg_cpu: dict[str, list[float]] = {str(n): [] for n in WORKERS}  # ms per row
     with Server(time_scale=SCALE, max_upload_bytes=video_bytes + MIB) as server:
         port = urlsplit(server.base_url).port
         assert port is not None
@@ -200,15 +201,18 @@ def run(ctx: Context) -> Outcome:
                         env = {**base, "VIGGLE_BASE_URL": proxies[0].base_url}
                         time.sleep(1.1)  # idle workers' statistics reach the counters
                         x0, cpu0 = _xacts(dsn), _cpu_times()
-                        pids = ([p.pid for p in procs] + _backend_pids(dsn)
+                        backends = _backend_pids(dsn)
+                        pids = ([p.pid for p in procs] + backends
                                 + [c._proc.pid for c in (server, *proxies) if c._proc])
                         own0, t0 = _proc_cpu(pids), time.monotonic()
+                        pg0 = _proc_cpu(backends)
                         _cli(["bulk", str(manifest), "--journal", dsn, "--schema", schema,
                               "--run", "b7", "--enqueue"], env, 120)
                         _wait_for(dsn, f"SELECT count(*) FROM \"{schema}\".dist_rows "
                                   "WHERE state NOT IN ('done', 'failed')", lambda c: c == 0,
                                   procs)
                         cpu1 = _cpu_times()
+                        pg_cpu[str(n)].append((_proc_cpu(backends) - pg0) / rows * 1000)
                         own[str(n)].append((_proc_cpu(pids) - own0)
                                            / ((time.monotonic() - t0) * (os.cpu_count() or 1)))
                         loads[str(n)].append(os.getloadavg()[0])
@@ -256,6 +260,10 @@ def run(ctx: Context) -> Outcome:
                        note="pg_stat_database xact_commit during the run / rows "
                             "(queue polling and heartbeats included)")
                 for n in WORKERS]
+    figures += [Figure("B7", f"ledger CPU per row (PostgreSQL backends), {n} worker(s)", "ms",
+                       median(pg_cpu[str(n)]),
+                       note="CPU of the backends open when the run started, / rows")
+                for n in WORKERS]
     figures.append(Figure(
         "B7", "ledger overhead per row (1 worker vs local bulk)", "ms",
         (t["1"] - t["local"]) / rows * 1000, "local bulk, SQLite journal",
@@ -265,4 +273,4 @@ def run(ctx: Context) -> Outcome:
               rate / 1e6, "time_scale": SCALE, "runs": ctx.runs}
     return Outcome("many workers", figures, {
         "config": config, "runs": per_run, "medians_s": t, "ledger_xacts_per_row": xacts,
-        "cpu_busy": busy, "own_cpu_share": own, "load_1min": loads})
+        "cpu_busy": busy, "own_cpu_share": own, "pg_cpu_ms_per_row": pg_cpu, "load_1min": loads})
