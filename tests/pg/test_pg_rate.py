@@ -138,11 +138,15 @@ async def test_one_statement_grants_a_whole_batch_and_says_when_the_next_is_due(
     await ledger.set_poll_rate(10.0, 5.0)
     state = PostgresAccountState(ledger)
     clock = SystemClock()
+    start = clock.now()
     assert (await state.take_polls(5, clock.now()))[0] == 5  # the burst, in one round trip
     granted, next_at = await state.take_polls(3, clock.now())
-    assert granted == 0
-    # The burst ran 4 starts ahead of 10/s: the next is due 0.1 s after the first.
-    assert 0.0 < next_at - clock.now() <= 0.1 + 0.01
+    elapsed = clock.now() - start
+    # After the burst, only what 10/s refilled since: none unless the machine stalled.
+    assert granted <= math.floor(elapsed * 10.0 + 1e-9)
+    if granted < 3:
+        # The burst ran 4 starts ahead of 10/s: the next is due 0.1 s after the first.
+        assert 0.0 < next_at - clock.now() <= 0.1 + 0.01
     await anyio.sleep(max(0.0, next_at - clock.now()))
     assert (await state.take_polls(3, clock.now()))[0] >= 1
 
@@ -195,6 +199,7 @@ async def test_a_dead_workers_unused_starts_block_nobody(open_ledger: LedgerFact
 class Jobs:
     def __init__(self) -> None:
         self.starts: list[float] = []
+        self.rtt = 0.0  # the slowest take_polls answer
 
     async def poll(self, job_id: str) -> str:
         self.starts.append(time.time())
@@ -222,9 +227,17 @@ async def _run_schedulers(ledgers: Sequence[PostgresLedger], own_rate: float,
 
 async def _one_scheduler(ledger: PostgresLedger, jobs: Jobs, own_rate: float, i: int) -> None:
     state = PostgresAccountState(ledger, worker_id=f"s{i}")
+
+    async def take_polls(n: int, now: float) -> tuple[int, float]:
+        sent = time.time()
+        try:
+            return await state.take_polls(n, now)
+        finally:
+            jobs.rtt = max(jobs.rtt, time.time() - sent)
+
     s: PollScheduler[str] = PollScheduler(
         jobs.poll, read, clock=SystemClock(), rand=random.Random(i).random, max_in_flight=8,
-        max_rate=own_rate, policy=EAGER, take_polls=state.take_polls)
+        max_rate=own_rate, policy=EAGER, take_polls=take_polls)
     async with s, anyio.create_task_group() as tg:
         for k in range(30):
             tg.start_soon(s.wait, f"j{k}")
@@ -237,7 +250,7 @@ async def test_schedulers_in_two_workers_share_the_cap(open_ledger: LedgerFactor
     starts = jobs[0].starts + jobs[1].starts
     # Slack: a batch may be started up to the scheduler's hold (0.1 s) after its grant,
     # plus the round trip the grant took.
-    assert_within_cap(starts, 20.0, 2.0, slack=0.1 + 0.1)
+    assert_within_cap(starts, 20.0, 2.0, slack=0.1 + max(j.rtt for j in jobs))
     assert jobs[0].starts and jobs[1].starts
 
 
