@@ -158,7 +158,10 @@ class Supervisor:
                               on_created=self._jobs.created)
         self._scheduler: PollScheduler[RenderStatus] = PollScheduler(
             client.renders.get, poll_view, clock=self._clock, rand=rand, max_in_flight=max_polls,
-            max_rate=poll_rate, policy=poll_policy, take_polls=self._account.take_polls)
+            max_rate=poll_rate, policy=poll_policy,
+            # Its own LocalAccountState has the scheduler's own cap: asking it too would
+            # only cost CPU (a few µs per poll), so only a given account is asked.
+            take_polls=None if account is None else self._account.take_polls)
         self._runner = Runner(RunContext(
             client=client, account=self._account, journal=self._journal,
             scheduler=self._scheduler, submitter=submitter, jobs=self._jobs, emit=self._emit,
