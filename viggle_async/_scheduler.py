@@ -330,13 +330,14 @@ class PollScheduler(Generic[R]):
         self._tokens_until = self._clock.now() + self._token_hold
         if granted < n:
             # Nothing more before next_at: asking sooner would cost a round trip for a
-            # refusal. Jitter (up to the wait again) keeps processes refused together
-            # from all asking at the same instant, where one wins and the rest pay a
-            # round trip each. The floor keeps a store answering "not yet, now" from
-            # spinning the dispatcher.
-            wait = max(next_at - now, 1e-3)
-            self._tokens_next = now + wait * (1.0 + self._rand()) if granted == 0 \
-                else now + wait
+            # refusal. Jitter (up to the wait again) keeps processes told the same next_at
+            # from all asking at that instant, where one wins and the rest pay a round
+            # trip each; the same jitter for a partial grant as for a refusal keeps it
+            # fair (asking exactly at next_at after a partial grant, a process won every
+            # race and starved the others). What the jitter leaves unused accrues up to
+            # the burst. The floor keeps a store answering "not yet, now" from spinning
+            # the dispatcher.
+            self._tokens_next = now + max(next_at - now, 1e-3) * (1.0 + self._rand())
         else:
             self._tokens_next = -math.inf
 

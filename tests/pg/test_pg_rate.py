@@ -251,7 +251,8 @@ async def test_schedulers_in_two_workers_share_the_cap(open_ledger: LedgerFactor
     # Slack: a batch may be started up to the scheduler's hold (0.1 s) after its grant,
     # plus the round trip the grant took.
     assert_within_cap(starts, 20.0, 2.0, slack=0.1 + max(j.rtt for j in jobs))
-    assert jobs[0].starts and jobs[1].starts
+    # Fair: neither worker starves (asking at exactly next_at, one once won every race).
+    assert min(len(j.starts) for j in jobs) >= 0.25 * len(starts)
 
 
 async def test_a_workers_own_rate_only_lowers_the_shared_cap(
