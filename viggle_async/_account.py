@@ -10,7 +10,15 @@ Every method is async and takes or returns plain values (clock seconds, credits,
 an implementation may live outside the process: the shape is the one a shared store needs
 (an atomic ``reserve`` against one committed total, one ``paused_until`` for everyone, one
 fast-capacity probe in flight while the gate is closed, a probe slot that could be a lease
-that expires). ``LocalAccountState`` is the in-process implementation.
+that expires, a poll rate cap taken a batch of starts per round trip). ``LocalAccountState``
+is the in-process implementation.
+
+The poll rate cap is a GCRA token bucket (the "virtual scheduling" form of a leaky bucket):
+``rate`` poll starts per second, of which up to ``burst`` may go out back to back. Across
+everyone sharing one state, poll starts granted in any window of W seconds number at most
+``burst + rate * W``. It is kept as one time (the theoretical arrival time of the next
+start), so a shared store updates one value per batch and holds nothing per process: a
+process that dies with tokens it took never used simply leaves them unused.
 """
 
 from __future__ import annotations
@@ -96,14 +104,71 @@ class AccountState(Protocol):
         """Fast-capacity refusals seen so far."""
         ...
 
+    async def take_polls(self, n: int, now: float) -> tuple[int, float]:
+        """Take up to ``n`` status-poll starts from the account's poll rate cap.
+
+        ``now``: the caller's clock seconds. Returns ``(granted, next_at)``: ``granted``
+        (0..n) polls may start now, and ``next_at`` (clock seconds, >= ``now``) is the
+        earliest time the next start after them may be granted. Granted starts are spent whether or
+        not they are used: start them at once or drop them (``PollScheduler`` keeps them
+        at most ``max(coalesce, 0.1)`` s). Raises ``ValueError`` for ``n < 1``.
+        """
+        ...
+
+
+def default_poll_burst(rate: float) -> float:
+    """The poll starts that may go back to back under ``rate`` (polls per second) when no
+    burst is given: 0.1 s worth of them plus one, as far ahead of even spacing as the
+    scheduler's default coalescing window (``PollPolicy.coalesce``) lets polls run."""
+    return 1.0 + 0.1 * rate
+
+
+def check_poll_cap(rate: float, burst: float | None) -> float:
+    """Validate a poll rate cap; returns its burst. ``ValueError`` names the fix."""
+    if not rate > 0:
+        raise ValueError(f"poll_rate: {rate!r} polls per second. Fix: pass a number > 0 "
+                         "(math.inf for no cap)")
+    if burst is None:
+        burst = 1.0 if math.isinf(rate) else default_poll_burst(rate)
+    if not burst >= 1 or math.isinf(burst) or math.isnan(burst):
+        raise ValueError(f"poll_burst: {burst!r}. Fix: pass a finite number >= 1 "
+                         "(polls that may start back to back)")
+    return burst
+
+
+def gcra_take(tat: float, n: int, now: float, rate: float, burst: float
+              ) -> tuple[int, float, float]:
+    """One ``take_polls`` step of the GCRA bucket: ``(granted, next_at, new_tat)``.
+
+    ``tat``: when the next start would be due at exactly ``rate`` (seconds). Start i of
+    a batch is allowed while ``base + i / rate <= now + (burst - 1) / rate`` with
+    ``base = max(tat, now)``. ``pg._account`` runs the same arithmetic in SQL.
+    """
+    if n < 1:
+        raise ValueError(f"take_polls: n={n!r}. Fix: ask for at least 1 poll start")
+    if math.isinf(rate):
+        return n, now, tat
+    base = max(tat, now)
+    # The epsilon forgives float rounding in (now - base) * rate, never a whole start.
+    granted = min(n, max(0, math.floor((now - base) * rate + burst + 1e-9)))
+    new_tat = base + granted / rate
+    return granted, max(now, new_tat - (burst - 1.0) / rate), new_tat
+
 
 class LocalAccountState:
     """``AccountState`` for one process: plain fields, one anyio lock for the probe.
 
-    ``budget`` is the caller's ``credit_budget`` (None: no cap).
+    ``budget`` is the caller's ``credit_budget`` (None: no cap). ``poll_rate``: status
+    polls started per second by everyone sharing this state (``math.inf``: no cap);
+    ``poll_burst``: how many may start back to back (default ``1 + 0.1 * poll_rate``).
+    Raises ``ValueError`` for a rate <= 0 or a burst < 1.
     """
 
-    def __init__(self, *, budget: float | None = None) -> None:
+    def __init__(self, *, budget: float | None = None, poll_rate: float = 20.0,
+                 poll_burst: float | None = None) -> None:
+        self._poll_burst = check_poll_cap(poll_rate, poll_burst)
+        self._poll_rate = poll_rate
+        self._poll_tat = -math.inf
         self._budget = budget
         self._committed = 0
         self._stopped: str | None = None
@@ -186,3 +251,8 @@ class LocalAccountState:
     def rejections_now(self) -> int:
         """``capacity_rejections()`` without awaiting (this implementation only)."""
         return self._rejections
+
+    async def take_polls(self, n: int, now: float) -> tuple[int, float]:
+        granted, next_at, self._poll_tat = gcra_take(
+            self._poll_tat, n, now, self._poll_rate, self._poll_burst)
+        return granted, next_at

@@ -7,6 +7,8 @@ job wastes requests and CPU, so one dispatcher keeps a heap of next-poll times a
 poll as a short task, with:
 
 - at most ``max_in_flight`` polls in flight and at most ``max_rate`` polls started per second;
+  with ``take_polls`` (``AccountState.take_polls``), also within the account's shared poll
+  rate cap, asked once per batch of polls rather than once per poll;
 - intervals that grow while a job's observed state is unchanged, shrink when it moves, and,
   once ``progress_pct`` moves, aim at a fraction of the estimated remaining time so polls
   cluster near the expected end;
@@ -59,6 +61,18 @@ __all__ = [
 
 R = TypeVar("R")
 
+#: ``AccountState.take_polls``: ``(n, now) -> (granted, next_at)``.
+TakePolls = Callable[[int, float], Awaitable[tuple[int, float]]]
+
+# Seconds a batch of starts taken from the account may wait unused (at least the coalescing
+# window) before it is dropped: a start kept longer could go out in a window the account
+# already granted to others, which the shared cap's bound does not allow for.
+_TOKEN_HOLD = 0.1
+# The most starts asked for in one round trip (a bound on what one ask may leave unused).
+_TOKEN_BATCH = 32
+# Seconds before asking again after take_polls raised (e.g. the shared store is away).
+_TOKEN_RETRY = 1.0
+
 
 class _Job(Generic[R]):
     __slots__ = ("fingerprint", "gen", "job_id", "last", "polling", "seen", "state", "waiters")
@@ -103,6 +117,14 @@ class PollScheduler(Generic[R]):
     ``read(result)`` summarises it as a ``PollView``. Polls run on ``max_in_flight`` worker
     tasks (no task per job or per poll). Leaving the context cancels every poll and fails any
     remaining waiter with ``PollSchedulerClosed``.
+
+    ``max_rate``: poll starts per second of this scheduler (``math.inf``: none).
+    ``take_polls``: an ``AccountState.take_polls`` whose shared cap every start must also
+    fit (so this scheduler's ``max_rate`` can only lower it). The dispatcher asks it for a
+    batch (the due polls that fit ``max_rate`` and the idle workers, at most 32) in one
+    await, and drops starts left unused after ``max(coalesce, 0.1)`` s. If it raises,
+    no poll starts and it is asked again 1 s later (a poll never goes out uncapped).
+    ``ValueError`` for ``max_in_flight < 1`` or ``max_rate <= 0``.
     """
 
     def __init__(
@@ -115,6 +137,7 @@ class PollScheduler(Generic[R]):
         max_in_flight: int = 8,
         max_rate: float = 20.0,
         policy: PollPolicy | None = None,
+        take_polls: TakePolls | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1")
@@ -141,6 +164,15 @@ class PollScheduler(Generic[R]):
         self._tg: TaskGroup | None = None
         self._closed = False
         self._next_send = -math.inf  # earliest start of the next poll under the rate cap
+        # Starts taken from the account's shared cap: how many are left, until when they
+        # may be used, and when the account said the next one may be had. Without an
+        # account they never run out.
+        self._take_polls = take_polls
+        self._tokens = 0.0 if take_polls is not None else math.inf
+        self._tokens_until = -math.inf if take_polls is not None else math.inf
+        self._tokens_next = -math.inf
+        self._token_hold = max(self._window, _TOKEN_HOLD)
+        self.rate_errors = 0  # take_polls calls that raised
         self._paused_until = -math.inf
         self._in_flight = 0
         self._idle: list[_Slot[R]] = []
@@ -246,6 +278,11 @@ class PollScheduler(Generic[R]):
         while True:
             now = clock.now()
             self._expire(now)
+            if self._take_polls is not None and self._idle and now >= self._tokens_next:
+                wanted = self._tokens_wanted(now)
+                if wanted:
+                    await self._take_tokens(self._take_polls, wanted, now)
+                    now = clock.now()
             self._send_due(now)
             wake = self._next_wake()
             with anyio.CancelScope() as scope:
@@ -255,6 +292,54 @@ class PollScheduler(Generic[R]):
                 else:
                     await clock.sleep_until(wake)
             self._wake_scope, self._wake_at = None, -math.inf
+
+    def _has_token(self, now: float) -> bool:
+        if now > self._tokens_until:
+            self._tokens = 0.0  # held too long: dropped, never used late
+        return self._tokens >= 1
+
+    def _tokens_wanted(self, now: float) -> int:
+        """How many starts to ask the account for: 0 while some are in hand, else the due
+        polls that this scheduler's own cap and idle workers would start now."""
+        if self._has_token(now) or self._due(now) is None:
+            return 0
+        n = min(len(self._idle), _TOKEN_BATCH)
+        if self._spacing:
+            n = min(n, 1 + math.floor(
+                (now - (max(self._next_send, now) - self._rate_slack)) / self._spacing
+                + 1e-9))
+        # Count live due entries down the heap (a parent is never due later than its
+        # children), visiting only those due and their children: O(n), not O(heap).
+        heap, limit, count, stack = self._heap, now + self._window, 0, [0]
+        while stack and count < n:
+            i = stack.pop()
+            if i < len(heap) and heap[i][0] <= limit:
+                count += heap[i][2] == heap[i][3].gen
+                stack += (2 * i + 1, 2 * i + 2)
+        return count
+
+    async def _take_tokens(self, take: TakePolls, n: int, now: float) -> None:
+        try:
+            granted, next_at = await take(n, now)
+        except Exception:
+            # Starting polls uncapped could exceed what the whole account may send; waiting
+            # costs only latency, and the store's own errors surface on its other calls.
+            self.rate_errors += 1
+            granted, next_at = 0, now + _TOKEN_RETRY
+        self._tokens = float(granted)
+        self._tokens_until = self._clock.now() + self._token_hold
+        if granted < n:
+            # Nothing more before next_at: asking sooner would cost a round trip for a
+            # refusal. Jitter (up to the wait again) keeps processes told the same next_at
+            # from all asking at that instant, where one wins and the rest pay a round
+            # trip each; the same jitter for a partial grant as for a refusal keeps it
+            # fair (asking exactly at next_at after a partial grant, a process won every
+            # race and starved the others). What the jitter leaves unused accrues up to
+            # the burst. The floor keeps a store answering "not yet, now" from spinning
+            # the dispatcher.
+            self._tokens_next = now + max(next_at - now, 1e-3) * (1.0 + self._rand())
+        else:
+            self._tokens_next = -math.inf
 
     def _kick(self, when: float = -math.inf) -> None:
         """Wake the dispatcher if it sleeps past ``when``."""
@@ -293,17 +378,21 @@ class PollScheduler(Generic[R]):
             if gen != job.gen:
                 heapq.heappop(heap)
                 continue
+            # The rate test is written as _next_wake computes the wake-up (next_send -
+            # slack), so float rounding can never leave a wake-up that finds nothing due.
             if (due > now + self._window or now < self._paused_until
-                    or self._next_send > now + self._rate_slack):
+                    or self._next_send - self._rate_slack > now):
                 return None
             return job
         return None
 
     def _take_due(self, now: float) -> _Job[R] | None:
-        """Pop the job ``_due`` finds and count it as sent (the caller polls it)."""
+        """Pop the job ``_due`` finds and count it as sent (the caller polls it), if a start
+        from the account's cap is in hand."""
         job = self._due(now)
-        if job is None:
+        if job is None or not self._has_token(now):
             return None
+        self._tokens -= 1
         heapq.heappop(self._heap)
         self._next_send = max(self._next_send, now) + self._spacing
         job.polling = True
@@ -317,7 +406,8 @@ class PollScheduler(Generic[R]):
         if self._heap and not self._blocked_on_slots:
             # A stale top entry only causes one early wake-up that pops it.
             wake = min(wake, max(self._heap[0][0], self._paused_until,
-                                 self._next_send - self._rate_slack))
+                                 self._next_send - self._rate_slack,
+                                 self._tokens_next if self._tokens < 1 else -math.inf))
         return wake
 
     async def _worker(self, slot: _Slot[R]) -> None:

@@ -148,8 +148,9 @@ class Supervisor:
         if account is not None and credit_budget is not None:
             raise ValueError("credit_budget: give it to the account state instead (e.g. "
                              "PostgresAccountState(ledger, budget=...)) when passing account=")
-        self._account: AccountState = (LocalAccountState(budget=credit_budget)
-                                       if account is None else account)
+        self._account: AccountState = (
+            LocalAccountState(budget=credit_budget, poll_rate=poll_rate)
+            if account is None else account)
         self._journal = RunJournal(journal, on_failure=self._account.stop)
         self._jobs = JobRegistry()
         submitter = Submitter(client, account=self._account, journal=self._journal,
@@ -158,7 +159,10 @@ class Supervisor:
                               on_created=self._jobs.created)
         self._scheduler: PollScheduler[RenderStatus] = PollScheduler(
             client.renders.get, poll_view, clock=self._clock, rand=rand, max_in_flight=max_polls,
-            max_rate=poll_rate, policy=poll_policy)
+            max_rate=poll_rate, policy=poll_policy,
+            # Its own LocalAccountState has the scheduler's own cap: asking it too would
+            # only cost CPU (a few µs per poll), so only a given account is asked.
+            take_polls=None if account is None else self._account.take_polls)
         self._runner = Runner(RunContext(
             client=client, account=self._account, journal=self._journal,
             scheduler=self._scheduler, submitter=submitter, jobs=self._jobs, emit=self._emit,

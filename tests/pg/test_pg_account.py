@@ -91,6 +91,27 @@ async def test_a_rows_reservation_is_inherited_and_refunded_once(
     assert await heir.committed() == 0
 
 
+async def test_workers_racing_to_reserve_one_row_commit_it_once(
+        open_ledger: LedgerFactory) -> None:
+    """A row delivered to several workers at once (a redelivery racing a slow worker):
+    each reserve is one statement, and only one of them adds to the total."""
+    ledgers, states = await _states(open_ledger, 4)
+    await ledgers[0].set_budget(100)
+    answers: list[str | None] = []
+
+    async def reserve(i: int, row: str) -> None:
+        answers.append(await states[i % 4].reserve(30, owner=row))
+
+    async with anyio.create_task_group() as tg:
+        for i in range(12):  # three rows, four workers each
+            tg.start_soon(reserve, i, f"row-{i % 3}")
+    assert answers == [None] * 12  # 90 of 100: every worker may go on with its row
+    assert await states[0].committed() == 90
+    assert await states[1].reserve(30, owner="row-9") is not None  # 120 > 100
+    # Over the budget, a row that already holds its reservation still inherits it.
+    assert await states[2].reserve(30, owner="row-1") is None
+
+
 # -- stop and pauses --------------------------------------------------------------------
 async def test_a_402_stop_is_seen_by_every_worker_and_the_first_reason_stays(
         open_ledger: LedgerFactory) -> None:

@@ -7,6 +7,10 @@ Retry-After), and the fast-capacity gate (docs/api/client-rules.md#create-retrie
 docs/api/errors.md, docs/api/credits.md#costs). Each method is one
 short statement or transaction, so processes never keep a copy.
 
+The poll rate cap is a GCRA bucket in its own row (``poll_cap``, see ``_account``): one
+statement per batch of polls, holding nothing per worker, so a dead worker leaves no
+tokens behind.
+
 Time: the supervisor speaks its own clock's seconds (a monotonic clock, different in
 every process), the ledger stores the database's ``now()``. Each call converts through
 the offset between the two at that moment, so leases and pauses use one clock: the
@@ -87,7 +91,8 @@ class PostgresAccountState:
     def __repr__(self) -> str:
         return f"PostgresAccountState({self._ledger!r}, worker_id={self.worker_id!r})"
 
-    async def _fetch(self, template: LiteralString, params: tuple[Any, ...] = (),
+    async def _fetch(self, template: LiteralString,
+                     params: tuple[Any, ...] | dict[str, Any] = (),
                      **identifiers: str) -> tuple[Any, ...]:
         async with self._ledger.pool.connection() as conn:
             cur = await conn.execute(self._ledger.q(template, **identifiers), params)
@@ -102,42 +107,56 @@ class PostgresAccountState:
         budget is set), or None when reserved (or already reserved for ``owner``)."""
         if self._stopped_here is not None:
             return self._stopped_here
-        q = self._ledger.q
-        async with self._ledger.pool.connection() as conn, conn.transaction():
-            # FOR UPDATE: concurrent reserves queue on this row, so the check and the
-            # increment are one step for all processes.
+        # One statement, one round trip (it was a transaction of six: BEGIN, four
+        # statements, COMMIT; benchmarks B7). FOR UPDATE on the account row queues
+        # concurrent reserves, so the check and the increment are one step for all
+        # processes. The reservation is inserted first with ON CONFLICT DO NOTHING and the
+        # total moves only if that insert happened: a worker racing another for the same
+        # owner (a redelivered row) inherits the winner's reservation, never adds twice.
+        (stopped, committed, budget, ok, inserted, total) = await self._fetch(
+            """WITH a AS (
+                   SELECT stopped, committed, least(budget, %(own)s::float8) AS budget
+                   FROM {s}.account WHERE id = 1 FOR UPDATE),
+               d AS (
+                   SELECT a.*, a.stopped IS NULL AND (a.budget IS NULL OR (
+                       %(credits)s::bigint IS NOT NULL
+                       AND a.committed + %(credits)s::bigint <= a.budget)) AS ok
+                   FROM a),
+               i AS (
+                   INSERT INTO {s}.reservations (owner, credits)
+                   SELECT %(owner)s::text, coalesce(%(credits)s::bigint, 0) FROM d
+                   WHERE d.ok AND %(owner)s::text IS NOT NULL
+                   ON CONFLICT (owner) DO NOTHING RETURNING owner),
+               u AS (
+                   UPDATE {s}.account AS acc SET committed = acc.committed
+                       + coalesce(%(credits)s::bigint, 0)
+                   FROM d WHERE acc.id = 1 AND d.ok
+                       AND (%(owner)s::text IS NULL OR EXISTS (SELECT 1 FROM i))
+                   RETURNING acc.committed)
+               SELECT d.stopped, d.committed, d.budget, d.ok, EXISTS (SELECT 1 FROM i),
+                      (SELECT committed FROM u)
+               FROM d""",
+            {"own": self._budget, "credits": credits, "owner": owner})
+        if stopped:
+            return str(stopped)
+        if total is not None:
+            self._seen_committed = int(total)
+            return None
+        if owner is not None and await self._holds(owner):
+            return None  # inherited from the worker that held this row before
+        if ok and owner is not None and not inserted:
+            return None  # raced the same owner's reservation and lost: it holds it
+        if credits is None:
+            return ("credit_budget is set but this render's length is unknown (a "
+                    "video URL, or a scene whose duration the API did not report); "
+                    "pass estimated_seconds=")
+        return f"over credit_budget: {committed} committed + {credits} > {budget:g}"
+
+    async def _holds(self, owner: str) -> bool:
+        async with self._ledger.pool.connection() as conn:
             cur = await conn.execute(
-                q("SELECT stopped, committed, budget FROM {s}.account WHERE id = 1 FOR UPDATE"))
-            row = await cur.fetchone()
-            assert row is not None
-            stopped, committed, run_budget = row
-            if stopped:
-                return str(stopped)
-            if owner is not None:
-                cur = await conn.execute(
-                    q("SELECT 1 FROM {s}.reservations WHERE owner = %s"), (owner,))
-                if await cur.fetchone() is not None:
-                    return None  # inherited from the worker that held this row before
-            budgets = [b for b in (run_budget, self._budget) if b is not None]
-            if budgets:
-                budget = min(budgets)
-                if credits is None:
-                    return ("credit_budget is set but this render's length is unknown (a "
-                            "video URL, or a scene whose duration the API did not report); "
-                            "pass estimated_seconds=")
-                if committed + credits > budget:
-                    return (f"over credit_budget: {committed} committed + {credits} "
-                            f"> {budget:g}")
-            amount = credits or 0
-            cur = await conn.execute(
-                q("UPDATE {s}.account SET committed = committed + %s WHERE id = 1 "
-                  "RETURNING committed"), (amount,))
-            self._seen_committed = int((await cur.fetchone() or (0,))[0])
-            if owner is not None:
-                await conn.execute(
-                    q("INSERT INTO {s}.reservations (owner, credits) VALUES (%s, %s)"),
-                    (owner, amount))
-        return None
+                self._ledger.q("SELECT 1 FROM {s}.reservations WHERE owner = %s"), (owner,))
+            return await cur.fetchone() is not None
 
     async def refund(self, credits: int, *, owner: str | None = None) -> None:
         """Give back a reservation (the create provably made no job, or the API refunded
@@ -331,6 +350,38 @@ class PostgresAccountState:
         ``probe()`` are released on their next attempt)."""
         await self._fetch("""UPDATE {s}.account SET fast_state = 'open', failures = 0
                              WHERE id = 1 RETURNING failures""")
+
+    # -- poll rate cap ------------------------------------------------------------------
+    async def take_polls(self, n: int, now: float) -> tuple[int, float]:
+        """Take up to ``n`` poll starts from the shared cap (``ledger.set_poll_rate``;
+        20/s with a burst of 3 by default), in one statement. Returns ``(granted,
+        next_at)``, ``next_at`` in clock seconds; see ``AccountState.take_polls``."""
+        if n < 1:
+            raise ValueError(f"take_polls: n={n!r}. Fix: ask for at least 1 poll start")
+        # One statement, so one round trip: lock the row, grant what fits before
+        # now() + (burst - 1) / rate at even spacing from max(tat, now()), move tat past
+        # the grant. now() of a statement that waited for the lock is older than the
+        # winner's: that only grants less.
+        (granted, wait) = await self._fetch(
+            """WITH b AS (
+                   SELECT rate, burst, greatest(coalesce(tat, now()), now()) AS base
+                   FROM {s}.poll_cap WHERE id = 1 FOR UPDATE),
+               g AS (
+                   SELECT rate, burst, base, CASE WHEN rate IS NULL THEN %s::int
+                       ELSE least(%s::int, greatest(0, floor(
+                           extract(epoch FROM now() - base) * rate + burst + 1e-9)))::int
+                       END AS granted
+                   FROM b),
+               u AS (
+                   UPDATE {s}.poll_cap p SET tat = CASE WHEN g.rate IS NULL THEN p.tat
+                       ELSE g.base + make_interval(secs => g.granted / g.rate) END
+                   FROM g WHERE p.id = 1 RETURNING p.tat)
+               SELECT g.granted, CASE WHEN g.rate IS NULL THEN 0.0 ELSE greatest(0.0,
+                   extract(epoch FROM (SELECT tat FROM u) - now())::float8
+                   - (g.burst - 1) / g.rate) END
+               FROM g""", (n, n))
+        # Converted after the answer, so next_at errs late (by the round trip), never early.
+        return int(granted), self._clock.now() + float(wait)
 
     async def capacity_rejections(self) -> int:
         """Fast-capacity refusals seen by all workers."""

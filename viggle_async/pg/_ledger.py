@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
 from collections.abc import Callable, Mapping
@@ -24,6 +25,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
+from viggle_async._account import check_poll_cap
 from viggle_async._journal import api_key_fingerprint
 
 from ._dsn import redact_dsn, resolve_dsn, scrub
@@ -100,6 +102,18 @@ _MIGRATIONS: Final[tuple[tuple[LiteralString, ...], ...]] = (
                updated_at timestamptz NOT NULL DEFAULT now(),
                PRIMARY KEY (run, key))""",
     ),
+    (  # 4: the shared poll rate cap (PostgresAccountState.take_polls), a GCRA bucket
+        # in a row of its own, so taking polls never queues behind a credit reserve on
+        # the account row. ``rate`` NULL: no shared cap. ``tat``: when the next start
+        # would be due at exactly ``rate``. 20/s with a burst of 3 (1 + 0.1 s worth), as
+        # in one process by default.
+        """CREATE TABLE {s}.poll_cap (
+               id int PRIMARY KEY CHECK (id = 1),
+               rate double precision CHECK (rate > 0),
+               burst double precision NOT NULL CHECK (burst >= 1),
+               tat timestamptz)""",
+        "INSERT INTO {s}.poll_cap (id, rate, burst) VALUES (1, 20.0, 3.0)",
+    ),
 )
 
 #: The schema version this library writes (and the newest it can read).
@@ -130,6 +144,7 @@ class AccountSummary:
     ``budget`` and ``committed`` are credits (``budget`` None: no cap). Pauses are the
     seconds left (0.0: none). ``fast_state`` is ``"unknown"``, ``"open"`` or ``"closed"``;
     ``probe_holder`` the worker holding an unexpired probe lease, or None.
+    ``poll_rate``: the shared poll rate cap (polls per second), or None.
     """
 
     budget: float | None
@@ -140,6 +155,8 @@ class AccountSummary:
     fast_state: str
     capacity_rejections: int
     probe_holder: str | None
+    #: The shared poll rate cap (polls per second, None: none).
+    poll_rate: float | None = None
 
 
 def fingerprint(account: str, salt: bytes) -> bytes:
@@ -330,6 +347,27 @@ class PostgresLedger:
             row = await cur.fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
+    async def set_poll_rate(self, rate: float | None, burst: float | None = None) -> None:
+        """The shared poll rate cap of every ``PostgresAccountState`` on this ledger:
+        ``rate`` status polls started per second across all workers (None: no shared
+        cap), of which ``burst`` may start back to back (default ``1 + 0.1 * rate``). A
+        worker's own ``poll_rate`` (``Supervisor(poll_rate=...)``, ``worker --poll-rate``)
+        can only lower it for that worker. ``ValueError`` for a rate <= 0 or a burst < 1.
+        """
+        burst = 1.0 if rate is None else check_poll_cap(rate, burst)
+        stored = None if rate is None or math.isinf(rate) else float(rate)
+        async with self.pool.connection() as conn:
+            await conn.execute(self.q("UPDATE {s}.poll_cap SET rate = %s, burst = %s "
+                                      "WHERE id = 1"), (stored, burst))
+
+    async def poll_rate(self) -> tuple[float | None, float]:
+        """The shared poll rate cap as stored: ``(rate, burst)``; rate None: no cap."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(self.q("SELECT rate, burst FROM {s}.poll_cap WHERE id = 1"))
+            row = await cur.fetchone()
+        assert row is not None
+        return (None if row[0] is None else float(row[0])), float(row[1])
+
     async def summary(self) -> AccountSummary:
         """The shared account state, read in one statement."""
         async with self.pool.connection() as conn:
@@ -340,14 +378,16 @@ class PostgresLedger:
                           greatest(0, coalesce(extract(epoch FROM
                               polls_paused_until - now()), 0)),
                           fast_state, rejections,
-                          CASE WHEN probe_expires > now() THEN probe_holder END
+                          CASE WHEN probe_expires > now() THEN probe_holder END,
+                          (SELECT rate FROM {s}.poll_cap WHERE id = 1)
                    FROM {s}.account WHERE id = 1"""))
             row = await cur.fetchone()
         assert row is not None
         return AccountSummary(
             budget=None if row[0] is None else float(row[0]), committed=int(row[1]),
             stopped=row[2], creates_paused_for=float(row[3]), polls_paused_for=float(row[4]),
-            fast_state=str(row[5]), capacity_rejections=int(row[6]), probe_holder=row[7])
+            fast_state=str(row[5]), capacity_rejections=int(row[6]), probe_holder=row[7],
+            poll_rate=None if row[8] is None else float(row[8]))
 
     # -- asset-reuse index --------------------------------------------------------------
     async def claim_asset(self, content_hash: str, owner: str) -> AssetClaim:
