@@ -120,6 +120,20 @@ def test_two_workers_do_every_row_once(fake: Fake, pg_dsn: str, pg_schema: str,
     run_workers(fake, pg_dsn, pg_schema, tmp_path, workers=2, characters=3, renders=10)
 
 
+def test_enqueue_sets_the_shared_poll_rate_and_status_shows_it(
+        fake: Fake, pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    m = manifest(tmp_path, 0, 1)
+    cli(fake, "bulk", str(m), "--journal", pg_dsn, "--schema", pg_schema, "--enqueue")
+    assert status(fake, pg_dsn, pg_schema, m, tmp_path)["summary"]["poll_rate"] == 20.0
+    # Enqueueing again with --poll-rate sets the cap every worker of the ledger shares.
+    cli(fake, "bulk", str(m), "--journal", pg_dsn, "--schema", pg_schema, "--enqueue",
+        "--poll-rate", "7.5")
+    assert status(fake, pg_dsn, pg_schema, m, tmp_path)["summary"]["poll_rate"] == 7.5
+    shown = cli(fake, "bulk", str(m), "--journal", pg_dsn, "--schema", pg_schema, "--status",
+                check=False)
+    assert "polls capped at 7.5/s across workers" in shown.stdout + shown.stderr
+
+
 @pytest.fixture
 def stress_selected(request: pytest.FixtureRequest) -> None:
     if "stress" not in str(request.config.option.markexpr or "").replace("not stress", ""):

@@ -42,6 +42,7 @@ from .._uploads import prepare_upload
 from ._cmd_worker import add_bulk_options, bulk_distributed
 from ._common import (
     DEFAULT_CAPACITY_BACKOFF,
+    DEFAULT_POLL_RATE,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
@@ -109,8 +110,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="status requests in flight at once (default 8)")
     p.add_argument("--max-active-jobs", type=positive_int, default=100, metavar="N",
                    help="rows being worked on at once, submitted or uploading (default 100)")
-    p.add_argument("--poll-rate", type=positive_float, default=20.0, metavar="N",
-                   help="at most N status polls started per second, for all jobs (default 20)")
+    p.add_argument("--poll-rate", type=positive_float, metavar="N",
+                   help=f"at most N status polls started per second, for all jobs (default "
+                        f"{DEFAULT_POLL_RATE:g}); with --enqueue, the cap every worker of the "
+                        "ledger shares")
     add_poll_interval(p)
     add_reuse_options(p)
     add_bulk_options(p)  # --enqueue, --status, --run, --schema (a PostgreSQL --journal)
@@ -454,7 +457,8 @@ async def _run(ctx: Ctx, manifest: Manifest, priced: list[Priced],
         view.outputs.update({r.key: r.output for r in rows if r.output is not None})
         sup = Supervisor(
             client, max_uploads=args.max_uploads, max_polls=args.max_polls,
-            max_active_jobs=args.max_active_jobs, poll_rate=args.poll_rate, journal=journal,
+            max_active_jobs=args.max_active_jobs,
+            poll_rate=args.poll_rate or DEFAULT_POLL_RATE, journal=journal,
             credit_budget=args.budget, fast_fallback=args.fast_fallback,
             resubmit_ambiguous=args.resubmit_ambiguous, cancel_remote=args.cancel_remote,
             resubmit_ended=args.resubmit_ended or frozenset(),

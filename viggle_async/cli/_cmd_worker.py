@@ -163,6 +163,8 @@ async def _enqueue(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
         async with _ledger(args) as ledger:
             if args.budget is not None:
                 await ledger.set_budget(args.budget)
+            if args.poll_rate is not None:
+                await ledger.set_poll_rate(args.poll_rate)
             ready = await RowBook(ledger, run).add(specs)
             queue = _queue(args, ledger)
             async with queue.app.open_async():
@@ -173,7 +175,7 @@ async def _enqueue(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
         raise CliError(str(exc)) from None
     credits = sum(p.credits or 0 for p in priced)
     ctx.out.emit({"event": "enqueued", "run": run, "rows": len(specs), "deferred": deferred,
-                  "credits": credits, "budget": args.budget},
+                  "credits": credits, "budget": args.budget, "poll_rate": args.poll_rate},
                  f"run {run!r}: {len(specs)} rows recorded ({credits} credits estimated), "
                  f"{deferred} queued now, the rest when their characters/scenes are ready")
     ctx.out.note(f"start workers (inputs and outputs must be on a shared path): "
@@ -215,11 +217,14 @@ async def _status(ctx: Ctx) -> int:
     summary = {"event": "status", "run": run, "total": counts.total, "rows": counts.by_state,
                "states": dict(sorted(states.items())), "credits_committed": account.committed,
                "credits_spent": spent, "budget": account.budget, "stopped": account.stopped,
-               "ambiguous": ambiguous, "capacity_rejections": account.capacity_rejections}
+               "ambiguous": ambiguous, "capacity_rejections": account.capacity_rejections,
+               "poll_rate": account.poll_rate}
     ctx.out.emit(summary, f"run {run!r}: {counts.total} rows; "
                  + ", ".join(f"{n} {s}" for s, n in counts.by_state.items())
                  + f"; credits committed {account.committed}, spent {spent}"
-                 + (f" of a {account.budget:g} budget" if account.budget is not None else ""))
+                 + (f" of a {account.budget:g} budget" if account.budget is not None else "")
+                 + (f"; polls capped at {account.poll_rate:g}/s across workers"
+                    if account.poll_rate is not None else "; polls not capped across workers"))
     if account.stopped:
         ctx.out.error(f"new creates are stopped: {account.stopped}")
     if ambiguous:

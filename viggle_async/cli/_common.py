@@ -25,7 +25,7 @@ from .._scheduler import PollPolicy
 from .._supervisor import FastFallbackPolicy, Supervisor
 from ._progress import EventView, Output, RunStats, credits_text, number, plural
 
-__all__ = ["DEFAULT_ASSET_POLL", "DEFAULT_CAPACITY_BACKOFF", "DEFAULT_POLICY",
+__all__ = ["DEFAULT_ASSET_POLL", "DEFAULT_CAPACITY_BACKOFF", "DEFAULT_POLICY", "DEFAULT_POLL_RATE",
            "EXIT_CODES_HELP", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_TERMINATED",
            "EXIT_USAGE",
            "CliError", "Command", "Ctx", "asset_credits", "credits_text", "exit_code_for",
@@ -41,6 +41,7 @@ def _supervisor_default(name: str) -> Any:
 DEFAULT_POLICY = PollPolicy()
 DEFAULT_CAPACITY_BACKOFF: tuple[float, float] = _supervisor_default("capacity_backoff")
 DEFAULT_ASSET_POLL: float = _supervisor_default("asset_poll_interval")
+DEFAULT_POLL_RATE: float = _supervisor_default("poll_rate")
 
 EXIT_OK = 0          # everything done (complete or skipped)
 EXIT_FAILED = 1      # some work failed, timed out, was not submitted, or is ambiguous
