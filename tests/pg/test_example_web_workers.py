@@ -5,12 +5,9 @@ fake, and the app reports them done with their outputs on disk."""
 from __future__ import annotations
 
 import importlib.util
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
-import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from pghelp import OUTPUT_BYTES, Fake, worker
 
@@ -25,16 +22,6 @@ def load_example() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture
-def pg_schema(pg_dsn: str) -> Iterator[str]:
-    name = f"e_{uuid.uuid4().hex[:12]}"
-    yield name
-    import psycopg
-
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
 async def test_the_app_defers_and_a_worker_renders(pg_dsn: str, pg_schema: str,
