@@ -569,6 +569,7 @@ async def test_predictive_policy_learns_across_jobs_and_polls_near_each_end() ->
     policy = PollPolicy.predictive()
     default_polls, default_p99 = await run_batch(NO_JITTER, jobs)
     polls, p99 = await run_batch(policy, jobs)
-    # Measured: 3.7 polls per job at p99 0.7 s, against 5.6 at 2.5 s.
-    assert polls <= 4.0 and polls < default_polls * 0.7
+    # Measured: 4.0 polls per job at p99 0.7 s, against 5.6 at 2.5 s (3.7 before the aims
+    # allowed for a stall between samples, which this linear progress never has).
+    assert polls <= 4.1 and polls < default_polls * 0.75
     assert p99 <= policy.tolerance + policy.margin + 0.1 < default_p99

@@ -65,6 +65,10 @@ class PollState:
     taught: bool = False
     #: The last clock time the job showed no progress (queued): it started after that.
     idle_at: float | None = None
+    #: Predictive policies only: the caller's hint of how long the job renders for, as the
+    #: seconds of its driving video (None: no hint). Render time grows with it, so the
+    #: ``PollModel`` learns durations per hint.
+    hint: float | None = None
 
 
 # Below this progress a single sample (against the learned queue delay) is too rough to aim
@@ -82,7 +86,16 @@ _BACKOFF_MAX = 20.0
 # Aim at the end only from samples this many percent apart (or from the wait's start): a
 # stall between close samples can make the job look much slower than it is.
 _MIN_SPAN = 25.0
+# The longest stall (a pause in progress) guarded against, as a share of the render.
+_STALL_SHARE = 0.1
 _KEEP = 32  # recent jobs a PollModel remembers: recent ones reflect today's load
+# Hinted durations a PollModel keeps, and how many it needs before it predicts from them.
+_KEEP_HINTED = 64
+_MIN_HINTED = 6
+# A hinted first poll comes at this share of the shortest duration learned for its hint:
+# the lower envelope is drawn from a few dozen jobs, so a faster one may still come.
+_HINT_AIM = 0.9
+_EXTRAPOLATE = 0.5
 
 
 @attrs.frozen
@@ -97,6 +110,37 @@ class PollModel:
 
     queues: tuple[float, ...] = ()
     totals: tuple[float, ...] = ()
+    #: Recent (hint, wait-to-terminal seconds) pairs of hinted jobs (the last
+    #: ``_KEEP_HINTED``), and the lower envelope fitted to them: ``shortest(hint)``.
+    hinted: tuple[tuple[float, float], ...] = ()
+    #: The envelope ``factor * (base + per_hint * hint)`` (seconds), fitted by ``learn``;
+    #: ``reach`` is the longest hint learned (0 before any fit).
+    base: float = 0.0
+    per_hint: float = 0.0
+    factor: float = 0.0
+    reach: float = 0.0
+    low: float = 0.0  # the shortest hint learned
+
+    def shortest(self, hint: float | None) -> float | None:
+        """The shortest wait (seconds, start of wait to terminal) a job with this hint is
+        expected to take, or None (no hint, or too few hinted jobs learned yet).
+
+        Stalls and slow queues only make jobs longer, so this is a lower envelope: the
+        least-squares line through (hint, duration) scaled down to the fastest job seen.
+        Past the longest hint learned it grows at half the learned rate per hint second,
+        and below the shortest it shrinks in proportion (either errs towards early polls).
+        """
+        if hint is None or not self.factor:
+            return None
+        h = min(hint, self.reach)
+        envelope = self.factor * (self.base + self.per_hint * h)
+        if hint > self.reach:
+            # Past the longest hint learned, grow at half the learned rate: a slope fitted
+            # to short jobs alone is rough, and too long a guess would aim late.
+            envelope += self.factor * self.per_hint * (hint - self.reach) * _EXTRAPOLATE
+        if h < self.low:
+            envelope *= max(h, 0.0) / self.low
+        return envelope
 
     @property
     def queue_s(self) -> float | None:
@@ -177,17 +221,40 @@ class PollPolicy:
         if self.growth < 1.0:
             raise ValueError("growth must be >= 1")
 
-    def first_state(self, now: float | None = None) -> PollState:
-        """The state of a job not polled yet; ``now`` (clock seconds) is when its wait began."""
-        return PollState(self.first_delay, since=now)
+    def first_state(self, now: float | None = None, *,
+                    expected_seconds: float | None = None) -> PollState:
+        """The state of a job not polled yet; ``now`` (clock seconds) is when its wait began.
 
-    def first_interval(self, model: PollModel | None = None) -> float:
+        ``expected_seconds``: a hint of the job's length, the seconds of its driving video
+        (render time grows with it); a predictive policy learns durations per hint and aims
+        the first poll near the job's end. None: no hint.
+        """
+        return PollState(self.first_delay, since=now, hint=expected_seconds)
+
+    def first_interval(self, model: PollModel | None = None,
+                       state: PollState | None = None, *,
+                       least_hint: float | None = None) -> float:
         """Seconds from the start of a wait to the first poll (before jitter).
 
         ``first_delay``; a predictive policy that has seen jobs end sooner polls a little
-        before the shortest recent one ended (clamped to [``min_interval``, ``max_interval``]).
+        before the shortest recent one ended, and for a job with a hint (``state.hint``)
+        that ``model`` has learned, at ``_HINT_AIM`` of the shortest duration learned for
+        it (``PollModel.shortest``), which may be much later; before the model knows the
+        hint, ``first_delay`` times the square root of ``state.hint / least_hint`` (the
+        shortest hint of the jobs waited on). Clamped to
+        [``min_interval``, ``max_interval``] (a hinted one only from below).
         """
-        if not self.predict or model is None or len(model.totals) < 4:
+        if not self.predict or model is None:
+            return self.first_delay
+        shortest = model.shortest(state.hint) if state is not None else None
+        if shortest is not None:
+            return max(shortest * _HINT_AIM, self.min_interval)
+        if state is not None and state.hint and least_hint and state.hint > least_hint:
+            # Nothing learned yet: the jobs with the shortest hint end first and teach the
+            # model (the scheduler then re-aims this poll); meanwhile a longer video waits
+            # longer, by the square root of the ratio (renders have a fixed part).
+            return self.first_delay * math.sqrt(state.hint / least_hint)
+        if len(model.totals) < 4:
             return self.first_delay
         # Never later than first_delay: a short job after long ones would be found late.
         first = min(min(model.totals) * 0.9, self.first_delay)
@@ -201,15 +268,19 @@ class PollPolicy:
         if not self.predict or state.since is None:
             return model
         if terminal:
-            totals = (*model.totals[-(_KEEP - 1):], now - state.since)
-            return PollModel(model.queues, totals)
+            total = now - state.since
+            totals = (*model.totals[-(_KEEP - 1):], total)
+            if state.hint is None:
+                return attrs.evolve(model, totals=totals)
+            return _fit(model.queues, totals,
+                        (*model.hinted[-(_KEEP_HINTED - 1):], (state.hint, total)))
         pct, pp = progress_pct, state.pp
         if (state.taught or pct is None or pp is None or not pct > pp
                 or not now > state.tp):
             return model
         rate = (pct - pp) / (now - state.tp)
         queue = max(0.0, state.tp - (pp + 0.5) / rate - state.since)
-        return PollModel((*model.queues[-(_KEEP - 1):], queue), model.totals)
+        return attrs.evolve(model, queues=(*model.queues[-(_KEEP - 1):], queue))
 
     def next_interval(self, state: PollState, *, progress_pct: float | None, moved: bool,
                       now: float, model: PollModel | None = None) -> tuple[float, PollState]:
@@ -243,7 +314,8 @@ class PollPolicy:
         interval = min(max(interval, self.min_interval), self.max_interval)
         # Built directly, not with attrs.evolve: this runs on every poll (evolve is ~10x).
         return interval, PollState(interval, p0, t0, state.since, state.pp, state.tp,
-                                   state.aimed, state.misses, state.taught, state.idle_at)
+                                   state.aimed, state.misses, state.taught, state.idle_at,
+                                   state.hint)
 
     def _predict(self, state: PollState, pct: float | None, moved: bool, now: float,
                  model: PollModel | None) -> tuple[float, PollState]:
@@ -315,7 +387,13 @@ class PollPolicy:
             # Not sharp enough yet: a sample well before the end sharpens the rate. From
             # one sample the early bound leans on the learned queue delay, which a job
             # queued longer than recent ones breaks: land half-way instead.
-            interval = (early - now) * (self.aim if base else _SINGLE_AIM)
+            aim = self.aim if base else _SINGLE_AIM
+            if base:
+                # A stall of up to _STALL_SHARE of the render between the samples makes the
+                # rate look slower by up to that share of their span: aim short by as much.
+                aim = min(aim, 1.0 / (1.0 + 100.0 * _STALL_SHARE / max((pct or 0.0) - base,
+                                                                        1.0)))
+            interval = (early - now) * aim
             if since is not None and (not base or (pct or 0.0) - base < _MIN_SPAN):
                 # One sample leans on the learned queue delays, which a growing load
                 # outdates, and close samples on a rate a stall between them can cut to a
@@ -335,9 +413,43 @@ class PollPolicy:
             # Plain backoff, capped (the last interval may have been a long aim).
             interval = self.first_delay if moved else \
                 min(state.interval * self.growth, _BACKOFF_MAX)
+        floor = self.hinted_floor(model, state)
+        if not aimed and misses < self.max_misses and floor is not None and floor > now:
+            # The job surely runs until then (its hint's shortest learned duration): a
+            # sample sooner says less than one there.
+            interval = max(interval, floor - now)
         interval = min(max(interval, self.min_interval), self.max_interval)
         return interval, PollState(interval, p0, t0, since, pp, tp, aimed, misses, taught,
-                                   idle_at)
+                                   idle_at, state.hint)
+
+    def hinted_floor(self, model: PollModel | None, state: PollState) -> float | None:
+        """The clock time before which a predictive policy does not poll a hinted job
+        (``_HINT_AIM`` of the shortest duration ``model`` learned for its hint, from the
+        start of its wait), or None (no hint, not learned, not predictive)."""
+        if not self.predict or model is None or state.since is None:
+            return None
+        shortest = model.shortest(state.hint)
+        return None if shortest is None else state.since + shortest * _HINT_AIM
+
+
+def _fit(queues: tuple[float, ...], totals: tuple[float, ...],
+         hinted: tuple[tuple[float, float], ...]) -> PollModel:
+    """A model whose envelope is fitted to ``hinted`` (see ``PollModel.shortest``)."""
+    if len(hinted) < _MIN_HINTED:
+        return PollModel(queues, totals, hinted)
+    n = len(hinted)
+    mh = sum(h for h, _ in hinted) / n
+    mt = sum(t for _, t in hinted) / n
+    var = sum((h - mh) ** 2 for h, _ in hinted)
+    per = sum((h - mh) * (t - mt) for h, t in hinted) / var if var > 0 else 0.0
+    # Never shorter for a longer video, never a negative base: either would aim late.
+    per = max(per, 0.0)
+    base = max(mt - per * mh, 0.0)
+    if base <= 0 and per <= 0:
+        return PollModel(queues, totals, hinted)
+    factor = min(t / (base + per * h) for h, t in hinted)
+    return PollModel(queues, totals, hinted, base, per, factor,
+                     max(h for h, _ in hinted), min(h for h, _ in hinted))
 
 
 @attrs.frozen

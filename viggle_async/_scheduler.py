@@ -59,6 +59,9 @@ __all__ = [
 
 R = TypeVar("R")
 
+# Policy states kept for waits that a failed poll ended (oldest dropped first).
+_MAX_KEPT = 4096
+
 
 class _Job(Generic[R]):
     __slots__ = ("fingerprint", "gen", "job_id", "last", "polling", "seen", "state", "waiters")
@@ -129,6 +132,11 @@ class PollScheduler(Generic[R]):
         self._policy = policy or PollPolicy()
         # What a predictive policy learned from the jobs seen so far (shared by all jobs).
         self._model = PollModel()
+        # Hinted jobs not polled yet whose hint the model did not know (re-aimed as it
+        # learns), and the shortest hint waited on (PollPolicy.first_interval).
+        self._cold: list[_Job[R]] = []
+        self._kept: dict[str, PollState] = {}  # job id -> state, after a failed poll
+        self._least_hint = math.inf
         # Coalescing (see PollPolicy.coalesce): polls due within the window go out in the
         # same wake-up. The rate cap may run that far ahead too, but only when its spacing
         # is finer than the window, so a slow cap (e.g. 5/s) still spaces every start.
@@ -205,6 +213,7 @@ class PollScheduler(Generic[R]):
         deadline: float | None = None,
         on_update: Callable[[R], None] | None = None,
         first_delay: float | None = None,
+        expected_seconds: float | None = None,
     ) -> R:
         """Poll ``job_id`` until terminal and return that result.
 
@@ -212,19 +221,18 @@ class PollScheduler(Generic[R]):
         ``on_update`` is called with each result whose fingerprint differs from the previous
         one (the first included, the terminal one too); if it raises, this wait raises that.
         ``first_delay`` overrides the policy's for a new job (e.g. 0 when resuming a known
-        job id). Several waits on one id share its polls. An exception from ``poll`` or
-        ``read`` ends the waits on that job only.
+        job id). ``expected_seconds`` hints how long a new job renders (its driving
+        video's seconds; None: unknown): a predictive policy learns durations per hint and
+        aims the first poll near the end (``PollPolicy.first_state``). Several waits on one
+        id share its polls. An exception from ``poll`` or ``read`` ends the waits on that
+        job only.
         """
         if self._tg is None or self._closed:
             raise PollSchedulerClosed("wait() needs an open PollScheduler context")
         now = self._clock.now()
         job = self._jobs.get(job_id)
         if job is None:
-            job = _Job(job_id, self._policy.first_state(now))
-            self._jobs[job_id] = job
-            delay = self._policy.first_interval(self._model) if first_delay is None \
-                else first_delay
-            self._schedule(job, now + delay * self._jitter())
+            job = self._new_job(job_id, now, first_delay, expected_seconds)
         waiter = _Waiter(job, on_update)
         job.waiters.append(waiter)
         if deadline is not None:
@@ -238,6 +246,42 @@ class PollScheduler(Generic[R]):
         if waiter.error is not None:
             raise waiter.error
         return waiter.result
+
+    def _new_job(self, job_id: str, now: float, first_delay: float | None,
+                 hint: float | None) -> _Job[R]:
+        policy = self._policy
+        kept = self._kept.pop(job_id, None)
+        state = kept or policy.first_state(now, expected_seconds=hint)
+        job: _Job[R] = _Job(job_id, state)
+        self._jobs[job_id] = job
+        if first_delay is not None:
+            delay = first_delay
+        elif kept is not None:
+            # A wait restarted after a failed poll: it goes on from what it knew.
+            delay = min(kept.interval, policy.first_delay)
+        else:
+            if hint is not None and hint < self._least_hint:
+                self._least_hint = hint
+            delay = policy.first_interval(self._model, state, least_hint=self._least_hint)
+            if policy.predict and hint is not None and hint > self._model.reach:
+                # Its first poll is a guess until the model learns this hint: re-aimed then.
+                self._cold.append(job)
+        self._schedule(job, now + delay * self._jitter())
+        return job
+
+    def _reaim(self, now: float) -> None:
+        """Move the first poll of each job whose hint the model did not know when it was
+        scheduled to where the model now says (``PollPolicy.hinted_floor``)."""
+        reach, cold = self._model.reach, []
+        for job in self._cold:
+            if job.seen or job.polling or not job.waiters:
+                continue  # polled since: its policy state takes it from there
+            floor = self._policy.hinted_floor(self._model, job.state)
+            if floor is not None:
+                self._schedule(job, max(floor, now))
+            if job.state.hint is not None and job.state.hint > reach:
+                cold.append(job)
+        self._cold = cold
 
     # -- dispatcher ------------------------------------------------------------------------
 
@@ -333,6 +377,12 @@ class PollScheduler(Generic[R]):
                 view = self._read(result)
             except Exception as exc:
                 self._polls_failed += 1
+                if self._policy.predict:
+                    # The caller may wait again (a transient error): keep the job's samples
+                    # and start time, so its predictions stay sharp.
+                    self._kept[job.job_id] = job.state
+                    if len(self._kept) > _MAX_KEPT:
+                        del self._kept[next(iter(self._kept))]
                 for w in list(job.waiters):
                     self._finish(w, error=exc)
             else:
@@ -359,8 +409,11 @@ class PollScheduler(Generic[R]):
         now = self._clock.now()
         policy = self._policy
         if policy.predict:
+            reach = self._model.reach
             self._model = policy.learn(self._model, job.state, progress_pct=view.progress_pct,
                                        terminal=view.terminal, now=now)
+            if self._model.reach > reach and self._cold:
+                self._reaim(now)
         moved = job.seen and view.fingerprint != job.fingerprint
         changed = moved or not job.seen
         job.seen, job.fingerprint, job.last = True, view.fingerprint, result
