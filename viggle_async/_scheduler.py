@@ -271,14 +271,15 @@ class PollScheduler(Generic[R]):
 
     def _reaim(self, now: float) -> None:
         """Move the first poll of each job whose hint the model did not know when it was
-        scheduled to where the model now says (``PollPolicy.hinted_floor``)."""
+        scheduled to where the model now puts it (``PollPolicy.first_interval``)."""
         reach, cold = self._model.reach, []
         for job in self._cold:
             if job.seen or job.polling or not job.waiters:
                 continue  # polled since: its policy state takes it from there
-            floor = self._policy.hinted_floor(self._model, job.state)
-            if floor is not None:
-                self._schedule(job, max(floor, now))
+            state = job.state
+            if state.since is not None and self._model.shortest(state.hint) is not None:
+                self._schedule(job, max(state.since + self._policy.first_interval(
+                    self._model, state), now))
             if job.state.hint is not None and job.state.hint > reach:
                 cold.append(job)
         self._cold = cold
