@@ -169,11 +169,12 @@ def test_a_stall_between_samples_makes_it_sample_again_instead_of_aiming() -> No
     assert not state.aimed and interval < 100.0
 
 
-def test_repeated_misses_fall_back_to_plain_backoff() -> None:
+@pytest.mark.parametrize("hint", [None, 21.0], ids=["no-hint", "hinted"])
+def test_repeated_misses_fall_back_to_plain_backoff(hint: float | None) -> None:
     policy = PREDICTIVE
-    model = warmed()
+    model = warmed() if hint is None else learned(hinted_jobs(range(3, 54, 2), 64))
     # Progress stops at 99 % for good (a final merge that takes long): every aim misses.
-    state, t, intervals = policy.first_state(0.0), 8.0, []
+    state, t, intervals = policy.first_state(0.0, expected_seconds=hint), 8.0, []
     pct = 60.0
     for _ in range(12):
         interval, state = policy.next_interval(state, progress_pct=pct, moved=True, now=t,
@@ -352,21 +353,3 @@ def drive_hinted(job: Job, model: PollModel, hint: float, first: float) -> list[
                                                    now=t, model=model)
         t += interval
     raise AssertionError(f"{job} not detected in 40 polls: {times}")
-
-
-def test_a_hinted_job_whose_aims_keep_missing_falls_back_to_plain_backoff() -> None:
-    model = learned(hinted_jobs(range(3, 54, 2), 64))
-    policy = PREDICTIVE
-    # Progress stops at 99 % for good (a final merge that takes long): every aim misses.
-    state, t, intervals = policy.first_state(0.0, expected_seconds=21.0), 20.0, []
-    pct = 60.0
-    for _ in range(12):
-        interval, state = policy.next_interval(state, progress_pct=pct, moved=True, now=t,
-                                               model=model)
-        intervals.append(interval)
-        t += interval
-        pct = min(99.0, pct + 30.0)
-    assert state.misses >= policy.max_misses
-    tail = intervals[-4:]
-    for a, b in itertools.pairwise(tail):
-        assert b == pytest.approx(min(a * policy.growth, 20.0))
