@@ -432,22 +432,37 @@ class PollPolicy:
 
 def _fit(queues: tuple[float, ...], totals: tuple[float, ...],
          hinted: tuple[tuple[float, float], ...]) -> PollModel:
-    """A model whose envelope is fitted to ``hinted`` (see ``PollModel.shortest``)."""
-    if len(hinted) < _MIN_HINTED:
-        return PollModel(queues, totals, hinted)
+    """A model whose envelope is fitted to ``hinted`` (see ``PollModel.shortest``).
+
+    Runs once per finished hinted job: plain loops, no generators (issue 13: CPU per job).
+    """
     n = len(hinted)
-    mh = sum(h for h, _ in hinted) / n
-    mt = sum(t for _, t in hinted) / n
-    var = sum((h - mh) ** 2 for h, _ in hinted)
-    per = sum((h - mh) * (t - mt) for h, t in hinted) / var if var > 0 else 0.0
+    if n < _MIN_HINTED:
+        return PollModel(queues, totals, hinted)
+    sh = st = shh = sht = 0.0
+    low, reach = math.inf, 0.0
+    for h, t in hinted:
+        sh += h
+        st += t
+        shh += h * h
+        sht += h * t
+        if h < low:
+            low = h
+        if h > reach:
+            reach = h
+    mh, mt = sh / n, st / n
+    var = shh - sh * mh
     # Never shorter for a longer video, never a negative base: either would aim late.
-    per = max(per, 0.0)
+    per = max((sht - sh * mt) / var, 0.0) if var > 1e-9 else 0.0
     base = max(mt - per * mh, 0.0)
     if base <= 0 and per <= 0:
         return PollModel(queues, totals, hinted)
-    factor = min(t / (base + per * h) for h, t in hinted)
-    return PollModel(queues, totals, hinted, base, per, factor,
-                     max(h for h, _ in hinted), min(h for h, _ in hinted))
+    factor = math.inf
+    for h, t in hinted:
+        ratio = t / (base + per * h)
+        if ratio < factor:
+            factor = ratio
+    return PollModel(queues, totals, hinted, base, per, factor, reach, low)
 
 
 @attrs.frozen

@@ -64,13 +64,15 @@ _MAX_KEPT = 4096
 
 
 class _Job(Generic[R]):
-    __slots__ = ("fingerprint", "gen", "job_id", "last", "polling", "seen", "state", "waiters")
+    __slots__ = ("due", "fingerprint", "gen", "job_id", "last", "polling", "seen", "state",
+                 "waiters")
 
     def __init__(self, job_id: str, state: PollState) -> None:
         self.job_id = job_id
         self.waiters: list[_Waiter[R]] = []
         self.polling = False
         self.gen = 0  # a heap entry is live only while its gen matches
+        self.due = 0.0  # clock time of its live heap entry
         self.state = state  # the policy's memory of this job
         self.last: R | None = None
         self.seen = False
@@ -271,17 +273,24 @@ class PollScheduler(Generic[R]):
 
     def _reaim(self, now: float) -> None:
         """Move the first poll of each job whose hint the model did not know when it was
-        scheduled to where the model now puts it (``PollPolicy.first_interval``)."""
+        scheduled to where the model now puts it (``PollPolicy.first_interval``): there
+        once the model has learned the hint, else only later."""
         reach, cold = self._model.reach, []
         for job in self._cold:
             if job.seen or job.polling or not job.waiters:
                 continue  # polled since: its policy state takes it from there
             state = job.state
-            if state.since is not None and self._model.shortest(state.hint) is not None:
-                self._schedule(job, max(state.since + self._policy.first_interval(
-                    self._model, state), now))
-            if job.state.hint is not None and job.state.hint > reach:
+            if state.since is None or self._model.shortest(state.hint) is None:
                 cold.append(job)
+                continue
+            due = state.since + self._policy.first_interval(self._model, state)
+            if state.hint is not None and state.hint > reach:
+                # Still past what the model learned (its guess for this hint errs early):
+                # only ever later than the guess it was scheduled with.
+                due = max(due, job.due)
+                cold.append(job)
+            if due != job.due:
+                self._schedule(job, max(due, now))
         self._cold = cold
 
     # -- dispatcher ------------------------------------------------------------------------
@@ -443,6 +452,7 @@ class PollScheduler(Generic[R]):
 
     def _schedule(self, job: _Job[R], due: float) -> None:
         job.gen += 1
+        job.due = due
         heapq.heappush(self._heap, (due, next(self._seq), job.gen, job))
         self._kick(due)
 
