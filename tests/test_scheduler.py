@@ -97,6 +97,9 @@ class Sim:
 
 
 def sched(sim: Sim, *, seed: int = 1, **kw: object) -> PollScheduler[Status]:
+    """A scheduler over ``sim``; plain backoff unless ``policy`` says otherwise (the exact
+    intervals these tests check are the plain policy's)."""
+    kw.setdefault("policy", PollPolicy())
     return PollScheduler(sim.poll, read, clock=sim.clock, rand=random.Random(seed).random,
                          **kw)  # type: ignore[arg-type]
 
@@ -536,7 +539,7 @@ def test_policy_is_pure_and_clamps_every_answer() -> None:
     assert first[0] == 2.0  # aim says 0.01 s: clamped to min_interval
 
 
-async def run_batch(policy: PollPolicy, jobs: dict[str, tuple[float, float, float]],
+async def run_batch(policy: PollPolicy | None, jobs: dict[str, tuple[float, float, float]],
                     hints: dict[str, float] | None = None) -> tuple[float, float]:
     """Each job (submitted at t0, queued q s, rendering d s) waited on from t0, with its
     hint if ``hints`` has one; returns the polls per job and the p99 detection latency."""
@@ -630,3 +633,13 @@ async def test_a_wait_restarted_after_a_failed_poll_goes_on_from_what_it_knew() 
     assert failed and starts[starts.index(failed[0]) + 1] - failed[0] <= policy.first_delay
     assert 0 <= seen[0] - 42.0 <= policy.tolerance + policy.margin + 0.5
 
+
+async def test_a_scheduler_given_no_policy_predicts() -> None:
+    # The default (and so the Supervisor's) is the predictive policy: the same polls.
+    rng = random.Random(8)
+    jobs = {f"j{i}": (i * 0.1, rng.uniform(1, 3), rng.uniform(8, 40)) for i in range(60)}
+    hints = {job_id: (d - 5.0) for job_id, (_, _, d) in jobs.items()}
+    assert await run_batch(None, jobs, hints) == await run_batch(PollPolicy.predictive(),
+                                                                 jobs, hints)
+    assert (await run_batch(None, jobs, hints))[0] < (await run_batch(PollPolicy(), jobs,
+                                                                      hints))[0]

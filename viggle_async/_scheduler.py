@@ -62,6 +62,10 @@ R = TypeVar("R")
 # Policy states kept for waits that a failed poll ended (oldest dropped first).
 _MAX_KEPT = 4096
 
+#: The policy of a scheduler given none (so of ``Supervisor``): the predictive one, which
+#: met issue 13's targets on B3's realistic progress (see README, Benchmarks).
+DEFAULT_POLICY = PollPolicy.predictive()
+
 
 class _Job(Generic[R]):
     __slots__ = ("due", "fingerprint", "gen", "job_id", "last", "polling", "seen", "state",
@@ -107,7 +111,9 @@ class PollScheduler(Generic[R]):
     ``poll(job_id)`` fetches one status (retrying transient errors is its business);
     ``read(result)`` summarises it as a ``PollView``. Polls run on ``max_in_flight`` worker
     tasks (no task per job or per poll). Leaving the context cancels every poll and fails any
-    remaining waiter with ``PollSchedulerClosed``.
+    remaining waiter with ``PollSchedulerClosed``. ``policy`` defaults to
+    ``PollPolicy.predictive()`` (``DEFAULT_POLICY``); pass ``PollPolicy()`` for plain
+    backoff.
     """
 
     def __init__(
@@ -131,7 +137,7 @@ class PollScheduler(Generic[R]):
         self._rand = rand
         self._max_in_flight = max_in_flight
         self._spacing = 0.0 if math.isinf(max_rate) else 1.0 / max_rate
-        self._policy = policy or PollPolicy()
+        self._policy = policy or DEFAULT_POLICY
         # What a predictive policy learned from the jobs seen so far (shared by all jobs).
         self._model = PollModel()
         # Hinted jobs not polled yet whose hint the model did not know (re-aimed as it
