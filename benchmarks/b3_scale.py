@@ -63,7 +63,7 @@ def plan(quick: bool, second_policy: bool) -> list[Size]:
     # is 3,333 requests/s, about what one fake-server core serves with room to spare. The
     # loop's own client may not keep up (it is then marked saturated); 500 jobs at scale 4
     # is a load it sustains, where its latency is a fair comparison.
-    return [Size("10k", 10_000, 1.0, ("supervisor", "async_loop", *second), ("cpu",)),
+    return [Size("10k", 10_000, 1.0, ("supervisor", "async_loop", *second), ("cpu", "status")),
             Size("500", 500, 4.0, ("supervisor", "async_loop", "threads", *second),
                  ("status",))]
 

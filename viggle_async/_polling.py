@@ -345,7 +345,10 @@ class PollPolicy:
         if pct is not None and pct > 0:
             # Progress is reported in whole percent: the true value lies in [pct, pct + 1).
             samples = [(pp, tp)] if pp is not None and pct > pp and now > tp else []
-            if p0 is not None and p0 < (pp if pp is not None else pct) and now > t0:
+            # After a miss or a stall caught in the act, the first sample's span holds it:
+            # only the last one (taken at the stall at the latest) still tells the rate.
+            if p0 is not None and p0 < (pp if pp is not None else pct) and now > t0 \
+                    and not state.misses:
                 samples.append((p0, t0))
             for p, t in samples:
                 span = now - t
@@ -398,6 +401,11 @@ class PollPolicy:
                 interval, aimed = max(late - now, 0.0) + self.margin, True
             else:
                 interval = soonest + self.tolerance - now
+            if since is not None:
+                # A stall longer than the one allowed for makes every bound late: never wait
+                # more than twice as long as the wait has lasted.
+                interval = min(interval, max(self.first_delay, 2.0 * (now - since)))
+
         elif late < math.inf:
             # Only an upper bound (nothing learned yet, or too early to tell): sample again
             # half-way to it, but no later than the wait has lasted (the bound can be
@@ -412,6 +420,12 @@ class PollPolicy:
             # Plain backoff, capped (the last interval may have been a long aim).
             interval = self.first_delay if moved else \
                 min(state.interval * self.growth, _BACKOFF_MAX)
+        if pct and pct == state.pp and misses < self.max_misses:
+            # Stalled now, for longer than predicted: a miss (repeated, plain backoff);
+            # look again soon, and measure the rate from here once it moves.
+            misses += 1
+            interval = min(interval, self.first_delay)
+            tp = now
         if not aimed and misses < self.max_misses and floor is not None and floor > now:
             # The job surely runs until then (its hint's shortest learned duration): a
             # sample sooner says less than one there.
