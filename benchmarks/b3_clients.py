@@ -30,13 +30,17 @@ def second_policy() -> tuple[str, str] | None:
     """``(label, spec)`` of a real second poll policy in this build, or None.
 
     The spec is passed to a client process, which builds the policy with ``build_policy``.
-    If the predictive policy became the default (a switch defaulting to on), the second
-    policy is plain backoff: the switch turned off.
+    If the predictive policy became the default (the scheduler's ``DEFAULT_POLICY``, or a
+    switch defaulting to on), the second policy is plain backoff.
     """
     import attrs
 
     import viggle_async
-    from viggle_async import PollPolicy
+    from viggle_async import PollPolicy, _scheduler
+
+    default = getattr(_scheduler, "DEFAULT_POLICY", None)
+    if default is not None and getattr(default, "predict", False):
+        return "PollPolicy() (plain backoff)", "plain:"
 
     for name in _POLICY_FACTORIES:
         if callable(getattr(PollPolicy, name, None)):
@@ -58,6 +62,8 @@ def build_policy(spec: str) -> Any:
     from viggle_async import PollPolicy
 
     kind, _, name = spec.partition(":")
+    if kind == "plain":
+        return PollPolicy()
     if kind == "factory":
         return getattr(PollPolicy, name)()
     if kind == "class":

@@ -63,7 +63,7 @@ def plan(quick: bool, second_policy: bool) -> list[Size]:
     # is 3,333 requests/s, about what one fake-server core serves with room to spare. The
     # loop's own client may not keep up (it is then marked saturated); 500 jobs at scale 4
     # is a load it sustains, where its latency is a fair comparison.
-    return [Size("10k", 10_000, 1.0, ("supervisor", "async_loop", *second), ("cpu",)),
+    return [Size("10k", 10_000, 1.0, ("supervisor", "async_loop", *second), ("cpu", "status")),
             Size("500", 500, 4.0, ("supervisor", "async_loop", "threads", *second),
                  ("status",))]
 
@@ -307,13 +307,16 @@ def _figures(size: Size, per_run: dict[str, list[dict[str, float]]],
     if "second" in size.variants:
         s_status, s_p99 = med("second", "status_per_job"), med("second", "latency_p99")
         met = s_status <= MAX_STATUS_PER_JOB and s_p99 <= MAX_P99_S
+        # The target is the predictive policy's: a plain second policy (the predictive one
+        # being the default) is a comparison only.
+        targeted = "status" in size.targets and "plain" not in (policy_label or "")
         figs += [
             Figure(tag, "status requests per job, second policy", "req", s_status,
                    "default policy", status, f"<= {MAX_STATUS_PER_JOB:g} at p99 <= "
-                   f"{MAX_P99_S:g} sim s" if "status" in size.targets else None,
-                   met if "status" in size.targets else None,
+                   f"{MAX_P99_S:g} sim s" if targeted else None,
+                   met if targeted else None,
                    note=f"Supervisor(poll_policy={policy_label})"
-                   + ("" if met or "status" not in size.targets else
+                   + ("" if met or not targeted else
                       f"; missed at p99 {s_p99:.2f} sim s; {_load_cause(per_run, 'second')}")),
             Figure(tag, "detection latency p99, second policy", "sim s", s_p99,
                    "default policy", p99),

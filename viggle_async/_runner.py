@@ -236,7 +236,12 @@ class Runner:
                     cost = await self._account.settle_fallback(cost, owner=key)
             details = dict(credits=cost, attempts=attempts, fast=fast, fallback_used=fell_back)
             common = dict(job_id=job_id, **details)
-            final = await self._poll(key, job_id, details)
+            # Render time grows with the video's length, and fast renders run at twice the
+            # speed (docs/api/renders.md#request-fields): the scheduler's hint.
+            hint = prepared.duration_s if prepared.duration_s is not None else est_seconds
+            if hint is not None and fast:
+                hint /= 2
+            final = await self._poll(key, job_id, details, hint)
             if isinstance(final, _TimedOut):
                 # The API has no deadline: the job renders on and is charged
                 # (docs/api/credits.md#costs); the
@@ -314,10 +319,11 @@ class Runner:
                 self._scene_seconds[scene_id] = scene.duration_seconds
             return self._scene_seconds[scene_id]
 
-    async def _poll(self, key: str, job_id: str, details: dict[str, Any]
-                    ) -> RenderStatus | str:
+    async def _poll(self, key: str, job_id: str, details: dict[str, Any],
+                    hint: float | None = None) -> RenderStatus | str:
         """Wait for a terminal status through the shared scheduler; a str is an error
-        (``_TimedOut`` when ``render_timeout`` passed)."""
+        (``_TimedOut`` when ``render_timeout`` passed). ``hint``: the render's expected
+        length in video seconds (``PollScheduler.wait(expected_seconds=)``)."""
         timeout = self.ctx.render_timeout
         deadline = None if timeout is None else self._clock.now() + timeout
 
@@ -327,17 +333,21 @@ class Runner:
 
         self._jobs.polling(key, job_id, **details)
         # Not in a finally: a cancelled poll stays listed, so __aexit__ can cancel the job.
-        result = await self._poll_loop(job_id, deadline, update)
+        result = await self._poll_loop(job_id, deadline, update, hint)
         self._jobs.finished(key, None if isinstance(result, str) else result.status)
         return result
 
     async def _poll_loop(self, job_id: str, deadline: float | None,
-                         update: Callable[[RenderStatus], None]) -> RenderStatus | str:
+                         update: Callable[[RenderStatus], None],
+                         hint: float | None = None) -> RenderStatus | str:
         """Poll until terminal; a str says why we stopped waiting (the job may go on)."""
         unreadable = 0
         while True:
             try:
-                return await self._scheduler.wait(job_id, deadline=deadline, on_update=update)
+                # A wait restarted after an error keeps the hint; what the model learned
+                # from the job stays in the scheduler's shared model.
+                return await self._scheduler.wait(job_id, deadline=deadline, on_update=update,
+                                                  expected_seconds=hint)
             except PollDeadlineExceeded as exc:
                 return _TimedOut(f"still rendering after render_timeout: {exc}")
             except (APIError, TransportError) as exc:

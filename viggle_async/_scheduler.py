@@ -73,15 +73,24 @@ _TOKEN_BATCH = 32
 # Seconds before asking again after take_polls raised (e.g. the shared store is away).
 _TOKEN_RETRY = 1.0
 
+# Policy states kept for waits that a failed poll ended (oldest dropped first).
+_MAX_KEPT = 4096
+
+#: The policy of a scheduler given none (so of ``Supervisor``): the predictive one, which
+#: met issue 13's targets on B3's realistic progress (see README, Benchmarks).
+DEFAULT_POLICY = PollPolicy.predictive()
+
 
 class _Job(Generic[R]):
-    __slots__ = ("fingerprint", "gen", "job_id", "last", "polling", "seen", "state", "waiters")
+    __slots__ = ("due", "fingerprint", "gen", "job_id", "last", "polling", "seen", "state",
+                 "waiters")
 
     def __init__(self, job_id: str, state: PollState) -> None:
         self.job_id = job_id
         self.waiters: list[_Waiter[R]] = []
         self.polling = False
         self.gen = 0  # a heap entry is live only while its gen matches
+        self.due = 0.0  # clock time of its live heap entry
         self.state = state  # the policy's memory of this job
         self.last: R | None = None
         self.seen = False
@@ -116,7 +125,9 @@ class PollScheduler(Generic[R]):
     ``poll(job_id)`` fetches one status (retrying transient errors is its business);
     ``read(result)`` summarises it as a ``PollView``. Polls run on ``max_in_flight`` worker
     tasks (no task per job or per poll). Leaving the context cancels every poll and fails any
-    remaining waiter with ``PollSchedulerClosed``.
+    remaining waiter with ``PollSchedulerClosed``. ``policy`` defaults to
+    ``PollPolicy.predictive()`` (``DEFAULT_POLICY``); pass ``PollPolicy()`` for plain
+    backoff.
 
     ``max_rate``: poll starts per second of this scheduler (``math.inf``: none).
     ``take_polls``: an ``AccountState.take_polls`` whose shared cap every start must also
@@ -149,9 +160,14 @@ class PollScheduler(Generic[R]):
         self._rand = rand
         self._max_in_flight = max_in_flight
         self._spacing = 0.0 if math.isinf(max_rate) else 1.0 / max_rate
-        self._policy = policy or PollPolicy()
+        self._policy = policy or DEFAULT_POLICY
         # What a predictive policy learned from the jobs seen so far (shared by all jobs).
         self._model = PollModel()
+        # Hinted jobs not polled yet whose hint the model did not know (re-aimed as it
+        # learns), and the shortest hint waited on (PollPolicy.first_interval).
+        self._cold: list[_Job[R]] = []
+        self._kept: dict[str, PollState] = {}  # job id -> state, after a failed poll
+        self._least_hint = math.inf
         # Coalescing (see PollPolicy.coalesce): polls due within the window go out in the
         # same wake-up. The rate cap may run that far ahead too, but only when its spacing
         # is finer than the window, so a slow cap (e.g. 5/s) still spaces every start.
@@ -237,6 +253,7 @@ class PollScheduler(Generic[R]):
         deadline: float | None = None,
         on_update: Callable[[R], None] | None = None,
         first_delay: float | None = None,
+        expected_seconds: float | None = None,
     ) -> R:
         """Poll ``job_id`` until terminal and return that result.
 
@@ -244,19 +261,18 @@ class PollScheduler(Generic[R]):
         ``on_update`` is called with each result whose fingerprint differs from the previous
         one (the first included, the terminal one too); if it raises, this wait raises that.
         ``first_delay`` overrides the policy's for a new job (e.g. 0 when resuming a known
-        job id). Several waits on one id share its polls. An exception from ``poll`` or
-        ``read`` ends the waits on that job only.
+        job id). ``expected_seconds`` hints how long a new job renders (its driving
+        video's seconds; None: unknown): a predictive policy learns durations per hint and
+        aims the first poll near the end (``PollPolicy.first_state``). Several waits on one
+        id share its polls. An exception from ``poll`` or ``read`` ends the waits on that
+        job only.
         """
         if self._tg is None or self._closed:
             raise PollSchedulerClosed("wait() needs an open PollScheduler context")
         now = self._clock.now()
         job = self._jobs.get(job_id)
         if job is None:
-            job = _Job(job_id, self._policy.first_state(now))
-            self._jobs[job_id] = job
-            delay = self._policy.first_interval(self._model) if first_delay is None \
-                else first_delay
-            self._schedule(job, now + delay * self._jitter())
+            job = self._new_job(job_id, now, first_delay, expected_seconds)
         waiter = _Waiter(job, on_update)
         job.waiters.append(waiter)
         if deadline is not None:
@@ -270,6 +286,50 @@ class PollScheduler(Generic[R]):
         if waiter.error is not None:
             raise waiter.error
         return waiter.result
+
+    def _new_job(self, job_id: str, now: float, first_delay: float | None,
+                 hint: float | None) -> _Job[R]:
+        policy = self._policy
+        kept = self._kept.pop(job_id, None)
+        state = kept or policy.first_state(now, expected_seconds=hint)
+        job: _Job[R] = _Job(job_id, state)
+        self._jobs[job_id] = job
+        if first_delay is not None:
+            delay = first_delay
+        elif kept is not None:
+            # A wait restarted after a failed poll: it goes on from what it knew.
+            delay = min(kept.interval, policy.first_delay)
+        else:
+            if hint is not None and hint < self._least_hint:
+                self._least_hint = hint
+            delay = policy.first_interval(self._model, state, least_hint=self._least_hint)
+            if policy.predict and hint is not None and hint > self._model.reach:
+                # Its first poll is a guess until the model learns this hint: re-aimed then.
+                self._cold.append(job)
+        self._schedule(job, now + delay * self._jitter())
+        return job
+
+    def _reaim(self, now: float) -> None:
+        """Move the first poll of each job whose hint the model did not know when it was
+        scheduled to where the model now puts it (``PollPolicy.first_interval``): there
+        once the model has learned the hint, else only later."""
+        reach, cold = self._model.reach, []
+        for job in self._cold:
+            if job.seen or job.polling or not job.waiters:
+                continue  # polled since: its policy state takes it from there
+            state = job.state
+            if state.since is None or self._model.shortest(state.hint) is None:
+                cold.append(job)
+                continue
+            due = state.since + self._policy.first_interval(self._model, state)
+            if state.hint is not None and state.hint > reach:
+                # Still past what the model learned (its guess for this hint errs early):
+                # only ever later than the guess it was scheduled with.
+                due = max(due, job.due)
+                cold.append(job)
+            if due != job.due:
+                self._schedule(job, max(due, now))
+        self._cold = cold
 
     # -- dispatcher ------------------------------------------------------------------------
 
@@ -423,6 +483,12 @@ class PollScheduler(Generic[R]):
                 view = self._read(result)
             except Exception as exc:
                 self._polls_failed += 1
+                if self._policy.predict:
+                    # The caller may wait again (a transient error): keep the job's samples
+                    # and start time, so its predictions stay sharp.
+                    self._kept[job.job_id] = job.state
+                    if len(self._kept) > _MAX_KEPT:
+                        del self._kept[next(iter(self._kept))]
                 for w in list(job.waiters):
                     self._finish(w, error=exc)
             else:
@@ -449,8 +515,11 @@ class PollScheduler(Generic[R]):
         now = self._clock.now()
         policy = self._policy
         if policy.predict:
+            reach = self._model.reach
             self._model = policy.learn(self._model, job.state, progress_pct=view.progress_pct,
                                        terminal=view.terminal, now=now)
+            if self._model.reach > reach and self._cold:
+                self._reaim(now)
         moved = job.seen and view.fingerprint != job.fingerprint
         changed = moved or not job.seen
         job.seen, job.fingerprint, job.last = True, view.fingerprint, result
@@ -479,6 +548,7 @@ class PollScheduler(Generic[R]):
 
     def _schedule(self, job: _Job[R], due: float) -> None:
         job.gen += 1
+        job.due = due
         heapq.heappush(self._heap, (due, next(self._seq), job.gen, job))
         self._kick(due)
 
