@@ -16,6 +16,7 @@ from aiohttp import web
 from clihelp import BULK_FAST, Run, process_env, viggle_process
 
 from viggle_async import PollPolicy, Supervisor
+from viggle_async._scheduler import DEFAULT_POLICY
 from viggle_async.cli._app import build_parser
 from viggle_async.cli._common import Ctx
 from viggle_async.cli._progress import Output
@@ -153,21 +154,24 @@ async def test_render_whose_create_cannot_connect_fails_in_one_line_with_exit_2(
     ["render", "--ref-image", "a.png", "--driving-video", "b.mp4", "-o", "c.mp4"],
 ])
 def test_the_cli_polls_and_backs_off_with_the_librarys_defaults(command: list[str]) -> None:
-    """Issue 12.6: the command line's defaults are the library's benchmarked ones (a plain
-    PollPolicy() and Supervisor(client)), and --poll-interval scales that same shape."""
+    """Issue 12.6: the command line's defaults are the library's benchmarked ones (the
+    policy a plain Supervisor(client) polls with, the predictive one since issue 13, and its
+    other defaults), and --poll-interval scales that same shape."""
     library = inspect.signature(Supervisor.__init__).parameters
+    default = DEFAULT_POLICY  # what a scheduler given no policy polls with
+    assert library["poll_policy"].default is None and default == PollPolicy.predictive()
     args = build_parser().parse_args(command)
     quiet = Output("quiet", stdout=sys.stdout, stderr=sys.stderr)
     ctx = Ctx(args, quiet)
-    assert ctx.poll_policy() == PollPolicy()
+    assert ctx.poll_policy() == default
     assert args.capacity_backoff == library["capacity_backoff"].default
     assert ctx.asset_poll_interval == library["asset_poll_interval"].default
-    assert ctx.poll_interval == PollPolicy().first_delay
+    assert ctx.poll_interval == default.first_delay
 
     doubled = Ctx(build_parser().parse_args(
-        [*command, "--poll-interval", str(2 * PollPolicy().first_delay)]), quiet)
+        [*command, "--poll-interval", str(2 * default.first_delay)]), quiet)
     policy = doubled.poll_policy()
-    assert policy == attrs.evolve(PollPolicy(), first_delay=2 * PollPolicy().first_delay,
-                                  min_interval=2 * PollPolicy().min_interval,
-                                  max_interval=2 * PollPolicy().max_interval)
+    assert policy == attrs.evolve(default, first_delay=2 * default.first_delay,
+                                  min_interval=2 * default.min_interval,
+                                  max_interval=2 * default.max_interval)
     assert doubled.asset_poll_interval == 2 * library["asset_poll_interval"].default

@@ -21,7 +21,7 @@ from .. import (
 )
 from .._backoff import RetryPolicy
 from .._client import ViggleClient
-from .._scheduler import PollPolicy
+from .._scheduler import DEFAULT_POLICY, PollPolicy
 from .._supervisor import FastFallbackPolicy, Supervisor
 from ._progress import EventView, Output, RunStats, credits_text, number, plural
 
@@ -37,8 +37,8 @@ def _supervisor_default(name: str) -> Any:
     return inspect.signature(Supervisor.__init__).parameters[name].default
 
 # The library's benchmarked defaults, read from it (never restated here), so the CLI and a
-# plain ``Supervisor(client)`` poll and back off alike.
-DEFAULT_POLICY = PollPolicy()
+# plain ``Supervisor(client)`` poll and back off alike (``DEFAULT_POLICY``, predictive, is
+# the scheduler's).
 DEFAULT_CAPACITY_BACKOFF: tuple[float, float] = _supervisor_default("capacity_backoff")
 DEFAULT_ASSET_POLL: float = _supervisor_default("asset_poll_interval")
 DEFAULT_POLL_RATE: float = _supervisor_default("poll_rate")
