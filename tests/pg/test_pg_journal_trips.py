@@ -328,3 +328,25 @@ async def test_a_writer_of_the_earlier_release_is_never_overwritten(
         assert len(outcome) == 1 and isinstance(outcome[0], JournalTransitionError)
         assert "is sending" in str(outcome[0])
 
+
+
+async def test_a_server_that_rounds_floats_still_costs_one_statement_per_step(
+        wire: tuple[WireCount, str], schema: str, pg_dsn: str) -> None:
+    # Timestamps are float8 with 17 significant digits; a session with extra_float_digits=0
+    # prints 15. A swap built on a rounded read would never match what is stored (each
+    # step would fall back to the locked transaction): reads must be exact.
+    counter, dsn = wire
+    stamp = 1764488000.1234567
+
+    async with Journal(await _open(pg_dsn, schema), clock=lambda: stamp) as enqueue:
+        await enqueue.record_intent("k", "render", FP)
+    rounding = make_conninfo(dsn, options="-c extra_float_digits=0")
+    async with Journal(await _open(rounding, schema), clock=lambda: stamp + 1) as worker:
+        counter.reset()
+        entry = await worker.get("k")
+        assert entry is not None and entry.created_at == stamp
+        await worker.record_intent("k", "render", FP)
+        await worker.mark_sending("k")
+        await worker.record_submitted("k", "job")
+        rt, stmts, blocks = counter.reset()
+        assert (stmts, blocks) == (4, 0) and rt <= stmts + 1

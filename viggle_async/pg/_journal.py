@@ -319,10 +319,12 @@ class PostgresJournalStore:
             known.popitem(last=False)
 
     async def _select(self, conn: psycopg.AsyncConnection[Any], key: str) -> JournalEntry | None:
+        # Binary results: a float8 read back exactly whatever the server's
+        # extra_float_digits, so a swap built on this read compares equal to what is stored.
         cur = await conn.execute(self._q(
             f"SELECT {', '.join(_COLUMNS)} FROM {{s}}.journal_entries "
             "WHERE ledger = %s AND key = %s"),
-            (self.ledger, key))
+            (self.ledger, key), binary=True)
         row = await cur.fetchone()
         entry = None if row is None else _from_row(tuple(row))
         self._remember(key, entry)
@@ -338,7 +340,7 @@ class PostgresJournalStore:
         async def work(conn: psycopg.AsyncConnection[Any]) -> list[JournalEntry]:
             cur = await conn.execute(self._q(
                 f"SELECT {', '.join(_COLUMNS)} FROM {{s}}.journal_entries WHERE ledger = %s "
-                "ORDER BY seq"), (self.ledger,))
+                "ORDER BY seq"), (self.ledger,), binary=True)
             found = [_from_row(tuple(r)) for r in await cur.fetchall()]
             for entry in found[-_KNOWN_MAX:]:
                 self._remember(entry.key, entry)
