@@ -74,7 +74,8 @@ _INSERT_COLS = ", ".join(("ledger", *_COLUMNS))
 _INSERT_VALUES = ", ".join(f"%s::{t}" for t in _TYPES)
 _SET_NEW = ", ".join(f"{c} = %s::{t}" for c, t in zip(_COLUMNS[1:], _TYPES[2:], strict=True))
 # Every column but the key: a swap writes only over exactly the entry it was computed from.
-# Floats round-trip exactly (shortest repr both ways), so equal means equal.
+# Floats go out as their repr and are read back in binary (``_select``): exact both ways,
+# so equal means equal.
 _WHERE_OLD = " AND ".join(f"{c} IS NOT DISTINCT FROM %s::{t}"
                           for c, t in zip(_COLUMNS[1:], _TYPES[2:], strict=True))
 #: Swaps tried before ``apply`` waits for the key's lock instead (a key many writers race on).
