@@ -1,10 +1,23 @@
 """``PostgresJournalStore``: a journal store in PostgreSQL, for many workers on one ledger.
 
 Behind the same ``JournalStore`` contract as the other stores (the state machine stays in
-``Journal``), plus ``AssetIndex`` and ``LeaseStore``. Every ``apply`` is one transaction that
-first takes a transaction-scoped advisory lock on (ledger, key), so applies on one key are
-serialised across every connection and process: of 20 workers moving a key from intent to
-sending at once, exactly one wins.
+``Journal``), plus ``AssetIndex`` and ``LeaseStore``.
+
+One round trip per transition (docs/scale-out.md, "Ledger round trips per row"). A
+``Transition`` is an opaque pure function of the old entry, so ``apply`` is a
+compare-and-swap: the store remembers the entry it last read or wrote for each key (none:
+"no entry yet"), computes the new entry from that, and writes it in one statement (an
+autocommit transaction) only if every column stored is still what it was computed from:
+``INSERT ... ON CONFLICT DO NOTHING RETURNING`` for a new key, ``UPDATE ... WHERE <the old
+columns> RETURNING`` otherwise. When the statement changed nothing (another worker moved the
+entry), or the transition refuses or makes no change on a remembered entry, the store reads
+the entry and decides on that: a refusal then raises the contract's error naming the state
+found. After a few lost swaps on one key it falls back to a transaction holding the key's
+advisory lock across read and write, so a writer is never starved. Every write takes that
+lock (see ``_swap``), so applies on one key are serialised across every connection and
+process, also with the stores of earlier releases: of 20 workers moving a key from intent
+to sending at once, exactly one wins and the others see its state. A row's usual life
+(read, intent, sending, submitted, final) is 5 statements and no BEGIN/COMMIT.
 
 It sits on ``PostgresLedger``: the same pool, schema (its tables are one of the ledger's
 migrations), DSN resolution (``resolve_dsn``: the argument, ``$VIGGLE_POSTGRES_DSN``, its
@@ -21,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Self, TypeVar
 
@@ -53,6 +67,21 @@ T = TypeVar("T")
 POSTGRES_SCHEMA_VERSION = SCHEMA_VERSION
 _COLUMNS = ("key", "kind", "fingerprint", "state", "job_id", "final_status", "outputs", "error",
             "attempts", "created_at", "updated_at")
+# SQL types of ("ledger", *_COLUMNS), cast explicitly: an INSERT ... SELECT does not take a
+# parameter's type from its target column, and None or [] alone carry no type.
+_TYPES = ("text",) * 7 + ("text[]", "text", "integer", "double precision", "double precision")
+_INSERT_COLS = ", ".join(("ledger", *_COLUMNS))
+_INSERT_VALUES = ", ".join(f"%s::{t}" for t in _TYPES)
+_SET_NEW = ", ".join(f"{c} = %s::{t}" for c, t in zip(_COLUMNS[1:], _TYPES[2:], strict=True))
+# Every column but the key: a swap writes only over exactly the entry it was computed from.
+# Floats go out as their repr and are read back in binary (``_select``): exact both ways,
+# so equal means equal.
+_WHERE_OLD = " AND ".join(f"{c} IS NOT DISTINCT FROM %s::{t}"
+                          for c, t in zip(_COLUMNS[1:], _TYPES[2:], strict=True))
+#: Swaps tried before ``apply`` waits for the key's lock instead (a key many writers race on).
+_CAS_TRIES = 3
+#: Entries a store remembers (its guesses for the next transition), most recent kept.
+_KNOWN_MAX = 10_000
 
 
 def _from_row(row: tuple[Any, ...]) -> JournalEntry:
@@ -103,6 +132,7 @@ class PostgresJournalStore:
         self._secrets: list[str | None] = []
         self._clock = clock
         self._inflight: set[asyncio.Future[Any]] = set()
+        self._known: OrderedDict[str, JournalEntry] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"PostgresJournalStore(dsn={self.dsn!r}, ledger={self.ledger!r})"
@@ -176,7 +206,10 @@ class PostgresJournalStore:
         if pool is None:
             raise JournalClosedError(f"the journal {self.dsn!r} is closed")
         try:
-            async with pool.connection() as conn, conn.transaction():
+            # No transaction block: the pool's connections autocommit, so each statement is
+            # one transaction and one round trip (BEGIN/COMMIT would be two more). The one
+            # work that needs a block (_apply_locked) opens its own.
+            async with pool.connection() as conn:
                 return await work(conn)
         except psycopg_pool.PoolClosed:
             raise JournalClosedError(f"the journal {self.dsn!r} is closed") from None
@@ -191,9 +224,73 @@ class PostgresJournalStore:
     # --- JournalStore ---------------------------------------------------------------------
 
     async def apply(self, key: str, transition: Transition) -> JournalEntry:
+        """One transition in one statement when this store's last sight of ``key`` is still
+        what the database holds; otherwise a read and another try (see the module doc)."""
+
         async def work(conn: psycopg.AsyncConnection[Any]) -> JournalEntry:
-            # Serialises applies on (ledger, key) across every connection, including the
-            # first insert of a key (no row yet for SELECT ... FOR UPDATE to lock).
+            # Absent from the cache: guess "no entry" (a first record_intent, the common case).
+            expected, verified = self._known.get(key), False
+            for _ in range(_CAS_TRIES):
+                try:
+                    new = transition(expected)
+                except Exception:
+                    if verified:
+                        raise  # refused on what the database held: the contract's error
+                    # Refused on a guess: decide on what is stored instead.
+                    expected, verified = await self._select(conn, key), True
+                    continue
+                if new is None:
+                    if not verified:
+                        # "No change" on a guess: confirm it on what is stored.
+                        expected, verified = await self._select(conn, key), True
+                        continue
+                    if expected is None:
+                        raise JournalError(
+                            f"{key!r}: a transition returned no change for no entry")
+                    return expected
+                if await self._swap(conn, key, expected, new):
+                    self._remember(key, new)
+                    return new
+                # Changed nothing: the entry moved on (another worker) since we saw it.
+                expected, verified = await self._select(conn, key), True
+            # Still racing after a few tries (many writers on one key): wait our turn.
+            return await self._apply_locked(conn, key, transition)
+
+        return await self._run(work, action="write")
+
+    async def _swap(self, conn: psycopg.AsyncConnection[Any], key: str,
+                    expected: JournalEntry | None, new: JournalEntry) -> bool:
+        """Write ``new`` if the stored entry is still ``expected`` (compare-and-swap), in one
+        statement and so one autocommit transaction. True if it was written.
+
+        Each statement also takes the key's transaction-scoped advisory lock, the lock
+        ``_apply_locked`` (and the stores of earlier releases, which read then upsert under
+        it) hold across their read and write: while one of those is between its read and its
+        write, this statement waits, then finds the entry changed and writes nothing; and
+        theirs cannot read until this one committed. The UPDATE itself re-checks its WHERE
+        on the newest committed row (READ COMMITTED), so two swaps never both win."""
+        lock = _lock_id(self.ledger, key)
+        if expected is None:
+            cur = await conn.execute(self._q(
+                "WITH lk AS MATERIALIZED (SELECT pg_advisory_xact_lock(%s)) "
+                f"INSERT INTO {{s}}.journal_entries ({_INSERT_COLS}) "
+                f"SELECT {_INSERT_VALUES} FROM lk "
+                "ON CONFLICT (ledger, key) DO NOTHING RETURNING 1"),
+                (lock, *_to_params(self.ledger, new)))
+        else:
+            cur = await conn.execute(self._q(
+                "WITH lk AS MATERIALIZED (SELECT pg_advisory_xact_lock(%s)) "
+                f"UPDATE {{s}}.journal_entries SET {_SET_NEW} FROM lk "
+                f"WHERE ledger = %s AND key = %s AND {_WHERE_OLD} RETURNING 1"),
+                (lock, *_to_params(self.ledger, new)[2:], self.ledger, key,
+                 *_to_params(self.ledger, expected)[2:]))
+        return await cur.fetchone() is not None
+
+    async def _apply_locked(self, conn: psycopg.AsyncConnection[Any], key: str,
+                            transition: Transition) -> JournalEntry:
+        # The bounded path: a transaction that holds the key's advisory lock across read and
+        # write, so it cannot lose to another swap (they take the same lock).
+        async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_id(self.ledger, key),))
             old = await self._select(conn, key)
             new = transition(old)
@@ -201,23 +298,38 @@ class PostgresJournalStore:
                 if old is None:
                     raise JournalError(f"{key!r}: a transition returned no change for no entry")
                 return old
-            cols = ", ".join(("ledger", *_COLUMNS))
             await conn.execute(self._q(
-                f"INSERT INTO {{s}}.journal_entries ({cols}) VALUES ({', '.join(['%s'] * 12)}) "
+                f"INSERT INTO {{s}}.journal_entries ({_INSERT_COLS}) "
+                f"VALUES ({', '.join(['%s'] * 12)}) "
                 "ON CONFLICT (ledger, key) DO UPDATE SET "
                 + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[1:])),
                 _to_params(self.ledger, new))
-            return new
+        self._remember(key, new)
+        return new
 
-        return await self._run(work, action="write")
+    def _remember(self, key: str, entry: JournalEntry | None) -> None:
+        # What this store last saw of a key: the next transition's guess. Bounded, oldest out;
+        # a stale guess costs a read, never a wrong write (the swap compares every column).
+        known = self._known
+        if entry is None:  # the default guess: not worth a slot
+            known.pop(key, None)
+            return
+        known[key] = entry
+        known.move_to_end(key)
+        if len(known) > _KNOWN_MAX:
+            known.popitem(last=False)
 
     async def _select(self, conn: psycopg.AsyncConnection[Any], key: str) -> JournalEntry | None:
+        # Binary results: a float8 read back exactly whatever the server's
+        # extra_float_digits, so a swap built on this read compares equal to what is stored.
         cur = await conn.execute(self._q(
             f"SELECT {', '.join(_COLUMNS)} FROM {{s}}.journal_entries "
             "WHERE ledger = %s AND key = %s"),
-            (self.ledger, key))
+            (self.ledger, key), binary=True)
         row = await cur.fetchone()
-        return None if row is None else _from_row(tuple(row))
+        entry = None if row is None else _from_row(tuple(row))
+        self._remember(key, entry)
+        return entry
 
     async def get(self, key: str) -> JournalEntry | None:
         async def work(conn: psycopg.AsyncConnection[Any]) -> JournalEntry | None:
@@ -229,8 +341,11 @@ class PostgresJournalStore:
         async def work(conn: psycopg.AsyncConnection[Any]) -> list[JournalEntry]:
             cur = await conn.execute(self._q(
                 f"SELECT {', '.join(_COLUMNS)} FROM {{s}}.journal_entries WHERE ledger = %s "
-                "ORDER BY seq"), (self.ledger,))
-            return [_from_row(tuple(r)) for r in await cur.fetchall()]
+                "ORDER BY seq"), (self.ledger,), binary=True)
+            found = [_from_row(tuple(r)) for r in await cur.fetchall()]
+            for entry in found[-_KNOWN_MAX:]:
+                self._remember(entry.key, entry)
+            return found
 
         return await self._run(work, action="read")
 
