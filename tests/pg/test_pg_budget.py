@@ -6,11 +6,23 @@ tests run real ``bulk --enqueue`` and ``viggle-async worker`` processes.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import anyio
 import pytest
-from pghelp import LedgerFactory
+from pghelp import (
+    LedgerFactory,
+    cli_async,
+    finish,
+    read_logs,
+    renders_manifest,
+    worker,
+)
 
 from viggle_async.pg import PostgresAccountState, PostgresLedger, RowBook, RunCredits
+from viggle_async.testing import FakeViggle, Faults
 
 
 async def _rows(ledger: PostgresLedger, run: str, n: int) -> list[str]:
@@ -196,3 +208,136 @@ async def test_a_ledger_from_before_run_budgets_is_migrated_with_its_totals(
     await state.refund(30, owner="a/r0")
     assert await again.run_credits("a") == RunCredits("a", None, 20)
     assert await state.committed() == 25
+
+
+# -- bulk --enqueue, worker processes, bulk --status ----------------------------------------
+async def _enqueue(fake: FakeViggle, dsn: str, schema: str, m: Path, run: str,
+                   *extra: str) -> str:
+    done = await cli_async(fake, "bulk", str(m), "--journal", dsn, "--schema", schema,
+                           "--enqueue", "--run", run, *extra)
+    return (done.stdout + done.stderr).decode()
+
+
+async def _work(fake: FakeViggle, dsn: str, schema: str, logs: Path,
+                *options: tuple[str, ...]) -> None:
+    """One ``worker --exit-when-empty`` process per ``options`` tuple, until all exit."""
+    await anyio.Path(logs).mkdir(exist_ok=True)
+    files = [(logs / f"worker{i}.log").open("w") for i in range(len(options))]
+    procs = [worker(fake, dsn, schema, "--exit-when-empty", "--max-uploads", "1", *extra,
+                    log=f) for f, extra in zip(files, options, strict=True)]
+    try:
+        await finish(procs, logs)
+    finally:
+        for f in files:
+            f.close()
+
+
+async def _status(fake: FakeViggle, dsn: str, schema: str, m: Path, run: str,
+                  report: Path) -> tuple[dict[str, Any], str]:
+    """``bulk --status --run RUN --report``: the report and the human output."""
+    human = await cli_async(fake, "bulk", str(m), "--journal", dsn, "--schema", schema,
+                            "--status", "--run", run, "--report", str(report), check=False)
+    data: dict[str, Any] = json.loads(await anyio.Path(report).read_text())
+    return data, (human.stdout + human.stderr).decode()
+
+
+def _manifests(tmp: Path, *runs: tuple[str, int], **columns: object) -> list[Path]:
+    """One folder and manifest of ``n`` renders per ``(name, n)``."""
+    made = []
+    for name, n in runs:
+        (tmp / name).mkdir()
+        made.append(renders_manifest(tmp / name, n, **columns))
+    return made
+
+
+def _accepted(fake: FakeViggle) -> int:
+    return sum(1 for c in fake.creates if c.kind == "render" and c.status == 200)
+
+
+async def test_two_runs_with_their_own_budgets_across_worker_processes(
+        pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    ma, mb = _manifests(tmp_path, ("a", 6), ("b", 6))
+    async with FakeViggle(time_scale=200.0, output_bytes=4096) as fake:
+        start = fake.balance()
+        said = await _enqueue(fake, pg_dsn, pg_schema, ma, "a", "--budget", "4")
+        # 6 renders of 1 credit against 4: one warning line, and the enqueue succeeds.
+        assert ("warning: run 'a': estimated at 6 credits, its budget of 4 is 2 credits "
+                "short") in said
+        said = await _enqueue(fake, pg_dsn, pg_schema, mb, "b", "--budget", "3")
+        assert "warning: run 'b'" in said and "run 'a'" not in said
+        # Two workers, one with a budget of its own bigger than either run's.
+        await _work(fake, pg_dsn, pg_schema, tmp_path / "logs", (), ("--budget", "50"))
+        a, a_text = await _status(fake, pg_dsn, pg_schema, ma, "a", tmp_path / "a.json")
+        b, _ = await _status(fake, pg_dsn, pg_schema, mb, "b", tmp_path / "b.json")
+        assert start - fake.balance() == _accepted(fake) == 4 + 3
+        for data, budget in ((a, 4), (b, 3)):
+            summary = data["summary"]
+            assert (summary["budget"], summary["credits_committed"],
+                    summary["credits_spent"]) == (budget, budget, budget)
+            assert summary["account_credits_committed"] == 7  # labelled account-wide
+            assert summary["stopped"] is None  # a budget is not a stop
+            refused = [o for o in data["outcomes"] if o["state"] == "not_submitted"]
+            assert sorted(summary["not_sent_for_budget"]) == sorted(o["key"] for o in refused)
+            assert len(refused) == 6 - budget
+            assert all(f"over run '{data['summary']['run']}''s budget" in o["error"]
+                       for o in refused)
+        assert "credits committed 4, spent 4 of a 4 budget" in a_text
+        assert "account-wide, all runs: committed 7" in a_text
+        assert "2 rows not sent, over a budget" in a_text
+        # Enqueueing a again with another budget changes a's, and says so; b keeps 3.
+        said = await _enqueue(fake, pg_dsn, pg_schema, ma, "a", "--budget", "10")
+        assert "run 'a': budget changed from 4 to 10 credits" in said
+        assert "warning" not in said
+        b, _ = await _status(fake, pg_dsn, pg_schema, mb, "b", tmp_path / "b.json")
+        assert b["summary"]["budget"] == 3
+
+
+async def test_a_run_without_budget_is_not_held_by_another_runs_spending(
+        pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    m1, m2 = _manifests(tmp_path, ("first", 3), ("next", 4))
+    async with FakeViggle(time_scale=200.0, output_bytes=4096) as fake:
+        await _enqueue(fake, pg_dsn, pg_schema, m1, "first", "--budget", "3")
+        await _work(fake, pg_dsn, pg_schema, tmp_path / "logs1", ())
+        said = await _enqueue(fake, pg_dsn, pg_schema, m2, "next")
+        assert "warning" not in said and "budget" not in said
+        # A worker's own budget of 2 caps what that process commits, in any run.
+        await _work(fake, pg_dsn, pg_schema, tmp_path / "logs2", ("--budget", "2"))
+        data, text = await _status(fake, pg_dsn, pg_schema, m2, "next", tmp_path / "n.json")
+        summary = data["summary"]
+        assert (summary["budget"], summary["credits_committed"]) == (None, 2)
+        refused = [o for o in data["outcomes"] if o["state"] == "not_submitted"]
+        assert len(refused) == 2, read_logs(tmp_path / "logs2")
+        assert all("over this worker's budget: 2 committed + 1 > 2" in o["error"]
+                   for o in refused)
+        assert "(no budget)" in text
+        first, _ = await _status(fake, pg_dsn, pg_schema, m1, "first", tmp_path / "f.json")
+        assert first["summary"]["budget"] == 3  # untouched by next's enqueue
+
+
+async def test_failed_and_fast_fallback_renders_settle_the_runs_total(
+        pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    (mf,) = _manifests(tmp_path, ("failing", 4))
+    (mq,) = _manifests(tmp_path, ("fast", 4), fast=True)
+    faults = Faults(render_failure_rate=1.0, fast_unavailable=True)
+    async with FakeViggle(faults=faults, time_scale=200.0, output_bytes=4096) as fake:
+        # Every render fails (refunded by the API): a budget of 1 lets all four through
+        # one at a time (one row at a time), each refund making room for the next.
+        await _enqueue(fake, pg_dsn, pg_schema, mf, "failing", "--budget", "1")
+        await _work(fake, pg_dsn, pg_schema, tmp_path / "logs1", ("--concurrency", "1"))
+        data, _ = await _status(fake, pg_dsn, pg_schema, mf, "failing", tmp_path / "f.json")
+        assert [o["state"] for o in data["outcomes"]] == ["failed"] * 4
+        assert data["summary"]["credits_committed"] == 0
+        fake.faults.render_failure_rate = 0.0
+        # Fast refused: each reserves the fast price, goes standard and keeps half.
+        said = await _enqueue(fake, pg_dsn, pg_schema, mq, "fast", "--budget", "8")
+        assert "warning" not in said
+        await _work(fake, pg_dsn, pg_schema, tmp_path / "logs2",
+                    ("--fast-fallback", "attempts:1"))
+        data, _ = await _status(fake, pg_dsn, pg_schema, mq, "fast", tmp_path / "q.json")
+        outcomes = data["outcomes"]
+        assert [o["state"] for o in outcomes] == ["complete"] * 4, read_logs(
+            tmp_path / "logs2")
+        assert all(o["fallback_used"] for o in outcomes)
+        summary = data["summary"]
+        assert summary["credits_committed"] == summary["credits_spent"] == 4
+        assert summary["account_credits_committed"] == 4
