@@ -188,6 +188,37 @@ async def test_a_worker_budget_lowers_a_runs_and_never_refuses_an_inherited_row(
     assert await small.reserve(10, owner=rows[3]) is None  # its own room is back
 
 
+async def test_concurrent_reserves_refunds_and_fallbacks_keep_every_total_exact(
+        open_ledger: LedgerFactory) -> None:
+    """Workers reserving, refunding and settling rows of two runs at once: no deadlock
+    (every statement locks the account row before a run's), and each run's total is the
+    sum of its reservations, the account's the sum of all."""
+    ledgers = [await open_ledger() for _ in range(4)]
+    states = [PostgresAccountState(lg, budget=1000) for lg in ledgers]
+    owners = await _rows(ledgers[0], "a", 15) + await _rows(ledgers[0], "b", 15)
+    await ledgers[0].set_run_budget("a", 60)
+
+    async def row(i: int, owner: str) -> None:
+        state = states[i % 4]
+        if await state.reserve(8, owner=owner) is not None:
+            return
+        if i % 3 == 0:
+            await states[(i + 1) % 4].refund(8, owner=owner)  # another worker saw it fail
+        elif i % 3 == 1:
+            await state.settle_fallback(8, owner=owner)
+
+    async with anyio.create_task_group() as tg:
+        for i, owner in enumerate(owners):
+            tg.start_soon(row, i, owner)
+    async with ledgers[0].pool.connection() as conn:
+        cur = await conn.execute(ledgers[0].q(
+            "SELECT run, sum(credits) FROM {s}.reservations GROUP BY run ORDER BY run"))
+        held = {str(run): int(total) for run, total in await cur.fetchall()}
+    assert (await ledgers[1].run_credits("a")).committed == held["a"] <= 60
+    assert (await ledgers[1].run_credits("b")).committed == held["b"]
+    assert await states[2].committed() == held["a"] + held["b"]
+
+
 async def test_a_ledger_from_before_run_budgets_is_migrated_with_its_totals(
         open_ledger: LedgerFactory) -> None:
     ledger = await open_ledger()

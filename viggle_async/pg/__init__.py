@@ -1,7 +1,7 @@
 """Many workers, one account: the shared ledger on PostgreSQL (``pip install
 'viggle-async[postgres]'``).
 
-``PostgresLedger`` (the pool, the migrated schema, the API-key binding, the run's budget
+``PostgresLedger`` (the pool, the migrated schema, the API-key binding, each run's budget
 and the asset-reuse index) and ``PostgresAccountState`` (``AccountState`` across
 processes). See docs/scale-out.md for the design of the distributed bulk run.
 """
