@@ -199,8 +199,10 @@ def _budget_notes(ctx: Ctx, run: str, before: float | None, budget: float | None
     unknown = sum(1 for p in priced if p.credits is None)
     problems = []
     if credits > budget:
+        short = credits - budget
         problems.append(f"estimated at {credits} credits, its budget of {budget:g} is "
-                        f"{credits - budget:g} credits short: rows past it will not be sent "
+                        f"{short:g} credit{'' if short == 1 else 's'} short: rows past it "
+                        "will not be sent "
                         f"(to send all: --enqueue --budget {credits})")
     if unknown:
         problems.append(f"{unknown} rows of unknown length will not be sent under a budget "
@@ -266,7 +268,7 @@ async def _status(ctx: Ctx) -> int:
     if over_budget:
         first = next(o for o in outcomes if o["key"] == over_budget[0])
         ctx.out.error(f"{len(over_budget)} rows not sent, over a budget (nothing created "
-                      f"or charged): {', '.join(over_budget)} ({first.get('error')})")
+                      f"or charged): {', '.join(over_budget)}; {first.get('error')}")
     if ambiguous:
         ctx.out.error(f"{len(ambiguous)} ambiguous (sent, no answer; not resent): "
                       + ", ".join(ambiguous))
