@@ -143,7 +143,7 @@ async def test_the_journal_and_the_ledger_share_one_binding(pg_path: Path) -> No
         journal = Journal(PostgresJournalStore.on_ledger(ledger, name="run1"))
         await journal.record_intent("k", kind="render", fingerprint=FP)
         await journal.close()  # leaves the ledger's pool open
-        assert await ledger.budget() is None
+        assert await ledger.account_budget() is None
     again = Journal(await open_pg(pg_path, ledger="run1"))
     async with again:
         assert (await again.get("k")) is not None

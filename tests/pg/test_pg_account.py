@@ -29,7 +29,7 @@ async def _states(open_ledger: LedgerFactory, n: int, **kwargs: object
 async def test_twenty_concurrent_reserves_never_exceed_the_run_budget(
         open_ledger: LedgerFactory) -> None:
     ledgers, states = await _states(open_ledger, 4)
-    await ledgers[0].set_budget(100)
+    await ledgers[0].set_account_budget(100)
     answers: list[str | None] = []
 
     async def reserve(i: int) -> None:
@@ -39,27 +39,37 @@ async def test_twenty_concurrent_reserves_never_exceed_the_run_budget(
         for i in range(20):
             tg.start_soon(reserve, i)
     assert answers.count(None) == 10
-    assert all("over credit_budget" in a for a in answers if a is not None)
+    assert all("over the account-wide budget" in a for a in answers if a is not None)
     assert [await s.committed() for s in states] == [100] * 4
 
 
-async def test_a_workers_own_budget_only_lowers_the_run_budget(
+async def test_a_workers_own_budget_caps_what_that_worker_commits(
         open_ledger: LedgerFactory) -> None:
+    """``budget=`` is this process's own, as ``Supervisor(credit_budget=)`` is: it counts
+    what this worker reserved, not the account's total, and only ever lowers what goes
+    out (the account-wide cap still applies to it)."""
     ledger = await open_ledger()
-    await ledger.set_budget(100)
+    await ledger.set_account_budget(100)
     low = PostgresAccountState(ledger, budget=30)
     high = PostgresAccountState(ledger, budget=10_000)
-    assert await low.reserve(40) is not None  # over its own 30
-    assert await high.reserve(90) is None
-    assert "90 committed + 20 > 100" in (await high.reserve(20) or "")  # not 10 000
-    assert await low.reserve(5) is not None  # 95 > 30: the lower budget applies to it
+    other = PostgresAccountState(ledger)
+    assert await other.reserve(50) is None  # someone else's 50 do not count against low
+    assert "over this worker's budget: 0 committed + 40 > 30" in (await low.reserve(40) or "")
+    assert await low.reserve(25) is None
+    assert "25 committed + 10 > 30" in (await low.reserve(10) or "")
+    assert await low.reserve(5) is None  # 30 of its 30
+    assert "over the account-wide budget: 80 committed + 30 > 100" in (
+        await high.reserve(30) or "")  # its own 10 000 does not raise the cap
+    await low.refund(25)
+    assert await low.reserve(20) is None  # given back: room again
+    assert await low.committed() == 75  # 50 + 5 + 20, account-wide
 
 
 async def test_unknown_cost_is_refused_only_under_a_budget(open_ledger: LedgerFactory) -> None:
     ledger = await open_ledger()
     state = PostgresAccountState(ledger)
     assert await state.reserve(None) is None and await state.committed() == 0
-    await ledger.set_budget(50)
+    await ledger.set_account_budget(50)
     assert "estimated_seconds" in (await state.reserve(None) or "")
 
 
@@ -77,7 +87,7 @@ async def test_refunds_and_fast_fallback_settle_the_shared_total(
 async def test_a_rows_reservation_is_inherited_and_refunded_once(
         open_ledger: LedgerFactory) -> None:
     ledgers, (dead, heir) = await _states(open_ledger, 2)
-    await ledgers[0].set_budget(100)
+    await ledgers[0].set_account_budget(100)
     assert await dead.reserve(60, owner="row-7") is None
     # The worker that resumes row-7 does not reserve it a second time.
     assert await heir.reserve(60, owner="row-7") is None
@@ -96,7 +106,7 @@ async def test_workers_racing_to_reserve_one_row_commit_it_once(
     """A row delivered to several workers at once (a redelivery racing a slow worker):
     each reserve is one statement, and only one of them adds to the total."""
     ledgers, states = await _states(open_ledger, 4)
-    await ledgers[0].set_budget(100)
+    await ledgers[0].set_account_budget(100)
     answers: list[str | None] = []
 
     async def reserve(i: int, row: str) -> None:
@@ -273,7 +283,7 @@ async def test_the_summary_shows_what_every_worker_shares(open_ledger: LedgerFac
     assert (fresh.budget, fresh.committed, fresh.stopped, fresh.fast_state) == (
         None, 0, None, "unknown")
     assert fresh.creates_paused_for == fresh.polls_paused_for == 0.0
-    await ledger.set_budget(500)
+    await ledger.set_account_budget(500)
     await state.reserve(120)
     await state.pause_creates(160.0)
     await state.fast_refused()

@@ -174,8 +174,8 @@ async def test_a_released_claim_can_be_won_by_another_row(open_ledger: LedgerFac
 
 async def test_run_budget_is_kept_in_the_ledger(open_ledger: LedgerFactory) -> None:
     a, b = await open_ledger(), await open_ledger()
-    assert await b.budget() is None
-    await a.set_budget(250)
-    assert await b.budget() == 250
+    assert await b.account_budget() is None
+    await a.set_account_budget(250)
+    assert await b.account_budget() == 250
     with pytest.raises(ValueError, match="credit_budget"):
-        await a.set_budget(-1)
+        await a.set_account_budget(-1)

@@ -17,7 +17,8 @@ from viggle_async.pg import PostgresAccountState, PostgresLedger
 
 async def main(dsn, schema, key):
     async with PostgresLedger(dsn, api_key=key, schema=schema, max_size=2) as ledger:
-        state = PostgresAccountState(ledger, budget=100)
+        await ledger.set_run_budget("shared", 100)  # one run's budget, all processes
+        state = PostgresAccountState(ledger, run="shared")
         answers = [await state.reserve(10) for _ in range(5)]
     print(sum(a is None for a in answers))
 

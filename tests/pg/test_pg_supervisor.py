@@ -36,7 +36,7 @@ async def _run_workers(fake: FakeViggle, open_ledger: LedgerFactory, media: tupl
                        budget: float | None = None, max_uploads: int = 4) -> list[str]:
     png, mp4 = media
     first = await open_ledger(api_key=fake.api_key)
-    await first.set_budget(budget)
+    await first.set_account_budget(budget)
     states: list[str] = []
 
     async def worker(w: int) -> None:

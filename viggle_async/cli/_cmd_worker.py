@@ -161,8 +161,11 @@ async def _enqueue(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
 
     try:
         async with _ledger(args) as ledger:
+            # --budget is this run's own; without it a run keeps the one it has (none).
+            before = (await ledger.run_credits(run)).budget
             if args.budget is not None:
-                await ledger.set_budget(args.budget)
+                await ledger.set_run_budget(run, args.budget)
+            budget = args.budget if args.budget is not None else before
             if args.poll_rate is not None:
                 await ledger.set_poll_rate(args.poll_rate)
             ready = await RowBook(ledger, run).add(specs)
@@ -175,12 +178,37 @@ async def _enqueue(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
         raise CliError(str(exc)) from None
     credits = sum(p.credits or 0 for p in priced)
     ctx.out.emit({"event": "enqueued", "run": run, "rows": len(specs), "deferred": deferred,
-                  "credits": credits, "budget": args.budget, "poll_rate": args.poll_rate},
+                  "credits": credits, "budget": budget, "budget_before": before,
+                  "poll_rate": args.poll_rate},
                  f"run {run!r}: {len(specs)} rows recorded ({credits} credits estimated), "
                  f"{deferred} queued now, the rest when their characters/scenes are ready")
+    _budget_notes(ctx, run, before, budget, priced)
     ctx.out.note(f"start workers (inputs and outputs must be on a shared path): "
                  f"viggle-async worker --journal '{shown}' --schema {args.schema}")
     return EXIT_OK
+
+
+def _budget_notes(ctx: Ctx, run: str, before: float | None, budget: float | None,
+                  priced: list[Priced]) -> None:
+    """The run's budget as ``--enqueue`` left it: changed, or short of the estimate."""
+    if before is not None and budget != before:
+        ctx.out.result(f"run {run!r}: budget changed from {before:g} to {budget:g} credits")
+    if budget is None:
+        return
+    credits = sum(p.credits or 0 for p in priced)
+    unknown = sum(1 for p in priced if p.credits is None)
+    problems = []
+    if credits > budget:
+        short = credits - budget
+        problems.append(f"estimated at {credits} credits, its budget of {budget:g} is "
+                        f"{short:g} credit{'' if short == 1 else 's'} short: rows past it "
+                        "will not be sent "
+                        f"(to send all: --enqueue --budget {credits})")
+    if unknown:
+        problems.append(f"{unknown} rows of unknown length will not be sent under a budget "
+                        "(give them estimated_seconds)")
+    if problems:
+        ctx.out.error(f"warning: run {run!r}: " + "; ".join(problems))
 
 
 async def _status(ctx: Ctx) -> int:
@@ -194,6 +222,7 @@ async def _status(ctx: Ctx) -> int:
             rows = await book.rows()
             counts = await book.counts()
             account = await ledger.summary()
+            mine = await ledger.run_credits(run)
             store = PostgresJournalStore.on_ledger(ledger, name=JOURNAL_NAME)
             entries = {e.key: e for e in await Journal(store).entries()}
     except LedgerError as exc:
@@ -209,24 +238,37 @@ async def _status(ctx: Ctx) -> int:
                     entry.state, r.state))
         outcomes.append(out)
     ambiguous = [o["key"] for o in outcomes if o.get("state") == "ambiguous"]
+    # Refused before sending: nothing was created or charged, and the run goes on.
+    over_budget = [o["key"] for o in outcomes if o.get("state") == "not_submitted"
+                   and "budget" in str(o.get("error"))]
     spent = sum(o.get("credits") or 0 for o in outcomes
                 if o.get("state") in ("complete", "skipped"))
     states: dict[str, int] = {}
     for o in outcomes:
         states[str(o.get("state"))] = states.get(str(o.get("state")), 0) + 1
     summary = {"event": "status", "run": run, "total": counts.total, "rows": counts.by_state,
-               "states": dict(sorted(states.items())), "credits_committed": account.committed,
-               "credits_spent": spent, "budget": account.budget, "stopped": account.stopped,
-               "ambiguous": ambiguous, "capacity_rejections": account.capacity_rejections,
+               "states": dict(sorted(states.items())), "credits_committed": mine.committed,
+               "credits_spent": spent, "budget": mine.budget,
+               "account_credits_committed": account.committed,
+               "account_budget": account.budget, "not_sent_for_budget": over_budget,
+               "stopped": account.stopped, "ambiguous": ambiguous,
+               "capacity_rejections": account.capacity_rejections,
                "poll_rate": account.poll_rate}
     ctx.out.emit(summary, f"run {run!r}: {counts.total} rows; "
                  + ", ".join(f"{n} {s}" for s, n in counts.by_state.items())
-                 + f"; credits committed {account.committed}, spent {spent}"
-                 + (f" of a {account.budget:g} budget" if account.budget is not None else "")
+                 + f"; credits committed {mine.committed}, spent {spent}"
+                 + (f" of a {mine.budget:g} budget" if mine.budget is not None else
+                    " (no budget)")
+                 + f"; account-wide, all runs: committed {account.committed}"
+                 + (f" of a {account.budget:g} cap" if account.budget is not None else "")
                  + (f"; polls capped at {account.poll_rate:g}/s across workers"
                     if account.poll_rate is not None else "; polls not capped across workers"))
     if account.stopped:
         ctx.out.error(f"new creates are stopped: {account.stopped}")
+    if over_budget:
+        first = next(o for o in outcomes if o["key"] == over_budget[0])
+        ctx.out.error(f"{len(over_budget)} rows not sent, over a budget (nothing created "
+                      f"or charged): {', '.join(over_budget)}; {first.get('error')}")
     if ambiguous:
         ctx.out.error(f"{len(ambiguous)} ambiguous (sent, no answer; not resent): "
                       + ", ".join(ambiguous))
@@ -364,7 +406,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-polls", type=positive_int, default=8, metavar="N")
     p.add_argument("--poll-rate", type=positive_float, default=20.0, metavar="N")
     p.add_argument("--budget", type=positive_float, metavar="CREDITS",
-                   help="this worker's own budget; it can only lower the run's")
+                   help="credits this worker process may commit (reserved, not refunded), "
+                        "on top of each run's own budget (bulk --enqueue --budget): it can "
+                        "only lower what goes out")
     # As bulk's: the fast-capacity probe is one across all workers; its pace is each one's.
     p.add_argument("--fast-fallback", type=parse_fast_fallback, default="attempts:5,seconds:300",
                    metavar="SPEC", help=FAST_FALLBACK_HELP)

@@ -1,7 +1,7 @@
 """Many workers, one account: the shared ledger on PostgreSQL (``pip install
 'viggle-async[postgres]'``).
 
-``PostgresLedger`` (the pool, the migrated schema, the API-key binding, the run's budget
+``PostgresLedger`` (the pool, the migrated schema, the API-key binding, each run's budget
 and the asset-reuse index) and ``PostgresAccountState`` (``AccountState`` across
 processes). See docs/scale-out.md for the design of the distributed bulk run.
 """
@@ -25,7 +25,7 @@ from ._errors import (
     LedgerSchemaTooNewError,
 )
 from ._journal import PostgresJournalStore, open_postgres_journal
-from ._ledger import SCHEMA_VERSION, AccountSummary, AssetClaim, PostgresLedger
+from ._ledger import SCHEMA_VERSION, AccountSummary, AssetClaim, PostgresLedger, RunCredits
 from ._queue import RowQueue
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "RowBook",
     "RowQueue",
     "RunCounts",
+    "RunCredits",
     "SCHEMA_VERSION",
     "decode_spec_value",
     "hash_file",

@@ -1,7 +1,8 @@
 """``AccountState`` shared by every process of one account, in the PostgreSQL ledger.
 
 One row (``account``) holds what the in-process ``LocalAccountState`` keeps in fields:
-the committed credits and the run's budget, the stop reason (402), one
+the committed credits and the account-wide budget (each run's own are rows of
+``run_credits``), the stop reason (402), one
 ``creates_paused_until`` and one ``polls_paused_until`` for everyone (429, 5xx with
 Retry-After), and the fast-capacity gate (docs/api/client-rules.md#create-retries,
 docs/api/errors.md, docs/api/credits.md#costs). Each method is one
@@ -27,7 +28,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, LiteralString
+from typing import Any, Final, LiteralString
 
 import anyio
 import psycopg
@@ -39,6 +40,24 @@ from ._ledger import PostgresLedger
 __all__ = ["PostgresAccountState"]
 
 
+# The tail of a statement giving credits back: ``a`` has locked the account row and
+# ``changed`` returns the (run, credits) given back by reservations of ``%(owner)s``;
+# unkeyed (owner NULL), ``%(back)s`` credits of run ``%(run)s`` are. Moves the run's and
+# the account's totals; ``u`` returns the account's.
+_GIVE_BACK: Final = """
+    back AS (
+        SELECT %(run)s::text AS run, %(back)s::bigint AS credits
+        WHERE %(owner)s::text IS NULL AND EXISTS (SELECT 1 FROM a)
+        UNION ALL SELECT run, credits FROM changed),
+    ur AS (
+        UPDATE {s}.run_credits AS rc SET committed = rc.committed - b.credits
+        FROM (SELECT run, sum(credits) AS credits FROM back GROUP BY run) AS b
+        WHERE rc.run = b.run RETURNING 1),
+    u AS (
+        UPDATE {s}.account SET committed = committed - coalesce(
+            (SELECT sum(credits) FROM back), 0) WHERE id = 1 RETURNING committed)"""
+
+
 def _default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -46,8 +65,14 @@ def _default_worker_id() -> str:
 class PostgresAccountState:
     """``AccountState`` across processes, stored in ``ledger``'s schema.
 
-    ``budget``: this worker's own credit budget (credits, None: none); it can only lower
-    the run's budget set with ``ledger.set_budget`` (the lower of the two applies).
+    Credits, three budgets, all checked atomically by each ``reserve`` (a create goes out
+    only if it fits all that apply): the run's own (``ledger.set_run_budget``, what ``bulk
+    --enqueue --budget`` sets), the account-wide cap (``ledger.set_account_budget``,
+    usually none), and ``budget``: this worker process's own (credits, None: none), on
+    what this process reserved and did not get back (as ``Supervisor(credit_budget=)``
+    in one process), so it can only lower what goes out. A reservation's run is ``run``
+    if given, else the distributed run whose row's journal key ``RUN/KEY`` is the
+    reservation's ``owner`` (the worker's keys); neither: it counts only account-wide.
     ``clock``: the supervisor's clock (default: the event loop's). ``lease``: seconds a
     fast-capacity probe slot stays held without renewal; the holder renews it every
     ``lease / 3`` seconds, so a worker that dies holding it blocks the others at most this
@@ -66,12 +91,20 @@ class PostgresAccountState:
     """
 
     def __init__(self, ledger: PostgresLedger, *, budget: float | None = None,
-                 clock: Clock | None = None, lease: float = 120.0,
+                 run: str | None = None, clock: Clock | None = None, lease: float = 120.0,
                  retry_interval: float = 0.25, worker_id: str | None = None) -> None:
         if lease <= 0 or retry_interval <= 0:
             raise ValueError("lease and retry_interval: seconds, > 0")
+        if budget is not None and not budget >= 0:
+            raise ValueError(f"budget: {budget!r} is negative. Fix: pass >= 0 or None")
         self._ledger = ledger
         self._budget = budget
+        self._run = run
+        # This process's own reservations (owner -> credits) and their total, for
+        # ``budget``; a reservation inherited from another worker is not among them.
+        self._own: dict[str, int] = {}
+        self._own_total = 0
+        self._own_lock = anyio.Lock()
         self._clock: Clock = clock or SystemClock()
         self._lease = lease
         self._retry = retry_interval
@@ -101,47 +134,108 @@ class PostgresAccountState:
         return tuple(row)
 
     # -- credits ------------------------------------------------------------------------
+    def _run_candidates(self, owner: str | None) -> tuple[list[str], list[str]]:
+        # A distributed row's journal key is RUN/KEY, and either part may hold a "/":
+        # every split is a candidate, and the ledger's rows (dist_rows) say which one is
+        # real (a primary-key lookup each).
+        if self._run is not None or owner is None:
+            return [], []
+        cuts = [i for i, c in enumerate(owner) if c == "/"]
+        return [owner[:i] for i in cuts], [owner[i + 1:] for i in cuts]
+
     async def reserve(self, credits: int | None, *, owner: str | None = None) -> str | None:
-        """Reserve ``credits`` for one create, atomically against the committed total of
-        every worker. Returns why not (stopped, over the budget, unknown cost while a
-        budget is set), or None when reserved (or already reserved for ``owner``)."""
+        """Reserve ``credits`` for one create, atomically against every worker's totals:
+        the run's budget (``ledger.set_run_budget``; the run is ``run=``, or the one whose
+        row's journal key ``RUN/KEY`` is ``owner``), the account-wide cap
+        (``ledger.set_account_budget``) and this process's own ``budget``. Returns why
+        not (stopped, over which budget, unknown cost while a budget applies), or None
+        when reserved (or already reserved for ``owner``, even over a budget)."""
         if self._stopped_here is not None:
             return self._stopped_here
+        if self._budget is None:
+            return await self._reserve(credits, owner, None)
+        # This process's own total is checked and moved in one step per process.
+        async with self._own_lock:
+            return await self._reserve(credits, owner, self._budget - self._own_total)
+
+    async def _reserve(self, credits: int | None, owner: str | None,
+                       own_left: float | None) -> str | None:
+        runs, keys = self._run_candidates(owner)
         # One statement, one round trip (it was a transaction of six: BEGIN, four
         # statements, COMMIT; benchmarks B7). FOR UPDATE on the account row queues
-        # concurrent reserves, so the check and the increment are one step for all
-        # processes. The reservation is inserted first with ON CONFLICT DO NOTHING and the
-        # total moves only if that insert happened: a worker racing another for the same
-        # owner (a redelivered row) inherits the winner's reservation, never adds twice.
-        (stopped, committed, budget, ok, inserted, total) = await self._fetch(
+        # concurrent reserves, so the checks and the increments are one step for all
+        # processes; the run's row is locked only after it (its lock waits on the
+        # account's), so two statements never lock the two rows in opposite orders.
+        # The reservation is inserted first with ON CONFLICT DO NOTHING and the totals
+        # move only if that insert happened: a worker racing another for the same owner
+        # (a redelivered row) inherits the winner's reservation, never adds twice.
+        (stopped, committed, budget, run, run_known, run_budget, run_committed, ok,
+         inserted, total) = await self._fetch(
             """WITH a AS (
-                   SELECT stopped, committed, least(budget, %(own)s::float8) AS budget
+                   SELECT stopped, committed, budget
                    FROM {s}.account WHERE id = 1 FOR UPDATE),
+               r AS (
+                   SELECT coalesce(%(run)s::text, (
+                       SELECT d.run FROM {s}.dist_rows AS d
+                       JOIN unnest(%(runs)s::text[], %(keys)s::text[]) AS c(run, key)
+                           ON d.run = c.run AND d.key = c.key
+                       ORDER BY length(d.run) DESC LIMIT 1)) AS run),
+               rb AS (
+                   SELECT rc.run, rc.budget, rc.committed
+                   FROM {s}.run_credits AS rc JOIN a ON true
+                   WHERE rc.run = (SELECT run FROM r) FOR UPDATE OF rc),
                d AS (
-                   SELECT a.*, a.stopped IS NULL AND (a.budget IS NULL OR (
-                       %(credits)s::bigint IS NOT NULL
-                       AND a.committed + %(credits)s::bigint <= a.budget)) AS ok
-                   FROM a),
+                   SELECT a.stopped, a.committed, a.budget, (SELECT run FROM r) AS run,
+                          rb.run IS NOT NULL AS run_known, rb.budget AS run_budget,
+                          rb.committed AS run_committed,
+                          a.stopped IS NULL
+                          AND ((SELECT run FROM r) IS NULL OR rb.run IS NOT NULL)
+                          AND (a.budget IS NULL OR (%(credits)s::bigint IS NOT NULL
+                               AND a.committed + %(credits)s::bigint <= a.budget))
+                          AND (rb.budget IS NULL OR (%(credits)s::bigint IS NOT NULL
+                               AND rb.committed + %(credits)s::bigint <= rb.budget))
+                          AND (%(own)s::float8 IS NULL OR (%(credits)s::bigint IS NOT NULL
+                               AND %(credits)s::bigint <= %(own)s::float8)) AS ok
+                   FROM a LEFT JOIN rb ON true),
                i AS (
-                   INSERT INTO {s}.reservations (owner, credits)
-                   SELECT %(owner)s::text, coalesce(%(credits)s::bigint, 0) FROM d
+                   INSERT INTO {s}.reservations (owner, credits, run)
+                   SELECT %(owner)s::text, coalesce(%(credits)s::bigint, 0), d.run FROM d
                    WHERE d.ok AND %(owner)s::text IS NOT NULL
                    ON CONFLICT (owner) DO NOTHING RETURNING owner),
+               go AS (
+                   SELECT d.run FROM d WHERE d.ok
+                       AND (%(owner)s::text IS NULL OR EXISTS (SELECT 1 FROM i))),
+               ur AS (
+                   UPDATE {s}.run_credits AS rc SET committed = rc.committed
+                       + coalesce(%(credits)s::bigint, 0)
+                   FROM go WHERE rc.run = go.run RETURNING rc.committed),
                u AS (
                    UPDATE {s}.account AS acc SET committed = acc.committed
                        + coalesce(%(credits)s::bigint, 0)
-                   FROM d WHERE acc.id = 1 AND d.ok
-                       AND (%(owner)s::text IS NULL OR EXISTS (SELECT 1 FROM i))
-                   RETURNING acc.committed)
-               SELECT d.stopped, d.committed, d.budget, d.ok, EXISTS (SELECT 1 FROM i),
+                   FROM go WHERE acc.id = 1 RETURNING acc.committed)
+               SELECT d.stopped, d.committed, d.budget, d.run, d.run_known, d.run_budget,
+                      d.run_committed, d.ok, EXISTS (SELECT 1 FROM i),
                       (SELECT committed FROM u)
                FROM d""",
-            {"own": self._budget, "credits": credits, "owner": owner})
+            {"own": own_left, "credits": credits, "owner": owner, "run": self._run,
+             "runs": runs, "keys": keys})
         if stopped:
             return str(stopped)
         if total is not None:
             self._seen_committed = int(total)
+            if own_left is not None:
+                self._own_total += credits or 0
+                if owner is not None:
+                    self._own[owner] = credits or 0
             return None
+        if run is not None and not run_known:
+            # A run seen for the first time (recorded without set_run_budget): give it
+            # its row, then reserve again.
+            async with self._ledger.pool.connection() as conn:
+                await conn.execute(self._ledger.q(
+                    "INSERT INTO {s}.run_credits (run) VALUES (%s) ON CONFLICT DO NOTHING"),
+                    (run,))
+            return await self._reserve(credits, owner, own_left)
         if owner is not None and await self._holds(owner):
             return None  # inherited from the worker that held this row before
         if ok and owner is not None and not inserted:
@@ -150,7 +244,15 @@ class PostgresAccountState:
             return ("credit_budget is set but this render's length is unknown (a "
                     "video URL, or a scene whose duration the API did not report); "
                     "pass estimated_seconds=")
-        return f"over credit_budget: {committed} committed + {credits} > {budget:g}"
+        if run_budget is not None and run_committed + credits > run_budget:
+            return (f"over run {run!r}'s budget: {run_committed} committed + {credits} "
+                    f"> {run_budget:g} credits (bulk --enqueue --budget)")
+        if budget is not None and committed + credits > budget:
+            return (f"over the account-wide budget: {committed} committed + {credits} "
+                    f"> {budget:g} credits (PostgresLedger.set_account_budget)")
+        assert self._budget is not None
+        return (f"over this worker's budget: {self._own_total} committed + {credits} "
+                f"> {self._budget:g} credits (worker --budget)")
 
     async def _holds(self, owner: str) -> bool:
         async with self._ledger.pool.connection() as conn:
@@ -158,48 +260,60 @@ class PostgresAccountState:
                 self._ledger.q("SELECT 1 FROM {s}.reservations WHERE owner = %s"), (owner,))
             return await cur.fetchone() is not None
 
+    def _own_back(self, owner: str | None, credits: int) -> None:
+        # Only what this process reserved counts against its own budget.
+        if owner is None:
+            self._own_total -= credits
+        elif owner in self._own:
+            self._own_total -= self._own.pop(owner)
+
     async def refund(self, credits: int, *, owner: str | None = None) -> None:
         """Give back a reservation (the create provably made no job, or the API refunded
-        a failed/cancelled job, docs/api/credits.md#costs). With ``owner``, gives back what that
-        row holds, once."""
-        if owner is None:
-            (now,) = await self._fetch("UPDATE {s}.account SET committed = committed - %s "
-                                       "WHERE id = 1 RETURNING committed", (credits,))
-            self._seen_committed = int(now)
-            return
+        a failed/cancelled job, docs/api/credits.md#costs), from the account's, the
+        run's and this worker's totals. With ``owner``, gives back what that row holds,
+        once, whichever worker reserved it."""
+        # The account row is locked first, as in reserve (see there).
         (now,) = await self._fetch(
-            """WITH r AS (DELETE FROM {s}.reservations WHERE owner = %s RETURNING credits)
-               UPDATE {s}.account SET committed = committed - coalesce(
-                   (SELECT sum(credits) FROM r), 0) WHERE id = 1 RETURNING committed""",
-            (owner,))
+            """WITH a AS (SELECT 1 FROM {s}.account WHERE id = 1 FOR UPDATE),
+               changed AS (
+                   DELETE FROM {s}.reservations
+                   WHERE %(owner)s::text IS NOT NULL AND owner = %(owner)s
+                       AND EXISTS (SELECT 1 FROM a)
+                   RETURNING run, credits), """ + _GIVE_BACK + """
+               SELECT (SELECT committed FROM u)""",
+            {"owner": owner, "run": self._run, "back": credits})
         self._seen_committed = int(now)
+        self._own_back(owner, credits)
 
     async def settle_fallback(self, credits: int, *, owner: str | None = None) -> int:
         """A fast render reserved at ``credits`` went standard: keep half
-        (docs/api/credits.md#costs); returns
-        what is now committed for it. With ``owner``, settles that row's reservation once."""
+        (docs/api/credits.md#costs), in the account's, the run's and this worker's
+        totals; returns what is now committed for it. With ``owner``, settles that row's
+        reservation once."""
         standard = credits // 2
+        (held, now) = await self._fetch(
+            """WITH a AS (SELECT 1 FROM {s}.account WHERE id = 1 FOR UPDATE),
+               old AS (
+                   SELECT res.owner, res.credits, res.run
+                   FROM {s}.reservations AS res JOIN a ON true
+                   WHERE %(owner)s::text IS NOT NULL AND res.owner = %(owner)s
+                   FOR UPDATE OF res),
+               changed AS (
+                   UPDATE {s}.reservations AS res SET credits = %(standard)s::bigint
+                   FROM old WHERE res.owner = old.owner AND old.credits > %(standard)s
+                   RETURNING old.run, old.credits - %(standard)s::bigint AS credits), """
+            + _GIVE_BACK + """
+               SELECT (SELECT credits FROM old), (SELECT committed FROM u)""",
+            {"owner": owner, "run": self._run, "standard": standard,
+             "back": credits - standard})
+        self._seen_committed = int(now)
+        kept = standard if held is None or held > standard else int(held)
         if owner is None:
-            (now,) = await self._fetch("UPDATE {s}.account SET committed = committed - %s "
-                                       "WHERE id = 1 RETURNING committed",
-                                       (credits - standard,))
-            self._seen_committed = int(now)
-            return standard
-        q = self._ledger.q
-        async with self._ledger.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                q("SELECT credits FROM {s}.reservations WHERE owner = %s FOR UPDATE"), (owner,))
-            row = await cur.fetchone()
-            if row is None or row[0] <= standard:
-                return standard if row is None else int(row[0])
-            await conn.execute(
-                q("UPDATE {s}.reservations SET credits = %s WHERE owner = %s"),
-                (standard, owner))
-            cur = await conn.execute(
-                q("UPDATE {s}.account SET committed = committed - %s WHERE id = 1 "
-                  "RETURNING committed"), (int(row[0]) - standard,))
-            self._seen_committed = int((await cur.fetchone() or (0,))[0])
-        return standard
+            self._own_total -= credits - standard
+        elif owner in self._own and self._own[owner] > kept:
+            self._own_total -= self._own[owner] - kept
+            self._own[owner] = kept
+        return kept
 
     async def committed(self) -> int:
         """Credits reserved and not refunded, by all workers."""

@@ -15,6 +15,7 @@ import hmac
 import math
 import re
 import secrets
+import warnings
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Final, LiteralString, Self
@@ -36,7 +37,7 @@ from ._errors import (
     LedgerSchemaTooNewError,
 )
 
-__all__ = ["SCHEMA_VERSION", "AccountSummary", "AssetClaim", "PostgresLedger"]
+__all__ = ["SCHEMA_VERSION", "AccountSummary", "AssetClaim", "PostgresLedger", "RunCredits"]
 
 # Both halves of the two-int advisory lock that serialises migrations of one schema:
 # a constant class ("Vigg") and hashtext(schema name).
@@ -114,10 +115,35 @@ _MIGRATIONS: Final[tuple[tuple[LiteralString, ...], ...]] = (
                tat timestamptz)""",
         "INSERT INTO {s}.poll_cap (id, rate, burst) VALUES (1, 20.0, 3.0)",
     ),
+    (  # 5: each distributed run's own budget and committed credits (bulk --enqueue
+        # --budget sets one run's). A reservation remembers its run, so a refund or a
+        # fast fallback settles that run's total too. Reservations made before this
+        # migration are attributed to the run of the row whose journal key (RUN/KEY)
+        # they carry. account.budget stays: from now on it is the account-wide cap
+        # (set_account_budget); a value an older --enqueue --budget left there is kept,
+        # never loosened behind the user's back.
+        """CREATE TABLE {s}.run_credits (
+               run text PRIMARY KEY,
+               budget double precision CHECK (budget >= 0),
+               committed bigint NOT NULL DEFAULT 0)""",
+        "ALTER TABLE {s}.reservations ADD COLUMN run text",
+        """UPDATE {s}.reservations AS r SET run = d.run FROM {s}.dist_rows AS d
+           WHERE r.owner = d.run || '/' || d.key""",
+        """INSERT INTO {s}.run_credits (run, committed)
+           SELECT run, sum(credits) FROM {s}.reservations WHERE run IS NOT NULL
+           GROUP BY run""",
+        """INSERT INTO {s}.run_credits (run) SELECT DISTINCT run FROM {s}.dist_rows
+           ON CONFLICT (run) DO NOTHING""",
+    ),
 )
 
 #: The schema version this library writes (and the newest it can read).
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
+
+def _check_budget(credits: float | None) -> None:
+    if credits is not None and not credits >= 0:
+        raise ValueError(f"credit_budget: {credits!r} is negative. Fix: pass >= 0 or None")
+
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -141,7 +167,10 @@ class AssetClaim:
 class AccountSummary:
     """The shared account state as ``bulk --status`` shows it.
 
-    ``budget`` and ``committed`` are credits (``budget`` None: no cap). Pauses are the
+    ``budget`` and ``committed`` are account-wide credits, over every run and every
+    supervisor on this ledger: the account-wide cap (``set_account_budget``; None: no
+    cap) and what all of them reserved and did not get back. A run's own budget and
+    total are ``PostgresLedger.run_credits(run)``. Pauses are the
     seconds left (0.0: none). ``fast_state`` is ``"unknown"``, ``"open"`` or ``"closed"``;
     ``probe_holder`` the worker holding an unexpired probe lease, or None.
     ``poll_rate``: the shared poll rate cap (polls per second), or None.
@@ -157,6 +186,20 @@ class AccountSummary:
     probe_holder: str | None
     #: The shared poll rate cap (polls per second, None: none).
     poll_rate: float | None = None
+
+
+@attrs.frozen
+class RunCredits:
+    """One distributed run's credits (``PostgresLedger.run_credits``).
+
+    ``budget``: the run's own budget in credits (``bulk --enqueue --budget``; None: the
+    run has none). ``committed``: credits reserved by the run's rows and not refunded,
+    by every worker (a fast render that went standard keeps half).
+    """
+
+    run: str
+    budget: float | None
+    committed: int
 
 
 def fingerprint(account: str, salt: bytes) -> bytes:
@@ -330,22 +373,67 @@ class PostgresLedger:
                 "API key. Fix: run this worker with the key that created the ledger, or use "
                 "another schema for this account")
 
-    # -- run-wide settings ------------------------------------------------------------
-    async def set_budget(self, credits: float | None) -> None:
-        """The run's credit budget (credits; None: no cap), set at enqueue. Every
-        ``PostgresAccountState`` reserves against it; a worker's own budget only lowers it."""
-        if credits is not None and not credits >= 0:
-            raise ValueError(f"credit_budget: {credits!r} is negative. Fix: pass >= 0 or None")
+    # -- budgets ------------------------------------------------------------------------
+    async def set_run_budget(self, run: str, credits: float | None) -> float | None:
+        """Set run ``run``'s own budget (credits; None: none) and return the one it had.
+
+        Credits committed by the run's rows (reservations whose owner is the journal key
+        ``RUN/KEY`` of a row recorded with ``RowBook(ledger, run)``, or made by a
+        ``PostgresAccountState(ledger, run=run)``), reserved and not refunded, never
+        exceed it, across all workers. Other runs' budgets are untouched.
+        ``ValueError`` for a negative amount.
+        """
+        _check_budget(credits)
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(self.q(
+                """WITH old AS (SELECT budget FROM {s}.run_credits WHERE run = %(run)s),
+                        new AS (INSERT INTO {s}.run_credits (run, budget)
+                                VALUES (%(run)s, %(budget)s) ON CONFLICT (run)
+                                DO UPDATE SET budget = EXCLUDED.budget RETURNING run)
+                   SELECT (SELECT budget FROM old), (SELECT count(*) FROM new)"""),
+                {"run": run, "budget": credits})
+            row = await cur.fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def run_credits(self, run: str) -> RunCredits:
+        """Run ``run``'s budget and committed credits (a run never seen: none and 0)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                self.q("SELECT budget, committed FROM {s}.run_credits WHERE run = %s"),
+                (run,))
+            row = await cur.fetchone()
+        if row is None:
+            return RunCredits(run, None, 0)
+        return RunCredits(run, None if row[0] is None else float(row[0]), int(row[1]))
+
+    async def set_account_budget(self, credits: float | None) -> None:
+        """The account-wide cap (credits; None: none) on what every run and every
+        supervisor of this ledger commits together, on top of each run's own budget
+        (``set_run_budget``) and each worker's. ``ValueError`` for a negative amount."""
+        _check_budget(credits)
         async with self.pool.connection() as conn:
             await conn.execute(self.q("UPDATE {s}.account SET budget = %s WHERE id = 1"),
                                (credits,))
 
-    async def budget(self) -> float | None:
-        """The run's credit budget as stored (credits), or None."""
+    async def account_budget(self) -> float | None:
+        """The account-wide cap as stored (credits), or None."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(self.q("SELECT budget FROM {s}.account WHERE id = 1"))
             row = await cur.fetchone()
         return None if row is None or row[0] is None else float(row[0])
+
+    async def set_budget(self, credits: float | None) -> None:
+        """Deprecated: the account-wide cap, now ``set_account_budget``; a run's own
+        budget is ``set_run_budget``."""
+        warnings.warn("PostgresLedger.set_budget is account-wide: call set_account_budget "
+                      "(or set_run_budget for one run's)", DeprecationWarning, stacklevel=2)
+        await self.set_account_budget(credits)
+
+    async def budget(self) -> float | None:
+        """Deprecated: ``account_budget()``."""
+        warnings.warn("PostgresLedger.budget is account-wide: call account_budget "
+                      "(or run_credits for one run's)", DeprecationWarning, stacklevel=2)
+        return await self.account_budget()
 
     async def set_poll_rate(self, rate: float | None, burst: float | None = None) -> None:
         """The shared poll rate cap of every ``PostgresAccountState`` on this ledger:
