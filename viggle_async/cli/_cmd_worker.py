@@ -397,7 +397,7 @@ async def run(ctx: Ctx) -> int:
             queue = worker.queue = _queue(
                 args, ledger, worker.handle, stalled_after=args.stalled_after,
                 heartbeat=min(args.heartbeat, args.stalled_after / 3),
-                recover_cron=f"*/{args.recover_every} * * * * *")
+                recover_every=args.recover_every)
             ctx.out.note(f"worker {account.worker_id} on {ledger.dsn} schema {ledger.schema}")
             # A create's 429 pauses every worker from its first retry on: the supervisor
             # observes the client's retries and writes the pause to the shared account.
