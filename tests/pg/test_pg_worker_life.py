@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,9 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import psycopg
 import pytest
-from pghelp import Fake, read_logs, renders_manifest, worker
+from pghelp import Fake, cli_async, read_logs, renders_manifest, status_async, worker
+
+from viggle_async.testing import FakeViggle, make_png
 
 API_KEY_OF_WORKERS = "sk-test-fake"  # pghelp's
 
@@ -148,3 +152,176 @@ def test_survivors_with_busy_slots_recover_a_killed_workers_rows_without_a_new_w
         if kind == "started":
             first_start.setdefault(job, at)
     assert any(at > back[0] for at in first_start.values()), read_logs(logs)
+
+
+def test_a_worker_with_a_rejected_key_or_no_api_exits_2_before_taking_a_row(
+        slow_fake: Fake, pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    m = renders_manifest(tmp_path, 2)
+    _enqueue(slow_fake, pg_dsn, pg_schema, m)
+    wrong_key = subprocess.Popen(
+        _worker_argv(pg_dsn, pg_schema, "--exit-when-empty"),
+        env=_env(slow_fake.base_url, "sk-wrong-key"), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    out, err = wrong_key.communicate(timeout=60)
+    assert wrong_key.returncode == 2, out + err
+    assert "the API rejected VIGGLE_API_KEY" in err and "sk-wrong-key" not in out + err
+    assert len(err.strip().splitlines()) <= 2, err  # the start line and the error
+
+    unreachable = subprocess.Popen(
+        _worker_argv(pg_dsn, pg_schema, "--exit-when-empty"),
+        env=_env("http://127.0.0.1:1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    out, err = unreachable.communicate(timeout=60)
+    assert unreachable.returncode == 2, out + err
+    assert "cannot reach the API at http://127.0.0.1:1" in err
+    # Neither took a row: both still queued, nothing failed, nothing sent.
+    data = _status(slow_fake, pg_dsn, pg_schema, m, tmp_path)
+    assert data["summary"]["rows"] == {"queued": 2}
+    assert slow_fake.stats()["creates"] == []
+
+
+class _RevokeOnFirstCreate:
+    """The fake's observations, revoking ``key`` as the first create arrives (before the
+    fake reads its Authorization header): the create is answered 401."""
+
+    def __init__(self, fake: FakeViggle, key: str) -> None:
+        self._inner = fake.store.obs
+        self._keys = fake.store.settings.api_keys
+        self._key = key
+        self.revoked = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def enter(self, route: tuple[str, str]) -> None:
+        if route[0] == "POST" and not self.revoked:
+            self._keys.pop(self._key, None)
+            self.revoked = True
+        self._inner.enter(route)
+
+
+async def test_a_key_revoked_mid_run_hands_the_rows_back_and_exits_2(
+        pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    """The worker starts with a good key; the fake revokes it as the first create arrives
+    (401): the worker stops taking rows, hands back what it holds (not failed), exits 2;
+    once the key works again, a worker finishes every row, each created once."""
+    async with FakeViggle(time_scale=200.0, output_bytes=4096) as fake:
+        m = renders_manifest(tmp_path, 3)
+        await cli_async(fake, "bulk", str(m), "--journal", pg_dsn, "--schema", pg_schema,
+                        "--enqueue")
+        balance = fake.store.settings.api_keys[API_KEY_OF_WORKERS]
+        spy = _RevokeOnFirstCreate(fake, API_KEY_OF_WORKERS)
+        fake.store.obs = spy  # type: ignore[assignment]
+        done = await anyio.run_process(
+            _worker_argv(pg_dsn, pg_schema, "--exit-when-empty"),
+            env=_env(fake.base_url), check=False)
+        out, err = done.stdout.decode(), done.stderr.decode()
+        assert spy.revoked and done.returncode == 2, out + err
+        assert "the API rejected VIGGLE_API_KEY" in err, err
+        data, _ = await status_async(fake, pg_dsn, pg_schema, m, tmp_path / "r1.json")
+        assert data["summary"]["rows"] == {"queued": 3}, data["summary"]  # handed back
+        fake.store.settings.api_keys[API_KEY_OF_WORKERS] = balance  # the key works again
+        again = await anyio.run_process(
+            _worker_argv(pg_dsn, pg_schema, "--exit-when-empty"),
+            env=_env(fake.base_url), check=False)
+        assert again.returncode == 0, (again.stdout + again.stderr).decode()
+        data, _ = await status_async(fake, pg_dsn, pg_schema, m, tmp_path / "r2.json")
+        assert data["summary"]["rows"] == {"done": 3}
+        accepted = [c.result_id for c in fake.creates if c.kind == "render" and c.status == 200]
+        assert len(accepted) == len(set(accepted)) == 3
+
+
+@pytest.fixture
+def fake() -> Iterator[Fake]:
+    server = Fake(time_scale=200.0)
+    yield server
+    server.stop()
+
+
+def test_workers_show_each_row_and_a_summary_and_exit_quietly(
+        pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    """Per-row lines and the summary on stdout; on a normal exit nothing else. Two workers
+    on renders that take a while: the old cancel-on-empty cut their pool connections
+    mid-query and psycopg.pool logged it ("query cancellation interrupted", "discarding
+    closed connection", "error connecting in 'pool-1'")."""
+    server = Fake(time_scale=20.0)
+    try:
+        m = renders_manifest(tmp_path, 6)
+        _enqueue(server, pg_dsn, pg_schema, m)
+        procs = [subprocess.Popen(_worker_argv(pg_dsn, pg_schema, "--exit-when-empty"),
+                                  env=_env(server.base_url), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        try:
+            outputs = [p.communicate(timeout=120) for p in procs]
+        finally:
+            _kill_left(procs)
+    finally:
+        server.stop()
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    rows: list[str] = []
+    for out, err in outputs:
+        lines = out.splitlines()
+        rows += [x for x in lines if x.startswith("row ")]
+        assert re.fullmatch(r"worker stopped: \d rows done, 0 failed by this worker",
+                            lines[-1]), out
+        # stderr: the start line only (no pool noise, no traceback).
+        assert [x for x in err.splitlines() if x.strip()] == [
+            x for x in err.splitlines() if x.startswith("worker vm:")], err
+        assert len(err.strip().splitlines()) == 1, err
+    assert len(rows) == 6, rows
+    for key in (f"r{i}" for i in range(6)):
+        [row] = [x for x in rows if x.startswith(f"row {key}: complete (job ")]
+        assert row.endswith(f"-> {tmp_path / 'out' / key}.mp4 [run m.jsonl]"), row
+
+
+def test_json_events_and_exit_1_when_a_row_this_worker_ran_failed(
+        fake: Fake, pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    m = renders_manifest(tmp_path, 2)
+    (tmp_path / "other.png").write_bytes(make_png(20, 20))
+    with m.open("a") as f:
+        f.write(json.dumps({"key": "bad", "ref_image": "other.png",
+                            "driving_video": "d1.mp4", "output": "out/bad.mp4"}) + "\n")
+    _enqueue(fake, pg_dsn, pg_schema, m)
+    (tmp_path / "other.png").write_bytes(make_png(30, 30))  # edited: this row fails
+    done = subprocess.run(_worker_argv(pg_dsn, pg_schema, "--exit-when-empty",
+                                       json_lines=True),
+                          env=_env(fake.base_url), capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    events = [json.loads(x) for x in done.stdout.splitlines()]  # every line is JSON
+    assert events[0]["event"] == "worker_started"
+    rows = {e["key"]: e for e in events if e["event"] == "row"}
+    assert {k: e["state"] for k, e in rows.items()} == {
+        "r0": "complete", "r1": "complete", "bad": "failed"}
+    assert "edited after --enqueue" in rows["bad"]["outcome"]["error"]
+    assert rows["r0"]["run"] == "m.jsonl" and rows["r0"]["outcome"]["job_id"]
+    summary = events[-1]
+    assert summary["event"] == "summary" and summary["exit_code"] == 1
+    assert (summary["rows_done"], summary["rows_failed"]) == (2, 1)
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_hands_the_rows_back_and_exits_with_the_readme_code(
+        slow_fake: Fake, pg_dsn: str, pg_schema: str, tmp_path: Path, signum: int,
+        code: int) -> None:
+    m = renders_manifest(tmp_path, 2)
+    _enqueue(slow_fake, pg_dsn, pg_schema, m)
+    p = subprocess.Popen(_worker_argv(pg_dsn, pg_schema, "--grace", "0.5"),
+                         env=_env(slow_fake.base_url), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not _accepted_renders(slow_fake) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _accepted_renders(slow_fake), "no render created"
+        p.send_signal(signum)
+        out, err = p.communicate(timeout=60)
+    finally:
+        _kill_left([p])
+    assert p.returncode == code, out + err
+    assert re.search(r"^worker stopped: \d rows done, 0 failed by this worker$", out, re.M), (
+        out + err)
+    assert "Traceback" not in err, err
+    # Handed back, not failed: the rows not done are still queued for another worker.
+    rows = _status(slow_fake, pg_dsn, pg_schema, m, tmp_path)["summary"]["rows"]
+    assert set(rows) <= {"queued", "done"} and rows.get("queued"), rows

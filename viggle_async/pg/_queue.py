@@ -68,6 +68,7 @@ class RowQueue:
                              "seconds. Fix: pass e.g. recover_every=15")
         self.recover_every = recover_every
         self._worker: Any = None
+        self._stop_early = False  # stop() came before run_worker() made its worker
         self.app = procrastinate.App(connector=procrastinate.PsycopgConnector(
             conninfo=dsn, kwargs=kwargs))
         self._row_task = self.app.task(
@@ -131,10 +132,12 @@ class RowQueue:
     def stop(self) -> None:
         """Ask the running worker to stop taking rows: it waits up to its
         ``shutdown_graceful_timeout`` for the rows it holds, hands back the rest (their
-        jobs come back through the retry strategy) and ``run_worker`` returns. No-op when
-        no worker runs."""
+        jobs come back through the retry strategy) and ``run_worker`` returns. Called
+        before ``run_worker``, that call returns at once (once)."""
         if self._worker is not None:
             self._worker.stop()
+        else:
+            self._stop_early = True
 
     async def run_worker(self, *, concurrency: int = 1, wait: bool = True,
                          install_signal_handlers: bool = True,
@@ -153,6 +156,9 @@ class RowQueue:
             "fetch_job_polling_interval": min(1.0, self._heartbeat)}
         if shutdown_graceful_timeout is not None:  # procrastinate's default: wait forever
             options["shutdown_graceful_timeout"] = shutdown_graceful_timeout
+        if self._stop_early:
+            self._stop_early = False
+            return
         self.app.perform_import_paths()  # type: ignore[no-untyped-call]
         # App.run_worker_async, with the Worker kept so stop() can reach it.
         self._worker = self.app._worker(**options)
