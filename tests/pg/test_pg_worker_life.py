@@ -81,6 +81,10 @@ def _kill_left(procs: list[subprocess.Popen[str]]) -> None:
             p.wait()
 
 
+STALLED_AFTER = 2.0  # seconds: --stalled-after of pghelp.worker and _worker_argv
+RECOVER_EVERY = 1.0  # seconds: their --recover-every
+
+
 @pytest.fixture
 def slow_fake() -> Iterator[Fake]:
     server = Fake(time_scale=5.0)  # a render takes a few real seconds: rows are held
@@ -121,6 +125,7 @@ def test_survivors_with_busy_slots_recover_a_killed_workers_rows_without_a_new_w
               procs, logs)
         victim, survivors = procs[0], procs[1:]
         victim.send_signal(signal.SIGKILL)
+        killed_at = time.time()  # epoch seconds, as PostgreSQL's now() in the events
         victim.wait(timeout=30)
         for p in survivors:
             p.wait(timeout=120)
@@ -152,6 +157,9 @@ def test_survivors_with_busy_slots_recover_a_killed_workers_rows_without_a_new_w
         if kind == "started":
             first_start.setdefault(job, at)
     assert any(at > back[0] for at in first_start.values()), read_logs(logs)
+    # ...within --stalled-after plus a few recovery periods (the old code: never, or once
+    # the queue drained). Loose: 10 s of slack for a loaded machine.
+    assert back[0] - killed_at < STALLED_AFTER + 5 * RECOVER_EVERY + 10.0, back[0] - killed_at
 
 
 def test_a_worker_with_a_rejected_key_or_no_api_exits_2_before_taking_a_row(
