@@ -317,7 +317,8 @@ class Submitter:
             self._emit(Backoff(key, "connect", delay))
             await self._clock.sleep_until(self._clock.now() + delay)
         elif isinstance(exc, APIError):
-            raise NotSent("failed", str(exc), exc.error_code, attempts) from None
+            raise NotSent("failed", str(exc), exc.error_code, attempts,
+                          error_type=type(exc).__name__) from None
 
 
 _AMBIGUOUS = ("the create was sent and its answer does not prove that no job was made, so it "

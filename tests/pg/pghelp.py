@@ -143,9 +143,10 @@ def read_logs(folder: Path | None) -> str:
                    for p in sorted(folder.glob("worker*.log")))
 
 
-async def finish(procs: list[subprocess.Popen[str]], logs: Path, timeout: float = 120.0
-                 ) -> None:
-    """Wait for every worker to exit 0 (kill the rest and fail after ``timeout`` s)."""
+async def finish(procs: list[subprocess.Popen[str]], logs: Path, timeout: float = 120.0,
+                 *, code: int | tuple[int, ...] = 0) -> None:
+    """Wait for every worker to exit ``code`` (or one of them; 1: a row it ran failed or
+    is ambiguous); kill the rest and fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     for p in procs:
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -156,7 +157,8 @@ async def finish(procs: list[subprocess.Popen[str]], logs: Path, timeout: float 
         p.kill()
         p.wait()
     assert not hung, "worker hung" + read_logs(logs)
-    assert all(p.returncode == 0 for p in procs), (
+    codes = code if isinstance(code, tuple) else (code,)
+    assert all(p.returncode in codes for p in procs), (
         f"exit codes {[p.returncode for p in procs]}" + read_logs(logs))
 
 

@@ -87,25 +87,56 @@ async def test_retry_stalled_puts_back_only_a_dead_workers_row(
     assert sorted(done) == ["r1", "r2"]
 
 
-async def test_a_live_worker_recovers_a_dead_workers_row_by_itself(
+async def _job_status(queue: RowQueue, row: str) -> str:
+    found = await queue.app.connector.execute_query_one_async(
+        "SELECT status::text AS status FROM procrastinate_jobs WHERE lock = %(lock)s",
+        lock=f"run1:{row}")
+    return str(found["status"])
+
+
+async def test_a_live_worker_recovers_a_dead_workers_row_while_its_slots_are_busy(
         make_queue: QueueFactory) -> None:
-    """No one calls retry_stalled: the recovery runs as a periodic task in every worker."""
-    got = anyio.Event()
+    """No one calls retry_stalled, and the worker's one slot is held by a row that waits
+    for the recovery: the recovery is the worker's own loop, not a job queued behind rows
+    (which would wait for a free slot for good)."""
+    release, all_done = anyio.Event(), anyio.Event()
     done: list[str] = []
 
     async def handler(run: str, row: str) -> None:
+        if row == "blocker":
+            await release.wait()
         done.append(row)
-        got.set()
+        if len(done) == 3:
+            all_done.set()
 
-    queue = make_queue(handler, stalled_after=5.0, heartbeat=1.0,
-                       recover_cron="* * * * * *")
+    queue = make_queue(handler, stalled_after=2.0, heartbeat=0.5, recover_every=0.5)
     async with queue.app.open_async():
         await queue.install()
         await queue.defer_rows("run1", ["orphan"])
         await _kill_a_worker_holding_one_row(queue)
+        await queue.defer_rows("run1", ["blocker", "later"])
         with anyio.fail_after(30):
             async with anyio.create_task_group() as tg:
-                tg.start_soon(lambda: queue.run_worker(install_signal_handlers=False))
-                await got.wait()
-                tg.cancel_scope.cancel()
-    assert done == ["orphan"]
+                tg.start_soon(lambda: queue.run_worker(concurrency=1,
+                                                       install_signal_handlers=False))
+                # put back... (a database row: no local event to wait on)
+                while await _job_status(queue, "orphan") != "todo":  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+                assert done == [] and await _job_status(queue, "blocker") == "doing"
+                release.set()  # ...while the only slot was busy
+                await all_done.wait()
+                queue.stop()
+    # The put-back row keeps its place: before the rows queued after it.
+    assert done == ["blocker", "orphan", "later"]
+
+
+def test_recover_cron_is_deprecated_and_read_as_seconds(make_queue: QueueFactory) -> None:
+    async def handler(run: str, row: str) -> None:
+        raise AssertionError("never run")
+
+    with pytest.warns(DeprecationWarning, match="recover_every"):
+        assert make_queue(handler, recover_cron="*/15 * * * * *").recover_every == 15.0
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="recover_every"):
+        make_queue(handler, recover_cron="0 * * * *")
+    with pytest.raises(ValueError, match="recover_every"):
+        make_queue(handler, recover_every=0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import signal
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,13 +24,16 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import attrs
 
-from .. import Outcome, Supervisor, SystemClock
+from .. import Outcome, Supervisor, SystemClock, ViggleError
 from .._events import Handle
 from .._journal import EntryState, Journal
 from ._common import (
     DEFAULT_CAPACITY_BACKOFF,
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
     CliError,
     Command,
     Ctx,
@@ -39,7 +43,7 @@ from ._common import (
     positive_int,
 )
 from ._options import BACKOFF_HELP, FAST_FALLBACK_HELP, add_poll_interval
-from ._progress import to_json
+from ._progress import Output, outcome_text, to_json
 
 if TYPE_CHECKING:
     from ..pg import PostgresLedger, RowBook, RowQueue
@@ -284,20 +288,39 @@ async def _status(ctx: Ctx) -> int:
 
 # --- the worker ------------------------------------------------------------------------------
 
-class _RowWorker:
-    """Runs delivered rows on this process's one supervisor."""
+class _KeyRejected(Exception):
+    """A create was refused 401/403 mid-run (the key was revoked): the row goes back to
+    the queue (procrastinate's retry), for a worker whose key works."""
 
-    def __init__(self, ledger: PostgresLedger) -> None:
+
+#: The error classes of a rejected key (docs/api/errors.md: 401 / 403).
+_KEY_ERRORS = frozenset({"AuthenticationError"})
+
+
+class _RowWorker:
+    """Runs delivered rows on this process's one supervisor and says what it did: one
+    line (or ``--json`` event) per finished row, counts for the summary."""
+
+    def __init__(self, ledger: PostgresLedger, out: Output | None = None) -> None:
         self.ledger = ledger
+        self.out = out
         self.sup: Supervisor | None = None
         self.queue: RowQueue | None = None
         # A row delivered again to this process (its job was retried) awaits the same
         # handle: the supervisor takes each key once.
         self._handles: dict[str, Handle] = {}
+        self.done = 0  # rows this worker finished ok
+        self.failed = 0  # rows this worker ran that failed (not their cascaded dependents)
+        self.handed_back = 0  # rows given back to the queue after the key was refused
+        #: Why the API refused the key mid-run (then no row is taken any more).
+        self.key_rejected: str | None = None
 
     async def handle(self, run: str, key: str) -> None:
         from ..pg import RowBook
 
+        if self.key_rejected is not None:  # stopping: a row fetched meanwhile goes back
+            self.handed_back += 1
+            raise _KeyRejected(self.key_rejected)
         book = RowBook(self.ledger, run)
         row = await book.get(key)
         if row is None or row.state in ("done", "failed"):
@@ -317,6 +340,16 @@ class _RowWorker:
                 return
             handle = self._handles[skey] = scheduled
         outcome = await handle
+        if outcome.error_type in _KEY_ERRORS and outcome.state in ("failed", "not_submitted"):
+            # Refused before any job was made (a documented refusal: the journal is back
+            # at "intent"): not this row's failure. Stop taking rows; hand this one back.
+            self._handles.pop(skey, None)
+            self.handed_back += 1
+            if self.key_rejected is None:
+                self.key_rejected = f"{outcome.error_code or 'HTTP 401/403'}: {outcome.error}"
+                if self.queue is not None:
+                    self.queue.stop()
+            raise _KeyRejected(self.key_rejected)
         await self._finish(book, key, attrs.evolve(outcome, key=key))
 
     async def _schedule(self, book: RowBook, kind: str, skey: str, spec: Mapping[str, Any],
@@ -354,6 +387,14 @@ class _RowWorker:
                                             asset_id=outcome.asset_id)
         if ready and self.queue is not None:
             await self.queue.defer_rows(book.run, ready)
+        if outcome.ok:
+            self.done += 1
+        else:
+            self.failed += 1
+        if self.out is not None:
+            self.out.emit({"event": "row", "run": book.run, "key": key, "state": outcome.state,
+                           "outcome": data},
+                          f"row {outcome_text(outcome)} [run {book.run}]")
 
 
 def _edited_inputs(spec: Mapping[str, Any]) -> str | None:
@@ -383,14 +424,15 @@ async def _sweep_orphans(ledger: PostgresLedger, queue: RowQueue) -> None:
             await queue.defer_rows(run, [key])
 
 
-async def _stop_when_no_rows(ledger: PostgresLedger, scope: anyio.CancelScope) -> None:
+async def _stop_when_no_rows(ledger: PostgresLedger, queue: RowQueue) -> None:
     # Not procrastinate's wait=False: that stops at the first empty fetch, before the
-    # renders a finishing character row defers. The ledger knows what is left.
+    # renders a finishing character row defers. The ledger knows what is left. A stop,
+    # not a cancel: the worker unregisters and its connections close in order.
     from ..pg import unfinished_rows
 
     while await unfinished_rows(ledger):  # noqa: ASYNC110 (a database, no local event)
         await anyio.sleep(0.5)
-    scope.cancel()
+    queue.stop()
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -427,25 +469,60 @@ def configure(p: argparse.ArgumentParser) -> None:
     add_poll_interval(p)
 
 
+async def _stop_on_signals(queue: RowQueue, stopped: list[int],
+                           scope: anyio.CancelScope) -> None:
+    # Ours, not procrastinate's handlers: the exit code must tell SIGTERM (143) from
+    # Ctrl-C (130). The first signal stops taking rows and waits --grace seconds for the
+    # held ones (the rest are handed back); a second one stops at once.
+    try:
+        receiver = anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
+    except NotImplementedError:  # Windows: no loop signal handlers; Ctrl-C still stops
+        await anyio.sleep_forever()
+    with receiver as signals:
+        async for signum in signals:
+            if stopped:
+                scope.cancel()
+                return
+            stopped.append(EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED)
+            queue.stop()
+
+
 async def run(ctx: Ctx) -> int:
+    """Take rows until stopped. Exit 0: every row this worker ran is done; 1: one failed;
+    2 (``CliError``): the key is rejected or the API unreachable at start (no row taken),
+    or the key was refused mid-run (held rows handed back); 130/143: Ctrl-C/SIGTERM."""
     args = ctx.args
     ctx.require_key()
     from ..pg import LedgerError, PostgresAccountState, PostgresJournalStore
+    from ._preflight import reach
 
+    stopped: list[int] = []
     try:
-        async with _ledger(args) as ledger:
-            clock = SystemClock()
-            account = PostgresAccountState(ledger, budget=args.budget, clock=clock)
-            journal = Journal(PostgresJournalStore.on_ledger(ledger, name=JOURNAL_NAME))
-            worker = _RowWorker(ledger)
-            queue = worker.queue = _queue(
-                args, ledger, worker.handle, stalled_after=args.stalled_after,
-                heartbeat=min(args.heartbeat, args.stalled_after / 3),
-                recover_cron=f"*/{args.recover_every} * * * * *")
-            ctx.out.note(f"worker {account.worker_id} on {ledger.dsn} schema {ledger.schema}")
-            # A create's 429 pauses every worker from its first retry on: the supervisor
-            # observes the client's retries and writes the pause to the shared account.
-            async with ctx.client() as client:
+        # The key and the API first, with bulk's words: a worker that cannot create must
+        # not take (and fail) rows.
+        async with ctx.client() as client:
+            try:
+                await reach(ctx, client, client.get_credits)
+            except CliError:
+                raise
+            except ViggleError:
+                pass  # docs/api/credits.md: the endpoint may be missing; creates will tell
+            async with _ledger(args) as ledger:
+                clock = SystemClock()
+                account = PostgresAccountState(ledger, budget=args.budget, clock=clock)
+                journal = Journal(PostgresJournalStore.on_ledger(ledger, name=JOURNAL_NAME))
+                worker = _RowWorker(ledger, ctx.out)
+                queue = worker.queue = _queue(
+                    args, ledger, worker.handle, stalled_after=args.stalled_after,
+                    heartbeat=min(args.heartbeat, args.stalled_after / 3),
+                    recover_every=args.recover_every)
+                ctx.out.note(f"worker {account.worker_id} on {ledger.dsn} schema "
+                             f"{ledger.schema}")
+                ctx.out.json({"event": "worker_started", "worker": account.worker_id,
+                              "schema": ledger.schema})
+                # A create's 429 pauses every worker from its first retry on: the
+                # supervisor observes the client's retries and writes the pause to the
+                # shared account.
                 sup = Supervisor(client, journal=journal, account=account,
                                  max_uploads=args.max_uploads, max_polls=args.max_polls,
                                  max_active_jobs=max(100, args.concurrency),
@@ -457,23 +534,39 @@ async def run(ctx: Ctx) -> int:
                     async with sup, queue.app.open_async():
                         await _install(queue)
                         # Rows of workers that died while none was running come back
-                        # now; the periodic recovery covers the ones dying later.
+                        # now; each worker's recovery loop covers the ones dying later.
                         await queue.retry_stalled()
                         worker.sup = sup
                         async with anyio.create_task_group() as tg:
                             tg.start_soon(_sweep_orphans, ledger, queue)
+                            tg.start_soon(_stop_on_signals, queue, stopped, tg.cancel_scope)
                             if args.exit_when_empty:
-                                tg.start_soon(_stop_when_no_rows, ledger, tg.cancel_scope)
+                                tg.start_soon(_stop_when_no_rows, ledger, queue)
                             await queue.run_worker(concurrency=args.concurrency,
+                                                   install_signal_handlers=False,
                                                    shutdown_graceful_timeout=args.grace)
                             tg.cancel_scope.cancel()
-                        # Stopped (SIGTERM or empty): rows still held are handed back;
-                        # their jobs are journaled, so the next delivery resumes them.
+                        # Stopped (a signal, empty, or a refused key): rows still held
+                        # are handed back; their jobs are journaled, so the next delivery
+                        # resumes them.
                         scope.cancel()
     except LedgerError as exc:
         raise CliError(str(exc)) from None
-    ctx.out.result("worker stopped")
-    return EXIT_OK
+    code = (stopped[0] if stopped else EXIT_FAILED if worker.failed else EXIT_OK)
+    summary = {"event": "summary", "worker": account.worker_id, "rows_done": worker.done,
+               "rows_failed": worker.failed, "rows_handed_back": worker.handed_back,
+               "exit_code": code}
+    text = (f"worker stopped: {worker.done} rows done, {worker.failed} failed by this worker"
+            + (f", {worker.handed_back} handed back" if worker.handed_back else ""))
+    if worker.key_rejected is not None:
+        ctx.out.emit(summary | {"exit_code": EXIT_USAGE}, text)
+        raise CliError(f"the API rejected VIGGLE_API_KEY ({worker.key_rejected}); this "
+                       f"worker stopped taking rows and handed back the ones it held")
+    ctx.out.emit(summary, text)
+    if stopped:
+        ctx.interrupt_code = stopped[0]
+        ctx.explained_stop = True
+    return code
 
 
 COMMAND = Command("worker", "take rows queued by `bulk --enqueue` from a PostgreSQL ledger",
