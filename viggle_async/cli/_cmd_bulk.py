@@ -15,7 +15,7 @@ import inspect
 import re
 import shlex
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +34,7 @@ from .. import (
 )
 from .. import _endpoints as ep
 from .._events import Handle
-from .._journal import EntryState, JournalError
+from .._journal import EntryState, JournalEntry, JournalError
 from .._media import IMAGE_CONTENT_TYPES, VIDEO_CONTENT_TYPES
 from .._resources import RENDER_IMAGE_TYPES
 from .._reuse import ReusePlan, ReuseRule
@@ -65,7 +65,7 @@ from ._preflight import preflight
 from ._progress import EventView, summary_text, to_json
 from ._reuse_opts import add_reuse_options, plan_lines, reuse_rule
 
-__all__ = ["COMMAND", "IN_PROGRESS", "report_row", "report_summary"]
+__all__ = ["COMMAND", "IN_PROGRESS", "Plan", "plan_entries", "report_row", "report_summary"]
 
 DESCRIPTION = """\
 Render a CSV or JSON-lines manifest: one row per render, character or scene.
@@ -394,21 +394,30 @@ class Plan:
 async def _plan(journal: SQLiteJournal | None, rows: tuple[Row, ...],
                 resubmit_ended: frozenset[str], resubmit_ambiguous: bool) -> Plan:
     entries = {e.key: e for e in await journal.entries()} if journal is not None else {}
+    return plan_entries([r.key for r in rows], entries, resubmit_ended, resubmit_ambiguous)
+
+
+def plan_entries(keys: Sequence[str], entries: Mapping[str, JournalEntry],
+                 resubmit_ended: frozenset[str], resubmit_ambiguous: bool) -> Plan:
+    """Sort ``keys`` by what their journal entry (``entries[key]``, absent: never sent)
+    allows, as a rerun does: a create never sent is new; one sent without an answer is
+    ambiguous unless ``resubmit_ambiguous``; a job is resumed; an ended one is submitted
+    again only when its end (``"cancelled"`` or ``"failed"``) is in ``resubmit_ended``."""
     sort: dict[str, list[str]] = {name: [] for name in attrs.fields_dict(Plan)}
-    for row in rows:
-        entry = entries.get(row.key)
+    for key in keys:
+        entry = entries.get(key)
         if entry is None or entry.state is EntryState.INTENT:
-            sort["new"].append(row.key)
+            sort["new"].append(key)
         elif entry.state is EntryState.SENDING:
-            sort["new" if resubmit_ambiguous else "ambiguous"].append(row.key)
+            sort["new" if resubmit_ambiguous else "ambiguous"].append(key)
         elif entry.state is EntryState.SUBMITTED:
-            sort["resumed"].append(row.key)
+            sort["resumed"].append(key)
         elif entry.final_status in ("complete", "ready"):
-            sort["finished"].append(row.key)
+            sort["finished"].append(key)
         elif ("cancelled" if entry.final_status == "cancelled" else "failed") in resubmit_ended:
-            sort["resubmit"].append(row.key)
+            sort["resubmit"].append(key)
         else:
-            sort["ended"].append(row.key)
+            sort["ended"].append(key)
     return Plan(**{name: tuple(keys) for name, keys in sort.items()})
 
 

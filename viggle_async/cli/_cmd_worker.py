@@ -44,7 +44,7 @@ from ._progress import to_json
 
 if TYPE_CHECKING:
     from ..pg import PostgresLedger, RowBook, RowQueue
-    from ._cmd_bulk import Priced
+    from ._cmd_bulk import Plan, Priced
     from ._manifest import Manifest
 
 __all__ = ["COMMAND", "add_bulk_options", "bulk_distributed", "is_postgres_dsn"]
@@ -171,22 +171,64 @@ async def _enqueue(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
                 await ledger.set_budget(args.budget)
             if args.poll_rate is not None:
                 await ledger.set_poll_rate(args.poll_rate)
-            ready = await RowBook(ledger, run).add(specs)
+            book = RowBook(ledger, run)
+            ready = await book.add(specs)
+            requeued, more, plan = await _requeue_ended(args, ledger, book)
             queue = _queue(args, ledger)
             async with queue.app.open_async():
                 await _install(queue)
-                deferred = await queue.defer_rows(run, ready)
+                deferred = await queue.defer_rows(run, list(dict.fromkeys([*ready, *more])))
             shown = ledger.dsn
     except LedgerError as exc:
         raise CliError(str(exc)) from None
     credits = sum(p.credits or 0 for p in priced)
     ctx.out.emit({"event": "enqueued", "run": run, "rows": len(specs), "deferred": deferred,
-                  "credits": credits, "budget": args.budget, "poll_rate": args.poll_rate},
+                  "credits": credits, "budget": args.budget, "poll_rate": args.poll_rate,
+                  "requeued": requeued, "ended": list(plan.ended),
+                  "ambiguous": list(plan.ambiguous)},
                  f"run {run!r}: {len(specs)} rows recorded ({credits} credits estimated), "
-                 f"{deferred} queued now, the rest when their characters/scenes are ready")
+                 f"{deferred} queued now, the rest when their characters/scenes are ready"
+                 + (f"; {len(requeued)} that had ended re-queued" if requeued else ""))
+    if plan.ended:
+        ctx.out.note(f"{len(plan.ended)} rows ended cancelled/failed and stay so (pass "
+                     "--resubmit-ended cancelled,failed to submit them again, paid again): "
+                     + ", ".join(plan.ended))
+    if plan.ambiguous:
+        ctx.out.note(f"{len(plan.ambiguous)} rows may already exist (sent, no answer) and "
+                     "are not re-queued (check your Viggle account; --resubmit-ambiguous "
+                     "sends them again): " + ", ".join(plan.ambiguous))
     ctx.out.note(f"start workers (inputs and outputs must be on a shared path): "
                  f"viggle-async worker --journal '{shown}' --schema {args.schema}")
     return EXIT_OK
+
+
+async def _requeue_ended(args: argparse.Namespace, ledger: PostgresLedger, book: RowBook
+                         ) -> tuple[list[str], list[str], Plan]:
+    """Put the run's failed rows back in the queue where a local rerun would run them
+    again: nothing was sent, a job to resume, or an end named by ``--resubmit-ended`` (an
+    ambiguous create only with ``--resubmit-ambiguous``). Returns ``(requeued, ready,
+    plan)``: the rows put back, those to defer now, and how each failed row was sorted."""
+    from ..pg import PostgresJournalStore
+    from ._cmd_bulk import Plan, plan_entries
+
+    failed = [r.key for r in await book.rows() if r.state == "failed"]
+    if not failed:
+        return [], [], Plan()
+    journal = Journal(PostgresJournalStore.on_ledger(ledger, name=JOURNAL_NAME))
+    entries = {k: e for k in failed if (e := await journal.get(f"{book.run}/{k}")) is not None}
+    plan = plan_entries(failed, entries, args.resubmit_ended or frozenset(),
+                        args.resubmit_ambiguous)
+    # A worker's supervisor sends again only a create its journal entry allows (intent):
+    # what the user asked to resubmit goes back to intent here, as a local supervisor
+    # does when it resubmits; every other entry is left as it is (a job is resumed).
+    for key in plan.new + plan.resubmit:
+        entry = entries.get(key)
+        if entry is not None and entry.state in (EntryState.SENDING, EntryState.FINAL):
+            await journal.record_intent(f"{book.run}/{key}", entry.kind, entry.fingerprint,
+                                        replace=True)
+    requeued, ready = await book.retry([*plan.new, *plan.resumed, *plan.finished,
+                                        *plan.resubmit])
+    return requeued, ready, plan
 
 
 async def _status(ctx: Ctx) -> int:
@@ -325,7 +367,9 @@ def _stored_outcome(row: Any, sent: int) -> Outcome:
     data = {k: v for k, v in dict(row.outcome).items() if k in fields}
     data.update(key=row.key, kind=row.kind, state=data.get("state") or row.state,
                 outputs=tuple(Path(p) for p in data.get("outputs") or ()),
-                attempts=max(int(data.get("attempts") or 0), sent))
+                # A worker that only resumed the job sent no create: the journal knows
+                # the ones a killed worker sent.
+                attempts=int(data.get("attempts") or 0) or sent)
     try:
         return Outcome(**data)
     except (TypeError, ValueError) as exc:  # written by another version: still shown

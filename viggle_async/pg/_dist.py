@@ -154,15 +154,49 @@ class RowBook:
                         raise LedgerError(
                             f"run {self.run!r}, row {key!r}: recorded with other inputs. Fix: "
                             "enqueue the changed manifest under another name: --run NAME")
-            cur = await conn.execute(q(
-                """UPDATE {s}.dist_rows AS r SET state = 'queued', updated_at = now()
-                   WHERE r.run = %(run)s AND r.state IN ('waiting', 'queued')
-                     AND NOT EXISTS (SELECT 1 FROM {s}.dist_rows d
-                                     WHERE d.run = r.run AND d.key = ANY(r.deps)
-                                       AND d.state <> 'done')
-                   RETURNING r.key, r.seq"""), {"run": self.run})
-            ready = sorted(await cur.fetchall(), key=lambda r: r[1])
+            return await self._queue_ready(conn)
+
+    async def _queue_ready(self, conn: Any) -> list[str]:
+        # Every unfinished row whose dependencies are all done is queued (again): in
+        # manifest order, the keys to defer.
+        cur = await conn.execute(self._ledger.q(
+            """UPDATE {s}.dist_rows AS r SET state = 'queued', updated_at = now()
+               WHERE r.run = %(run)s AND r.state IN ('waiting', 'queued')
+                 AND NOT EXISTS (SELECT 1 FROM {s}.dist_rows d
+                                 WHERE d.run = r.run AND d.key = ANY(r.deps)
+                                   AND d.state <> 'done')
+               RETURNING r.key, r.seq"""), {"run": self.run})
+        ready = sorted(await cur.fetchall(), key=lambda r: r[1])
         return [str(r[0]) for r in ready]
+
+    async def retry(self, keys: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Put the failed rows ``keys`` back in the run, in one transaction: each goes back
+        to ``waiting`` (its outcome cleared) unless a row it depends on stays failed.
+        Returns ``(reopened, ready)``: the rows put back, in manifest order, and the rows
+        now ``queued`` (to defer; as from ``add``, rows queued before come back too).
+        Which rows may run again (nothing sent, a job to resume, an end the caller asked
+        to resubmit) is the caller's call, from the journal: this only moves the rows.
+        Keys not failed (or unknown) are left alone."""
+        async with self._ledger.pool.connection() as conn, conn.transaction():
+            await self._lock_run(conn)
+            cur = await conn.execute(self._ledger.q(
+                "SELECT key, seq, deps, state FROM {s}.dist_rows WHERE run = %s"), (self.run,))
+            found = {str(k): (int(seq), tuple(d), str(st)) for k, seq, d, st
+                     in await cur.fetchall()}
+            reopen = {k for k in keys if k in found and found[k][2] == "failed"}
+            # A row whose dependency stays failed could not run: it keeps its end, and so
+            # do the rows below it (until nothing changes).
+            while stuck := {k for k in reopen if any(
+                    found[d][2] == "failed" and d not in reopen
+                    for d in found[k][1] if d in found)}:
+                reopen -= stuck
+            await conn.execute(self._ledger.q(
+                """UPDATE {s}.dist_rows SET state = 'waiting', outcome = NULL, asset_id = NULL,
+                       updated_at = now()
+                   WHERE run = %s AND key = ANY(%s) AND state = 'failed'"""),
+                (self.run, sorted(reopen)))
+            ready = await self._queue_ready(conn)
+        return sorted(reopen, key=lambda k: found[k][0]), ready
 
     async def _check_manifest(self, conn: Any, rows: Sequence[tuple[str, str, Mapping[str, Any],
                                                                    Sequence[str]]]) -> None:
