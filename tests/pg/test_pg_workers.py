@@ -286,3 +286,41 @@ def test_enqueue_again_requeues_what_a_rerun_would_run_and_resubmit_ended_the_re
     finally:
         failing.stop()
         fine.stop()
+
+
+def test_an_ambiguous_row_is_requeued_only_with_resubmit_ambiguous(
+        fake: Fake, pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    import asyncio
+
+    from viggle_async import Journal
+    from viggle_async.pg import PostgresJournalStore, PostgresLedger, RowBook
+
+    m = manifest(tmp_path, 0, 1)  # the scene "stage", and r0
+    cli(fake, "bulk", str(m), "--journal", pg_dsn, "--schema", pg_schema, "--enqueue")
+
+    async def ledger_state(step: str) -> str | None:
+        async with PostgresLedger(pg_dsn, api_key="sk-test-fake", schema=pg_schema) as ledger:
+            journal = Journal(PostgresJournalStore.on_ledger(ledger, name="dist"))
+            if step == "cut":  # a worker sent r0's create and died before the answer
+                await journal.record_intent("m.jsonl/r0", "render", "fp")
+                await journal.mark_sending("m.jsonl/r0")
+                await RowBook(ledger, "m.jsonl").finish(
+                    "r0", ok=False, outcome={"state": "ambiguous", "error": "cut"})
+            entry = await journal.get("m.jsonl/r0")
+            return None if entry is None else str(entry.state)
+
+    assert asyncio.run(ledger_state("cut")) == "sending"
+    kept = cli(fake, "--json", "bulk", str(m), "--journal", pg_dsn, "--schema", pg_schema,
+               "--enqueue")
+    event = next(json.loads(x) for x in kept.stdout.splitlines() if '"enqueued"' in x)
+    assert event["requeued"] == [] and event["ambiguous"] == ["r0"]
+    # --resubmit-ended does not cover it: only a documented refusal proves no job exists.
+    kept = cli(fake, "bulk", str(m), "--journal", pg_dsn, "--schema", pg_schema,
+               "--enqueue", "--resubmit-ended", "cancelled,failed")
+    assert "1 row may already exist" in kept.stderr and "--resubmit-ambiguous" in kept.stderr
+    assert asyncio.run(ledger_state("read")) == "sending"
+    sent = cli(fake, "--json", "bulk", str(m), "--journal", pg_dsn, "--schema", pg_schema,
+               "--enqueue", "--resubmit-ambiguous")
+    event = next(json.loads(x) for x in sent.stdout.splitlines() if '"enqueued"' in x)
+    assert event["requeued"] == ["r0"] and event["ambiguous"] == []
+    assert asyncio.run(ledger_state("read")) == "intent"  # the worker sends it again

@@ -36,6 +36,7 @@ from ._common import (
     Ctx,
     parse_backoff,
     parse_fast_fallback,
+    plural,
     positive_float,
     positive_int,
 )
@@ -190,13 +191,14 @@ async def _enqueue(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
                  f"{deferred} queued now, the rest when their characters/scenes are ready"
                  + (f"; {len(requeued)} that had ended re-queued" if requeued else ""))
     if plan.ended:
-        ctx.out.note(f"{len(plan.ended)} rows ended cancelled/failed and stay so (pass "
-                     "--resubmit-ended cancelled,failed to submit them again, paid again): "
+        ctx.out.note(f"{plural(len(plan.ended), 'row')} ended cancelled/failed and stay "
+                     "so (pass --resubmit-ended cancelled,failed to submit them again, "
+                     "paid again): "
                      + ", ".join(plan.ended))
     if plan.ambiguous:
-        ctx.out.note(f"{len(plan.ambiguous)} rows may already exist (sent, no answer) and "
-                     "are not re-queued (check your Viggle account; --resubmit-ambiguous "
-                     "sends them again): " + ", ".join(plan.ambiguous))
+        ctx.out.note(f"{plural(len(plan.ambiguous), 'row')} may already exist (sent, no "
+                     "answer) and are not re-queued (check your Viggle account; "
+                     "--resubmit-ambiguous sends them again): " + ", ".join(plan.ambiguous))
     ctx.out.note(f"start workers (inputs and outputs must be on a shared path): "
                  f"viggle-async worker --journal '{shown}' --schema {args.schema}")
     return EXIT_OK
