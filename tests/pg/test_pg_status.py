@@ -150,3 +150,24 @@ def test_status_shows_rows_in_progress_and_the_rows_of_a_dead_worker_as_stalled(
                    if data_row["kind"] == "render")
     finally:
         slow.stop()
+
+
+def test_status_shows_a_row_being_downloaded(pg_dsn: str, pg_schema: str,
+                                             tmp_path: Path) -> None:
+    slow_cdn = Fake(time_scale=200.0, faults=["cdn_bytes_per_s=500"])  # 8 s per output
+    try:
+        m = manifest(tmp_path, 0, 1)
+        cli(slow_cdn, "bulk", str(m), "--journal", pg_dsn, "--schema", pg_schema, "--enqueue")
+        p = worker(slow_cdn, pg_dsn, pg_schema, "--exit-when-empty")
+        deadline = time.monotonic() + 60
+        while not list((tmp_path / "out").glob(".r0.mp4.*.part")):
+            assert time.monotonic() < deadline and p.poll() is None, "no download seen"
+            time.sleep(0.05)
+        data, done = status(slow_cdn, pg_dsn, pg_schema, m, tmp_path / "r.json")
+        by_key = {o["key"]: o for o in data["outcomes"]}
+        assert by_key["r0"]["state"] == "downloading" and by_key["r0"]["job_id"]
+        assert data["summary"]["running"] == 1 and done.returncode == 0
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, out + err
+    finally:
+        slow_cdn.stop()
