@@ -322,7 +322,7 @@ def _check_same_manifest(args: argparse.Namespace, run: str, rows: list[Any]) ->
     """A run named after the manifest's file name must be this manifest's: another
     project's ``shots.jsonl`` is another run."""
     recorded = sorted({str(r.spec["manifest"]) for r in rows if r.spec.get("manifest")})
-    if args.run_name or not recorded or str(Path(args.manifest).absolute()) in recorded:
+    if args.run_name or not recorded or str(Path(args.manifest).resolve()) in recorded:
         return
     raise CliError(f"run {run!r} in the ledger was enqueued from {recorded[0]}, not from "
                    f"{args.manifest}. Fix: pass that run's name with --run NAME")

@@ -77,7 +77,7 @@ def row_spec(inputs: Mapping[str, Any], *, output: Path | None = None,
     be on a filesystem every worker reaches). ``character``/``scene``: keys of character
     or scene rows of the same run whose ids the render uses; ``mapping_refs``: segment ->
     character row key. ``credits``: the estimate shown by ``--status``. ``manifest``: the
-    file the row came from (made absolute): a run name reused for another manifest is
+    file the row came from (resolved): a run name reused for another manifest is
     refused, not mixed.
     """
     files = [v for v in inputs.values() if isinstance(v, Path)]
@@ -85,7 +85,7 @@ def row_spec(inputs: Mapping[str, Any], *, output: Path | None = None,
             "mask_output": _encode(mask_output), "estimated_seconds": estimated_seconds,
             "character": character, "scene": scene, "mapping_refs": dict(mapping_refs or {}),
             "credits": credits, "fast": fast,
-            **({"manifest": str(manifest.absolute())} if manifest is not None else {}),
+            **({"manifest": str(manifest.resolve())} if manifest is not None else {}),
             "hashes": {str(f.absolute()): hash_file(f) for f in files}}
 
 
