@@ -286,7 +286,7 @@ async def _status(ctx: Ctx) -> int:
         # In progress, the run has not failed yet; once every row ended, as a local run.
         "exit_code": EXIT_FAILED if (counts.by_state.get("failed") or ambiguous)
         and not unfinished else EXIT_OK})
-    ctx.out.emit(summary, f"run {run!r}: {counts.total} rows: "
+    ctx.out.emit(summary, f"run {run!r}: {plural(counts.total, 'row')}: "
                  + ", ".join(f"{n} {s}" for s, n in summary["states"].items())
                  + f"; credits committed {account.committed}, spent {spent}"
                  + (f" of a {account.budget:g} budget" if account.budget is not None else "")
