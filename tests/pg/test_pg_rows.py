@@ -57,3 +57,25 @@ async def test_enqueueing_again_is_idempotent_and_a_changed_row_is_refused(
     assert await book.add(rows) == ["r1"]  # c stays done; r1 still to run
     with pytest.raises(LedgerError, match=r"row 'c': recorded with other inputs.*--run"):
         await book.add([("c", "character", {"image": "b"}, ())])
+
+
+async def test_retry_puts_failed_rows_back_unless_a_dependency_stays_failed(
+        open_ledger: LedgerFactory) -> None:
+    book = RowBook(await open_ledger(), "r")
+    await book.add([("c", "character", {}, ()), ("s", "scene", {}, ()),
+                    ("r1", "render", {}, ("c",)), ("r2", "render", {}, ("c", "s")),
+                    ("r3", "render", {}, ("s",)), ("r4", "render", {}, ())])
+    await book.finish("c", ok=False, outcome={"state": "failed"})  # r1, r2 fail with it
+    await book.finish("s", ok=False, outcome={"state": "failed"})  # r3 too
+    await book.finish("r4", ok=True, outcome={"state": "complete"})
+    # c back (and r1 below it); r2 also needs s, which stays failed: r2 keeps its end.
+    # r4 is done and "nope" unknown: both left alone.
+    assert await book.retry(["c", "r1", "r2", "r4", "nope"]) == (["c", "r1"], ["c"])
+    assert {r.key: r.state for r in await book.rows()} == {
+        "c": "queued", "s": "failed", "r1": "waiting", "r2": "failed", "r3": "failed",
+        "r4": "done"}
+    assert (await book.get("c")).outcome is None  # type: ignore[union-attr]
+    # Once c is done, r1 is queued by the usual path.
+    assert await book.finish("c", ok=True, outcome={}, asset_id="x") == (["r1"], [])
+    # Rows already queued come back too (as from add): deferring again is a no-op.
+    assert await book.retry(["s", "r2", "r3"]) == (["s", "r2", "r3"], ["s", "r1"])

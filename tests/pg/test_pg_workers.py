@@ -216,3 +216,112 @@ def test_sigterm_hands_the_rows_back_and_another_worker_finishes_them(
         assert len(accepted) == 4  # the handed-back rows resumed their jobs
     finally:
         slow.stop()
+
+
+def exit_when_empty(fake: Fake, dsn: str, schema: str) -> None:
+    p = worker(fake, dsn, schema, "--exit-when-empty")
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, out + err
+
+
+def test_enqueue_again_requeues_what_a_rerun_would_run_and_resubmit_ended_the_rest(
+        pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    (tmp_path / "c0.png").write_bytes(make_png(20, 20))
+    (tmp_path / "me.png").write_bytes(make_png())
+    write_mp4(tmp_path / "d1.mp4", 1.0)
+    write_mp4(tmp_path / "s1.mp4", 1.0)
+    lines = [{"key": "char0", "kind": "character", "name": "C0", "image": "c0.png"},
+             {"key": "stage", "kind": "scene", "name": "Stage", "video": "s1.mp4"},
+             {"key": "r0", "ref_image": "me.png", "driving_video": "d1.mp4",
+              "output": "out/r0.mp4"},
+             {"key": "r1", "character_id": "char0", "scene_id": "stage",
+              "output": "out/r1.mp4"},
+             {"key": "r2", "ref_image": "me.png", "driving_video": "d1.mp4",
+              "output": "out/r2.mp4"}]
+    m = tmp_path / "m.jsonl"
+    m.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    failing = Fake(time_scale=200.0, faults=["render_failure_rate=1.0"])
+    fine = Fake(time_scale=200.0)
+    try:
+        cli(failing, "bulk", str(m), "--journal", pg_dsn, "--schema", pg_schema, "--enqueue")
+        # Both assets edited after enqueue: refused, never sent (and r1 below them).
+        original = (tmp_path / "c0.png").read_bytes(), (tmp_path / "s1.mp4").read_bytes()
+        (tmp_path / "c0.png").write_bytes(make_png(40, 40))
+        write_mp4(tmp_path / "s1.mp4", 2.0)
+        exit_when_empty(failing, pg_dsn, pg_schema)
+        data = status(failing, pg_dsn, pg_schema, m, tmp_path)
+        assert data["summary"]["rows"] == {"failed": 5}  # r0, r2 ended failed on the API
+        (tmp_path / "c0.png").write_bytes(original[0])
+        (tmp_path / "s1.mp4").write_bytes(original[1])
+
+        # Enqueued again: the rows nothing was sent for (the assets, r1 below them) go back;
+        # the renders that ended failed stay failed and are named, with the flag to pass.
+        again = cli(fine, "--json", "bulk", str(m), "--journal", pg_dsn, "--schema",
+                    pg_schema, "--enqueue")
+        event = next(json.loads(x) for x in again.stdout.splitlines()
+                     if '"enqueued"' in x)
+        assert event["requeued"] == ["char0", "stage", "r1"] and event["ended"] == ["r0", "r2"]
+        text = cli(fine, "bulk", str(m), "--journal", pg_dsn, "--schema", pg_schema,
+                   "--enqueue")
+        assert "--resubmit-ended" in text.stdout + text.stderr
+        exit_when_empty(fine, pg_dsn, pg_schema)
+        by_key = {o["key"]: o for o in status(fine, pg_dsn, pg_schema, m, tmp_path)["outcomes"]}
+        assert {k: o["state"] for k, o in by_key.items()} == {
+            "char0": "complete", "stage": "complete", "r1": "complete", "r0": "failed",
+            "r2": "failed"}
+        # Nothing else paid for.
+        assert accepted_creates(fine) == {"character": 1, "scene": 1, "render": 1}
+
+        # --resubmit-ended failed: the failed renders are submitted again, once each.
+        shown = cli(fine, "bulk", str(m), "--journal", pg_dsn, "--schema", pg_schema,
+                    "--enqueue", "--resubmit-ended", "failed")
+        assert "2 that had ended re-queued" in shown.stdout + shown.stderr
+        exit_when_empty(fine, pg_dsn, pg_schema)
+        data = status(fine, pg_dsn, pg_schema, m, tmp_path)
+        assert data["summary"]["rows"] == {"done": 5}
+        assert accepted_creates(fine) == {"character": 1, "scene": 1, "render": 3}
+        assert all((tmp_path / "out" / f"r{r}.mp4").stat().st_size == OUTPUT_BYTES
+                   for r in range(3))
+        # As a local rerun reports it: the creates this submission sent.
+        assert {o["key"]: o["attempts"] for o in data["outcomes"]}["r0"] == 1
+    finally:
+        failing.stop()
+        fine.stop()
+
+
+def test_an_ambiguous_row_is_requeued_only_with_resubmit_ambiguous(
+        fake: Fake, pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    import asyncio
+
+    from viggle_async import Journal
+    from viggle_async.pg import PostgresJournalStore, PostgresLedger, RowBook
+
+    m = manifest(tmp_path, 0, 1)  # the scene "stage", and r0
+    cli(fake, "bulk", str(m), "--journal", pg_dsn, "--schema", pg_schema, "--enqueue")
+
+    async def ledger_state(step: str) -> str | None:
+        async with PostgresLedger(pg_dsn, api_key="sk-test-fake", schema=pg_schema) as ledger:
+            journal = Journal(PostgresJournalStore.on_ledger(ledger, name="dist"))
+            if step == "cut":  # a worker sent r0's create and died before the answer
+                await journal.record_intent("m.jsonl/r0", "render", "fp")
+                await journal.mark_sending("m.jsonl/r0")
+                await RowBook(ledger, "m.jsonl").finish(
+                    "r0", ok=False, outcome={"state": "ambiguous", "error": "cut"})
+            entry = await journal.get("m.jsonl/r0")
+            return None if entry is None else str(entry.state)
+
+    assert asyncio.run(ledger_state("cut")) == "sending"
+    kept = cli(fake, "--json", "bulk", str(m), "--journal", pg_dsn, "--schema", pg_schema,
+               "--enqueue")
+    event = next(json.loads(x) for x in kept.stdout.splitlines() if '"enqueued"' in x)
+    assert event["requeued"] == [] and event["ambiguous"] == ["r0"]
+    # --resubmit-ended does not cover it: only a documented refusal proves no job exists.
+    kept = cli(fake, "bulk", str(m), "--journal", pg_dsn, "--schema", pg_schema,
+               "--enqueue", "--resubmit-ended", "cancelled,failed")
+    assert "1 row may already exist" in kept.stderr and "--resubmit-ambiguous" in kept.stderr
+    assert asyncio.run(ledger_state("read")) == "sending"
+    sent = cli(fake, "--json", "bulk", str(m), "--journal", pg_dsn, "--schema", pg_schema,
+               "--enqueue", "--resubmit-ambiguous")
+    event = next(json.loads(x) for x in sent.stdout.splitlines() if '"enqueued"' in x)
+    assert event["requeued"] == ["r0"] and event["ambiguous"] == []
+    assert asyncio.run(ledger_state("read")) == "intent"  # the worker sends it again

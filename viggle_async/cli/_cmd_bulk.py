@@ -15,7 +15,7 @@ import inspect
 import re
 import shlex
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +34,7 @@ from .. import (
 )
 from .. import _endpoints as ep
 from .._events import Handle
-from .._journal import EntryState, JournalError
+from .._journal import EntryState, JournalEntry, JournalError
 from .._media import IMAGE_CONTENT_TYPES, VIDEO_CONTENT_TYPES
 from .._resources import RENDER_IMAGE_TYPES
 from .._reuse import ReusePlan, ReuseRule
@@ -65,7 +65,7 @@ from ._preflight import preflight
 from ._progress import EventView, summary_text, to_json
 from ._reuse_opts import add_reuse_options, plan_lines, reuse_rule
 
-__all__ = ["COMMAND"]
+__all__ = ["COMMAND", "IN_PROGRESS", "Plan", "plan_entries", "report_row", "report_summary"]
 
 DESCRIPTION = """\
 Render a CSV or JSON-lines manifest: one row per render, character or scene.
@@ -394,21 +394,30 @@ class Plan:
 async def _plan(journal: SQLiteJournal | None, rows: tuple[Row, ...],
                 resubmit_ended: frozenset[str], resubmit_ambiguous: bool) -> Plan:
     entries = {e.key: e for e in await journal.entries()} if journal is not None else {}
+    return plan_entries([r.key for r in rows], entries, resubmit_ended, resubmit_ambiguous)
+
+
+def plan_entries(keys: Sequence[str], entries: Mapping[str, JournalEntry],
+                 resubmit_ended: frozenset[str], resubmit_ambiguous: bool) -> Plan:
+    """Sort ``keys`` by what their journal entry (``entries[key]``, absent: never sent)
+    allows, as a rerun does: a create never sent is new; one sent without an answer is
+    ambiguous unless ``resubmit_ambiguous``; a job is resumed; an ended one is submitted
+    again only when its end (``"cancelled"`` or ``"failed"``) is in ``resubmit_ended``."""
     sort: dict[str, list[str]] = {name: [] for name in attrs.fields_dict(Plan)}
-    for row in rows:
-        entry = entries.get(row.key)
+    for key in keys:
+        entry = entries.get(key)
         if entry is None or entry.state is EntryState.INTENT:
-            sort["new"].append(row.key)
+            sort["new"].append(key)
         elif entry.state is EntryState.SENDING:
-            sort["new" if resubmit_ambiguous else "ambiguous"].append(row.key)
+            sort["new" if resubmit_ambiguous else "ambiguous"].append(key)
         elif entry.state is EntryState.SUBMITTED:
-            sort["resumed"].append(row.key)
+            sort["resumed"].append(key)
         elif entry.final_status in ("complete", "ready"):
-            sort["finished"].append(row.key)
+            sort["finished"].append(key)
         elif ("cancelled" if entry.final_status == "cancelled" else "failed") in resubmit_ended:
-            sort["resubmit"].append(row.key)
+            sort["resubmit"].append(key)
         else:
-            sort["ended"].append(row.key)
+            sort["ended"].append(key)
     return Plan(**{name: tuple(keys) for name, keys in sort.items()})
 
 
@@ -483,7 +492,7 @@ async def _run(ctx: Ctx, manifest: Manifest, priced: list[Priced],
             outcomes = [_outcome_of(row, handles, settled) for row in rows]
             report = [_row_report(r, o, view, cost, plan, interrupted)
                       for r, o in zip(rows, outcomes, strict=True)]
-            summary = _summary(ctx, outcomes, report, interrupted)
+            summary = report_summary(ctx, outcomes, report, interrupted)
             _add_reuse_assets(summary, sup.reuse_asset_outcomes)
             if journal_failure is not None:
                 summary["exit_code"] = EXIT_USAGE
@@ -517,7 +526,7 @@ def _write_unsent_report(ctx: Ctx, manifest: Manifest, rows: tuple[Row, ...],
     view = EventView(ctx.out, ctx.stats, title="")
     report = [_row_report(r, o, view, cost, plan, False)
               for r, o in zip(rows, outcomes, strict=True)]
-    summary = _summary(ctx, outcomes, report, False)
+    summary = report_summary(ctx, outcomes, report, False)
     summary.update(exit_code=EXIT_USAGE, error=error)
     _write_json(Path(ctx.args.report), {"manifest": str(manifest.path), "summary": summary,
                                         "outcomes": report})
@@ -582,21 +591,31 @@ def _row_report(row: Row, outcome: Outcome, view: EventView, cost: dict[str, Pri
                 plan: Plan, interrupted: bool) -> dict[str, Any]:
     """One row of ``--report``: the outcome as the supervisor decided it (a job it was
     stopped on is ``running``, with its id and credits), priced where it could not be."""
-    obj: dict[str, Any] = {"line": row.line, **attrs.asdict(outcome),
-                           "output": str(row.output) if row.output else None}
+    return report_row(outcome, line=row.line, output=row.output, credits=cost[row.key].credits,
+                      fast=cost[row.key].fast, spends=plan.spends(row.key))
+
+
+def report_row(outcome: Outcome, *, line: int | None, output: Path | None,
+               credits: int | None, fast: bool, spends: bool) -> dict[str, Any]:
+    """One row of ``--report``, local or distributed (one shape for both): the outcome's
+    fields plus ``line``, ``output``, ``downloaded`` (None for characters and scenes),
+    ``spent_this_run`` and, for a paid render not on disk, ``fetch``. ``credits``: the
+    row's estimate (whole credits; None when unknown), used where the outcome has none;
+    ``spends``: this run submits the row (an earlier run's work costs it nothing)."""
+    obj: dict[str, Any] = {"line": line, **attrs.asdict(outcome),
+                           "output": str(output) if output else None}
     # True only for a render whose outputs are on disk (the library says so); None for
     # characters and scenes, which have nothing to download.
     obj["downloaded"] = outcome.downloaded if outcome.kind == "render" else None
-    priced = cost[row.key].credits
-    if priced is not None and cost[row.key].fast and not outcome.fast and outcome.job_id:
+    priced = credits
+    if priced is not None and fast and not outcome.fast and outcome.job_id:
         priced //= 2  # fell back to standard: half the fast price
     if obj["state"] in ("complete", "skipped", "running", "timed_out") and (
             obj["credits"] is None):
         obj["credits"] = priced
     if outcome.download_error is not None and outcome.job_id:
-        obj["fetch"] = _fetch_command(outcome.job_id, row.output)
-    obj["spent_this_run"] = plan.spends(row.key) and obj["state"] in (
-        "complete", "running", "timed_out")
+        obj["fetch"] = _fetch_command(outcome.job_id, output)
+    obj["spent_this_run"] = spends and obj["state"] in ("complete", "running", "timed_out")
     return obj
 
 
@@ -604,21 +623,34 @@ def _fetch_command(job_id: str, output: Path | None) -> str:
     return shlex.join(["viggle-async", "download", job_id, str(output or "PATH")])
 
 
-def _summary(ctx: Ctx, outcomes: list[Outcome], report: list[dict[str, Any]],
-             interrupted: bool) -> dict[str, Any]:
+#: A distributed row's states before it ends (``--status``; a local run has none): its
+#: job, if it has one, is counted under ``running``.
+IN_PROGRESS = ("waiting", "queued", "uploading", "rendering", "downloading", "stalled")
+
+
+def report_summary(ctx: Ctx, outcomes: list[Outcome], report: list[dict[str, Any]],
+                   interrupted: bool) -> dict[str, Any]:
+    """The summary of ``--report`` (local or distributed): counts by state, ``done``,
+    ``failed``, ``exit_code``, ``not_downloaded``, ``credits_this_run``,
+    ``credits_earlier_runs``, ``running`` and ``credits_running`` (credits: whole
+    credits). A row in one of ``IN_PROGRESS`` is neither done nor failed."""
     summary = ctx.stats.summary(outcomes)
     states: dict[str, int] = {}
     for obj in report:
         states[obj["state"]] = states.get(obj["state"], 0) + 1
-    paid = [o for o in report if o["state"] in ("complete", "running", "timed_out",
-                                                 "skipped")]
+    # A job on the server, not finished: a local run's ``running``, or a distributed
+    # row being rendered or downloaded (or held by a dead worker) with its job id.
+    running = [o for o in report if o["state"] == "running" or (
+        o["state"] in IN_PROGRESS and o["job_id"])]
+    paid = [o for o in report if o["state"] in ("complete", "timed_out", "skipped")]
+    paid += running
     this_run = sum(o["credits"] or 0 for o in paid if o["spent_this_run"])
     earlier = sum(o["credits"] or 0 for o in paid if not o["spent_this_run"])
-    running = [o for o in report if o["state"] == "running"]
     not_fetched = [o for o in report if "fetch" in o]
+    pending = sum(1 for o in report if o["state"] in IN_PROGRESS and not o["job_id"])
     # A job still running is neither done nor failed: it is counted under ``running``.
     done = sum(1 for o in outcomes if o.ok)
-    failed = len(outcomes) - done - len(running)
+    failed = len(outcomes) - done - len(running) - pending
     summary.update(
         done=done, failed=failed,
         exit_code=0 if failed == 0 and not running else summary["exit_code"],

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import glob
 import os
 import signal
 from collections.abc import Mapping
@@ -26,7 +27,7 @@ import attrs
 
 from .. import Outcome, Supervisor, SystemClock, ViggleError
 from .._events import Handle
-from .._journal import EntryState, Journal
+from .._journal import EntryState, Journal, JournalEntry
 from ._common import (
     DEFAULT_CAPACITY_BACKOFF,
     EXIT_FAILED,
@@ -39,6 +40,7 @@ from ._common import (
     Ctx,
     parse_backoff,
     parse_fast_fallback,
+    plural,
     positive_float,
     positive_int,
 )
@@ -47,7 +49,7 @@ from ._progress import Output, outcome_text, to_json
 
 if TYPE_CHECKING:
     from ..pg import PostgresLedger, RowBook, RowQueue
-    from ._cmd_bulk import Priced
+    from ._cmd_bulk import Plan, Priced
     from ._manifest import Manifest
 
 __all__ = ["COMMAND", "add_bulk_options", "bulk_distributed", "is_postgres_dsn"]
@@ -78,6 +80,9 @@ def add_bulk_options(p: argparse.ArgumentParser) -> None:
                    help="the run's name in the ledger (default: the manifest's file name)")
     p.add_argument("--schema", default="viggle", metavar="NAME",
                    help="the ledger's PostgreSQL schema: one account (default viggle)")
+    p.add_argument("--stalled-after", type=positive_float, default=30.0, metavar="SECONDS",
+                   help="with --status: a row whose worker has not heartbeated for this long "
+                        "shows as stalled (default 30, as the workers')")
 
 
 def _run_name(args: argparse.Namespace) -> str:
@@ -147,46 +152,64 @@ async def bulk_distributed(ctx: Ctx, validate: Any) -> int | None:
     return await _enqueue(ctx, manifest, priced)
 
 
-async def _spec(p: Priced) -> dict[str, Any]:
+async def _spec(p: Priced, manifest: Path) -> dict[str, Any]:
     from ..pg import row_spec
 
     row = p.row
     return await anyio.to_thread.run_sync(functools.partial(
         row_spec, dict(row.inputs), output=row.output, mask_output=row.mask_output,
         estimated_seconds=row.estimated_seconds, character=row.character, scene=row.scene,
-        mapping_refs=row.mapping_refs, credits=p.credits, fast=p.fast, line=row.line))
+        mapping_refs=row.mapping_refs, credits=p.credits, fast=p.fast, line=row.line,
+        manifest=manifest))
 
 
 async def _enqueue(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
     args = ctx.args
     run = _run_name(args)
-    specs = [(p.row.key, p.row.kind, await _spec(p), p.row.depends_on) for p in priced]
+    specs = [(p.row.key, p.row.kind, await _spec(p, manifest.path), p.row.depends_on)
+             for p in priced]
     from ..pg import LedgerError, RowBook
 
     try:
         async with _ledger(args) as ledger:
+            book = RowBook(ledger, run)
+            # Recorded first: a manifest the ledger refuses (another run's name, changed
+            # rows) leaves the run's budget and the poll rate as they were.
+            ready = await book.add(specs)
             # --budget is this run's own; without it a run keeps the one it has (none).
+            # Set before any row is deferred, so no worker can reserve past it.
             before = (await ledger.run_credits(run)).budget
             if args.budget is not None:
                 await ledger.set_run_budget(run, args.budget)
             budget = args.budget if args.budget is not None else before
             if args.poll_rate is not None:
                 await ledger.set_poll_rate(args.poll_rate)
-            ready = await RowBook(ledger, run).add(specs)
+            requeued, more, plan = await _requeue_ended(args, ledger, book)
             queue = _queue(args, ledger)
             async with queue.app.open_async():
                 await _install(queue)
-                deferred = await queue.defer_rows(run, ready)
+                deferred = await queue.defer_rows(run, list(dict.fromkeys([*ready, *more])))
             shown = ledger.dsn
     except LedgerError as exc:
         raise CliError(str(exc)) from None
     credits = sum(p.credits or 0 for p in priced)
     ctx.out.emit({"event": "enqueued", "run": run, "rows": len(specs), "deferred": deferred,
                   "credits": credits, "budget": budget, "budget_before": before,
-                  "poll_rate": args.poll_rate},
+                  "poll_rate": args.poll_rate, "requeued": requeued,
+                  "ended": list(plan.ended), "ambiguous": list(plan.ambiguous)},
                  f"run {run!r}: {len(specs)} rows recorded ({credits} credits estimated), "
-                 f"{deferred} queued now, the rest when their characters/scenes are ready")
+                 f"{deferred} queued now, the rest when their characters/scenes are ready"
+                 + (f"; {len(requeued)} that had ended re-queued" if requeued else ""))
     _budget_notes(ctx, run, before, budget, priced)
+    if plan.ended:
+        ctx.out.note(f"{plural(len(plan.ended), 'row')} ended cancelled/failed and stay "
+                     "so (pass --resubmit-ended cancelled,failed to submit them again, "
+                     "paid again): "
+                     + ", ".join(plan.ended))
+    if plan.ambiguous:
+        ctx.out.note(f"{plural(len(plan.ambiguous), 'row')} may already exist (sent, no "
+                     "answer) and are not re-queued (check your Viggle account; "
+                     "--resubmit-ambiguous sends them again): " + ", ".join(plan.ambiguous))
     ctx.out.note(f"start workers (inputs and outputs must be on a shared path): "
                  f"viggle-async worker --journal '{shown}' --schema {args.schema}")
     return EXIT_OK
@@ -215,51 +238,95 @@ def _budget_notes(ctx: Ctx, run: str, before: float | None, budget: float | None
         ctx.out.error(f"warning: run {run!r}: " + "; ".join(problems))
 
 
+async def _requeue_ended(args: argparse.Namespace, ledger: PostgresLedger, book: RowBook
+                         ) -> tuple[list[str], list[str], Plan]:
+    """Put the run's failed rows back in the queue where a local rerun would run them
+    again: nothing was sent, a job to resume, or an end named by ``--resubmit-ended`` (an
+    ambiguous create only with ``--resubmit-ambiguous``). Returns ``(requeued, ready,
+    plan)``: the rows put back, those to defer now, and how each failed row was sorted."""
+    from ..pg import PostgresJournalStore
+    from ._cmd_bulk import Plan, plan_entries
+
+    failed = [r.key for r in await book.rows() if r.state == "failed"]
+    if not failed:
+        return [], [], Plan()
+    journal = Journal(PostgresJournalStore.on_ledger(ledger, name=JOURNAL_NAME))
+    entries = {k: e for k in failed if (e := await journal.get(f"{book.run}/{k}")) is not None}
+    plan = plan_entries(failed, entries, args.resubmit_ended or frozenset(),
+                        args.resubmit_ambiguous)
+    # A worker's supervisor sends again only a create its journal entry allows (intent):
+    # what the user asked to resubmit goes back to intent here, as a local supervisor
+    # does when it resubmits; every other entry is left as it is (a job is resumed).
+    for key in plan.new + plan.resubmit:
+        entry = entries.get(key)
+        if entry is not None and entry.state in (EntryState.SENDING, EntryState.FINAL):
+            await journal.record_intent(f"{book.run}/{key}", entry.kind, entry.fingerprint,
+                                        replace=True)
+    requeued, ready = await book.retry([*plan.new, *plan.resumed, *plan.finished,
+                                        *plan.resubmit])
+    return requeued, ready, plan
+
+
 async def _status(ctx: Ctx) -> int:
     args = ctx.args
     run = _run_name(args)
     from ..pg import LedgerError, PostgresJournalStore, RowBook
+    from ..pg._dist import run_names
 
     try:
         async with _ledger(args) as ledger:
             book = RowBook(ledger, run)
             rows = await book.rows()
+            if not rows:
+                raise CliError(_unknown_run(args, run, await run_names(ledger)))
             counts = await book.counts()
+            jobs = await book.jobs(stalled_after=args.stalled_after)
             account = await ledger.summary()
             mine = await ledger.run_credits(run)
             store = PostgresJournalStore.on_ledger(ledger, name=JOURNAL_NAME)
-            entries = {e.key: e for e in await Journal(store).entries()}
+            entries = {e.key: e for e in await Journal(store).entries()
+                       if e.key.startswith(f"{run}/")}
     except LedgerError as exc:
         raise CliError(str(exc)) from None
-    outcomes = []
+    _check_same_manifest(args, run, rows)
+    from ._cmd_bulk import report_row, report_summary
+
+    outcomes: list[Outcome] = []
+    report: list[dict[str, Any]] = []
     for r in rows:
         entry = entries.get(f"{run}/{r.key}")
-        out = dict(r.outcome or {"key": r.key, "kind": r.kind, "state": r.state})
-        out.update(key=r.key, line=r.spec.get("line"), row_state=r.state)
-        if r.outcome is None and entry is not None:
-            out.update(job_id=entry.job_id, state={
-                EntryState.SENDING: "ambiguous", EntryState.SUBMITTED: "running"}.get(
-                    entry.state, r.state))
-        outcomes.append(out)
-    ambiguous = [o["key"] for o in outcomes if o.get("state") == "ambiguous"]
+        outcome, progress = _row_outcome(r, entry, jobs.get(r.key))
+        output = _spec_path(r.spec, "output")
+        if progress == "rendering" and output is not None and await anyio.to_thread.run_sync(
+                _downloading, output):
+            progress = "downloading"
+        obj = report_row(outcome, line=r.spec.get("line"), output=output,
+                         credits=r.spec.get("credits"), fast=bool(r.spec.get("fast")),
+                         spends=True)  # every row of a distributed run is this run's
+        if progress is not None:
+            obj["state"] = progress
+        outcomes.append(outcome)
+        report.append(obj)
+    summary = report_summary(ctx, outcomes, report, False)
+    ambiguous = [o["key"] for o in report if o["state"] == "ambiguous"]
+    stalled = [o["key"] for o in report if o["state"] == "stalled"]
     # Refused before sending: nothing was created or charged, and the run goes on.
-    over_budget = [o["key"] for o in outcomes if o.get("state") == "not_submitted"
+    over_budget = [o["key"] for o in report if o["state"] == "not_submitted"
                    and "budget" in str(o.get("error"))]
-    spent = sum(o.get("credits") or 0 for o in outcomes
-                if o.get("state") in ("complete", "skipped"))
-    states: dict[str, int] = {}
-    for o in outcomes:
-        states[str(o.get("state"))] = states.get(str(o.get("state")), 0) + 1
-    summary = {"event": "status", "run": run, "total": counts.total, "rows": counts.by_state,
-               "states": dict(sorted(states.items())), "credits_committed": mine.committed,
-               "credits_spent": spent, "budget": mine.budget,
-               "account_credits_committed": account.committed,
-               "account_budget": account.budget, "not_sent_for_budget": over_budget,
-               "stopped": account.stopped, "ambiguous": ambiguous,
-               "capacity_rejections": account.capacity_rejections,
-               "poll_rate": account.poll_rate}
-    ctx.out.emit(summary, f"run {run!r}: {counts.total} rows; "
-                 + ", ".join(f"{n} {s}" for s, n in counts.by_state.items())
+    spent = sum(o["credits"] or 0 for o in report if o["state"] in ("complete", "skipped"))
+    unfinished = counts.by_state.get("waiting", 0) + counts.by_state.get("queued", 0)
+    summary.update({
+        "event": "status", "run": run, "rows": counts.by_state, "retries": None,
+        "credits_committed": mine.committed, "credits_spent": spent, "budget": mine.budget,
+        "account_credits_committed": account.committed, "account_budget": account.budget,
+        "not_sent_for_budget": over_budget, "stopped": account.stopped,
+        "ambiguous": ambiguous, "stalled": stalled,
+        "capacity_rejections": account.capacity_rejections, "poll_rate": account.poll_rate,
+        # In progress, the run has not failed yet; once every row ended, as a local run.
+        "exit_code": EXIT_FAILED if (counts.by_state.get("failed") or ambiguous)
+        and not unfinished else EXIT_OK})
+    ctx.out.emit(summary, f"run {run!r}: {plural(counts.total, 'row')}: "
+                 + ", ".join(f"{n} {s}" for s, n in summary["states"].items())
                  + f"; credits committed {mine.committed}, spent {spent}"
                  + (f" of a {mine.budget:g} budget" if mine.budget is not None else
                     " (no budget)")
@@ -270,9 +337,13 @@ async def _status(ctx: Ctx) -> int:
     if account.stopped:
         ctx.out.error(f"new creates are stopped: {account.stopped}")
     if over_budget:
-        first = next(o for o in outcomes if o["key"] == over_budget[0])
-        ctx.out.error(f"{len(over_budget)} rows not sent, over a budget (nothing created "
+        first = next(o for o in report if o["key"] == over_budget[0])
+        ctx.out.error(f"{plural(len(over_budget), 'row')} not sent, over a budget (nothing created "
                       f"or charged): {', '.join(over_budget)}; {first.get('error')}")
+    if stalled:
+        ctx.out.error(f"{len(stalled)} stalled (their worker stopped heartbeating over "
+                      f"{args.stalled_after:g} s ago; a running worker retries them, their "
+                      "jobs resumed from the journal): " + ", ".join(stalled))
     if ambiguous:
         ctx.out.error(f"{len(ambiguous)} ambiguous (sent, no answer; not resent): "
                       + ", ".join(ambiguous))
@@ -280,10 +351,83 @@ async def _status(ctx: Ctx) -> int:
         from ._cmd_bulk import _write_json
 
         await anyio.to_thread.run_sync(_write_json, Path(args.report), {
-            "manifest": str(args.manifest), "summary": summary, "outcomes": outcomes})
-    unfinished = counts.by_state.get("waiting", 0) + counts.by_state.get("queued", 0)
-    return EXIT_FAILED if (counts.by_state.get("failed") or ambiguous) and not unfinished \
-        else EXIT_OK
+            "manifest": str(args.manifest), "summary": summary, "outcomes": report})
+    return int(summary["exit_code"])
+
+
+def _unknown_run(args: argparse.Namespace, run: str, names: list[str]) -> str:
+    """One line: the run is not in the ledger, which runs are, and how to name one."""
+    shown = ", ".join(repr(n) for n in names[:10]) + (" ..." if len(names) > 10 else "")
+    default = "" if args.run_name else " (the default is the manifest's file name)"
+    return (f"run {run!r} is not in the ledger (schema {args.schema}); "
+            + (f"its runs: {shown}" if names else "it has no runs yet")
+            + f". Fix: name the run with --run NAME{default}")
+
+
+def _check_same_manifest(args: argparse.Namespace, run: str, rows: list[Any]) -> None:
+    """A run named after the manifest's file name must be this manifest's: another
+    project's ``shots.jsonl`` is another run."""
+    recorded = sorted({str(r.spec["manifest"]) for r in rows if r.spec.get("manifest")})
+    if args.run_name or not recorded or str(Path(args.manifest).resolve()) in recorded:
+        return
+    raise CliError(f"run {run!r} in the ledger was enqueued from {recorded[0]}, not from "
+                   f"{args.manifest}. Fix: pass that run's name with --run NAME")
+
+
+def _spec_path(spec: Mapping[str, Any], field: str) -> Path | None:
+    from ..pg import decode_spec_value
+
+    value = decode_spec_value(spec.get(field))
+    return value if isinstance(value, Path) else None
+
+
+def _row_outcome(row: Any, entry: JournalEntry | None, job: str | None
+                 ) -> tuple[Outcome, str | None]:
+    """A ledger row as an ``Outcome`` (the report's fields), and, for a row not ended, its
+    progress (one of ``IN_PROGRESS``) to show instead of the outcome's state.
+
+    Ended rows keep what their worker recorded; the journal, shared by every worker, adds
+    the create attempts of a row another worker resumed. Unended rows are read from the
+    journal entry (intent/sending: creating; submitted: the job exists) and the row's
+    queue job (held by a live worker, by a dead one, or waiting)."""
+    # A create was sent for this entry (in this or a killed worker): at least its
+    # attempts, which a worker that only resumed the job does not know.
+    sent = entry.attempts if entry is not None and (
+        entry.job_id or entry.state is EntryState.SENDING) else 0
+    if row.outcome is not None:
+        return _stored_outcome(row, sent), None
+    if entry is not None and entry.state is EntryState.SUBMITTED:
+        outcome = Outcome(row.key, row.kind, "running", job_id=entry.job_id, attempts=sent,
+                          fast=bool(row.spec.get("fast")))
+        return outcome, {"doing": "rendering", "stalled": "stalled"}.get(job or "", "queued")
+    if entry is not None and entry.state is EntryState.SENDING and job != "doing":
+        return Outcome(row.key, row.kind, "ambiguous", attempts=sent, error=(
+            "a worker sent the create and stopped before its answer; not resent (check "
+            "your Viggle account; --resubmit-ambiguous sends it again)")), None
+    progress = {"doing": "uploading", "stalled": "stalled"}.get(job or "", row.state)
+    return Outcome(row.key, row.kind, "not_submitted", attempts=sent), progress
+
+
+def _stored_outcome(row: Any, sent: int) -> Outcome:
+    """The outcome a worker stored (or the ledger wrote for a row whose dependency
+    failed), with every ``Outcome`` field."""
+    fields = attrs.fields_dict(Outcome)
+    data = {k: v for k, v in dict(row.outcome).items() if k in fields}
+    data.update(key=row.key, kind=row.kind, state=data.get("state") or row.state,
+                outputs=tuple(Path(p) for p in data.get("outputs") or ()),
+                # A worker that only resumed the job sent no create: the journal knows
+                # the ones a killed worker sent.
+                attempts=int(data.get("attempts") or 0) or sent)
+    try:
+        return Outcome(**data)
+    except (TypeError, ValueError) as exc:  # written by another version: still shown
+        return Outcome(row.key, row.kind, "failed", error=f"unreadable outcome ({exc})")
+
+
+def _downloading(output: Path) -> bool:
+    """A worker is writing the render's output: its temporary file sits beside it (the
+    download's ``.NAME.<hex>.part``, on the shared filesystem)."""
+    return any(output.parent.glob(f".{glob.escape(output.name)}.*.part"))
 
 
 # --- the worker ------------------------------------------------------------------------------

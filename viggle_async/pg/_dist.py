@@ -27,7 +27,7 @@ from ._errors import LedgerError
 from ._ledger import PostgresLedger
 
 __all__ = ["DistRow", "RowBook", "RunCounts", "decode_spec_value", "hash_file", "orphaned_rows",
-           "row_spec",
+           "row_spec", "run_names",
            "unfinished_rows"]
 
 _PATH_TAG = "$path"
@@ -68,20 +68,24 @@ def row_spec(inputs: Mapping[str, Any], *, output: Path | None = None,
              mask_output: Path | None = None, estimated_seconds: float | None = None,
              character: str | None = None, scene: str | None = None,
              mapping_refs: Mapping[str, str] | None = None, credits: int | None = None,
-             fast: bool = False, line: int | None = None) -> dict[str, Any]:
+             fast: bool = False, line: int | None = None,
+             manifest: Path | None = None) -> dict[str, Any]:
     """The JSON spec of one row, as ``viggle-async worker`` reads it (blocking: it hashes
     every input file; run it in a thread).
 
     ``inputs``: the create's arguments (``Path`` values are files, made absolute: they must
     be on a filesystem every worker reaches). ``character``/``scene``: keys of character
     or scene rows of the same run whose ids the render uses; ``mapping_refs``: segment ->
-    character row key. ``credits``: the estimate shown by ``--status``.
+    character row key. ``credits``: the estimate shown by ``--status``. ``manifest``: the
+    file the row came from (resolved): a run name reused for another manifest is
+    refused, not mixed.
     """
     files = [v for v in inputs.values() if isinstance(v, Path)]
     return {"line": line, "inputs": _encode(dict(inputs)), "output": _encode(output),
             "mask_output": _encode(mask_output), "estimated_seconds": estimated_seconds,
             "character": character, "scene": scene, "mapping_refs": dict(mapping_refs or {}),
             "credits": credits, "fast": fast,
+            **({"manifest": str(manifest.resolve())} if manifest is not None else {}),
             "hashes": {str(f.absolute()): hash_file(f) for f in files}}
 
 
@@ -134,6 +138,7 @@ class RowBook:
         q = self._ledger.q
         async with self._ledger.pool.connection() as conn, conn.transaction():
             await self._lock_run(conn)
+            await self._check_manifest(conn, rows)
             for seq, (key, kind, spec, deps) in enumerate(rows):
                 cur = await conn.execute(
                     q("""INSERT INTO {s}.dist_rows (run, key, seq, kind, spec, deps)
@@ -148,16 +153,66 @@ class RowBook:
                     if old is not None and _canonical(old[0]) != _canonical(spec):
                         raise LedgerError(
                             f"run {self.run!r}, row {key!r}: recorded with other inputs. Fix: "
-                            "enqueue the changed manifest under another --run name")
-            cur = await conn.execute(q(
-                """UPDATE {s}.dist_rows AS r SET state = 'queued', updated_at = now()
-                   WHERE r.run = %(run)s AND r.state IN ('waiting', 'queued')
-                     AND NOT EXISTS (SELECT 1 FROM {s}.dist_rows d
-                                     WHERE d.run = r.run AND d.key = ANY(r.deps)
-                                       AND d.state <> 'done')
-                   RETURNING r.key, r.seq"""), {"run": self.run})
-            ready = sorted(await cur.fetchall(), key=lambda r: r[1])
+                            "enqueue the changed manifest under another name: --run NAME")
+            return await self._queue_ready(conn)
+
+    async def _queue_ready(self, conn: Any) -> list[str]:
+        # Every unfinished row whose dependencies are all done is queued (again): in
+        # manifest order, the keys to defer.
+        cur = await conn.execute(self._ledger.q(
+            """UPDATE {s}.dist_rows AS r SET state = 'queued', updated_at = now()
+               WHERE r.run = %(run)s AND r.state IN ('waiting', 'queued')
+                 AND NOT EXISTS (SELECT 1 FROM {s}.dist_rows d
+                                 WHERE d.run = r.run AND d.key = ANY(r.deps)
+                                   AND d.state <> 'done')
+               RETURNING r.key, r.seq"""), {"run": self.run})
+        ready = sorted(await cur.fetchall(), key=lambda r: r[1])
         return [str(r[0]) for r in ready]
+
+    async def retry(self, keys: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Put the failed rows ``keys`` back in the run, in one transaction: each goes back
+        to ``waiting`` (its outcome cleared) unless a row it depends on stays failed.
+        Returns ``(reopened, ready)``: the rows put back, in manifest order, and the rows
+        now ``queued`` (to defer; as from ``add``, rows queued before come back too).
+        Which rows may run again (nothing sent, a job to resume, an end the caller asked
+        to resubmit) is the caller's call, from the journal: this only moves the rows.
+        Keys not failed (or unknown) are left alone."""
+        async with self._ledger.pool.connection() as conn, conn.transaction():
+            await self._lock_run(conn)
+            cur = await conn.execute(self._ledger.q(
+                "SELECT key, seq, deps, state FROM {s}.dist_rows WHERE run = %s"), (self.run,))
+            found = {str(k): (int(seq), tuple(d), str(st)) for k, seq, d, st
+                     in await cur.fetchall()}
+            reopen = {k for k in keys if k in found and found[k][2] == "failed"}
+            # A row whose dependency stays failed could not run: it keeps its end, and so
+            # do the rows below it (until nothing changes).
+            while stuck := {k for k in reopen if any(
+                    found[d][2] == "failed" and d not in reopen
+                    for d in found[k][1] if d in found)}:
+                reopen -= stuck
+            await conn.execute(self._ledger.q(
+                """UPDATE {s}.dist_rows SET state = 'waiting', outcome = NULL, asset_id = NULL,
+                       updated_at = now()
+                   WHERE run = %s AND key = ANY(%s) AND state = 'failed'"""),
+                (self.run, sorted(reopen)))
+            ready = await self._queue_ready(conn)
+        return sorted(reopen, key=lambda k: found[k][0]), ready
+
+    async def _check_manifest(self, conn: Any, rows: Sequence[tuple[str, str, Mapping[str, Any],
+                                                                   Sequence[str]]]) -> None:
+        # A run name is the manifest's file name by default: two projects' shots.jsonl
+        # would otherwise mix their rows in one run without a word.
+        ours = {str(spec["manifest"]) for _, _, spec, _ in rows if spec.get("manifest")}
+        if not ours:
+            return
+        cur = await conn.execute(self._ledger.q(
+            """SELECT DISTINCT spec->>'manifest' FROM {s}.dist_rows
+               WHERE run = %s AND spec ? 'manifest'"""), (self.run,))
+        other = sorted({str(r[0]) for r in await cur.fetchall()} - ours)
+        if other:
+            raise LedgerError(
+                f"run {self.run!r} already holds the rows of another manifest ({other[0]}). "
+                "Fix: give this one its own name: --run NAME")
 
     async def _lock_run(self, conn: Any) -> None:
         # One writer per run at a time (transaction-scoped): state changes that look at
@@ -246,6 +301,42 @@ class RowBook:
                 (self.run,))
             by_state = {str(s): int(n) for s, n in await cur.fetchall()}
         return RunCounts(sum(by_state.values()), dict(sorted(by_state.items())))
+
+    async def jobs(self, *, stalled_after: float) -> dict[str, str]:
+        """Where each unfinished row's queue job is: ``"todo"`` (waiting for a worker),
+        ``"doing"`` (a worker that heartbeats holds it) or ``"stalled"`` (held by a worker
+        silent for more than ``stalled_after`` seconds, or one the others already pruned as
+        dead). Rows without a live job are absent. Needs procrastinate's tables in the
+        same schema; before they exist (nothing enqueued yet), returns ``{}``."""
+        q = self._ledger.q
+        async with self._ledger.pool.connection() as conn:
+            cur = await conn.execute(q("SELECT to_regclass(%s) IS NOT NULL"),
+                                     (f"{self._ledger.schema}.procrastinate_jobs",))
+            present = await cur.fetchone()
+            if not present or not present[0]:
+                return {}
+            # As procrastinate's own stalled-job query: a 'doing' job whose worker row is
+            # gone (pruned by a live worker) or whose heartbeat is stale.
+            cur = await conn.execute(q(
+                """SELECT r.key, CASE WHEN j.status = 'todo' THEN 'todo'
+                                      WHEN j.worker_id IS NULL OR w.last_heartbeat
+                                           < now() - make_interval(secs => %(stale)s)
+                                      THEN 'stalled' ELSE 'doing' END
+                   FROM {s}.dist_rows r
+                   JOIN {s}.procrastinate_jobs j ON j.lock = r.run || ':' || r.key
+                   LEFT JOIN {s}.procrastinate_workers w ON w.id = j.worker_id
+                   WHERE r.run = %(run)s AND r.state NOT IN ('done', 'failed')
+                     AND j.status IN ('todo', 'doing')
+                   ORDER BY j.id"""), {"run": self.run, "stale": stalled_after})
+            return {str(k): str(s) for k, s in await cur.fetchall()}
+
+
+async def run_names(ledger: PostgresLedger) -> list[str]:
+    """The names of the runs recorded in ``ledger``'s schema, sorted."""
+    async with ledger.pool.connection() as conn:
+        cur = await conn.execute(ledger.q(
+            "SELECT DISTINCT run FROM {s}.dist_rows ORDER BY run"))
+        return [str(r[0]) for r in await cur.fetchall()]
 
 
 async def unfinished_rows(ledger: PostgresLedger) -> int:
