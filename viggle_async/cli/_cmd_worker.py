@@ -14,9 +14,11 @@ Inputs and outputs must be on a path every worker reaches (a shared filesystem).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
-from collections.abc import Mapping
+import shlex
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,14 +41,15 @@ from ._common import (
     positive_int,
 )
 from ._options import BACKOFF_HELP, FAST_FALLBACK_HELP, add_poll_interval
-from ._progress import to_json
+from ._progress import plural, to_json
 
 if TYPE_CHECKING:
     from ..pg import PostgresLedger, RowBook, RowQueue
     from ._cmd_bulk import Priced
     from ._manifest import Manifest
 
-__all__ = ["COMMAND", "add_bulk_options", "bulk_distributed", "is_postgres_dsn"]
+__all__ = ["COMMAND", "add_bulk_options", "bulk_distributed", "is_postgres_dsn", "journal_dsn",
+           "worker_hint"]
 
 #: The journal namespace of every distributed run; keys are ``run/row``.
 JOURNAL_NAME = "dist"
@@ -87,27 +90,103 @@ def _api_key() -> str:
     return key
 
 
-def _ledger(args: argparse.Namespace) -> PostgresLedger:
+_DSN_FIX = ("pass --journal postgresql://user@host/db, or export VIGGLE_POSTGRES_DSN, or pass "
+            "--journal postgresql:// to take everything from libpq's PG* variables and "
+            "~/.pgpass")
+
+
+def _what(args: argparse.Namespace) -> str:
+    """The command as the user typed it, for messages."""
+    if getattr(args, "command", None) == "worker":
+        return "a worker"
+    return "bulk --status" if getattr(args, "status", False) else "bulk --enqueue"
+
+
+def journal_dsn(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> str:
+    """The ledger's DSN, by one rule for ``bulk --enqueue``/``--status`` and ``worker``:
+    ``--journal`` when it names PostgreSQL; else (no ``--journal``, or ``--journal ''``)
+    ``$VIGGLE_POSTGRES_DSN``, else its alias ``$VIGGLE_JOURNAL_DSN``. ``--journal ''``
+    with neither set is libpq's own ``PG*`` variables and ``~/.pgpass``, as is
+    ``--journal postgresql://``. ``environ`` defaults to ``os.environ``.
+
+    Raises ``CliError`` (nothing sent, nothing connected) for a file ``--journal`` or no
+    source at all, naming the fix."""
+    from ..pg._dsn import dsn_env_name, resolve_dsn
+
+    given: str | None = args.journal
+    if given:
+        if not is_postgres_dsn(given):
+            raise CliError(f"{_what(args)} needs --journal postgresql://... (a PostgreSQL "
+                           f"ledger), not a file ({given!r}; a file journal is for a local "
+                           f"`bulk` run). Fix: {_DSN_FIX}")
+        return given
+    if dsn_env_name(environ) is None and given is None:
+        raise CliError(f"{_what(args)} needs a PostgreSQL ledger. Fix: {_DSN_FIX}")
+    return resolve_dsn(None, environ=environ)
+
+
+def _key_fix(args: argparse.Namespace) -> str:
+    what = {"a worker": "start the worker", "bulk --status": "read the status",
+            "bulk --enqueue": "enqueue"}[_what(args)]
+    return (f"Fix: {what} with VIGGLE_API_KEY set to the key that created the ledger, or "
+            f"give this account a ledger of its own with --schema NAME")
+
+
+@contextlib.asynccontextmanager
+async def _ledger(args: argparse.Namespace) -> AsyncIterator[PostgresLedger]:
+    """The open ledger named by ``journal_dsn``; ``CliError`` for a bad source, and the
+    other-key refusal worded for this command."""
     try:
-        from ..pg import PostgresLedger
+        from ..pg import LedgerKeyMismatchError, PostgresLedger
     except ImportError:
         raise CliError("a PostgreSQL --journal needs the postgres extra: pip install "
-                       "'viggle-async[postgres]'") from None
+                       "'viggle-async[postgres]' (from a checkout: pip install "
+                       "-e '.[postgres]')") from None
     try:
-        return PostgresLedger(args.journal or None, api_key=_api_key(), schema=args.schema)
+        ledger = PostgresLedger(journal_dsn(args), api_key=_api_key(), schema=args.schema)
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    try:
+        await ledger.open()
+    except LedgerKeyMismatchError as exc:
+        raise LedgerKeyMismatchError(str(exc).split(" Fix:")[0] + " " + _key_fix(args)) \
+            from None
+    try:
+        yield ledger
+    finally:
+        await ledger.aclose()
+
+
+def worker_hint(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> str:
+    """How to start workers on this ledger, in a form the user can paste: the variable the
+    DSN came from, or the DSN without its password (never a masked one: a pasted ``***``
+    would be sent as the password)."""
+    from ..pg._dsn import dsn_env_name, without_password
+
+    schema = "" if args.schema == "viggle" else f" --schema {args.schema}"
+    name = None if args.journal else dsn_env_name(environ)
+    password = ""
+    if name is not None:
+        journal = f'"${name}"'
+    else:
+        dsn = journal_dsn(args, environ)
+        bare = without_password(dsn)
+        journal = shlex.quote(bare or "postgresql://")
+        if bare != dsn:
+            password = "; each takes the password from ~/.pgpass or $PGPASSWORD"
+    # The command last, alone, so the whole line after ": " can be pasted.
+    return (f"start workers (inputs and outputs must be on a shared path{password}): "
+            f"viggle-async worker --journal {journal}{schema}")
 
 
 def _queue(args: argparse.Namespace, ledger: PostgresLedger, handler: Any = None,
            **options: Any) -> RowQueue:
-    from ..pg import RowQueue, resolve_dsn
+    from ..pg import RowQueue
 
     async def nothing(run: str, row: str) -> None:  # the enqueue side only defers
         raise RuntimeError("this process only defers rows")
 
-    return RowQueue(resolve_dsn(args.journal or None), handler or nothing,
-                    schema=ledger.schema, **options)
+    return RowQueue(journal_dsn(args), handler or nothing, schema=ledger.schema, **options)
 
 
 async def _install(queue: RowQueue) -> None:
@@ -126,14 +205,20 @@ async def bulk_distributed(ctx: Ctx, validate: Any) -> int | None:
     """``bulk``'s entry for a PostgreSQL ``--journal``: None when this is a local run.
     ``validate()`` returns ``(manifest, priced)`` or an exit code (problems reported)."""
     args = ctx.args
+    if args.dry_run and not args.status:
+        if args.enqueue or is_postgres_dsn(args.journal):
+            journal_dsn(args)  # the source is checked; the ledger is not touched
+            # Priced and validated as a local dry run: nothing sent, nothing written, and
+            # the DSN is no file path for the local run's checks.
+            args.journal = None
+        return None
     if not (args.enqueue or args.status):
         if is_postgres_dsn(args.journal):
             raise CliError("--journal postgresql://...: add --enqueue (then run "
-                           "`viggle-async worker`) or --status; a local run journals to a file")
+                           "`viggle-async worker`), --status or --dry-run; a local run "
+                           "journals to a file")
         return None
-    if not is_postgres_dsn(args.journal) and not os.environ.get("VIGGLE_POSTGRES_DSN"):
-        raise CliError("--enqueue and --status need --journal postgresql://... (or "
-                       "$VIGGLE_POSTGRES_DSN)")
+    journal_dsn(args)  # a wrong or missing source fails here, before the manifest is read
     if args.status:
         return await _status(ctx)
     checked = await validate()
@@ -170,16 +255,16 @@ async def _enqueue(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
             async with queue.app.open_async():
                 await _install(queue)
                 deferred = await queue.defer_rows(run, ready)
-            shown = ledger.dsn
     except LedgerError as exc:
         raise CliError(str(exc)) from None
     credits = sum(p.credits or 0 for p in priced)
     ctx.out.emit({"event": "enqueued", "run": run, "rows": len(specs), "deferred": deferred,
                   "credits": credits, "budget": args.budget, "poll_rate": args.poll_rate},
-                 f"run {run!r}: {len(specs)} rows recorded ({credits} credits estimated), "
-                 f"{deferred} queued now, the rest when their characters/scenes are ready")
-    ctx.out.note(f"start workers (inputs and outputs must be on a shared path): "
-                 f"viggle-async worker --journal '{shown}' --schema {args.schema}")
+                 f"run {run!r}: {plural(len(specs), 'row')} recorded ({credits} credits "
+                 f"estimated), {deferred} queued now"
+                 + (", the rest when their characters/scenes are ready"
+                    if any(deps for *_, deps in specs) else ""))
+    ctx.out.note(worker_hint(args))
     return EXIT_OK
 
 
@@ -219,7 +304,7 @@ async def _status(ctx: Ctx) -> int:
                "credits_spent": spent, "budget": account.budget, "stopped": account.stopped,
                "ambiguous": ambiguous, "capacity_rejections": account.capacity_rejections,
                "poll_rate": account.poll_rate}
-    ctx.out.emit(summary, f"run {run!r}: {counts.total} rows; "
+    ctx.out.emit(summary, f"run {run!r}: {plural(counts.total, 'row')}; "
                  + ", ".join(f"{n} {s}" for s, n in counts.by_state.items())
                  + f"; credits committed {account.committed}, spent {spent}"
                  + (f" of a {account.budget:g} budget" if account.budget is not None else "")
@@ -352,19 +437,27 @@ async def _stop_when_no_rows(ledger: PostgresLedger, scope: anyio.CancelScope) -
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--journal", required=True, metavar="DSN",
-                   help="the PostgreSQL ledger: postgresql://user@host/db (a password is "
-                        "better kept in ~/.pgpass or $PGPASSWORD); '' for libpq's PG* vars")
+    p.add_argument("--journal", metavar="DSN",
+                   help="the PostgreSQL ledger, as given to bulk --enqueue: "
+                        "postgresql://user@host/db (keep the password in ~/.pgpass or "
+                        "$PGPASSWORD). Default: $VIGGLE_POSTGRES_DSN, else "
+                        "$VIGGLE_JOURNAL_DSN; postgresql:// (or '' with neither set) takes "
+                        "everything from libpq's PG* variables and ~/.pgpass")
     p.add_argument("--schema", default="viggle", metavar="NAME",
                    help="the ledger's schema, as given to bulk --enqueue (default viggle)")
     p.add_argument("--concurrency", type=positive_int, default=8, metavar="N",
                    help="rows worked on at once by this process (default 8)")
     p.add_argument("--max-uploads", type=positive_int, default=4, metavar="N",
                    help="creates (uploads) in flight at once in this process (default 4)")
-    p.add_argument("--max-polls", type=positive_int, default=8, metavar="N")
-    p.add_argument("--poll-rate", type=positive_float, default=20.0, metavar="N")
+    p.add_argument("--max-polls", type=positive_int, default=8, metavar="N",
+                   help="status requests in flight at once in this process (default 8)")
+    p.add_argument("--poll-rate", type=positive_float, default=20.0, metavar="N",
+                   help="at most N status polls started per second by this process "
+                        "(default 20); the ledger's cap across all workers (bulk --enqueue "
+                        "--poll-rate) still holds: this can only lower its share")
     p.add_argument("--budget", type=positive_float, metavar="CREDITS",
-                   help="this worker's own budget; it can only lower the run's")
+                   help="this worker's own credit budget; it can only lower the run's "
+                        "(default: the run's, set by bulk --enqueue --budget)")
     # As bulk's: the fast-capacity probe is one across all workers; its pace is each one's.
     p.add_argument("--fast-fallback", type=parse_fast_fallback, default="attempts:5,seconds:300",
                    metavar="SPEC", help=FAST_FALLBACK_HELP)
@@ -374,10 +467,14 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="stop once no run in the ledger has a row left to take (default: "
                         "wait for work)")
     p.add_argument("--grace", type=positive_float, default=30.0, metavar="SECONDS",
-                   help="on SIGTERM, wait this long for running rows, then hand them back")
+                   help="on SIGTERM, wait this long for running rows, then hand them back "
+                        "(default 30)")
     p.add_argument("--stalled-after", type=positive_float, default=30.0, metavar="SECONDS",
-                   help="a worker silent this long is dead: its rows go to others")
-    p.add_argument("--heartbeat", type=positive_float, default=5.0, metavar="SECONDS")
+                   help="a worker silent this long is dead: its rows go to others "
+                        "(default 30)")
+    p.add_argument("--heartbeat", type=positive_float, default=5.0, metavar="SECONDS",
+                   help="how often this worker tells the ledger it is alive (default 5; "
+                        "at most a third of --stalled-after)")
     p.add_argument("--recover-every", type=positive_int, default=15, metavar="SECONDS",
                    help="how often the workers retry stalled rows (default 15)")
     add_poll_interval(p)
