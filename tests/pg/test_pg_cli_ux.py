@@ -251,3 +251,27 @@ def test_dry_run_with_a_postgres_journal_reports_bad_rows(
     assert done.returncode == 2, done.stdout + done.stderr
     assert "bg_color" in done.stderr
     assert not schema_exists(pg_dsn, pg_schema)
+
+
+# --- worker --help ----------------------------------------------------------------------------
+
+def test_worker_help_describes_every_option_and_shows_every_default() -> None:
+    from viggle_async.cli._app import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    worker = sub.choices["worker"]
+    undescribed, no_default = [], []
+    for action in worker._actions:
+        if action.help == argparse.SUPPRESS or not action.option_strings:
+            continue
+        if not action.help:
+            undescribed.append(action.option_strings[-1])
+        elif action.default not in (None, False, argparse.SUPPRESS) \
+                and "default" not in action.help:
+            no_default.append(action.option_strings[-1])
+    assert (undescribed, no_default) == ([], [])
+    text = worker.format_help()
+    for needed in ("VIGGLE_POSTGRES_DSN", "VIGGLE_JOURNAL_DSN", "--journal postgresql://",
+                   "~/.pgpass", "(default 30)", "(default 5;"):
+        assert needed in text

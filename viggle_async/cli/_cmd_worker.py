@@ -529,5 +529,20 @@ async def run(ctx: Ctx) -> int:
     return EXIT_OK
 
 
+WORKER_HELP = """\
+Take rows queued by `viggle-async bulk MANIFEST --enqueue` from a PostgreSQL ledger and
+render them: one client and one supervisor per process, sharing the account's 402 stop,
+429 pause, fast-capacity probe, credit budget and poll rate cap with every other worker.
+Start as many as you like, on any machine that reaches the inputs and outputs at the
+same paths (a shared filesystem). SIGTERM stops one gracefully (--grace).
+
+  export VIGGLE_API_KEY=... VIGGLE_POSTGRES_DSN=postgresql://app@db/viggle
+  viggle-async worker --concurrency 8
+
+The ledger (--journal), by the same rule as bulk --enqueue/--status: --journal, else
+$VIGGLE_POSTGRES_DSN, else $VIGGLE_JOURNAL_DSN; --journal postgresql:// takes everything
+from libpq's PG* variables and ~/.pgpass. Needs the postgres extra.
+"""
+
 COMMAND = Command("worker", "take rows queued by `bulk --enqueue` from a PostgreSQL ledger",
-                  configure, run, description=__doc__)
+                  configure, run, description=WORKER_HELP)
