@@ -68,3 +68,37 @@ def test_the_pg_public_api_is_declared_once_and_errors_are_viggle_errors() -> No
         obj = getattr(pg, name)
         if isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, ViggleError), name
+
+
+@pytest.mark.parametrize(("dsn", "pasted"), [
+    ("postgresql://app:s3cr#t-pw@db.example:5432/viggle", "postgresql://app@db.example:5432/viggle"),
+    ("postgresql://app:p@ss:w@rd@db/viggle", "postgresql://app@db/viggle"),
+    ("postgres://app@db/v?password=s3cr#t-pw&sslmode=require", "postgres://app@db/v?sslmode=require"),
+    ("postgresql://app@db/v?sslmode=require&password=s3cr#t-pw", "postgresql://app@db/v?sslmode=require"),
+    ("host=db user=app password=s3cr#t-pw dbname=viggle", "host=db user=app dbname=viggle"),
+    ("host=db password = 'with \\' quote and s3cr#t-pw' dbname=viggle", "host=db dbname=viggle"),
+    ("postgresql://app@db/viggle", "postgresql://app@db/viggle"),
+    ("", ""),
+])
+def test_without_password_leaves_a_dsn_libpq_completes_from_pgpass(dsn: str,
+                                                                    pasted: str) -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    from viggle_async.pg._dsn import without_password
+
+    assert without_password(dsn) == pasted
+    if "p@ss" in dsn:
+        return  # libpq itself splits a raw '@' password at its first '@'
+    # Still a valid DSN, the same target, and no password left for libpq to read.
+    before, after = conninfo_to_dict(dsn), conninfo_to_dict(pasted)
+    before.pop("password", None)
+    assert after == before
+
+
+def test_dsn_env_name_says_which_variable_resolve_dsn_reads() -> None:
+    from viggle_async.pg._dsn import JOURNAL_DSN_ENV, dsn_env_name
+
+    assert dsn_env_name({DSN_ENV: "a", JOURNAL_DSN_ENV: "b"}) == DSN_ENV
+    assert dsn_env_name({DSN_ENV: "", JOURNAL_DSN_ENV: "b"}) == JOURNAL_DSN_ENV
+    assert resolve_dsn(None, environ={DSN_ENV: "", JOURNAL_DSN_ENV: "b"}) == "b"
+    assert dsn_env_name({}) is None

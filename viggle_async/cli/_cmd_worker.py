@@ -14,11 +14,13 @@ Inputs and outputs must be on a path every worker reaches (a shared filesystem).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import glob
 import os
+import shlex
 import signal
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +54,8 @@ if TYPE_CHECKING:
     from ._cmd_bulk import Plan, Priced
     from ._manifest import Manifest
 
-__all__ = ["COMMAND", "add_bulk_options", "bulk_distributed", "is_postgres_dsn"]
+__all__ = ["COMMAND", "add_bulk_options", "bulk_distributed", "is_postgres_dsn", "journal_dsn",
+           "worker_hint"]
 
 #: The journal namespace of every distributed run; keys are ``run/row``.
 JOURNAL_NAME = "dist"
@@ -96,27 +99,103 @@ def _api_key() -> str:
     return key
 
 
-def _ledger(args: argparse.Namespace) -> PostgresLedger:
+_DSN_FIX = ("pass --journal postgresql://user@host/db, or export VIGGLE_POSTGRES_DSN, or pass "
+            "--journal postgresql:// to take everything from libpq's PG* variables and "
+            "~/.pgpass")
+
+
+def _what(args: argparse.Namespace) -> str:
+    """The command as the user typed it, for messages."""
+    if getattr(args, "command", None) == "worker":
+        return "a worker"
+    return "bulk --status" if getattr(args, "status", False) else "bulk --enqueue"
+
+
+def journal_dsn(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> str:
+    """The ledger's DSN, by one rule for ``bulk --enqueue``/``--status`` and ``worker``:
+    ``--journal`` when it names PostgreSQL; else (no ``--journal``, or ``--journal ''``)
+    ``$VIGGLE_POSTGRES_DSN``, else its alias ``$VIGGLE_JOURNAL_DSN``. ``--journal ''``
+    with neither set is libpq's own ``PG*`` variables and ``~/.pgpass``, as is
+    ``--journal postgresql://``. ``environ`` defaults to ``os.environ``.
+
+    Raises ``CliError`` (nothing sent, nothing connected) for a file ``--journal`` or no
+    source at all, naming the fix."""
+    from ..pg._dsn import dsn_env_name, resolve_dsn
+
+    given: str | None = args.journal
+    if given:
+        if not is_postgres_dsn(given):
+            raise CliError(f"{_what(args)} needs --journal postgresql://... (a PostgreSQL "
+                           f"ledger), not a file ({given!r}; a file journal is for a local "
+                           f"`bulk` run). Fix: {_DSN_FIX}")
+        return given
+    if dsn_env_name(environ) is None and given is None:
+        raise CliError(f"{_what(args)} needs a PostgreSQL ledger. Fix: {_DSN_FIX}")
+    return resolve_dsn(None, environ=environ)
+
+
+def _key_fix(args: argparse.Namespace) -> str:
+    what = {"a worker": "start the worker", "bulk --status": "read the status",
+            "bulk --enqueue": "enqueue"}[_what(args)]
+    return (f"Fix: {what} with VIGGLE_API_KEY set to the key that created the ledger, or "
+            f"give this account a ledger of its own with --schema NAME")
+
+
+@contextlib.asynccontextmanager
+async def _ledger(args: argparse.Namespace) -> AsyncIterator[PostgresLedger]:
+    """The open ledger named by ``journal_dsn``; ``CliError`` for a bad source, and the
+    other-key refusal worded for this command."""
     try:
-        from ..pg import PostgresLedger
+        from ..pg import LedgerKeyMismatchError, PostgresLedger
     except ImportError:
         raise CliError("a PostgreSQL --journal needs the postgres extra: pip install "
-                       "'viggle-async[postgres]'") from None
+                       "'viggle-async[postgres]' (from a checkout: pip install "
+                       "-e '.[postgres]')") from None
     try:
-        return PostgresLedger(args.journal or None, api_key=_api_key(), schema=args.schema)
+        ledger = PostgresLedger(journal_dsn(args), api_key=_api_key(), schema=args.schema)
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    try:
+        await ledger.open()
+    except LedgerKeyMismatchError as exc:
+        raise LedgerKeyMismatchError(str(exc).split(" Fix:")[0] + " " + _key_fix(args)) \
+            from None
+    try:
+        yield ledger
+    finally:
+        await ledger.aclose()
+
+
+def worker_hint(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> str:
+    """How to start workers on this ledger, in a form the user can paste: the variable the
+    DSN came from, or the DSN without its password (never a masked one: a pasted ``***``
+    would be sent as the password)."""
+    from ..pg._dsn import dsn_env_name, without_password
+
+    schema = "" if args.schema == "viggle" else f" --schema {args.schema}"
+    name = None if args.journal else dsn_env_name(environ)
+    password = ""
+    if name is not None:
+        journal = f'"${name}"'
+    else:
+        dsn = journal_dsn(args, environ)
+        bare = without_password(dsn)
+        journal = shlex.quote(bare or "postgresql://")
+        if bare != dsn:
+            password = "; each takes the password from ~/.pgpass or $PGPASSWORD"
+    # The command last, alone, so the whole line after ": " can be pasted.
+    return (f"start workers (inputs and outputs must be on a shared path{password}): "
+            f"viggle-async worker --journal {journal}{schema}")
 
 
 def _queue(args: argparse.Namespace, ledger: PostgresLedger, handler: Any = None,
            **options: Any) -> RowQueue:
-    from ..pg import RowQueue, resolve_dsn
+    from ..pg import RowQueue
 
     async def nothing(run: str, row: str) -> None:  # the enqueue side only defers
         raise RuntimeError("this process only defers rows")
 
-    return RowQueue(resolve_dsn(args.journal or None), handler or nothing,
-                    schema=ledger.schema, **options)
+    return RowQueue(journal_dsn(args), handler or nothing, schema=ledger.schema, **options)
 
 
 async def _install(queue: RowQueue) -> None:
@@ -135,14 +214,20 @@ async def bulk_distributed(ctx: Ctx, validate: Any) -> int | None:
     """``bulk``'s entry for a PostgreSQL ``--journal``: None when this is a local run.
     ``validate()`` returns ``(manifest, priced)`` or an exit code (problems reported)."""
     args = ctx.args
+    if args.dry_run and not args.status:
+        if args.enqueue or is_postgres_dsn(args.journal):
+            journal_dsn(args)  # the source is checked; the ledger is not touched
+            # Priced and validated as a local dry run: nothing sent, nothing written, and
+            # the DSN is no file path for the local run's checks.
+            args.journal = None
+        return None
     if not (args.enqueue or args.status):
         if is_postgres_dsn(args.journal):
             raise CliError("--journal postgresql://...: add --enqueue (then run "
-                           "`viggle-async worker`) or --status; a local run journals to a file")
+                           "`viggle-async worker`), --status or --dry-run; a local run "
+                           "journals to a file")
         return None
-    if not is_postgres_dsn(args.journal) and not os.environ.get("VIGGLE_POSTGRES_DSN"):
-        raise CliError("--enqueue and --status need --journal postgresql://... (or "
-                       "$VIGGLE_POSTGRES_DSN)")
+    journal_dsn(args)  # a wrong or missing source fails here, before the manifest is read
     if args.status:
         return await _status(ctx)
     checked = await validate()
@@ -189,7 +274,6 @@ async def _enqueue(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
             async with queue.app.open_async():
                 await _install(queue)
                 deferred = await queue.defer_rows(run, list(dict.fromkeys([*ready, *more])))
-            shown = ledger.dsn
     except LedgerError as exc:
         raise CliError(str(exc)) from None
     credits = sum(p.credits or 0 for p in priced)
@@ -197,8 +281,10 @@ async def _enqueue(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
                   "credits": credits, "budget": budget, "budget_before": before,
                   "poll_rate": args.poll_rate, "requeued": requeued,
                   "ended": list(plan.ended), "ambiguous": list(plan.ambiguous)},
-                 f"run {run!r}: {len(specs)} rows recorded ({credits} credits estimated), "
-                 f"{deferred} queued now, the rest when their characters/scenes are ready"
+                 f"run {run!r}: {plural(len(specs), 'row')} recorded ({credits} credits "
+                 f"estimated), {deferred} queued now"
+                 + (", the rest when their characters/scenes are ready"
+                    if any(deps for *_, deps in specs) else "")
                  + (f"; {len(requeued)} that had ended re-queued" if requeued else ""))
     _budget_notes(ctx, run, before, budget, priced)
     if plan.ended:
@@ -210,8 +296,7 @@ async def _enqueue(ctx: Ctx, manifest: Manifest, priced: list[Priced]) -> int:
         ctx.out.note(f"{plural(len(plan.ambiguous), 'row')} may already exist (sent, no "
                      "answer) and are not re-queued (check your Viggle account; "
                      "--resubmit-ambiguous sends them again): " + ", ".join(plan.ambiguous))
-    ctx.out.note(f"start workers (inputs and outputs must be on a shared path): "
-                 f"viggle-async worker --journal '{shown}' --schema {args.schema}")
+    ctx.out.note(worker_hint(args))
     return EXIT_OK
 
 
@@ -580,17 +665,24 @@ async def _stop_when_no_rows(ledger: PostgresLedger, queue: RowQueue) -> None:
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--journal", required=True, metavar="DSN",
-                   help="the PostgreSQL ledger: postgresql://user@host/db (a password is "
-                        "better kept in ~/.pgpass or $PGPASSWORD); '' for libpq's PG* vars")
+    p.add_argument("--journal", metavar="DSN",
+                   help="the PostgreSQL ledger, as given to bulk --enqueue: "
+                        "postgresql://user@host/db (keep the password in ~/.pgpass or "
+                        "$PGPASSWORD). Default: $VIGGLE_POSTGRES_DSN, else "
+                        "$VIGGLE_JOURNAL_DSN; postgresql:// (or '' with neither set) takes "
+                        "everything from libpq's PG* variables and ~/.pgpass")
     p.add_argument("--schema", default="viggle", metavar="NAME",
                    help="the ledger's schema, as given to bulk --enqueue (default viggle)")
     p.add_argument("--concurrency", type=positive_int, default=8, metavar="N",
                    help="rows worked on at once by this process (default 8)")
     p.add_argument("--max-uploads", type=positive_int, default=4, metavar="N",
                    help="creates (uploads) in flight at once in this process (default 4)")
-    p.add_argument("--max-polls", type=positive_int, default=8, metavar="N")
-    p.add_argument("--poll-rate", type=positive_float, default=20.0, metavar="N")
+    p.add_argument("--max-polls", type=positive_int, default=8, metavar="N",
+                   help="status requests in flight at once in this process (default 8)")
+    p.add_argument("--poll-rate", type=positive_float, default=20.0, metavar="N",
+                   help="at most N status polls started per second by this process "
+                        "(default 20); the ledger's cap across all workers (bulk --enqueue "
+                        "--poll-rate) still holds: this can only lower its share")
     p.add_argument("--budget", type=positive_float, metavar="CREDITS",
                    help="credits this worker process may commit (reserved, not refunded), "
                         "on top of each run's own budget (bulk --enqueue --budget): it can "
@@ -604,10 +696,14 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="stop once no run in the ledger has a row left to take (default: "
                         "wait for work)")
     p.add_argument("--grace", type=positive_float, default=30.0, metavar="SECONDS",
-                   help="on SIGTERM, wait this long for running rows, then hand them back")
+                   help="on SIGTERM, wait this long for running rows, then hand them back "
+                        "(default 30)")
     p.add_argument("--stalled-after", type=positive_float, default=30.0, metavar="SECONDS",
-                   help="a worker silent this long is dead: its rows go to others")
-    p.add_argument("--heartbeat", type=positive_float, default=5.0, metavar="SECONDS")
+                   help="a worker silent this long is dead: its rows go to others "
+                        "(default 30)")
+    p.add_argument("--heartbeat", type=positive_float, default=5.0, metavar="SECONDS",
+                   help="how often this worker tells the ledger it is alive (default 5; "
+                        "at most a third of --stalled-after)")
     p.add_argument("--recover-every", type=positive_int, default=15, metavar="SECONDS",
                    help="how often the workers retry stalled rows (default 15)")
     add_poll_interval(p)
@@ -713,5 +809,20 @@ async def run(ctx: Ctx) -> int:
     return code
 
 
+WORKER_HELP = """\
+Take rows queued by `viggle-async bulk MANIFEST --enqueue` from a PostgreSQL ledger and
+render them: one client and one supervisor per process, sharing the account's 402 stop,
+429 pause, fast-capacity probe, credit budget and poll rate cap with every other worker.
+Start as many as you like, on any machine that reaches the inputs and outputs at the
+same paths (a shared filesystem). SIGTERM stops one gracefully (--grace).
+
+  export VIGGLE_API_KEY=... VIGGLE_POSTGRES_DSN=postgresql://app@db/viggle
+  viggle-async worker --concurrency 8
+
+The ledger (--journal), by the same rule as bulk --enqueue/--status: --journal, else
+$VIGGLE_POSTGRES_DSN, else $VIGGLE_JOURNAL_DSN; --journal postgresql:// takes everything
+from libpq's PG* variables and ~/.pgpass. Needs the postgres extra.
+"""
+
 COMMAND = Command("worker", "take rows queued by `bulk --enqueue` from a PostgreSQL ledger",
-                  configure, run, description=__doc__)
+                  configure, run, description=WORKER_HELP)

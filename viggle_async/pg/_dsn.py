@@ -16,7 +16,8 @@ from urllib.parse import quote
 
 from psycopg.conninfo import conninfo_to_dict
 
-__all__ = ["DSN_ENV", "JOURNAL_DSN_ENV", "redact_dsn", "resolve_dsn", "scrub"]
+__all__ = ["DSN_ENV", "JOURNAL_DSN_ENV", "dsn_env_name", "redact_dsn", "resolve_dsn", "scrub",
+           "without_password"]
 
 #: The environment variable read when no DSN is passed.
 DSN_ENV = "VIGGLE_POSTGRES_DSN"
@@ -42,6 +43,29 @@ def resolve_dsn(dsn: str | None = None, *, environ: Mapping[str, str] | None = N
         return dsn
     env = os.environ if environ is None else environ
     return env.get(DSN_ENV) or env.get(JOURNAL_DSN_ENV, "")
+
+
+def dsn_env_name(environ: Mapping[str, str] | None = None) -> str | None:
+    """The environment variable ``resolve_dsn(None)`` reads its DSN from: ``DSN_ENV``,
+    else ``JOURNAL_DSN_ENV``, else None (neither is set, or both are empty)."""
+    env = os.environ if environ is None else environ
+    return next((name for name in (DSN_ENV, JOURNAL_DSN_ENV) if env.get(name)), None)
+
+
+def without_password(dsn: str) -> str:
+    """``dsn`` with its password removed, not masked: a string a user can paste, which
+    then takes the password from ``~/.pgpass`` or ``$PGPASSWORD`` (libpq's own sources).
+
+    >>> without_password("postgresql://app:s3cret@db.example/viggle?password=x&sslmode=require")
+    'postgresql://app@db.example/viggle?sslmode=require'
+    >>> without_password("host=db password='a b' dbname=viggle")
+    'host=db dbname=viggle'
+    """
+    if _URL.match(dsn):
+        out = _URL_USERINFO.sub(lambda m: m.group(1)[:-1] + "@", dsn)
+        out = re.sub(r"([?&])password=[^&]*&?", r"\1", out)
+        return re.sub(r"[?&]$", "", out)
+    return re.sub(r"\s+", " ", _KW_PASSWORD.sub("", dsn)).strip()
 
 
 def redact_dsn(dsn: str) -> str:

@@ -370,7 +370,7 @@ class PostgresLedger:
         if not hmac.compare_digest(fingerprint(self._account, bytes(row[0])), bytes(row[1])):
             raise LedgerKeyMismatchError(
                 f"PostgreSQL ledger {self.dsn!r} schema {self.schema!r} belongs to another "
-                "API key. Fix: run this worker with the key that created the ledger, or use "
+                "API key. Fix: use the API key that created the ledger, or use "
                 "another schema for this account")
 
     # -- budgets ------------------------------------------------------------------------
