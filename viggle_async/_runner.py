@@ -92,6 +92,11 @@ class JobRegistry:
         if status is not None:
             self._ended[key] = status
 
+    def forget(self, key: str) -> None:
+        """Drop everything known of ``key``'s ended work, before it is scheduled again."""
+        for table in (self._created, self._running, self._details, self._ended, self._remote):
+            table.pop(key, None)
+
     def cancelled_remotely(self, key: str, error: str | None = None) -> None:
         """After a remote cancel: done (``error`` None), or it failed and the job runs on."""
         if error is None:

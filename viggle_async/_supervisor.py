@@ -324,6 +324,17 @@ class Supervisor:
 
     # --- scheduling ------------------------------------------------------------------
 
+    def _release(self, handle: Handle) -> None:
+        """Let ``handle``'s key be scheduled again, once its work has ended (a long-lived
+        worker given a row again after ``bulk --enqueue`` re-queued it). The journal still
+        decides what the new work does: a job it knows is resumed, not created again.
+        ``ValueError`` while the work runs (two works on one key would race)."""
+        if not handle.done:
+            raise ValueError(f"key {handle.key!r} is still being worked on")
+        self._keys.discard(handle.key)
+        self._jobs.forget(handle.key)
+        self._stopped.pop(handle.key, None)
+
     def _start(self, handle: Handle, work: Callable[[], Awaitable[Outcome]]) -> None:
         if self._tg is None:
             raise RuntimeError("use the Supervisor inside 'async with'")

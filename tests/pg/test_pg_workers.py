@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pghelp import OUTPUT_BYTES, Fake, worker
+from pghelp import OUTPUT_BYTES, Fake, renders_manifest, worker
 
 from viggle_async.testing import make_png, write_mp4
 
@@ -325,3 +325,34 @@ def test_an_ambiguous_row_is_requeued_only_with_resubmit_ambiguous(
     event = next(json.loads(x) for x in sent.stdout.splitlines() if '"enqueued"' in x)
     assert event["requeued"] == ["r0"] and event["ambiguous"] == []
     assert asyncio.run(ledger_state("read")) == "intent"  # the worker sends it again
+
+
+def test_a_running_worker_runs_a_row_again_once_it_is_re_queued(
+        fake: Fake, pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    """A long-lived worker that already ended a row (refused by the run's budget) takes it
+    again after ``bulk --enqueue`` re-queues it: no new worker needed, nothing paid twice."""
+    m = renders_manifest(tmp_path, 2)
+    cli(fake, "bulk", str(m), "--journal", pg_dsn, "--schema", pg_schema, "--enqueue",
+        "--budget", "1")  # 1 credit per render: one is sent, the other refused
+    with (tmp_path / "worker.log").open("w") as log:
+        proc = worker(fake, pg_dsn, pg_schema, "--concurrency", "1", log=log)
+        try:
+            def rows() -> dict[str, int]:
+                return dict(status(fake, pg_dsn, pg_schema, m, tmp_path)["summary"]["rows"])
+
+            deadline = time.monotonic() + 60
+            while rows() != {"done": 1, "failed": 1} and time.monotonic() < deadline:
+                time.sleep(0.3)
+            assert rows() == {"done": 1, "failed": 1}, (tmp_path / "worker.log").read_text()
+            cli(fake, "bulk", str(m), "--journal", pg_dsn, "--schema", pg_schema,
+                "--enqueue", "--budget", "2")
+            deadline = time.monotonic() + 60
+            while rows() != {"done": 2} and time.monotonic() < deadline:
+                time.sleep(0.3)
+            assert rows() == {"done": 2}, (tmp_path / "worker.log").read_text()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+    assert accepted_creates(fake) == {"render": 2}
+    assert all((tmp_path / "out" / f"r{r}.mp4").stat().st_size == OUTPUT_BYTES
+               for r in range(2))

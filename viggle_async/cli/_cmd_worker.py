@@ -557,6 +557,14 @@ class _RowWorker:
         spec = row.spec
         skey = f"{run}/{key}"
         handle = self._handles.get(skey)
+        if handle is not None and handle.done:
+            # Ended here before, yet delivered again and not done/failed in the ledger:
+            # re-queued (bulk --enqueue again, --resubmit-ended). Run it anew; the
+            # journal keeps a known job from being created twice.
+            assert self.sup is not None
+            self.sup._release(handle)
+            del self._handles[skey]
+            handle = None
         if handle is None:
             edited = await anyio.to_thread.run_sync(_edited_inputs, spec)
             if edited:
