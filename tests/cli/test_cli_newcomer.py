@@ -129,7 +129,11 @@ def test_a_stop_reports_running_rows_as_running_and_only_saved_renders_as_downlo
     path = {**env, "PATH": f"{SCRIPT.parent}{os.pathsep}{env['PATH']}"}
     cancel = subprocess.run(["sh", "-c", loop.split("(refunded): ", 1)[1]], env=path,
                             capture_output=True, text=True, timeout=60, check=False)
-    assert cancel.returncode == 0, cancel.stderr
+    # Each job is cancelled, or it ended meanwhile (a loaded machine, a fast fake): the
+    # loop went over every id either way.
+    ended = [x for x in cancel.stderr.splitlines() if "cannot be cancelled" in x]
+    assert cancel.returncode == 0 or (ended and len(ended) == len(
+        [x for x in cancel.stderr.splitlines() if x.startswith("error:")])), cancel.stderr
     assert _posts(env["VIGGLE_BASE_URL"]) == 3  # the three creates; cancel is a DELETE
 
 
