@@ -33,10 +33,11 @@ OUTPUT_BYTES = 4096
 class Fake:
     """``viggle-async fake-server`` in a subprocess."""
 
-    def __init__(self, time_scale: float, faults: Sequence[str] = ()) -> None:
+    def __init__(self, time_scale: float, faults: Sequence[str] = (),
+                 api_key: str = "sk-test-fake") -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "viggle_async", "fake-server", "--time-scale",
-             str(time_scale), "--output-bytes", str(OUTPUT_BYTES),
+             str(time_scale), "--output-bytes", str(OUTPUT_BYTES), "--api-key", api_key,
              *(f"--fault={f}" for f in faults)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert self.proc.stdout is not None

@@ -182,7 +182,7 @@ def test_enqueue_messages_count_rows_and_the_hint_pastes(
     assert work.returncode == 0, work.stdout + work.stderr
     assert (tmp_path / "out" / "r0.mp4").is_file()
     st = cli(env, "bulk", str(m), "--status", "--journal", pg_dsn, "--schema", pg_schema)
-    assert "run 'm.jsonl': 1 row;" in st.stdout, st.stdout
+    assert "run 'm.jsonl': 1 row: 1 complete;" in st.stdout, st.stdout
 
 
 def test_enqueue_mentions_waiting_rows_only_when_there_are_some(
@@ -216,9 +216,15 @@ def test_the_other_key_refusal_is_worded_for_the_command(
     first = cli(clean_env(fake), "bulk", str(m), "--enqueue", "--journal", pg_dsn,
                 "--schema", pg_schema)
     assert first.returncode == 0, first.stderr
-    other = clean_env(fake, key="sk-another-account")
-    done = cli(other, *[str(m) if a == "M" else a for a in command], "--journal", pg_dsn,
-               "--schema", pg_schema)
+    # A key the API takes (a worker checks it there first), of another account than the
+    # ledger's.
+    api = Fake(time_scale=200.0, api_key="sk-another-account")
+    try:
+        other = clean_env(api, key="sk-another-account")
+        done = cli(other, *[str(m) if a == "M" else a for a in command], "--journal", pg_dsn,
+                   "--schema", pg_schema)
+    finally:
+        api.stop()
     assert done.returncode == 2, done.stdout + done.stderr
     assert "belongs to another API key" in done.stderr and fix in done.stderr, done.stderr
     assert "sk-another-account" not in done.stderr and "sk-test-fake" not in done.stderr

@@ -218,10 +218,11 @@ def test_sigterm_hands_the_rows_back_and_another_worker_finishes_them(
         slow.stop()
 
 
-def exit_when_empty(fake: Fake, dsn: str, schema: str) -> None:
+def exit_when_empty(fake: Fake, dsn: str, schema: str, code: int = 0) -> None:
+    """One worker until the queue is empty; ``code`` 1 when a row it ran failed."""
     p = worker(fake, dsn, schema, "--exit-when-empty")
     out, err = p.communicate(timeout=120)
-    assert p.returncode == 0, out + err
+    assert p.returncode == code, out + err
 
 
 def test_enqueue_again_requeues_what_a_rerun_would_run_and_resubmit_ended_the_rest(
@@ -248,7 +249,7 @@ def test_enqueue_again_requeues_what_a_rerun_would_run_and_resubmit_ended_the_re
         original = (tmp_path / "c0.png").read_bytes(), (tmp_path / "s1.mp4").read_bytes()
         (tmp_path / "c0.png").write_bytes(make_png(40, 40))
         write_mp4(tmp_path / "s1.mp4", 2.0)
-        exit_when_empty(failing, pg_dsn, pg_schema)
+        exit_when_empty(failing, pg_dsn, pg_schema, code=1)
         data = status(failing, pg_dsn, pg_schema, m, tmp_path)
         assert data["summary"]["rows"] == {"failed": 5}  # r0, r2 ended failed on the API
         (tmp_path / "c0.png").write_bytes(original[0])
