@@ -130,6 +130,10 @@ class Server(ChildServer):
         clock = self.control("GET", "/clock")
         return clock["scale"], clock["sim"] - clock["mono"] * clock["scale"]
 
+    def draws(self) -> list[tuple[float, float, float, float]]:
+        """``(created, started, finished, video_seconds)`` per render, in arrival order."""
+        return [(row[0], row[1], row[2], row[3]) for row in self.control("GET", "/draws")]
+
     def jobs(self) -> list[tuple[str, float, float, bool]]:
         return [(row[0], row[1], row[2], row[3]) for row in self.control("GET", "/jobs")]
 

@@ -13,6 +13,9 @@ The control app (its own port, never the API's) gives what a benchmark needs bey
   ``time.monotonic()`` onto the fake's simulated time;
 - ``GET /jobs``: ``[[job_id, created, finished, fast], ...]`` in simulated seconds (the
   moment each render was accepted and the moment it completes, as the fake defines them);
+- ``GET /draws``: ``[[created, started, finished, video_seconds], ...]`` per render in the
+  order the fake accepted them (simulated seconds): what its random source drew for each
+  arrival, B3's paced floor's oracle;
 - ``POST /outage?sim_seconds=S``: no fast capacity for the next S simulated seconds;
   answers ``{"until_sim"}``;
 - ``POST /reset``: forget every job, observation and fault (between runs); the base faults
@@ -49,6 +52,11 @@ def _control_app(fake: FakeViggle, base: Faults) -> web.Application:
         rows = [[j.job_id, j.created, j.finished, j.fast] for j in fake.store.jobs.values()]
         return web.json_response(rows)
 
+    async def draws(_: web.Request) -> web.Response:
+        rows = [[j.created, j.started, j.finished, j.video_seconds]
+                for j in fake.store.jobs.values()]  # a dict: in order of arrival
+        return web.json_response(rows)
+
     async def outage(request: web.Request) -> web.Response:
         sim_seconds = float(request.query["sim_seconds"])
         # Faults.fast_unavailable_until is on the settings clock (time.monotonic), in real
@@ -67,6 +75,7 @@ def _control_app(fake: FakeViggle, base: Faults) -> web.Application:
     app = web.Application()
     app.router.add_get("/clock", clock)
     app.router.add_get("/jobs", jobs)
+    app.router.add_get("/draws", draws)
     app.router.add_post("/outage", outage)
     app.router.add_post("/reset", reset)
     return app

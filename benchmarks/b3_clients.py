@@ -1,17 +1,21 @@
-"""B3's client processes: the Supervisor and the two baselines, each rendering ``jobs``.
+"""B3's client processes: the Supervisor, the two baselines and two raw-aiohttp floors,
+each rendering ``jobs``.
 
 Every variant sends the same renders (``character_id`` + ``scene_id``), caps concurrent
 creates at ``max_creates``, records ``time.monotonic()`` when it learns each job is
 complete, and reports its CPU time and peak RSS. Times are converted to the fake's
-simulated time by the orchestrator.
+simulated time by the orchestrator. ``params["loop"] == "uvloop"`` runs the variant on
+uvloop's event loop instead of asyncio's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import resource
 import threading
 import time
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -130,6 +134,16 @@ def _result(p: dict[str, Any], t0: float, c0: float, before: int, seen: dict[str
             "cpu_peak_share": peak}
 
 
+def _run(p: dict[str, Any], main: Callable[[], Coroutine[Any, Any, dict[str, Any]]]
+         ) -> dict[str, Any]:
+    """``main()`` on the event loop ``p["loop"]`` names: asyncio's (the default) or uvloop's."""
+    if p.get("loop") == "uvloop":
+        import uvloop
+
+        return uvloop.run(main())
+    return asyncio.run(main())
+
+
 def _settled(status: dict[str, Any], job_id: str, seen: dict[str, float],
              failed: list[str]) -> bool:
     """Whether a baseline's poll found the job finished; records when it was seen complete
@@ -141,6 +155,33 @@ def _settled(status: dict[str, Any], job_id: str, seen: dict[str, float],
         failed.append(f"{job_id}: {status['status']}")
         return True
     return False
+
+
+async def _poll_until_settled(session: Any, base: str, job_id: str, seen: dict[str, float],
+                              failed: list[str], interval: float) -> None:
+    """GET the job's status, ``interval`` real seconds apart, until it has ended."""
+    while True:
+        async with session.get(f"{base}/api/render/{job_id}") as r:
+            status = await r.json()
+        if _settled(status, job_id, seen, failed):
+            return
+        await asyncio.sleep(interval)
+
+
+async def _each_job(p: dict[str, Any], job: Callable[[Any, int, str], Coroutine[Any, Any, None]],
+                    seen: dict[str, float], failed: list[str]) -> dict[str, Any]:
+    """The measured part of a raw-aiohttp variant: ``job(session, index, scene_id)`` for
+    every job, one task each, on one session."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        before, c0, usage0 = rss(), time.process_time(), _usage()
+        real0, t0 = time.perf_counter(), time.monotonic()
+        sampler = CpuSampler().start()
+        async with asyncio.TaskGroup() as tg:
+            for i, (_, scene_id) in enumerate(p["jobs"]):
+                tg.create_task(job(session, i, scene_id))
+        return _result(p, t0, c0, before, seen, failed, real0, usage0, sampler)
 
 
 def _supervisor(p: dict[str, Any]) -> dict[str, Any]:
@@ -172,7 +213,7 @@ def _supervisor(p: dict[str, Any]) -> dict[str, Any]:
                     sup.render(key=key, character_id=p["character_id"], scene_id=scene_id)
             return _result(p, t0, c0, before, seen, failed, real0, usage0, sampler)
 
-    return asyncio.run(main())
+    return _run(p, main)
 
 
 def _async_loop(p: dict[str, Any]) -> dict[str, Any]:
@@ -186,27 +227,15 @@ def _async_loop(p: dict[str, Any]) -> dict[str, Any]:
         interval = 3.0 / p["scale"]  # 3 simulated seconds
         creates = asyncio.Semaphore(p["max_creates"])
 
-        async def job(session: aiohttp.ClientSession, scene_id: str) -> None:
+        async def job(session: aiohttp.ClientSession, _: int, scene_id: str) -> None:
             async with creates, session.post(f"{base}/api/render", headers=h, data={
                     "character_id": p["character_id"], "scene_id": scene_id}) as r:
                 job = await r.json()
-            while True:
-                async with session.get(f"{base}/api/render/{job['job_id']}") as r:
-                    s = await r.json()
-                if _settled(s, job["job_id"], seen, failed):
-                    return
-                await asyncio.sleep(interval)
+            await _poll_until_settled(session, base, job["job_id"], seen, failed, interval)
 
-        async with aiohttp.ClientSession() as session:
-            before, c0, usage0 = rss(), time.process_time(), _usage()
-            real0, t0 = time.perf_counter(), time.monotonic()
-            sampler = CpuSampler().start()
-            async with asyncio.TaskGroup() as tg:
-                for _, scene_id in p["jobs"]:
-                    tg.create_task(job(session, scene_id))
-            return _result(p, t0, c0, before, seen, failed, real0, usage0, sampler)
+        return await _each_job(p, job, seen, failed)
 
-    return asyncio.run(main())
+    return _run(p, main)
 
 
 def _threads(p: dict[str, Any]) -> dict[str, Any]:
@@ -238,4 +267,93 @@ def _threads(p: dict[str, Any]) -> dict[str, Any]:
     return _result(p, t0, c0, before, seen, failed, real0, usage0, sampler)
 
 
-VARIANTS = {"supervisor": _supervisor, "async_loop": _async_loop, "threads": _threads}
+def _raw_floor(p: dict[str, Any]) -> dict[str, Any]:
+    """The request floor, back to back: raw aiohttp sending one create per job and
+    ``p["polls"]`` status requests in all (the supervisor's measured count), 16 creates and
+    32 polls in flight, with no waiting between them: what the requests alone cost this
+    machine's client. It does not look at the answers (a job is "seen" after its last poll)."""
+    import aiohttp
+
+    async def main() -> dict[str, Any]:
+        seen: dict[str, float] = {}
+        base, h = p["base_url"], {"Authorization": f"Bearer {p['api_key']}"}
+        creates, polls = asyncio.Semaphore(p["max_creates"]), asyncio.Semaphore(p["max_polls"])
+        n, total = len(p["jobs"]), int(p["polls"])
+
+        async def job(session: aiohttp.ClientSession, i: int, scene_id: str) -> None:
+            async with creates, session.post(f"{base}/api/render", headers=h, data={
+                    "character_id": p["character_id"], "scene_id": scene_id}) as r:
+                job = await r.json()
+            for _ in range(total // n + (i < total % n)):
+                async with polls, session.get(f"{base}/api/render/{job['job_id']}") as r:
+                    await r.json()
+            seen[job["job_id"]] = time.monotonic()
+
+        return await _each_job(p, job, seen, [])
+
+    return _run(p, main)
+
+
+# A paced floor's poll that finds its job still running tries again this much later.
+RECHECK_SIM_S = 0.1
+
+
+def _paced_floor(p: dict[str, Any]) -> dict[str, Any]:
+    """The cheapest client at the run's pacing: one task per job, create, then one poll at
+    the moment the job completes, known from an oracle; if that poll is early, another
+    ``RECHECK_SIM_S`` simulated seconds later. About 2 requests per job, spread over the
+    run as a real client's are.
+
+    The oracle (``p["oracle"]``) is the fake's draws in a previous run, per arrival: the
+    fake restarts its random source on reset, so its k-th create draws the same queue delay
+    (``queue[k]``, sim s) and render-time factor (``factor[k]``: the render takes
+    ``factor[k] * (render_base_s + render_s_per_video_s * video seconds)``). Arrivals are
+    counted in the order create answers come back, which is nearly the fake's order; a
+    mismatch costs a recheck or some latency, never correctness.
+
+    With ``p["polls"]`` (status requests in all, as for the back-to-back floor) each job
+    also sends its share of them minus one before that last poll, evenly spaced between
+    its create and its completion: the supervisor's request count at the run's pacing.
+    """
+    import aiohttp
+
+    scale = p["scale"]
+    queue, factor = p["oracle"]["queue"], p["oracle"]["factor"]
+    base_s, per_s = p["render_base_s"], p["render_s_per_video_s"]
+    seconds: dict[str, float] = p["scene_seconds"]
+    recheck = RECHECK_SIM_S / scale
+
+    async def main() -> dict[str, Any]:
+        seen: dict[str, float] = {}
+        failed: list[str] = []
+        base, h = p["base_url"], {"Authorization": f"Bearer {p['api_key']}"}
+        creates = asyncio.Semaphore(p["max_creates"])
+        arrivals = itertools.count()
+
+        n, total = len(p["jobs"]), p.get("polls")
+
+        async def job(session: aiohttp.ClientSession, i: int, scene_id: str) -> None:
+            async with creates, session.post(f"{base}/api/render", headers=h, data={
+                    "character_id": p["character_id"], "scene_id": scene_id}) as r:
+                k = next(arrivals)
+                job = await r.json()
+            url = f"{base}/api/render/{job['job_id']}"
+            # The fake stamped the job before answering, so waiting from now is never early
+            # when the oracle's k is this job's.
+            wait = ((queue[k] + factor[k] * (base_s + per_s * seconds[scene_id])) / scale
+                    if k < len(queue) else 0.0)
+            early = max(0, total // n + (i < total % n) - 1) if total else 0
+            for _ in range(early):  # extra polls, evenly spaced, their answers unread
+                await asyncio.sleep(wait / (early + 1))
+                async with session.get(url) as r:
+                    await r.json()
+            await asyncio.sleep(wait / (early + 1))
+            await _poll_until_settled(session, base, job["job_id"], seen, failed, recheck)
+
+        return await _each_job(p, job, seen, failed)
+
+    return _run(p, main)
+
+
+VARIANTS = {"supervisor": _supervisor, "async_loop": _async_loop, "threads": _threads,
+            "raw_floor": _raw_floor, "paced_floor": _paced_floor}

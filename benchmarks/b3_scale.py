@@ -15,6 +15,7 @@ minus the moment the fake completes it) and client peak RSS growth.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import math
 import os
@@ -25,6 +26,7 @@ from typing import Any
 from ._common import MIB, median, percentile
 from ._harness import BenchError, Server, run_child
 from ._report import Context, Figure, Outcome
+from .b3_clients import RECHECK_SIM_S
 
 MAX_WALL_RATIO = 1.05
 # Targets (issue 13): <= 1 ms client CPU per job (10,000 jobs); <= 3.0 status requests per
@@ -53,18 +55,37 @@ class Size:
     targets: tuple[str, ...]  # "cpu" (CPU per job), "status" (requests per job at p99)
 
 
-def plan(quick: bool, second_policy: bool) -> list[Size]:
+def uvloop_installed() -> bool:
+    return importlib.util.find_spec("uvloop") is not None
+
+
+# The floors (raw aiohttp, see b3_clients) and the variants run on uvloop: variant ->
+# (client process variant, event loop).
+FLOORS = ("raw_floor", "paced_floor", "paced_count")
+ON_UVLOOP = {"supervisor_uvloop": "supervisor", "paced_floor_uvloop": "paced_floor"}
+# The paced floor sending the supervisor's status request count (see b3_clients).
+SAME_COUNT = {"paced_count": "paced_floor"}
+FLOOR_NAMES = {"paced_floor": "raw aiohttp paced like the run (floor)",
+               "paced_count": "raw aiohttp paced, the supervisor's request count (floor)",
+               "raw_floor": "raw aiohttp back to back (floor)",
+               "paced_floor_uvloop": "raw aiohttp paced, on uvloop (floor)"}
+
+
+def plan(quick: bool, second_policy: bool, uvloop: bool | None = None) -> list[Size]:
     # "second": the supervisor with a real second poll policy, when the build has one.
     second = ("second",) if second_policy else ()
+    uv = tuple(ON_UVLOOP) if (uvloop_installed() if uvloop is None else uvloop) else ()
+    floors = (*FLOORS, *uv)
     if quick:
-        return [Size("60", 60, 60.0, ("supervisor", "async_loop", "threads", *second),
-                     ("cpu", "status"))]
+        return [Size("60", 60, 60.0, ("supervisor", "async_loop", "threads", *second,
+                                      *floors), ("cpu", "status"))]
     # The 3 s loop polls jobs/3 times per simulated second: at 10,000 jobs and scale 1 that
     # is 3,333 requests/s, about what one fake-server core serves with room to spare. The
     # loop's own client may not keep up (it is then marked saturated); 500 jobs at scale 4
     # is a load it sustains, where its latency is a fair comparison.
-    return [Size("10k", 10_000, 1.0, ("supervisor", "async_loop", *second), ("cpu", "status")),
-            Size("500", 500, 4.0, ("supervisor", "async_loop", "threads", *second),
+    return [Size("10k", 10_000, 1.0, ("supervisor", "async_loop", *second, *floors),
+                 ("cpu", "status")),
+            Size("500", 500, 4.0, ("supervisor", "async_loop", "threads", *second, *floors),
                  ("status",))]
 
 
@@ -175,6 +196,17 @@ def _analyse(n: int, result: dict[str, Any], server: Server, server_cpu: float,
     }
 
 
+def _oracle(server: Server) -> dict[str, list[float]]:
+    """The fake's draws in the run just ended, per arrival: queue delay (sim s) and render
+    time over its nominal ``render_base_s + render_s_per_video_s * video seconds``."""
+    queue, factor = [], []
+    for created, started, finished, video_s in server.draws():
+        queue.append(started - created)
+        nominal = TIMING["render_base_s"] + TIMING["render_s_per_video_s"] * video_s
+        factor.append((finished - started) / nominal)
+    return {"queue": queue, "factor": factor}
+
+
 def _run_size(ctx: Context, size: Size, policy: str | None
               ) -> dict[str, list[dict[str, float]]]:
     per_run: dict[str, list[dict[str, float]]] = {v: [] for v in size.variants}
@@ -187,21 +219,37 @@ def _run_size(ctx: Context, size: Size, policy: str | None
         jobs = [[f"job-{i}", rng.choice(scenes)] for i in range(size.jobs)]
         params = {"base_url": server.base_url, "api_key": server.api_key, "jobs": jobs,
                   "character_id": character_id, "scale": size.scale, "max_creates": 16,
-                  "max_polls": 32, "poll_rate": max(20.0, size.jobs / 2)}
+                  "max_polls": 32, "poll_rate": max(20.0, size.jobs / 2),
+                  "scene_seconds": dict(zip(scenes, VIDEO_SECONDS, strict=True)), **TIMING}
+        # The floors need a run before them: the supervisor's status requests (the back-to-
+        # back floor sends as many) and the fake's draws (the paced floor's oracle). The
+        # supervisor leads the first round, and rotation keeps a floor from leading later.
+        last_polls = 0
+        oracle: dict[str, list[float]] = {"queue": [], "factor": []}
         for i in range(ctx.runs):
             k = i % len(size.variants)  # rotated, so drift and load favour no variant
             for variant in size.variants[k:] + size.variants[:k]:
                 server.reset()
                 p = dict(params)
-                child = variant
+                child = ON_UVLOOP.get(variant) or SAME_COUNT.get(variant, variant)
+                if variant in ON_UVLOOP:
+                    p["loop"] = "uvloop"
                 if variant == "second":
                     child, p["poll_policy"] = "supervisor", policy
+                if variant in ("raw_floor", "paced_count"):
+                    p["polls"] = last_polls or 3 * size.jobs
+                if child == "paced_floor":
+                    p["oracle"] = oracle
                 cpu0 = server.cpu_seconds()
                 result = run_child("b3_clients", child, p, timeout=timeout)
                 row = _analyse(size.jobs, result, server, server.cpu_seconds() - cpu0,
                                loop=variant in LOOPS)
                 row["loadavg"] = os.getloadavg()[0]
                 per_run[variant].append(row)
+                if variant == "supervisor":
+                    last_polls = round(row["status_per_job"] * size.jobs)
+                if child != "raw_floor":  # it follows no job to completion
+                    oracle = _oracle(server)
         profile = ctx.profile_path(f"B3-{size.label}-supervisor")
         if profile is not None:  # an extra run: profiling slows it, so it is not counted
             server.reset()
@@ -242,14 +290,101 @@ def _load_cause(per_run: dict[str, list[dict[str, float]]], variant: str) -> str
             f"{median([r['loadavg'] for r in runs]):.1f}")
 
 
+def _med(per_run: dict[str, list[dict[str, float]]], variant: str, key: str) -> float:
+    return median([r[key] for r in per_run[variant]])
+
+
+def _per_request(per_run: dict[str, list[dict[str, float]]], variant: str) -> float:
+    """Client CPU per request (µs): every request, the create and each status request."""
+    return median([r["cpu_ms_per_job"] * 1e3 / (r["status_per_job"] + 1)
+                   for r in per_run[variant]])
+
+
+def _floor_cause(size: Size, per_run: dict[str, list[dict[str, float]]], variant: str
+                 ) -> str:
+    """What ``variant``'s requests alone cost raw aiohttp, measured beside it: the part of
+    its CPU per job no client code can save at this request count and pacing."""
+    if not all(f in size.variants for f in FLOORS):
+        return ""
+    requests = _med(per_run, variant, "status_per_job") + 1
+    raw_us = _per_request(per_run, "raw_floor")
+    if variant == "supervisor_uvloop":  # estimated from the cheapest paced client's cost
+        paced_us = _per_request(per_run, "paced_floor_uvloop")
+        same = requests * paced_us / 1e3
+        text = (f"these {requests:.2f} requests per job cost {same:.2f} ms at the cheapest "
+                f"paced client's {paced_us:.0f} µs per request on uvloop")
+    else:  # measured: the paced client sending the supervisor's request count
+        paced_us = _per_request(per_run, "paced_floor")
+        same = _med(per_run, "paced_count", "cpu_ms_per_job")
+        text = (f"raw aiohttp sending these {requests:.2f} requests per job paced like the "
+                f"run costs {same:.2f} ms (the cheapest paced client: {paced_us:.0f} µs per "
+                f"request, {requests * paced_us / 1e3:.2f} ms for as many)")
+    under = same > MAX_CPU_MS_PER_JOB
+    return (f"{text}, back to back {requests * raw_us / 1e3:.2f} ms ({raw_us:.0f} µs per "
+            f"request){': the target is under the cost of the requests alone' if under else ''}; ")
+
+
+def _floor_figures(size: Size, per_run: dict[str, list[dict[str, float]]]) -> list[Figure]:
+    """The supervisor's CPU per job and per request against the raw-aiohttp floors run
+    beside it, and the supervisor on uvloop (against asyncio and its own floor)."""
+    tag = f"B3 {size.label}"
+
+    def med(variant: str, key: str) -> float:
+        return _med(per_run, variant, key)
+
+    def against(variant: str, floor: str, label: str = "") -> list[Figure]:
+        name = FLOOR_NAMES[floor]
+        polls = med(floor, "status_per_job")
+        how = {"raw_floor": f"1 create + {polls:.2f} status requests per job (the "
+                            "supervisor's count), 16 creates and 32 polls in flight, no "
+                            "waiting",
+               "paced_count": f"1 create + {polls:.2f} status requests per job (the "
+                              "supervisor's count): the last when the job completes (an "
+                              "oracle), the others evenly spaced between create and "
+                              "completion"}.get(
+            floor, f"1 create + {polls:.2f} status requests per job, each poll when the "
+            f"job completes (an oracle: the fake's draws in the run before), again "
+            f"{RECHECK_SIM_S:g} sim s later if early; detection latency p99 "
+            f"{med(floor, 'latency_p99'):.2f} sim s")
+        return [Figure(tag, f"client CPU per job{label}", "ms", med(variant, "cpu_ms_per_job"),
+                       name, med(floor, "cpu_ms_per_job"), note=how),
+                Figure(tag, f"client CPU per request{label}", "µs",
+                       _per_request(per_run, variant), name, _per_request(per_run, floor))]
+
+    figs: list[Figure] = []
+    if all(f in size.variants for f in FLOORS):
+        figs += (against("supervisor", "paced_count") + against("supervisor", "paced_floor")
+                 + against("supervisor", "raw_floor"))
+        figs.append(Figure(tag, "status requests per job", "req",
+                           med("supervisor", "status_per_job"), FLOOR_NAMES["paced_floor"],
+                           med("paced_floor", "status_per_job"),
+                           note="the floor knows each completion (an oracle): the fewest "
+                                "status requests that detect every job"))
+    uv = "supervisor_uvloop"
+    if uv not in size.variants:
+        return [*figs, Figure(tag, "client CPU per job, supervisor on uvloop", "ms", math.nan,
+                              status="uvloop not installed",
+                              note="pip install 'viggle-async[uvloop]' to measure it")]
+    cpu, cpu_uv = med("supervisor", "cpu_ms_per_job"), med(uv, "cpu_ms_per_job")
+    met = cpu_uv <= MAX_CPU_MS_PER_JOB
+    figs.append(Figure(
+        tag, "client CPU per job, supervisor on uvloop", "ms", cpu_uv, "supervisor on asyncio",
+        cpu, f"<= {MAX_CPU_MS_PER_JOB:g} ms" if "cpu" in size.targets else None,
+        met if "cpu" in size.targets else None,
+        note=f"the CLI's loop when uvloop is installed; {med(uv, 'status_per_job'):.2f} status "
+             f"requests per job, detection latency p99 {med(uv, 'latency_p99'):.2f} sim s"
+             + ("" if met or "cpu" not in size.targets else
+                f"; missed; {_floor_cause(size, per_run, uv)}{_load_cause(per_run, uv)}")))
+    return figs + against(uv, "paced_floor_uvloop", ", supervisor on uvloop")
+
+
 def _figures(size: Size, per_run: dict[str, list[dict[str, float]]],
              policy_label: str | None, progress: str) -> list[Figure]:
     def med(variant: str, key: str) -> float:
-        return median([r[key] for r in per_run[variant]])
+        return _med(per_run, variant, key)
 
-    def per_request(variant: str) -> float:  # every request: the create and each poll
-        return median([r["cpu_ms_per_job"] * 1e3 / (r["status_per_job"] + 1)
-                       for r in per_run[variant]])
+    def per_request(variant: str) -> float:
+        return _per_request(per_run, variant)
 
     tag = f"B3 {size.label}"
     sup = "supervisor"
@@ -265,9 +400,8 @@ def _figures(size: Size, per_run: dict[str, list[dict[str, float]]],
         met = cpu <= MAX_CPU_MS_PER_JOB
         figs.append(Figure(tag, "client CPU per job", "ms", cpu, target=f"<= "
                            f"{MAX_CPU_MS_PER_JOB:g} ms", met=met,
-                           note="" if met else f"missed; {_load_cause(per_run, sup)}; "
-                           f"{per_request(sup):.0f} µs per request (B5 has the per-request "
-                           "floor)"))
+                           note="" if met else f"missed; {_floor_cause(size, per_run, sup)}"
+                           f"{_load_cause(per_run, sup)}"))
     if "status" in size.targets:
         met = status <= MAX_STATUS_PER_JOB and p99 <= MAX_P99_S
         figs += [
@@ -304,6 +438,7 @@ def _figures(size: Size, per_run: dict[str, list[dict[str, float]]],
             Figure(tag, "client peak RSS growth", "MiB", med(sup, "rss_growth_mib"), name,
                    med(variant, "rss_growth_mib"), status=flag),
         ]
+    figs += _floor_figures(size, per_run)
     if "second" in size.variants:
         s_status, s_p99 = med("second", "status_per_job"), med("second", "latency_p99")
         met = s_status <= MAX_STATUS_PER_JOB and s_p99 <= MAX_P99_S
