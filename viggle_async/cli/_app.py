@@ -37,6 +37,8 @@ from ._common import (
     cli_words,
     exit_code_for,
 )
+from ._loop import LOOP_HELP, loop_factory
+from ._loop import run as run_on_loop
 from ._options import add_output_options, common_parent
 from ._progress import Mode, Output
 
@@ -51,7 +53,7 @@ environment:
   VIGGLE_API_KEY    your API key (never printed; there is deliberately no --api-key
                     option, so the key stays out of shell history and process lists)
   VIGGLE_BASE_URL   the API's base URL (default https://apis.viggle.ai); --base-url wins
-"""
+""" + LOOP_HELP
 TRY = "\nTry it without a key: viggle-async demo\n"
 
 
@@ -97,7 +99,7 @@ def _interrupted(ctx: Ctx) -> int:
 
 async def _stop_on_sigterm(ctx: Ctx, run: Coroutine[Any, Any, Any]) -> Any:
     """SIGTERM (a service manager, ``kill``, a CI timeout) stops the run as Ctrl-C does:
-    asyncio.run cancels the main task on SIGINT, so cancel it here too, and the command
+    asyncio.Runner cancels the main task on SIGINT, so cancel it here too, and the command
     reports what still runs and writes its report on the way out."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -135,9 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     ctx = Ctx(args, out, argv=tuple(sys.argv[1:] if argv is None else argv))
     try:
+        factory = loop_factory()  # a bad VIGGLE_ASYNC_LOOP fails before anything runs
         result = args.run(ctx)
         if inspect.iscoroutine(result):
-            result = asyncio.run(_stop_on_sigterm(ctx, result))
+            result = run_on_loop(_stop_on_sigterm(ctx, result), factory)
         return int(result)
     except KeyboardInterrupt:
         return _interrupted(ctx)
