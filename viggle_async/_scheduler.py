@@ -73,6 +73,9 @@ _TOKEN_BATCH = 32
 # Seconds before asking again after take_polls raised (e.g. the shared store is away).
 _TOKEN_RETRY = 1.0
 
+# Clock seconds per bucket of the far timeline (a power of two: bucket bounds are exact).
+_BUCKET = 0.25
+
 # Policy states kept for waits that a failed poll ended (oldest dropped first).
 _MAX_KEPT = 4096
 
@@ -82,11 +85,12 @@ DEFAULT_POLICY = PollPolicy.predictive()
 
 
 class _Job(Generic[R]):
-    __slots__ = ("due", "fingerprint", "gen", "job_id", "last", "polling", "seen", "state",
-                 "waiters")
+    __slots__ = ("due", "fingerprint", "gen", "job_id", "last", "order", "polling", "seen",
+                 "state", "waiters")
 
-    def __init__(self, job_id: str, state: PollState) -> None:
+    def __init__(self, job_id: str, state: PollState, order: int) -> None:
         self.job_id = job_id
+        self.order = order  # first come, first served among polls due at one instant
         self.waiters: list[_Waiter[R]] = []
         self.polling = False
         self.gen = 0  # a heap entry is live only while its gen matches
@@ -110,13 +114,17 @@ class _Waiter(Generic[R]):
 
 
 class _Slot(Generic[R]):
-    """One poll worker's mailbox: the dispatcher sets ``job`` and then ``ready``."""
+    """One poll worker's mailbox: the dispatcher sets ``job`` and then releases ``ready``.
+
+    A semaphore rather than an event: it is reused for the worker's whole life, where an
+    event (single use) cost a new one per hand-off (issue 13: the scheduler's CPU per poll).
+    """
 
     __slots__ = ("job", "ready")
 
     def __init__(self) -> None:
         self.job: _Job[R] | None = None
-        self.ready = anyio.Event()
+        self.ready = anyio.Semaphore(0)
 
 
 class PollScheduler(Generic[R]):
@@ -165,7 +173,12 @@ class PollScheduler(Generic[R]):
         self._model = PollModel()
         # Hinted jobs not polled yet whose hint the model did not know (re-aimed as it
         # learns), and the shortest hint waited on (PollPolicy.first_interval).
-        self._cold: list[_Job[R]] = []
+        # They are kept per hint, in cohorts (guard, jobs) in the order they were created:
+        # every job of a cohort is due no sooner than its start plus ``guard``, the longest
+        # first interval a re-aim gave it (-inf: none yet), so a re-aim that would move it
+        # no later skips the cohort rather than rescanning it (issue 13: at 10,000 jobs the
+        # rescans of every cold job cost more than any other part of the scheduler).
+        self._cold: dict[float, list[tuple[float, list[_Job[R]]]]] = {}
         self._kept: dict[str, PollState] = {}  # job id -> state, after a failed poll
         self._least_hint = math.inf
         # Coalescing (see PollPolicy.coalesce): polls due within the window go out in the
@@ -174,7 +187,16 @@ class PollScheduler(Generic[R]):
         self._window = self._policy.coalesce
         self._rate_slack = self._window if self._spacing < self._window else 0.0
         self._jobs: dict[str, _Job[R]] = {}
+        # Next-poll times, (due, seq, gen, job): a heap of those due before ``_horizon``
+        # and, past it, unsorted buckets of _BUCKET seconds (with a heap of their indexes)
+        # moved into the heap as the horizon reaches them. Thousands of jobs wait seconds
+        # apart: the heap stays a few hundred entries, where one of all of them cost a
+        # sift through ~15 levels of cold memory per poll (issue 13). Pop order is the
+        # same: entries are totally ordered by (due, seq).
         self._heap: list[tuple[float, int, int, _Job[R]]] = []
+        self._horizon = -math.inf
+        self._far: dict[int, list[tuple[float, int, int, _Job[R]]]] = {}
+        self._far_keys: list[int] = []
         self._deadlines: list[tuple[float, int, _Waiter[R]]] = []
         self._seq = itertools.count()
         self._tg: TaskGroup | None = None
@@ -292,7 +314,7 @@ class PollScheduler(Generic[R]):
         policy = self._policy
         kept = self._kept.pop(job_id, None)
         state = kept or policy.first_state(now, expected_seconds=hint)
-        job: _Job[R] = _Job(job_id, state)
+        job: _Job[R] = _Job(job_id, state, next(self._seq))
         self._jobs[job_id] = job
         if first_delay is not None:
             delay = first_delay
@@ -303,9 +325,14 @@ class PollScheduler(Generic[R]):
             if hint is not None and hint < self._least_hint:
                 self._least_hint = hint
             delay = policy.first_interval(self._model, state, least_hint=self._least_hint)
-            if policy.predict and hint is not None and hint > self._model.reach:
+            if policy.predict and hint is not None and hint > self._model.reach \
+                    and state.since is not None:
                 # Its first poll is a guess until the model learns this hint: re-aimed then.
-                self._cold.append(job)
+                cohorts = self._cold.setdefault(hint, [])
+                if cohorts and cohorts[-1][0] == -math.inf:
+                    cohorts[-1][1].append(job)
+                else:
+                    cohorts.append((-math.inf, [job]))
         self._schedule(job, now + delay * self._jitter())
         return job
 
@@ -313,23 +340,51 @@ class PollScheduler(Generic[R]):
         """Move the first poll of each job whose hint the model did not know when it was
         scheduled to where the model now puts it (``PollPolicy.first_interval``): there
         once the model has learned the hint, else only later."""
-        reach, cold = self._model.reach, []
-        for job in self._cold:
-            if job.seen or job.polling or not job.waiters:
-                continue  # polled since: its policy state takes it from there
-            state = job.state
-            if state.since is None or self._model.shortest(state.hint) is None:
-                cold.append(job)
+        model, policy = self._model, self._policy
+        reach = model.reach
+        moves: list[tuple[int, float, _Job[R]]] = []
+        for hint, cohorts in list(self._cold.items()):
+            if model.shortest(hint) is None:
+                continue  # not learned at all yet: stays where it was guessed
+            # The first interval depends on the hint (and the model) alone.
+            first = policy.first_interval(model, cohorts[0][1][0].state)
+            if hint <= reach:
+                # Learned: each goes where the model puts it, and is cold no more.
+                del self._cold[hint]
+                for _, jobs in cohorts:
+                    for job in jobs:
+                        if job.seen or job.polling or not job.waiters:
+                            continue  # polled since: its policy state takes it from there
+                        due = job.state.since + first  # type: ignore[operator]
+                        if due != job.due:
+                            moves.append((job.order, due, job))
                 continue
-            due = state.since + self._policy.first_interval(self._model, state)
-            if state.hint is not None and state.hint > reach:
-                # Still past what the model learned (its guess for this hint errs early):
-                # only ever later than the guess it was scheduled with.
-                due = max(due, job.due)
-                cold.append(job)
-            if due != job.due:
-                self._schedule(job, max(due, now))
-        self._cold = cold
+            # Still past what the model learned (its guess for this hint errs early): only
+            # ever later than the guess it was scheduled with.
+            kept: list[tuple[float, list[_Job[R]]]] = []
+            moved: list[_Job[R]] = []
+            for guard, jobs in cohorts:
+                if guard >= first:
+                    kept.append((guard, jobs))  # each due since + guard or later already
+                    continue
+                for job in jobs:
+                    if job.seen or job.polling or not job.waiters:
+                        continue
+                    moved.append(job)
+                    due = job.state.since + first  # type: ignore[operator]
+                    if due > job.due:
+                        moves.append((job.order, due, job))
+            if moved:
+                kept.append((first, moved))
+            if kept:
+                self._cold[hint] = kept
+            else:
+                del self._cold[hint]
+        # In the order the jobs came, as one list of them was rescanned before: polls due
+        # at the same instant keep going out first come, first served.
+        moves.sort(key=lambda move: move[0])
+        for _, due, job in moves:
+            self._schedule(job, due if due > now else now)
 
     # -- dispatcher ------------------------------------------------------------------------
 
@@ -370,7 +425,9 @@ class PollScheduler(Generic[R]):
                 + 1e-9))
         # Count live due entries down the heap (a parent is never due later than its
         # children), visiting only those due and their children: O(n), not O(heap).
-        heap, limit, count, stack = self._heap, now + self._window, 0, [0]
+        limit = now + self._window
+        self._fill(limit)
+        heap, count, stack = self._heap, 0, [0]
         while stack and count < n:
             i = stack.pop()
             if i < len(heap) and heap[i][0] <= limit:
@@ -427,13 +484,13 @@ class PollScheduler(Generic[R]):
                 return
             slot = self._idle.pop()
             slot.job = job
-            slot.ready.set()
+            slot.ready.release()
 
     def _due(self, now: float) -> _Job[R] | None:
         """The first job allowed to start at ``now`` (due within the coalescing window, not
         paused, within the rate cap), left in the heap; None if there is none."""
         heap = self._heap
-        while heap:
+        while heap or self._fill(-math.inf):
             due, _, gen, job = heap[0]
             if gen != job.gen:
                 heapq.heappop(heap)
@@ -463,7 +520,7 @@ class PollScheduler(Generic[R]):
 
     def _next_wake(self) -> float:
         wake = self._deadlines[0][0] if self._deadlines else math.inf
-        if self._heap and not self._blocked_on_slots:
+        if (self._heap or self._fill(-math.inf)) and not self._blocked_on_slots:
             # A stale top entry only causes one early wake-up that pops it.
             wake = min(wake, max(self._heap[0][0], self._paused_until,
                                  self._next_send - self._rate_slack,
@@ -474,8 +531,7 @@ class PollScheduler(Generic[R]):
         job: _Job[R] | None = None
         while True:
             if job is None:
-                await slot.ready.wait()
-                slot.ready = anyio.Event()
+                await slot.ready.acquire()
                 job, slot.job = slot.job, None
             assert job is not None
             try:
@@ -549,8 +605,34 @@ class PollScheduler(Generic[R]):
     def _schedule(self, job: _Job[R], due: float) -> None:
         job.gen += 1
         job.due = due
-        heapq.heappush(self._heap, (due, next(self._seq), job.gen, job))
+        entry = (due, next(self._seq), job.gen, job)
+        if due < self._horizon:
+            heapq.heappush(self._heap, entry)
+        else:
+            key = math.floor(due / _BUCKET)
+            bucket = self._far.get(key)
+            if bucket is None:
+                self._far[key] = [entry]
+                heapq.heappush(self._far_keys, key)
+            else:
+                bucket.append(entry)
         self._kick(due)
+
+    def _fill(self, limit: float) -> bool:
+        """Move far buckets into the heap until it holds every entry due by ``limit`` and
+        is not empty (unless nothing is scheduled); return whether it is not empty."""
+        heap, far, keys = self._heap, self._far, self._far_keys
+        while keys and (not heap or self._horizon <= limit):
+            key = heapq.heappop(keys)
+            bucket = far.pop(key)
+            if heap:
+                for entry in bucket:
+                    heapq.heappush(heap, entry)
+            else:
+                heap.extend(bucket)  # the same list: callers hold it
+                heapq.heapify(heap)
+            self._horizon = (key + 1) * _BUCKET
+        return bool(heap)
 
     def _finish(self, waiter: _Waiter[R], *, error: BaseException | None = None) -> None:
         """End one waiter: with ``error``, else with its ``result`` (unset if cancelled)."""
