@@ -104,10 +104,11 @@ class _Job(Generic[R]):
 class _Waiter(Generic[R]):
     __slots__ = ("done", "error", "event", "job", "on_update", "result")
 
-    def __init__(self, job: _Job[R], on_update: Callable[[R], None] | None) -> None:
+    def __init__(self, job: _Job[R], on_update: Callable[[R], None] | None,
+                 event: anyio.Event) -> None:
         self.job = job
         self.on_update = on_update
-        self.event = anyio.Event()
+        self.event = event
         self.done = False
         self.error: BaseException | None = None
         self.result: R
@@ -200,6 +201,7 @@ class PollScheduler(Generic[R]):
         self._deadlines: list[tuple[float, int, _Waiter[R]]] = []
         self._seq = itertools.count()
         self._tg: TaskGroup | None = None
+        self._event_type: type[anyio.Event] = anyio.Event
         self._closed = False
         self._next_send = -math.inf  # earliest start of the next poll under the rate cap
         # Starts taken from the account's shared cap: how many are left, until when they
@@ -226,6 +228,9 @@ class PollScheduler(Generic[R]):
     async def __aenter__(self) -> PollScheduler[R]:
         if self._tg is not None or self._closed:
             raise RuntimeError("a PollScheduler can be entered only once")
+        # The running backend's Event class: made directly, an event skips the look-up of
+        # the backend (sniffio) that anyio.Event() does each time (issue 13: one per wait).
+        self._event_type = type(anyio.Event())
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
@@ -295,7 +300,7 @@ class PollScheduler(Generic[R]):
         job = self._jobs.get(job_id)
         if job is None:
             job = self._new_job(job_id, now, first_delay, expected_seconds)
-        waiter = _Waiter(job, on_update)
+        waiter = _Waiter(job, on_update, self._event_type())
         job.waiters.append(waiter)
         if deadline is not None:
             heapq.heappush(self._deadlines, (deadline, next(self._seq), waiter))
