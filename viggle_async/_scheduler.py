@@ -85,12 +85,11 @@ DEFAULT_POLICY = PollPolicy.predictive()
 
 
 class _Job(Generic[R]):
-    __slots__ = ("due", "fingerprint", "gen", "job_id", "last", "order", "polling", "seen",
-                 "state", "waiters")
+    __slots__ = ("due", "fingerprint", "gen", "job_id", "last", "polling", "seen", "state",
+                 "waiters")
 
-    def __init__(self, job_id: str, state: PollState, order: int) -> None:
+    def __init__(self, job_id: str, state: PollState) -> None:
         self.job_id = job_id
-        self.order = order  # first come, first served among polls due at one instant
         self.waiters: list[_Waiter[R]] = []
         self.polling = False
         self.gen = 0  # a heap entry is live only while its gen matches
@@ -174,12 +173,7 @@ class PollScheduler(Generic[R]):
         self._model = PollModel()
         # Hinted jobs not polled yet whose hint the model did not know (re-aimed as it
         # learns), and the shortest hint waited on (PollPolicy.first_interval).
-        # They are kept per hint, in cohorts (guard, jobs) in the order they were created:
-        # every job of a cohort is due no sooner than its start plus ``guard``, the longest
-        # first interval a re-aim gave it (-inf: none yet), so a re-aim that would move it
-        # no later skips the cohort rather than rescanning it (issue 13: at 10,000 jobs the
-        # rescans of every cold job cost more than any other part of the scheduler).
-        self._cold: dict[float, list[tuple[float, list[_Job[R]]]]] = {}
+        self._cold: list[_Job[R]] = []
         self._kept: dict[str, PollState] = {}  # job id -> state, after a failed poll
         self._least_hint = math.inf
         # Coalescing (see PollPolicy.coalesce): polls due within the window go out in the
@@ -319,7 +313,7 @@ class PollScheduler(Generic[R]):
         policy = self._policy
         kept = self._kept.pop(job_id, None)
         state = kept or policy.first_state(now, expected_seconds=hint)
-        job: _Job[R] = _Job(job_id, state, next(self._seq))
+        job: _Job[R] = _Job(job_id, state)
         self._jobs[job_id] = job
         if first_delay is not None:
             delay = first_delay
@@ -333,11 +327,7 @@ class PollScheduler(Generic[R]):
             if policy.predict and hint is not None and hint > self._model.reach \
                     and state.since is not None:
                 # Its first poll is a guess until the model learns this hint: re-aimed then.
-                cohorts = self._cold.setdefault(hint, [])
-                if cohorts and cohorts[-1][0] == -math.inf:
-                    cohorts[-1][1].append(job)
-                else:
-                    cohorts.append((-math.inf, [job]))
+                self._cold.append(job)
         self._schedule(job, now + delay * self._jitter())
         return job
 
@@ -346,50 +336,33 @@ class PollScheduler(Generic[R]):
         scheduled to where the model now puts it (``PollPolicy.first_interval``): there
         once the model has learned the hint, else only later."""
         model, policy = self._model, self._policy
-        reach = model.reach
-        moves: list[tuple[int, float, _Job[R]]] = []
-        for hint, cohorts in list(self._cold.items()):
-            if model.shortest(hint) is None:
-                continue  # not learned at all yet: stays where it was guessed
-            # The first interval depends on the hint (and the model) alone.
-            first = policy.first_interval(model, cohorts[0][1][0].state)
-            if hint <= reach:
-                # Learned: each goes where the model puts it, and is cold no more.
-                del self._cold[hint]
-                for _, jobs in cohorts:
-                    for job in jobs:
-                        if job.seen or job.polling or not job.waiters:
-                            continue  # polled since: its policy state takes it from there
-                        due = job.state.since + first  # type: ignore[operator]
-                        if due != job.due:
-                            moves.append((job.order, due, job))
+        reach, cold = model.reach, []
+        # The first interval depends on the hint alone (and the model): computed once per
+        # hint, not per job, as every cold job is rescanned each time the reach grows
+        # (issue 13: at 10,000 jobs, the largest part of the scheduler's own CPU).
+        firsts: dict[float, float | None] = {}
+        for job in self._cold:
+            if job.seen or job.polling or not job.waiters:
+                continue  # polled since: its policy state takes it from there
+            state = job.state
+            hint: float = state.hint  # type: ignore[assignment]  # cold jobs have one
+            first = firsts.get(hint, -1.0)
+            if first == -1.0:
+                first = firsts[hint] = None if model.shortest(hint) is None \
+                    else policy.first_interval(model, state)
+            if first is None:
+                cold.append(job)  # nothing learned yet: stays where it was guessed
                 continue
-            # Still past what the model learned (its guess for this hint errs early): only
-            # ever later than the guess it was scheduled with.
-            kept: list[tuple[float, list[_Job[R]]]] = []
-            moved: list[_Job[R]] = []
-            for guard, jobs in cohorts:
-                if guard >= first:
-                    kept.append((guard, jobs))  # each due since + guard or later already
-                    continue
-                for job in jobs:
-                    if job.seen or job.polling or not job.waiters:
-                        continue
-                    moved.append(job)
-                    due = job.state.since + first  # type: ignore[operator]
-                    if due > job.due:
-                        moves.append((job.order, due, job))
-            if moved:
-                kept.append((first, moved))
-            if kept:
-                self._cold[hint] = kept
-            else:
-                del self._cold[hint]
-        # In the order the jobs came, as one list of them was rescanned before: polls due
-        # at the same instant keep going out first come, first served.
-        moves.sort(key=lambda move: move[0])
-        for _, due, job in moves:
-            self._schedule(job, due if due > now else now)
+            due = state.since + first  # type: ignore[operator]  # cold jobs have one
+            if hint > reach:
+                # Still past what the model learned (its guess for this hint errs early):
+                # only ever later than the guess it was scheduled with.
+                if due < job.due:
+                    due = job.due
+                cold.append(job)
+            if due != job.due:
+                self._schedule(job, due if due > now else now)
+        self._cold = cold
 
     # -- dispatcher ------------------------------------------------------------------------
 
