@@ -455,6 +455,29 @@ async def test_polls_go_out_in_due_order_near_or_far_ties_first_come(max_rate: f
         assert all(sim.starts[job_id][0] <= due[job_id] + 0.05 + 1e-9 for job_id in due)
 
 
+async def test_a_first_poll_never_due_waits_for_its_deadline_beside_others() -> None:
+    clock = ManualClock()
+    sim = Sim(clock)
+    sim.script("never", (0, "queued", None))
+    sim.script("soon", (0, "complete", 100.0))
+    late: list[PollDeadlineExceeded[Status]] = []
+
+    async def never() -> None:
+        try:
+            await s.wait("never", first_delay=math.inf, deadline=5.0)
+        except PollDeadlineExceeded as exc:
+            late.append(exc)
+
+    async with sched(sim, policy=PollPolicy(jitter=0.0)) as s, \
+            anyio.create_task_group() as tg:
+        tg.start_soon(functools.partial(s.wait, "soon", first_delay=1.0))
+        tg.start_soon(never)
+        await clock.run_until_idle()
+        await clock.advance(10.0)
+    assert sim.starts == {"soon": [1.0]}
+    assert [exc.job_id for exc in late] == ["never"] and late[0].last_result is None
+
+
 async def test_cancelled_waiter_removes_its_job_and_leaves_nothing_behind() -> None:
     clock = ManualClock()
     sim = Sim(clock, latency=2.0)

@@ -75,6 +75,8 @@ _TOKEN_RETRY = 1.0
 
 # Clock seconds per bucket of the far timeline (a power of two: bucket bounds are exact).
 _BUCKET = 0.25
+# The bucket of polls never due (e.g. ``first_delay=math.inf``): after every other.
+_NEVER = 2**1100
 
 # Policy states kept for waits that a failed poll ended (oldest dropped first).
 _MAX_KEPT = 4096
@@ -587,7 +589,8 @@ class PollScheduler(Generic[R]):
         if due < self._horizon:
             heapq.heappush(self._heap, entry)
         else:
-            key = math.floor(due / _BUCKET)
+            slot = due / _BUCKET
+            key = math.floor(slot) if slot != math.inf else _NEVER
             bucket = self._far.get(key)
             if bucket is None:
                 self._far[key] = [entry]
@@ -609,7 +612,7 @@ class PollScheduler(Generic[R]):
             else:
                 heap.extend(bucket)  # the same list: callers hold it
                 heapq.heapify(heap)
-            self._horizon = (key + 1) * _BUCKET
+            self._horizon = (key + 1) * _BUCKET if key != _NEVER else math.inf
         return bool(heap)
 
     def _finish(self, waiter: _Waiter[R], *, error: BaseException | None = None) -> None:
