@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import random
@@ -418,6 +419,63 @@ async def test_no_starvation_when_demand_exceeds_the_rate_cap() -> None:
     counts = [len(sim.starts[j]) for j in ids]
     assert max(counts) - min(counts) <= 1  # 20 jobs want 20/s, 4/s is shared fairly
     assert max(max(gaps(sim.starts[j])) for j in ids) <= 20 / 4 + 1e-9
+
+
+@pytest.mark.parametrize("max_rate", [math.inf, 2.0])
+async def test_polls_go_out_in_due_order_near_or_far_ties_first_come(max_rate: float) -> None:
+    # The scheduler keeps near and far next-poll times apart (issue 13): polls due seconds
+    # or minutes ahead, waits joining later with sooner polls, and polls due at the same
+    # instant still go out in due order, first come first served, each no sooner than due.
+    clock = ManualClock()
+    sim = Sim(clock)
+    policy = PollPolicy(jitter=0.0, coalesce=0.0)
+    first = {"a": 30.0, "b": 0.1, "c": 5.0, "d": 5.0, "e": 95.25, "f": 0.1, "g": 5.0,
+             "h": 12.7}
+    later = {"i": 4.0, "j": 25.75, "k": 0.5, "l": 4.0}  # wait from t=1: due 5.0, 26.75, ...
+    for job_id in [*first, *later]:
+        sim.script(job_id, (0, "complete", 100.0))
+    async with sched(sim, policy=policy, max_rate=max_rate, max_in_flight=1) as s, \
+            anyio.create_task_group() as tg:
+        for job_id, delay in first.items():
+            tg.start_soon(functools.partial(s.wait, job_id, first_delay=delay))
+        await clock.run_until_idle()
+        await clock.advance(1.0)
+        for job_id, delay in later.items():
+            tg.start_soon(functools.partial(s.wait, job_id, first_delay=delay))
+        await clock.run_until_idle()
+        while sim.polls < len(first) + len(later):
+            await clock.advance(0.05)
+    due = {**first, **{job_id: 1.0 + delay for job_id, delay in later.items()}}
+    order = sorted(sim.starts, key=lambda job_id: sim.starts[job_id][0])
+    # Ties (5.0: c, d, g, then i and l, which came later) keep the order they came in.
+    assert order == sorted(due, key=lambda job_id: due[job_id])
+    assert order[3:8] == ["c", "d", "g", "i", "l"]
+    assert all(sim.starts[job_id][0] >= due[job_id] - 1e-9 for job_id in due)
+    if math.isinf(max_rate):
+        assert all(sim.starts[job_id][0] <= due[job_id] + 0.05 + 1e-9 for job_id in due)
+
+
+async def test_a_first_poll_never_due_waits_for_its_deadline_beside_others() -> None:
+    clock = ManualClock()
+    sim = Sim(clock)
+    sim.script("never", (0, "queued", None))
+    sim.script("soon", (0, "complete", 100.0))
+    late: list[PollDeadlineExceeded[Status]] = []
+
+    async def never() -> None:
+        try:
+            await s.wait("never", first_delay=math.inf, deadline=5.0)
+        except PollDeadlineExceeded as exc:
+            late.append(exc)
+
+    async with sched(sim, policy=PollPolicy(jitter=0.0)) as s, \
+            anyio.create_task_group() as tg:
+        tg.start_soon(functools.partial(s.wait, "soon", first_delay=1.0))
+        tg.start_soon(never)
+        await clock.run_until_idle()
+        await clock.advance(10.0)
+    assert sim.starts == {"soon": [1.0]}
+    assert [exc.job_id for exc in late] == ["never"] and late[0].last_result is None
 
 
 async def test_cancelled_waiter_removes_its_job_and_leaves_nothing_behind() -> None:

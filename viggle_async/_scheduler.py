@@ -73,6 +73,11 @@ _TOKEN_BATCH = 32
 # Seconds before asking again after take_polls raised (e.g. the shared store is away).
 _TOKEN_RETRY = 1.0
 
+# Clock seconds per bucket of the far timeline (a power of two: bucket bounds are exact).
+_BUCKET = 0.25
+# The bucket of polls never due (e.g. ``first_delay=math.inf``): after every other.
+_NEVER = 2**1100
+
 # Policy states kept for waits that a failed poll ended (oldest dropped first).
 _MAX_KEPT = 4096
 
@@ -100,23 +105,28 @@ class _Job(Generic[R]):
 class _Waiter(Generic[R]):
     __slots__ = ("done", "error", "event", "job", "on_update", "result")
 
-    def __init__(self, job: _Job[R], on_update: Callable[[R], None] | None) -> None:
+    def __init__(self, job: _Job[R], on_update: Callable[[R], None] | None,
+                 event: anyio.Event) -> None:
         self.job = job
         self.on_update = on_update
-        self.event = anyio.Event()
+        self.event = event
         self.done = False
         self.error: BaseException | None = None
         self.result: R
 
 
 class _Slot(Generic[R]):
-    """One poll worker's mailbox: the dispatcher sets ``job`` and then ``ready``."""
+    """One poll worker's mailbox: the dispatcher sets ``job`` and then releases ``ready``.
+
+    A semaphore rather than an event: it is reused for the worker's whole life, where an
+    event (single use) cost a new one per hand-off (issue 13: the scheduler's CPU per poll).
+    """
 
     __slots__ = ("job", "ready")
 
     def __init__(self) -> None:
         self.job: _Job[R] | None = None
-        self.ready = anyio.Event()
+        self.ready = anyio.Semaphore(0)
 
 
 class PollScheduler(Generic[R]):
@@ -174,10 +184,20 @@ class PollScheduler(Generic[R]):
         self._window = self._policy.coalesce
         self._rate_slack = self._window if self._spacing < self._window else 0.0
         self._jobs: dict[str, _Job[R]] = {}
+        # Next-poll times, (due, seq, gen, job): a heap of those due before ``_horizon``
+        # and, past it, unsorted buckets of _BUCKET seconds (with a heap of their indexes)
+        # moved into the heap as the horizon reaches them. Thousands of jobs wait seconds
+        # apart: the heap stays a few hundred entries, where one of all of them cost a
+        # sift through ~15 levels of cold memory per poll (issue 13). Pop order is the
+        # same: entries are totally ordered by (due, seq).
         self._heap: list[tuple[float, int, int, _Job[R]]] = []
+        self._horizon = -math.inf
+        self._far: dict[int, list[tuple[float, int, int, _Job[R]]]] = {}
+        self._far_keys: list[int] = []
         self._deadlines: list[tuple[float, int, _Waiter[R]]] = []
         self._seq = itertools.count()
         self._tg: TaskGroup | None = None
+        self._event_type: type[anyio.Event] = anyio.Event
         self._closed = False
         self._next_send = -math.inf  # earliest start of the next poll under the rate cap
         # Starts taken from the account's shared cap: how many are left, until when they
@@ -204,6 +224,9 @@ class PollScheduler(Generic[R]):
     async def __aenter__(self) -> PollScheduler[R]:
         if self._tg is not None or self._closed:
             raise RuntimeError("a PollScheduler can be entered only once")
+        # The running backend's Event class: made directly, an event skips the look-up of
+        # the backend (sniffio) that anyio.Event() does each time (issue 13: one per wait).
+        self._event_type = type(anyio.Event())
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
@@ -273,7 +296,7 @@ class PollScheduler(Generic[R]):
         job = self._jobs.get(job_id)
         if job is None:
             job = self._new_job(job_id, now, first_delay, expected_seconds)
-        waiter = _Waiter(job, on_update)
+        waiter = _Waiter(job, on_update, self._event_type())
         job.waiters.append(waiter)
         if deadline is not None:
             heapq.heappush(self._deadlines, (deadline, next(self._seq), waiter))
@@ -303,7 +326,8 @@ class PollScheduler(Generic[R]):
             if hint is not None and hint < self._least_hint:
                 self._least_hint = hint
             delay = policy.first_interval(self._model, state, least_hint=self._least_hint)
-            if policy.predict and hint is not None and hint > self._model.reach:
+            if policy.predict and hint is not None and hint > self._model.reach \
+                    and state.since is not None:
                 # Its first poll is a guess until the model learns this hint: re-aimed then.
                 self._cold.append(job)
         self._schedule(job, now + delay * self._jitter())
@@ -313,22 +337,33 @@ class PollScheduler(Generic[R]):
         """Move the first poll of each job whose hint the model did not know when it was
         scheduled to where the model now puts it (``PollPolicy.first_interval``): there
         once the model has learned the hint, else only later."""
-        reach, cold = self._model.reach, []
+        model, policy = self._model, self._policy
+        reach, cold = model.reach, []
+        # The first interval depends on the hint alone (and the model): computed once per
+        # hint, not per job, as every cold job is rescanned each time the reach grows
+        # (issue 13: at 10,000 jobs, the largest part of the scheduler's own CPU).
+        firsts: dict[float, float | None] = {}
         for job in self._cold:
             if job.seen or job.polling or not job.waiters:
                 continue  # polled since: its policy state takes it from there
             state = job.state
-            if state.since is None or self._model.shortest(state.hint) is None:
-                cold.append(job)
+            hint: float = state.hint  # type: ignore[assignment]  # cold jobs have one
+            first = firsts.get(hint, -1.0)
+            if first == -1.0:
+                first = firsts[hint] = None if model.shortest(hint) is None \
+                    else policy.first_interval(model, state)
+            if first is None:
+                cold.append(job)  # nothing learned yet: stays where it was guessed
                 continue
-            due = state.since + self._policy.first_interval(self._model, state)
-            if state.hint is not None and state.hint > reach:
+            due = state.since + first  # type: ignore[operator]  # cold jobs have one
+            if hint > reach:
                 # Still past what the model learned (its guess for this hint errs early):
                 # only ever later than the guess it was scheduled with.
-                due = max(due, job.due)
+                if due < job.due:
+                    due = job.due
                 cold.append(job)
             if due != job.due:
-                self._schedule(job, max(due, now))
+                self._schedule(job, due if due > now else now)
         self._cold = cold
 
     # -- dispatcher ------------------------------------------------------------------------
@@ -370,7 +405,9 @@ class PollScheduler(Generic[R]):
                 + 1e-9))
         # Count live due entries down the heap (a parent is never due later than its
         # children), visiting only those due and their children: O(n), not O(heap).
-        heap, limit, count, stack = self._heap, now + self._window, 0, [0]
+        limit = now + self._window
+        self._fill(limit)
+        heap, count, stack = self._heap, 0, [0]
         while stack and count < n:
             i = stack.pop()
             if i < len(heap) and heap[i][0] <= limit:
@@ -427,13 +464,13 @@ class PollScheduler(Generic[R]):
                 return
             slot = self._idle.pop()
             slot.job = job
-            slot.ready.set()
+            slot.ready.release()
 
     def _due(self, now: float) -> _Job[R] | None:
         """The first job allowed to start at ``now`` (due within the coalescing window, not
         paused, within the rate cap), left in the heap; None if there is none."""
         heap = self._heap
-        while heap:
+        while heap or self._fill(-math.inf):
             due, _, gen, job = heap[0]
             if gen != job.gen:
                 heapq.heappop(heap)
@@ -463,7 +500,7 @@ class PollScheduler(Generic[R]):
 
     def _next_wake(self) -> float:
         wake = self._deadlines[0][0] if self._deadlines else math.inf
-        if self._heap and not self._blocked_on_slots:
+        if (self._heap or self._fill(-math.inf)) and not self._blocked_on_slots:
             # A stale top entry only causes one early wake-up that pops it.
             wake = min(wake, max(self._heap[0][0], self._paused_until,
                                  self._next_send - self._rate_slack,
@@ -474,8 +511,7 @@ class PollScheduler(Generic[R]):
         job: _Job[R] | None = None
         while True:
             if job is None:
-                await slot.ready.wait()
-                slot.ready = anyio.Event()
+                await slot.ready.acquire()
                 job, slot.job = slot.job, None
             assert job is not None
             try:
@@ -549,8 +585,35 @@ class PollScheduler(Generic[R]):
     def _schedule(self, job: _Job[R], due: float) -> None:
         job.gen += 1
         job.due = due
-        heapq.heappush(self._heap, (due, next(self._seq), job.gen, job))
+        entry = (due, next(self._seq), job.gen, job)
+        if due < self._horizon:
+            heapq.heappush(self._heap, entry)
+        else:
+            slot = due / _BUCKET
+            key = math.floor(slot) if slot != math.inf else _NEVER
+            bucket = self._far.get(key)
+            if bucket is None:
+                self._far[key] = [entry]
+                heapq.heappush(self._far_keys, key)
+            else:
+                bucket.append(entry)
         self._kick(due)
+
+    def _fill(self, limit: float) -> bool:
+        """Move far buckets into the heap until it holds every entry due by ``limit`` and
+        is not empty (unless nothing is scheduled); return whether it is not empty."""
+        heap, far, keys = self._heap, self._far, self._far_keys
+        while keys and (not heap or self._horizon <= limit):
+            key = heapq.heappop(keys)
+            bucket = far.pop(key)
+            if heap:
+                for entry in bucket:
+                    heapq.heappush(heap, entry)
+            else:
+                heap.extend(bucket)  # the same list: callers hold it
+                heapq.heapify(heap)
+            self._horizon = (key + 1) * _BUCKET if key != _NEVER else math.inf
+        return bool(heap)
 
     def _finish(self, waiter: _Waiter[R], *, error: BaseException | None = None) -> None:
         """End one waiter: with ``error``, else with its ``result`` (unset if cancelled)."""
