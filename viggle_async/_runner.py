@@ -48,7 +48,7 @@ from ._protocol import Hook
 from ._resources import PreparedCreate
 from ._run_journal import RunJournal
 from ._scheduler import PollDeadlineExceeded, PollScheduler, PollView
-from ._submitter import NotSent, Submitter, fingerprint
+from ._submitter import NotSent, Slot, Submitter, fingerprint
 
 if TYPE_CHECKING:
     from ._client import ViggleClient
@@ -192,11 +192,13 @@ class Runner:
                 inputs = {**inputs, field: done.asset_id}
                 if isinstance(dep.value, Scene) and dep.value.duration_seconds is not None:
                     self._scene_seconds.setdefault(dep.value.id, dep.value.duration_seconds)
-        try:
-            entry = await self._journal.get(key)
-        except JournalError as exc:
-            return out("not_submitted", error=f"not sent: {exc}")
-        async with self._active:
+        entry = None
+        if self._journal.journal is not None:  # no journal: no coroutine to run (issue 13)
+            try:
+                entry = await self._journal.get(key)
+            except JournalError as exc:
+                return out("not_submitted", error=f"not sent: {exc}")
+        async with Slot(self._active):
             try:
                 prepared = await self.client.renders.prepare(**inputs)
             except ViggleError as exc:
@@ -209,7 +211,8 @@ class Runner:
                 if isinstance(resumed, Outcome):
                     return resumed
                 job_id = resumed
-            folders = await _ready_folders(output=output, mask_output=mask_output)
+            folders = (None if output is None and mask_output is None
+                       else await _ready_folders(output=output, mask_output=mask_output))
             if folders is not None and job_id is None:
                 return out("not_submitted", error=folders)  # before anything is paid for
             if (est_seconds is None and prepared.estimated_credits is None
@@ -217,7 +220,9 @@ class Runner:
                     and inputs.get("driving_video_url") is None):
                 # A scene render is as long as its scene (docs/api/assets.md#get-scene
                 # duration_seconds, docs/api/credits.md#costs).
-                est_seconds = await self._scene_length(inputs["scene_id"])
+                scene_id = inputs["scene_id"]
+                est_seconds = (self._scene_seconds[scene_id] if scene_id in self._scene_seconds
+                               else await self._scene_length(scene_id))
             cost = cost_of(prepared, est_seconds)
             if job_id is None:
                 refusal = await self._account.reserve(cost, owner=key)
@@ -421,7 +426,8 @@ class Runner:
 
     async def _record_final(self, key: str, status: str, outputs: tuple[Path, ...],
                             error: str | None) -> None:
-        await self._journal.record_final(key, status, [str(p) for p in outputs], error)
+        if self._journal.journal is not None:
+            await self._journal.record_final(key, status, [str(p) for p in outputs], error)
 
     # --- characters and scenes -------------------------------------------------------
 
@@ -437,7 +443,7 @@ class Runner:
             return Outcome(key, kind, "not_submitted", error=f"not sent: {exc}")
         attempts = 0
         segments: tuple[Segment, ...] = _segments_from(entry.outputs) if entry else ()
-        async with self._active:
+        async with Slot(self._active):
             try:
                 fp = await prepare()
             except ViggleError as exc:

@@ -14,13 +14,14 @@ import inspect
 import logging
 import os
 import random
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack, cast
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectSendStream
 
 from . import _journal_sqlite as _journal_module
 from ._account import AccountState, LocalAccountState
@@ -140,7 +141,7 @@ class Supervisor:
         self._cancel_remote = cancel_remote
         self._stack: contextlib.AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
-        self._subscribers: list[MemoryObjectSendStream[Event]] = []
+        self._subscribers: list[_EventQueue] = []
         self._closed = False  # the event streams are closed: the block has ended
         self._keys: set[str] = set()
         self._stopped: dict[str, Handle] = {}  # cancelled, awaiting the remote cancel
@@ -259,8 +260,8 @@ class Supervisor:
 
     def _close_streams(self) -> None:
         self._closed = True
-        for stream in self._subscribers:
-            stream.close()
+        for queue in self._subscribers:
+            queue.close()
 
     def _on_client_retry(self, event: RetryEvent) -> None:
         # The client resends a create refused with 429 by itself (after its Retry-After,
@@ -305,22 +306,15 @@ class Supervisor:
         """Every event from now on, until the supervisor closes (also when its block is
         cancelled: the iteration then ends after the last event, remote cancels included).
         Called after the block ended, it yields nothing."""
-        send, receive = anyio.create_memory_object_stream[Event](float("inf"))
+        queue = _EventQueue()
         if self._closed:
-            send.close()
-        self._subscribers.append(send)
-
-        async def iterate() -> AsyncIterator[Event]:
-            async with receive:
-                async for event in receive:
-                    yield event
-
-        return iterate()
+            queue.close()
+        self._subscribers.append(queue)
+        return queue.iterate()
 
     def _emit(self, event: Event) -> None:
-        for stream in self._subscribers:
-            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-                stream.send_nowait(event)
+        for queue in self._subscribers:
+            queue.put(event)
 
     # --- scheduling ------------------------------------------------------------------
 
@@ -499,6 +493,65 @@ class Supervisor:
         prepared = await self.client.renders.prepare(**inputs)
         return Estimate(cost_of(prepared, estimated_seconds), prepared.fast, prepared.duration_s,
                         prepared.upload_bytes)
+
+
+class _EventQueue:
+    """One ``events()`` subscriber: an unbounded buffer that ends after ``close``.
+
+    Cheaper than an anyio memory stream (issue 13: about six events per render, 60,000 in
+    a 10,000-job run): a put is an append, and the reader yields what is buffered without
+    a loop round trip per event, waiting (on an Event made only then) when it is empty.
+    Every ``_BATCH`` events it still lets the loop run, so a consumer that never awaits
+    cannot starve the work, and a cancelled consumer stops there at the latest."""
+
+    __slots__ = ("_closed", "_items", "_stopped", "_waiter")
+
+    _BATCH = 64
+
+    def __init__(self) -> None:
+        self._items: deque[Event] = deque()
+        self._waiter: anyio.Event | None = None
+        self._closed = False  # no more events will come
+        self._stopped = False  # the reader left: drop what comes
+
+    def put(self, event: Event) -> None:
+        if self._closed or self._stopped:
+            return
+        self._items.append(event)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter.set()
+
+    def close(self) -> None:
+        self._closed = True
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter.set()
+
+    async def iterate(self) -> AsyncIterator[Event]:
+        items = self._items
+        try:
+            await anyio.lowlevel.checkpoint()
+            since = 0
+            while True:
+                if items:
+                    if since >= self._BATCH:
+                        since = 0
+                        await anyio.lowlevel.checkpoint()
+                        continue
+                    since += 1
+                    yield items.popleft()
+                elif self._closed:
+                    return
+                else:
+                    since = 0
+                    waiter = self._waiter = anyio.Event()
+                    await waiter.wait()
+        finally:
+            self._stopped = True
+            items.clear()
 
 
 def _reuse_rule(option: object) -> ReuseRule | None:
