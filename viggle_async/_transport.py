@@ -206,6 +206,42 @@ def _proxy_url(value: str, name: str) -> URL:
     return url
 
 
+class _ApiUrls:
+    """API request URLs as yarl URLs, the origin parsed once.
+
+    ``URL(str)`` parses, validates and re-encodes the whole string: the largest cost of ours
+    in a status poll (issue 13). The API's origin (``scheme://host:port``) is the same in
+    every request, so it is parsed once and each path, when it is already plain (what
+    ``_endpoints`` builds: fixed segments and quoted ids), is set on it as it is. Anything
+    else (a space, non-ASCII, ``%``, a dot segment, a query, another origin) goes through
+    yarl's normalisation as before, so both ways give the same URL.
+    """
+
+    __slots__ = ("_origin", "_prefix")
+
+    def __init__(self) -> None:
+        self._prefix: str | None = None  # the origin as written, e.g. "https://host:8443"
+        self._origin = URL()
+
+    def __call__(self, url: str) -> URL:
+        prefix = self._prefix
+        if prefix is not None and url.startswith(prefix):
+            path = url[len(prefix):]
+            if _PLAIN_PATH(path) and "/." not in path:
+                return self._origin.with_path(path, encoded=True)
+        target = URL(url)
+        if prefix is None and target.absolute:
+            cut = url.find("/", url.find("://") + 3)
+            if cut > 0:
+                self._prefix, self._origin = url[:cut], URL(url[:cut])
+        return target
+
+
+# A path of characters that never need encoding (RFC 3986 unreserved, sub-delims, ":",
+# "@", "/"): no "%", "?" or "#".
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*\Z").match
+
+
 def _raw_url(url: str) -> URL:
     """``url`` exactly as given: yarl would otherwise re-encode a signed URL's ``%2F``,
     ``%7E``, ``%3D``... and break its signature. A URL with non-ASCII characters cannot go
@@ -360,6 +396,7 @@ class AiohttpTransport:
         self._timeouts = timeouts
         self._limit = connection_limit
         self._proxies = _Proxies(proxy, trust_env)
+        self._urls = _ApiUrls()
         self._loop_end: _LoopEndCloser | None = None
         # Built once: a status poll is cheap, and thousands of them add up (benchmarks B3/B5).
         t = timeouts
@@ -438,12 +475,12 @@ class AiohttpTransport:
         # the multipart bookkeeping. Nothing is streamed, so once sending starts the
         # request may have reached the server.
         session = self._session or self._get_session()
-        target = URL(url)
+        target = self._urls(url)
         try:
             async with session.request(
                 request.method, target, params=request.params or None, data=None, json=request.json,
-                headers=headers, allow_redirects=False, timeout=self._plain_timeout,
-                proxy=self._proxies.for_url(target),
+                headers=headers, allow_redirects=False,
+                timeout=self._plain_timeout, proxy=self._proxies.for_url(target),
             ) as resp:
                 # aiohttp's headers are already a case-insensitive mapping (lower-case
                 # look-ups work): no copy per poll.
@@ -477,7 +514,7 @@ class AiohttpTransport:
             # A small body goes out in one write: from here on it may arrive whole.
             await before_last_bytes()
         started = not payloads
-        target = URL(url)
+        target = self._urls(url)
         try:
             async with session.request(
                 request.method, target, params=list(request.params) or None, data=data,
