@@ -159,7 +159,7 @@ class Submitter:
         self._clock = client.clock
         self._account = account
         self._journal = journal
-        self._uploads = uploads
+        self._uploads = Slot(uploads)  # shared: a Slot keeps no per-use state
         self._fallback = fallback
         self._capacity_backoff = capacity_backoff
         self._rand = rand
@@ -191,7 +191,7 @@ class Submitter:
                         self._emit(Backoff(key, "capacity", delay))
                         await self._clock.sleep_until(self._clock.now() + delay)
                 try:
-                    async with Slot(self._uploads):
+                    async with self._uploads:
                         await self._check_stopped(attempts)  # a 402 came while we queued
                         # ...or a 429's pause: the one read above may predate it.
                         await self._wait_creates()
@@ -238,7 +238,7 @@ class Submitter:
             await self._check_stopped(attempts)
             await self._wait_creates()
             try:
-                async with Slot(self._uploads):
+                async with self._uploads:
                     await self._check_stopped(attempts)
                     await self._wait_creates()
                     attempts += 1

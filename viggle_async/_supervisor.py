@@ -10,6 +10,7 @@ docs/api/errors.md, docs/api/credits.md#costs).
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import os
@@ -336,32 +337,35 @@ class Supervisor:
             raise ValueError(f"key {handle.key!r} is already scheduled; keys must be unique")
         self._keys.add(handle.key)
         self._emit(Queued(handle.key, handle.kind))
+        self._tg.start_soon(self._run, handle, work)
 
-        async def run() -> None:
-            try:
-                outcome = await work()
-            except Exception as exc:
-                # One piece of work never takes the whole block down (an exception group
-                # out of ``async with``): its outcome says what broke, with any job id it got.
-                logger.error("supervised %s %r failed unexpectedly", handle.kind, handle.key,
-                             exc_info=True)
-                outcome = Outcome(handle.key, handle.kind, "failed",
-                                  job_id=self._jobs.created_id(handle.key),
-                                  error=f"unexpected {type(exc).__name__}: {exc}")
-            except BaseException:
-                # Cancelled (or crashed): whoever awaits the handle still gets an answer,
-                # the true one: a submitted job goes on at the API ("running", its id and
-                # credits) unless cancel_remote reaches it, which __aexit__ tries first.
-                if self._cancel_remote and self._jobs.is_running(handle.key):
-                    self._stopped[handle.key] = handle  # set after the remote cancel
-                else:
-                    handle._set(self._jobs.stopped(handle.key, handle.kind))
-                raise
-            handle._set(outcome)
-            self._emit(Completed(handle.key, outcome) if outcome.ok
-                       else Failed(handle.key, outcome))
+    async def _run(self, handle: Handle, work: Callable[[], Awaitable[Outcome]]) -> None:
+        """One piece of work, as its own task: sets ``handle`` and emits how it ended.
 
-        self._tg.start_soon(run)
+        A method rather than a closure per job: a closure's cells are objects the cyclic
+        GC walks for as long as the job runs (issue 13: 10,000 at once)."""
+        try:
+            outcome = await work()
+        except Exception as exc:
+            # One piece of work never takes the whole block down (an exception group
+            # out of ``async with``): its outcome says what broke, with any job id it got.
+            logger.error("supervised %s %r failed unexpectedly", handle.kind, handle.key,
+                         exc_info=True)
+            outcome = Outcome(handle.key, handle.kind, "failed",
+                              job_id=self._jobs.created_id(handle.key),
+                              error=f"unexpected {type(exc).__name__}: {exc}")
+        except BaseException:
+            # Cancelled (or crashed): whoever awaits the handle still gets an answer,
+            # the true one: a submitted job goes on at the API ("running", its id and
+            # credits) unless cancel_remote reaches it, which __aexit__ tries first.
+            if self._cancel_remote and self._jobs.is_running(handle.key):
+                self._stopped[handle.key] = handle  # set after the remote cancel
+            else:
+                handle._set(self._jobs.stopped(handle.key, handle.kind))
+            raise
+        handle._set(outcome)
+        self._emit(Completed(handle.key, outcome) if outcome.ok
+                   else Failed(handle.key, outcome))
 
     def render(self, *, key: str, character: CharacterHandle | None = None,
                scene: SceneHandle | None = None, output: str | Path | None = None,
@@ -389,8 +393,8 @@ class Supervisor:
             work.append(reuse.hold(handle, raw, output, mask_output, estimated_seconds))
             return handle
         deps: dict[str, Handle | None] = {"character_id": character, "scene_id": scene}
-        self._start(handle, lambda: self._runner.render(key, raw, deps, output, mask_output,
-                                                 estimated_seconds))
+        self._start(handle, functools.partial(self._runner.render, key, raw, deps, output,
+                                              mask_output, estimated_seconds))
         return handle
 
     def character(self, *, key: str, name: str, image: Any = None,
