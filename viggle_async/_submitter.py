@@ -102,8 +102,12 @@ class Slot:
     async def __aenter__(self) -> None:
         try:
             self._sem.acquire_nowait()
+            return
         except anyio.WouldBlock:
-            await self._sem.acquire()
+            pass
+        # Waited for outside the except block: inside it, the exception and its traceback
+        # (frames) would stay alive for the whole wait, in every queued job.
+        await self._sem.acquire()
 
     async def __aexit__(self, *exc_info: object) -> None:
         self._sem.release()
