@@ -246,13 +246,16 @@ class Runner:
                     # Submitted standard after all: half the fast price (docs/api/credits.md#costs).
                     cost = await self._account.settle_fallback(cost, owner=key)
             details = dict(credits=cost, attempts=attempts, fast=fast, fallback_used=fell_back)
-            common = dict(job_id=job_id, **details)
             # Render time grows with the video's length, and fast renders run at twice the
             # speed (docs/api/renders.md#request-fields): the scheduler's hint.
             hint = prepared.duration_s if prepared.duration_s is not None else est_seconds
             if hint is not None and fast:
                 hint /= 2
+            # Not needed while the job renders: the create (its request and fields) is not
+            # kept alive through the wait, in every job at once (issue 13: GC walks them).
+            del prepared
             final = await self._poll(key, job_id, details, hint)
+            common = dict(job_id=job_id, **details)
             if isinstance(final, _TimedOut):
                 # The API has no deadline: the job renders on and is charged
                 # (docs/api/credits.md#costs); the
