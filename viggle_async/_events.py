@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
+import anyio.lowlevel
 import attrs
 
 __all__ = [
@@ -217,7 +218,10 @@ class Handle:
 
     def __init__(self, key: str):
         self.key = key
-        self._done = anyio.Event()
+        # Made only when someone waits before the outcome is set: an anyio Event asks
+        # sniffio for the backend, and most handles of a bulk run are never awaited early
+        # (issue 13: 10,000 handles).
+        self._done: anyio.Event | None = None
         self._outcome: Outcome | None = None
         self.value: Any = None  # the finished asset (Character / Scene), when there is one
 
@@ -238,10 +242,16 @@ class Handle:
     def _set(self, outcome: Outcome) -> None:
         if self._outcome is None:
             self._outcome = outcome
-            self._done.set()
+            if self._done is not None:
+                self._done.set()
 
     async def wait(self) -> Outcome:
-        await self._done.wait()
+        if self._outcome is None:
+            if self._done is None:
+                self._done = anyio.Event()
+            await self._done.wait()
+        else:
+            await anyio.lowlevel.checkpoint()  # as waiting on a set Event: one yield
         assert self._outcome is not None
         return self._outcome
 

@@ -47,6 +47,9 @@ from ._protocol import (
 __all__ = ["RequestPath", "RetryEvent"]
 
 T = TypeVar("T")
+# The running asyncio loop or None (no exception when there is none): the loop check
+# runs on every request.
+_running_loop = asyncio.events._get_running_loop
 logger = logging.getLogger("viggle_async")
 
 
@@ -177,7 +180,10 @@ class RequestPath:
         the last ``TransportError`` or ``APIError`` once retries are spent, and
         ConfigurationError (no key; another event loop).
         """
-        loop = self._check_loop()
+        # The usual case inline (same loop as before): one call less per poll (issue 13).
+        loop = _running_loop()
+        if loop is None or loop is not self._loop:
+            loop = self._check_loop()
         headers = self.headers(request)
         url = self.base_url + request.path
         observer = (None if on_upload is None and before_last_bytes is None

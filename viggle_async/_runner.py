@@ -48,7 +48,7 @@ from ._protocol import Hook
 from ._resources import PreparedCreate
 from ._run_journal import RunJournal
 from ._scheduler import PollDeadlineExceeded, PollScheduler, PollView
-from ._submitter import NotSent, Submitter, fingerprint
+from ._submitter import NotSent, Slot, Submitter, fingerprint
 
 if TYPE_CHECKING:
     from ._client import ViggleClient
@@ -171,7 +171,7 @@ class Runner:
         self._sub = ctx.submitter
         self._jobs = ctx.jobs
         self._emit = ctx.emit
-        self._active = ctx.active
+        self._active = Slot(ctx.active)  # one for every job: it keeps no per-use state
         self._rand = ctx.rand
         self._scene_seconds: dict[str, float | None] = {}  # scene id -> length, asked once
         self._scene_locks: dict[str, anyio.Lock] = {}
@@ -181,26 +181,26 @@ class Runner:
     async def render(self, key: str, inputs: dict[str, Any], deps: dict[str, Handle | None],
                       output: str | Path | None, mask_output: str | Path | None,
                       est_seconds: float | None) -> Outcome:
-        def out(state: Any, **kw: Any) -> Outcome:
-            return Outcome(key, "render", state, **kw)
-
         for field, dep in deps.items():
             if dep is not None:
                 done = await dep
                 if not done.ok:
-                    return out("failed", error=f"{dep.kind} {dep.key!r} failed: {done.error}")
+                    return _render_outcome(key, "failed",
+                                           error=f"{dep.kind} {dep.key!r} failed: {done.error}")
                 inputs = {**inputs, field: done.asset_id}
                 if isinstance(dep.value, Scene) and dep.value.duration_seconds is not None:
                     self._scene_seconds.setdefault(dep.value.id, dep.value.duration_seconds)
-        try:
-            entry = await self._journal.get(key)
-        except JournalError as exc:
-            return out("not_submitted", error=f"not sent: {exc}")
+        entry = None
+        if self._journal.journal is not None:  # no journal: no coroutine to run (issue 13)
+            try:
+                entry = await self._journal.get(key)
+            except JournalError as exc:
+                return _render_outcome(key, "not_submitted", error=f"not sent: {exc}")
         async with self._active:
             try:
                 prepared = await self.client.renders.prepare(**inputs)
             except ViggleError as exc:
-                return out("not_submitted", error=str(exc))
+                return _render_outcome(key, "not_submitted", error=str(exc))
             fp = fingerprint(prepared)
             job_id: str | None = None
             attempts, fell_back, fast = 0, False, prepared.fast
@@ -209,69 +209,80 @@ class Runner:
                 if isinstance(resumed, Outcome):
                     return resumed
                 job_id = resumed
-            folders = await _ready_folders(output=output, mask_output=mask_output)
+            folders = (None if output is None and mask_output is None
+                       else await _ready_folders(output=output, mask_output=mask_output))
             if folders is not None and job_id is None:
-                return out("not_submitted", error=folders)  # before anything is paid for
+                # before anything is paid for
+                return _render_outcome(key, "not_submitted", error=folders)
             if (est_seconds is None and prepared.estimated_credits is None
                     and isinstance(inputs.get("scene_id"), str)
                     and inputs.get("driving_video_url") is None):
                 # A scene render is as long as its scene (docs/api/assets.md#get-scene
                 # duration_seconds, docs/api/credits.md#costs).
-                est_seconds = await self._scene_length(inputs["scene_id"])
+                scene_id = inputs["scene_id"]
+                est_seconds = (self._scene_seconds[scene_id] if scene_id in self._scene_seconds
+                               else await self._scene_length(scene_id))
             cost = cost_of(prepared, est_seconds)
             if job_id is None:
                 refusal = await self._account.reserve(cost, owner=key)
                 if refusal:
-                    return out("not_submitted", error=refusal, credits=cost)
+                    return _render_outcome(key, "not_submitted", error=refusal, credits=cost)
                 self._jobs.priced(key, cost)
                 try:
                     sub = await self._sub.render(key, prepared, fp, inputs)
                 except NotSent as ns:
                     if ns.state == "ambiguous":
                         # The job may exist and be billed: its credits stay committed.
-                        return out(ns.state, error=ns.reason, error_code=ns.code,
-                                   credits=cost, attempts=ns.attempts)
+                        return _render_outcome(key, ns.state, error=ns.reason,
+                                               error_code=ns.code, credits=cost,
+                                               attempts=ns.attempts)
                     await self._account.refund(cost or 0, owner=key)
-                    return out(ns.state, error=ns.reason, error_code=ns.code, credits=0,
-                               attempts=ns.attempts, error_type=ns.error_type)
+                    return _render_outcome(key, ns.state, error=ns.reason, error_code=ns.code,
+                                           credits=0, attempts=ns.attempts,
+                                           error_type=ns.error_type)
                 job_id, attempts, fell_back, fast = (sub.job_id, sub.attempts, sub.fell_back,
                                                      sub.fast)
                 if fell_back and cost is not None:
                     # Submitted standard after all: half the fast price (docs/api/credits.md#costs).
                     cost = await self._account.settle_fallback(cost, owner=key)
             details = dict(credits=cost, attempts=attempts, fast=fast, fallback_used=fell_back)
-            common = dict(job_id=job_id, **details)
             # Render time grows with the video's length, and fast renders run at twice the
             # speed (docs/api/renders.md#request-fields): the scheduler's hint.
             hint = prepared.duration_s if prepared.duration_s is not None else est_seconds
             if hint is not None and fast:
                 hint /= 2
+            # Not needed while the job renders: the create (its request and fields) is not
+            # kept alive through the wait, in every job at once (issue 13: GC walks them).
+            del prepared
             final = await self._poll(key, job_id, details, hint)
+            common = dict(job_id=job_id, **details)
             if isinstance(final, _TimedOut):
                 # The API has no deadline: the job renders on and is charged
                 # (docs/api/credits.md#costs); the
                 # journal keeps it at "submitted", so a rerun resumes it.
-                return out("timed_out", error=str(final), **common)
+                return _render_outcome(key, "timed_out", error=str(final), **common)
             if isinstance(final, str):
-                return out("failed", error=final, **common)
+                return _render_outcome(key, "failed", error=final, **common)
             if not final.is_complete:
                 if final.status != "complete":  # refunded by the API (docs/api/credits.md#costs)
                     await self._account.refund(cost or 0, owner=key)
                 await self._record_final(key, final.status, (), final.error_message)
-                return out("cancelled" if final.status == "cancelled" else "failed",
-                           status=final.status, error=final.error_message or final.error,
-                           error_code=final.error_code, **common)
+                return _render_outcome(key,
+                                       "cancelled" if final.status == "cancelled" else "failed",
+                                       status=final.status,
+                                       error=final.error_message or final.error,
+                                       error_code=final.error_code, **common)
             paths, not_fetched = await self._download(key, final, output, mask_output)
             if not_fetched is not None:
                 # Paid for and finished: never "failed". The journal keeps the job at
                 # "submitted", so a rerun polls it and downloads again.
-                return out("complete", status="complete", outputs=paths, downloaded=False,
-                           download_error=not_fetched, **common)
+                return _render_outcome(key, "complete", status="complete", outputs=paths,
+                                       downloaded=False, download_error=not_fetched, **common)
             await self._record_final(key, "complete", paths, None)
             # Each path was written by ``client.download``, which verifies the body (length,
             # resumed ranges) before moving it into place; none asked for: nothing on disk.
-            return out("complete", status="complete", outputs=paths, downloaded=bool(paths),
-                       **common)
+            return _render_outcome(key, "complete", status="complete", outputs=paths,
+                                   downloaded=bool(paths), **common)
 
     def _resume(self, key: str, kind: WorkKind, entry: JournalEntry,
                 fp: str) -> Outcome | str | None:
@@ -315,7 +326,10 @@ class Runner:
         """The scene's ``duration_seconds`` (Get Scene, docs/api/assets.md#get-scene), asked once
         per scene; None
         when the API does not say or cannot be asked (then the render is not priced)."""
-        async with self._scene_locks.setdefault(scene_id, anyio.Lock()):
+        lock = self._scene_locks.get(scene_id)
+        if lock is None:
+            lock = self._scene_locks[scene_id] = anyio.Lock()
+        async with lock:
             if scene_id not in self._scene_seconds:
                 try:
                     scene = await self.client.scenes.get(scene_id)
@@ -332,15 +346,17 @@ class Runner:
         timeout = self.ctx.render_timeout
         deadline = None if timeout is None else self._clock.now() + timeout
 
-        def update(status: RenderStatus) -> None:
-            self._emit(Progress(key, job_id, status.status, status.progress_pct,
-                                status.checkpoint))
-
+        # A partial, not a closure: it lives as long as the job is polled, and a closure's
+        # cells are three more objects per job for the cyclic GC to walk (issue 13).
+        update = functools.partial(self._update, key, job_id)
         self._jobs.polling(key, job_id, **details)
         # Not in a finally: a cancelled poll stays listed, so __aexit__ can cancel the job.
         result = await self._poll_loop(job_id, deadline, update, hint)
         self._jobs.finished(key, None if isinstance(result, str) else result.status)
         return result
+
+    def _update(self, key: str, job_id: str, status: RenderStatus) -> None:
+        self._emit(Progress(key, job_id, status.status, status.progress_pct, status.checkpoint))
 
     async def _poll_loop(self, job_id: str, deadline: float | None,
                          update: Callable[[RenderStatus], None],
@@ -421,7 +437,8 @@ class Runner:
 
     async def _record_final(self, key: str, status: str, outputs: tuple[Path, ...],
                             error: str | None) -> None:
-        await self._journal.record_final(key, status, [str(p) for p in outputs], error)
+        if self._journal.journal is not None:
+            await self._journal.record_final(key, status, [str(p) for p in outputs], error)
 
     # --- characters and scenes -------------------------------------------------------
 
@@ -496,6 +513,12 @@ class Runner:
 # with the import
 # answer, so the journal keeps them, as the outputs of a finished scene.
 _SEGMENT = "segment:"
+
+
+def _render_outcome(key: str, state: Any, **kw: Any) -> Outcome:
+    # A module function rather than a closure over ``key`` in every render (a closure and
+    # its cell live as long as the job: objects for the cyclic GC, issue 13).
+    return Outcome(key, "render", state, **kw)
 
 
 def _segment_outputs(segments: tuple[Segment, ...]) -> list[str]:

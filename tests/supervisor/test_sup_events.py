@@ -16,6 +16,7 @@ from viggle_async import (
     Queued,
     Submitted,
     Supervisor,
+    Uploading,
     ViggleClient,
 )
 from viggle_async.testing import FakeViggle, ManualClock
@@ -56,3 +57,40 @@ async def test_events_in_order_and_outcome_fields(
     assert [r for r, _ in progress] == sorted(r for r, _ in progress)
     done = [e for e in mine if isinstance(e, Downloaded)]
     assert [(d.path, d.bytes) for d in done] == [(tmp_path / "out.mp4", size)]
+
+
+async def test_every_subscriber_sees_every_event_in_order_and_a_leaver_stops_receiving(
+    clock: ManualClock, fake: FakeViggle, client: ViggleClient, png: Path,
+    videos: dict[int, Path],
+) -> None:
+    """Many events (more than one read batch) reach two readers alike, one of them
+    reading without ever awaiting in its loop; a reader that left early gets nothing more
+    and does not hold the run up."""
+    first: list[Event] = []
+    slow: list[Event] = []
+    fast: list[Event] = []
+    sup = Supervisor(client, **RENDER_KW)
+    async with clock.autojump(), anyio.create_task_group() as tg, sup:
+        streams = sup.events(), sup.events(), sup.events()
+
+        async def leave_after_one() -> None:
+            async for event in streams[0]:
+                first.append(event)
+                break
+
+        async def collect(into: list[Event], yield_each: bool) -> None:
+            async for event in streams[1 if yield_each else 2]:
+                into.append(event)
+                if yield_each:
+                    await anyio.lowlevel.checkpoint()
+
+        tg.start_soon(leave_after_one)
+        tg.start_soon(collect, slow, True)
+        tg.start_soon(collect, fast, False)
+        for i in range(24):
+            sup.render(key=f"r{i}", ref_image=png, driving_video=videos[1 + i % 4])
+    assert len(first) == 1 and isinstance(first[0], Queued)
+    assert slow == fast and len(slow) > 64 * 2
+    for i in range(24):
+        kinds = [type(e) for e in slow if e.key == f"r{i}" and type(e) is not Uploading]
+        assert kinds[0] is Queued and kinds[1] is Submitted and kinds[-1] is Completed
