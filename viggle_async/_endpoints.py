@@ -60,6 +60,11 @@ def job_path(prefix: str, ident: str, field: str) -> str:
     if not isinstance(ident, str) or not ident.strip():
         raise InvalidInputError(field, "must be a non-empty string",
                                 f"pass the {field} the API returned")
+    if ident in (".", ".."):
+        # A dot segment cannot be percent-encoded away (RFC 3986 treats "%2E" as "."):
+        # URL normalisation would turn /api/render/.. into /api/, another resource.
+        raise InvalidInputError(field, f"{ident!r} is a relative path segment, not an id",
+                                f"pass the {field} the API returned")
     return f"{prefix}/{quote(ident, safe='')}"
 
 

@@ -319,11 +319,16 @@ class Supervisor:
 
     # --- scheduling ------------------------------------------------------------------
 
-    def _release(self, handle: Handle) -> None:
-        """Let ``handle``'s key be scheduled again, once its work has ended (a long-lived
-        worker given a row again after ``bulk --enqueue`` re-queued it). The journal still
-        decides what the new work does: a job it knows is resumed, not created again.
-        ``ValueError`` while the work runs (two works on one key would race)."""
+    def release(self, handle: Handle) -> None:
+        """Let ``handle``'s key be scheduled again, once its work has ended.
+
+        Keys are unique within a supervisor: ``render``/``character``/``scene`` with a key
+        already used raise ``ValueError``. A long-lived process that is handed the same
+        work again (the ``worker`` command, given a row that ``bulk --enqueue`` re-queued)
+        releases the ended handle first. The journal still decides what the new work does:
+        a job it knows is resumed or reported, never created again (README, "Bulk
+        rendering with the supervisor"). Raises ``ValueError`` while the work still runs
+        (two works on one key would race)."""
         if not handle.done:
             raise ValueError(f"key {handle.key!r} is still being worked on")
         self._keys.discard(handle.key)

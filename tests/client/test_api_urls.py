@@ -14,14 +14,14 @@ from aiohttp import web
 from loophelp import serve
 from yarl import URL
 
-from viggle_async import ViggleClient
+from viggle_async import InvalidInputError, ViggleClient
 from viggle_async._endpoints import get_render
 from viggle_async._transport import AiohttpTransport
 
 STATUS = {"job_id": "j", "status": "queued"}
 
 # Plain ids (taken as they are) and ids that need quoting. (The ids "." and ".." are dot
-# segments that yarl resolves away, as it always did; no API id looks like that.)
+# segments, refused before sending: see the test below.)
 IDS = ["job_1", "a~b.c-d_e", "...", "0f8c1a2e-1234-4bcd-9def-0123456789ab",
        "a b", "a/b", "é", "x%y", "50%", "a?b", "a#b", "a+b=c", ".x", "x."]
 
@@ -68,3 +68,27 @@ async def test_each_origin_gets_its_own_requests() -> None:
     finally:
         await transport.aclose()
     assert hits == {"a": ["/api/render/j", "/api/render/l"], "b": ["/api/render/k"]}
+
+
+@pytest.mark.parametrize("ident", [".", ".."])
+async def test_dot_segment_ids_are_refused_before_anything_is_sent(ident: str) -> None:
+    # URL normalisation would send /api/render/.. as /api/ (another resource; for a
+    # DELETE, a request nobody meant): each call that puts an id in the path refuses it.
+    seen: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(request.raw_path)
+        return web.json_response(STATUS)
+
+    async with (serve(handle, "GET") as base,
+                ViggleClient("sk-urls", base_url=base) as client):
+        calls = {"job_id": [client.renders.get, client.renders.cancel],
+                 "character_id": [client.characters.get, client.characters.delete],
+                 "scene_id": [client.scenes.get, client.scenes.delete]}
+        for field, methods in calls.items():
+            for method in methods:
+                with pytest.raises(InvalidInputError) as info:
+                    await method(ident)
+                assert info.value.field == field
+                assert "relative path segment" in str(info.value)
+    assert seen == []

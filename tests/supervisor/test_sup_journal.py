@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from suphelp import RENDER_KW
 
 from viggle_async import SQLiteJournal, Supervisor, ViggleClient
@@ -71,3 +72,37 @@ async def test_submitted_entry_resumes_polling_and_sending_entry_is_ambiguous(
             retried = sup.render(key="maybe", **inputs)
         assert retried.outcome.state == "complete"
         assert fake.count("POST", "/api/render") == creates + 1
+
+
+async def test_release_lets_an_ended_key_run_again_and_the_journal_still_decides(
+    clock: ManualClock, fake: FakeViggle, client: ViggleClient, png: Path,
+    videos: dict[int, Path], tmp_path: Path,
+) -> None:
+    """A long-lived process handed the same key again (the worker, after a re-queue)
+    releases the ended handle; the journal then skips what is done, never creating twice."""
+    inputs = {"ref_image": png, "driving_video": videos[1]}
+    async with await SQLiteJournal.open(tmp_path / "j.sqlite") as journal:
+        sup = Supervisor(client, journal=journal, **RENDER_KW)
+        async with clock.autojump(), sup:
+            first = sup.render(key="r", output=tmp_path / "r.mp4", **inputs)
+            with pytest.raises(ValueError, match="still being worked on"):
+                sup.release(first)  # two works on one key would race
+            assert (await first.wait()).state == "complete"
+            creates = fake.count("POST", "/api/render")
+            with pytest.raises(ValueError, match="already scheduled"):
+                sup.render(key="r", output=tmp_path / "r.mp4", **inputs)
+            sup.release(first)
+            again = sup.render(key="r", output=tmp_path / "r.mp4", **inputs)
+            assert (await again.wait()).state == "skipped"
+            assert again.outcome.job_id == first.outcome.job_id
+        assert fake.count("POST", "/api/render") == creates
+    # Without a journal nothing records the first render: released, the key is new work.
+    sup = Supervisor(client, **RENDER_KW)
+    async with clock.autojump(), sup:
+        other = sup.render(key="s", **inputs)
+        await other.wait()
+        sup.release(other)
+        fresh = sup.render(key="s", **inputs)
+        assert (await fresh.wait()).state == "complete"
+    assert fresh.outcome.job_id != other.outcome.job_id
+    assert fake.count("POST", "/api/render") == creates + 2

@@ -562,7 +562,7 @@ class _RowWorker:
             # re-queued (bulk --enqueue again, --resubmit-ended). Run it anew; the
             # journal keeps a known job from being created twice.
             assert self.sup is not None
-            self.sup._release(handle)
+            self.sup.release(handle)
             del self._handles[skey]
             handle = None
         if handle is None:
