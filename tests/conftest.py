@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,6 +12,13 @@ import pytest
 
 from viggle_async import ViggleClient
 from viggle_async.testing import ManualClock
+
+# A suite started in the background of a non-interactive shell (`cmd &` in a script) inherits
+# SIGINT ignored, and so would every CLI process the tests start: their Ctrl-C tests would
+# then send a signal nobody hears. A handler (unlike "ignored") is reset to the default in a
+# child, so the CLI processes get Python's own Ctrl-C again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 _AIOHTTP = tuple(int(p) for p in aiohttp.__version__.split(".")[:2])
 
