@@ -144,7 +144,7 @@ class Supervisor:
         self._tg: TaskGroup | None = None
         self._subscribers: list[_EventQueue] = []
         self._closed = False  # the event streams are closed: the block has ended
-        self._keys: set[str] = set()
+        self._keys: dict[str, Handle] = {}  # key -> its current handle
         self._stopped: dict[str, Handle] = {}  # cancelled, awaiting the remote cancel
         # The shared state, each piece with one owner; the flows get them as one context.
         if account is not None and credit_budget is not None:
@@ -328,10 +328,16 @@ class Supervisor:
         releases the ended handle first. The journal still decides what the new work does:
         a job it knows is resumed or reported, never created again (README, "Bulk
         rendering with the supervisor"). Raises ``ValueError`` while the work still runs
-        (two works on one key would race)."""
+        (two works on one key would race), or for a handle already released (the key's
+        newer work may be running)."""
+        if self._keys.get(handle.key) is not handle:
+            # An older handle of the key: releasing it again would free the key while
+            # newer work on it runs (a third work would race the second).
+            raise ValueError(f"this handle of key {handle.key!r} was already released; "
+                             "release the key's latest handle")
         if not handle.done:
             raise ValueError(f"key {handle.key!r} is still being worked on")
-        self._keys.discard(handle.key)
+        del self._keys[handle.key]
         self._jobs.forget(handle.key)
         self._stopped.pop(handle.key, None)
 
@@ -340,7 +346,7 @@ class Supervisor:
             raise RuntimeError("use the Supervisor inside 'async with'")
         if handle.key in self._keys:
             raise ValueError(f"key {handle.key!r} is already scheduled; keys must be unique")
-        self._keys.add(handle.key)
+        self._keys[handle.key] = handle
         self._emit(Queued(handle.key, handle.kind))
         self._tg.start_soon(self._run, handle, work)
 

@@ -119,9 +119,16 @@ def _check_type(field: str, kind: MediaKind, head: bytes, allowed: frozenset[str
     names = ", ".join(sorted(_LABEL[t] for t in allowed))
     if sniffed is None or sniffed not in allowed:
         what = _LABEL.get(sniffed or "", "an unrecognised format")
+        if sniffed is None:
+            # The usual mix-up is the other field's file (a video as ref_image): say so.
+            other = sniff_video(head) if kind == "image" else sniff_image(head)
+            if other is not None:
+                what = (f"{_LABEL[other]} {'video' if kind == 'image' else 'image'} data, "
+                        f"not {'an image' if kind == 'image' else 'a video'}")
         code = "CS-ORIV-003" if kind == "video" else "CS-UORC01-002"
         raise _fail(field, f"is {what} (content sniffed from its first bytes)",
-                    f"send {names}", code)
+                    f"send {'an image' if kind == 'image' else 'a video'} file: {names}",
+                    code)
     return sniffed
 
 

@@ -93,7 +93,15 @@ async def test_release_lets_an_ended_key_run_again_and_the_journal_still_decides
                 sup.render(key="r", output=tmp_path / "r.mp4", **inputs)
             sup.release(first)
             again = sup.render(key="r", output=tmp_path / "r.mp4", **inputs)
+            # The old handle again, ended though it is, would free the key while the new
+            # work runs: refused, before and after that work ends.
+            with pytest.raises(ValueError, match="already released"):
+                sup.release(first)
             assert (await again.wait()).state == "skipped"
+            with pytest.raises(ValueError, match="already released"):
+                sup.release(first)
+            with pytest.raises(ValueError, match="already scheduled"):
+                sup.render(key="r", output=tmp_path / "r.mp4", **inputs)
             assert again.outcome.job_id == first.outcome.job_id
         assert fake.count("POST", "/api/render") == creates
     # Without a journal nothing records the first render: released, the key is new work.
