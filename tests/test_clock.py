@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from pathlib import Path
+
 import anyio
+import anyio.to_thread
 import pytest
 
 from viggle_async._clock import Clock, SystemClock
@@ -143,3 +148,58 @@ async def test_system_clock_follows_the_event_loop() -> None:
     target = clock.now() + 0.005
     await clock.sleep_until(target)
     assert clock.now() >= target
+
+
+def _slow_read(path: str) -> bytes:
+    # A file read that a loaded machine takes a while to finish, in real time.
+    time.sleep(0.05)
+    with open(path, "rb") as f:
+        return f.read()
+
+
+@pytest.mark.parametrize("handoff", ["anyio.to_thread", "loop.run_in_executor"])
+async def test_autojump_waits_for_work_out_in_a_worker_thread(
+        handoff: str, tmp_path: Path) -> None:
+    # A request that reads its upload file in a thread (anyio's, or aiohttp's executor) is not
+    # waiting on the clock: time must not jump past the other tasks' deadlines meanwhile.
+    # Before, the loop's empty ready queue counted as idle and time raced ahead.
+    clock = ManualClock()
+    path = tmp_path / "upload.bin"
+    path.write_bytes(b"x" * 1024)
+    seen: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            await clock.sleep(1.0)
+
+    async def reader() -> None:
+        for _ in range(3):
+            if handoff == "anyio.to_thread":
+                data = await anyio.to_thread.run_sync(_slow_read, str(path))
+            else:
+                loop = asyncio.get_running_loop()
+                data = await loop.run_in_executor(None, _slow_read, str(path))
+            assert len(data) == 1024
+            seen.append(clock.now())
+
+    async with clock.autojump(), anyio.create_task_group() as tg:
+        tg.start_soon(ticker)
+        await reader()
+        tg.cancel_scope.cancel()
+    assert seen == [0.0, 0.0, 0.0]
+
+
+async def test_run_until_idle_waits_for_a_thread_handoff_chain() -> None:
+    # Thread → loop → thread: each hop leaves the ready queue empty for a while.
+    clock = ManualClock()
+    done: list[int] = []
+
+    async def chain() -> None:
+        for i in range(3):
+            await anyio.to_thread.run_sync(time.sleep, 0.02)
+            done.append(i)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(chain)
+        await clock.run_until_idle()
+        assert done == [0, 1, 2]

@@ -58,9 +58,7 @@ async def test_the_default_finds_realistic_renders_soon_in_few_polls(
                                              PollPolicy())
     assert len(latencies) == 60 and min(latencies) >= 0
     assert polls < plain_polls and polls <= 3.5
-    # Issue 13's p99 (1.5 s past the end): the 59th of 60. The manual clock jumps while a
-    # request waits on a loaded machine's socket, which can late-stamp one job (B3 measures
-    # the real figure).
+    # Issue 13's p99 (1.5 s past the end): the 59th of 60 (B3 measures the real figure).
     target = 1.5 + PollPolicy.predictive().margin
     assert sorted(latencies)[-2] <= target < max(plain_latencies)
     assert max(latencies) <= 2 * target
@@ -73,8 +71,7 @@ async def test_stalls_too_long_to_predict_fall_back_to_backoff_and_finish(
     faults = Faults(**{**REALISTIC, "stall_fraction": 1.0, "stall_max": 0.8})
     polls, latencies = await run(clock, faults, media, None, n=30)
     assert len(latencies) == 30
-    # Within two backoff caps (20 s each): a stall seen mid-sample can stretch one aim,
-    # and the manual clock jumps while a request is on a loaded machine's socket (a
+    # Within two backoff caps (20 s each): a stall seen mid-sample can stretch one aim (a
     # runaway wait would be the policy's 120 s max_interval, or none).
     assert max(latencies) <= 40.0
     assert polls <= 12

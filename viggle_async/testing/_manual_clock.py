@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 
 __all__ = ["ManualClock"]
 
@@ -36,6 +39,64 @@ class _Sleeper:
 # A settle that never finds the loop idle means some task spins on zero-length sleeps; fail
 # loudly instead of hanging the test.
 _MAX_SETTLE_SPINS = 100_000
+# While a worker thread runs, the settle waits for it in real-time steps this long (seconds)...
+_THREAD_POLL = 0.0005
+# ...for at most this long in all (seconds): a thread that waits for manual time itself would
+# otherwise hang the test, so past this the clock treats the thread as blocked.
+_THREAD_PATIENCE = 30.0
+
+
+class _ExecutorJobs:
+    """Counts a stock asyncio loop's ``run_in_executor`` jobs not yet delivered to the loop.
+
+    aiohttp reads upload files and compresses bodies with ``loop.run_in_executor``; while such a
+    job runs, the ready queue is empty although the loop is not idle. The count drops in a done
+    callback of the job's asyncio future, which asyncio schedules together with the awaiting
+    task's wake-up, so the count reaches zero only once that wake-up is already queued.
+    """
+
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        self.pending = 0
+
+    def done(self, _future: object) -> None:
+        self.pending -= 1
+
+
+# One counter per loop, shared by every clock on it; installed on first use, for the loop's life.
+_EXECUTOR_JOBS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ExecutorJobs] = (
+    weakref.WeakKeyDictionary())
+
+
+def _executor_jobs(loop: asyncio.AbstractEventLoop) -> _ExecutorJobs:
+    jobs = _EXECUTOR_JOBS.get(loop)
+    if jobs is None:
+        jobs = _EXECUTOR_JOBS[loop] = _ExecutorJobs()
+        submit: Callable[..., asyncio.Future[Any]] = loop.run_in_executor
+
+        def run_in_executor(executor: Any, func: Callable[..., Any],
+                            *args: Any) -> asyncio.Future[Any]:
+            future = submit(executor, func, *args)
+            jobs.pending += 1
+            future.add_done_callback(jobs.done)
+            return future
+
+        # asyncio has no hook for executor work, so the clock wraps the loop's own method (an
+        # instance attribute; the class's method is untouched).
+        loop.run_in_executor = run_in_executor  # type: ignore[method-assign,assignment]
+    return jobs
+
+
+def _threads_busy(jobs: _ExecutorJobs) -> bool:
+    """Whether work handed to a thread by anyio or asyncio has not come back to the loop yet.
+
+    anyio's default limiter releases a token only after the worker's result is back on the
+    loop, so a borrowed token means the task's wake-up is still to come.
+    """
+    if jobs.pending:
+        return True
+    return anyio.to_thread.current_default_thread_limiter().borrowed_tokens > 0
 
 
 class ManualClock:
@@ -48,7 +109,11 @@ class ManualClock:
     exact time it asked for.
 
     "Blocked" means waiting on something other than the event loop's ready queue (an event, a
-    lock, a socket, a worker thread): the clock does not wait for threads to finish.
+    lock, a socket), with no work out in a worker thread: on the stock asyncio loop the clock
+    waits, in real time, for ``anyio.to_thread`` calls (default limiter) and
+    ``loop.run_in_executor`` jobs (aiohttp's file reads) to come back before it moves time, so a
+    slow thread on a loaded machine does not let time jump ahead of it. Other threads (e.g.
+    aiosqlite's connection thread) are not seen.
     """
 
     def __init__(self, start: float = 0.0) -> None:
@@ -122,7 +187,11 @@ class ManualClock:
         await self.run_until_idle()
 
     async def run_until_idle(self) -> None:
-        """Let every other task run until all of them are blocked; time does not move."""
+        """Let every other task run until all of them are blocked; time does not move.
+
+        On the stock asyncio loop this includes waiting (in real time, up to 30 s) for work
+        out in worker threads to come back.
+        """
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -135,10 +204,23 @@ class ManualClock:
         # anyio's asyncio helper sleeps 0.1 s of real time whenever a task is runnable, far too
         # slow for thousands of steps; an empty ready queue right after we resume means every
         # other task is waiting on something.
-        for _ in range(_MAX_SETTLE_SPINS):
+        jobs = _executor_jobs(loop)  # type: ignore[arg-type]
+        patience = None
+        spins = 0
+        while spins < _MAX_SETTLE_SPINS:
             await asyncio.sleep(0)
-            if not ready:
+            if ready:
+                spins += 1
+                continue
+            if not _threads_busy(jobs):
                 return
+            # A worker thread still runs: the loop only looks idle. Wait for it in real time.
+            now = loop.time()  # type: ignore[union-attr]
+            if patience is None:
+                patience = now + _THREAD_PATIENCE
+            elif now > patience:
+                return
+            await asyncio.sleep(_THREAD_POLL)
         raise RuntimeError("tasks never became idle: something loops on zero-length sleeps")
 
     @asynccontextmanager
@@ -150,6 +232,13 @@ class ManualClock:
         """
         if self._autojumping:
             raise RuntimeError("autojump is already active on this clock")
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # not asyncio (trio)
+            loop = None
+        if loop is not None and getattr(loop, "_ready", None) is not None:
+            # Count executor jobs from the block's first line, before the jumper first runs.
+            _executor_jobs(loop)
         self._autojumping = True
         try:
             async with anyio.create_task_group() as tg:
