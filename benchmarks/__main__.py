@@ -1,10 +1,12 @@
-"""``python -m benchmarks [--quick] [--only B1,B3] [--runs N] [--out PREFIX] [--profile]
-[--fake KEY=JSON ...]``.
+"""``python -m benchmarks [--quick] [--only B1,B3] [--merge] [--runs N] [--out PREFIX]
+[--profile] [--fake KEY=JSON ...]``.
 
 Runs the benchmarks (see benchmarks/README.md), prints the Markdown table and writes
 ``PREFIX.json`` and ``PREFIX.md`` (default: ``benchmarks/results`` for a full run, a
 temporary folder for ``--quick``). Exits non-zero only when a benchmark could not run;
-a missed target is reported, not fatal (``--strict`` makes it fatal).
+a missed target is reported, not fatal (``--strict`` makes it fatal). With ``--merge``, the
+benchmarks run replace theirs in an existing ``PREFIX.json`` and the others are kept, each
+with the date and load of the run that measured it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ._common import ROOT
-from ._report import Context, Outcome, markdown, write_outputs
+from ._report import Context, Outcome, load_outputs, markdown, write_outputs
 
 BENCHMARKS = {
     "B1": "b1_upload",
@@ -42,6 +44,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help="small sizes, under a minute: the CI smoke run")
     parser.add_argument("--only", default=",".join(BENCHMARKS),
                         help="comma-separated subset, e.g. B1,B3")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other benchmarks' results already in PREFIX.json and "
+                             "replace only those run now (each keeps its own date and load)")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (>= 3)")
     parser.add_argument("--out", type=Path, default=None,
                         help="output prefix (PREFIX.json, PREFIX.md)")
@@ -59,6 +64,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     unknown = sorted(set(args.only) - set(BENCHMARKS))
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; choose from {sorted(BENCHMARKS)}")
+    if args.merge and args.quick:
+        parser.error("--merge keeps full-run results: it cannot be used with --quick")
     if args.runs < 3:
         parser.error("--runs must be at least 3 (every figure is a median of >= 3 runs)")
     return args
@@ -137,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
     meta["loadavg_at_end"] = list(os.getloadavg())
     meta["elapsed_s"] = round(time.perf_counter() - started, 1)
+    if args.merge:
+        meta, outcomes, errors = _merged(args.out, meta, outcomes, errors)
     json_path, md_path = write_outputs(args.out, meta, outcomes, errors)
     print(markdown(meta, outcomes))
     print(f"wrote {json_path} and {md_path} in {meta['elapsed_s']} s", file=sys.stderr)
@@ -148,6 +157,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"missed targets: {missed}", file=sys.stderr)
         return 1
     return 0
+
+
+def _merged(prefix: Path, meta: dict[str, Any], outcomes: dict[str, Outcome],
+            errors: dict[str, str]) -> tuple[dict[str, Any], dict[str, Outcome], dict[str, str]]:
+    """This run's outcomes laid over those in ``PREFIX.json`` (kept in benchmark order).
+
+    A benchmark that failed now keeps its earlier figures and its error is reported. The
+    meta records, per benchmark, the run that measured it (``measured_in``).
+    """
+    if not prefix.with_suffix(".json").exists():
+        return meta, outcomes, errors
+    old_meta, old_outcomes, old_errors = load_outputs(prefix)
+    this_run = {k: meta[k] for k in ("date", "loadavg_at_start", "loadavg_at_end", "mode")}
+    measured_in = dict(old_meta.get("measured_in") or {
+        key: {k: old_meta.get(k) for k in this_run} for key in old_outcomes})
+    kept = {key: o for key, o in old_outcomes.items() if key not in outcomes}
+    for key in outcomes:
+        measured_in[key] = this_run
+    merged = {key: (outcomes.get(key) or kept[key]) for key in BENCHMARKS
+              if key in outcomes or key in kept}
+    new_errors = {k: v for k, v in old_errors.items() if k not in merged}
+    new_errors.update(errors)
+    meta = {**meta, "benchmarks": list(merged),
+            "measured_in": {k: measured_in[k] for k in merged if k in measured_in}}
+    return meta, merged, new_errors
 
 
 if __name__ == "__main__":

@@ -113,6 +113,19 @@ def _load_line(meta: dict[str, Any]) -> str:
             f"{_saturated(max(start[0], end[0]), meta)}.")
 
 
+def _measured_in_lines(meta: dict[str, Any]) -> list[str]:
+    """For a merged file: which run measured which benchmarks, when several did."""
+    runs: dict[tuple[str, str], list[str]] = {}
+    for key, run in (meta.get("measured_in") or {}).items():
+        load = run.get("loadavg_at_start") or [float("nan")]
+        runs.setdefault((run.get("date") or "?", f"{load[0]:.2f}"), []).append(key)
+    if len(runs) < 2:
+        return []
+    return ["Measured in separate runs (`--merge`): " + "; ".join(
+        f"{', '.join(keys)} on {date} (load {load} at the start)"
+        for (date, load), keys in sorted(runs.items())) + ".", ""]
+
+
 def markdown(meta: dict[str, Any], outcomes: dict[str, Outcome]) -> str:
     lines = [
         f"# Benchmark results ({meta['mode']} mode)",
@@ -124,6 +137,7 @@ def markdown(meta: dict[str, Any], outcomes: dict[str, Outcome]) -> str:
         "",
         _load_line(meta),
         "",
+        *_measured_in_lines(meta),
         "| | figure | viggle-async | baseline | baseline value | ratio | target | |",
         "|---|---|---:|---|---:|---:|---|---|",
     ]
@@ -149,6 +163,17 @@ def markdown(meta: dict[str, Any], outcomes: dict[str, Outcome]) -> str:
     lines += ["", "Sizes and settings:", ""]
     lines += [f"- {key} ({outcomes[key].title}): {json.dumps(cfg)}" for key, cfg in sizes.items()]
     return "\n".join(lines) + "\n"
+
+
+def load_outputs(prefix: Path) -> tuple[dict[str, Any], dict[str, Outcome], dict[str, str]]:
+    """Read back what ``write_outputs`` wrote to ``PREFIX.json``: meta, outcomes, errors."""
+    data = json.loads(prefix.with_suffix(".json").read_text())
+    names = {f.name for f in dataclasses.fields(Figure)}
+    outcomes = {
+        key: Outcome(o["title"], [Figure(**{k: v for k, v in f.items() if k in names})
+                                  for f in o["figures"]], o.get("details", {}))
+        for key, o in data.get("benchmarks", {}).items()}
+    return data.get("meta", {}), outcomes, data.get("errors", {})
 
 
 def write_outputs(prefix: Path, meta: dict[str, Any], outcomes: dict[str, Outcome],
