@@ -144,7 +144,9 @@ def run(ctx: Context) -> Outcome:
     # Where the CPU goes (a miss's measured cause; shown on the CPU row either way), and the
     # machine's load. Minor page faults swing between runs of every variant (hundreds, or
     # 50,000-190,000 per GiB): glibc trimming and regrowing its heap around asyncio's and
-    # aiohttp's per-read 256 KiB buffers, the same in the floor; hence the range too.
+    # aiohttp's per-read 256 KiB buffers, the same in the floor: each socket read that
+    # returns less than 256 KiB (the server behind the client) costs about 65 faults.
+    # Hence the range too.
     threaded = sum(bool(r.get("writer_thread")) for r in per_run["library"])
     cause = (f"library CPU per GiB {cpu['library'] / cpu['aiohttp_fsync']:.2f}x the floor's "
              f"(user {split('library', 'cpu_user'):.2f} s vs "
