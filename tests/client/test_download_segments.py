@@ -17,7 +17,7 @@ from aiohttp import web
 from loophelp import names, serve
 
 from viggle_async import InvalidInputError, RetryPolicy, SystemClock, ViggleClient
-from viggle_async._download import download_to
+from viggle_async._download import _WRITEBACK, download_to
 from viggle_async._transport import AiohttpTransport
 
 BODY = random.Random(11).randbytes(17 * 2**20 + 3)  # 4 segments of over 4 MiB
@@ -173,3 +173,29 @@ async def test_a_cancelled_segmented_download_leaves_the_old_file_alone(
     assert scope.cancelled_caught
     assert names(tmp_path) == ["o.mp4"]
     assert (tmp_path / "o.mp4").read_bytes() == b"the old file"
+
+
+async def test_segments_hand_each_block_to_the_disk_once(cdn: RangeCDN,
+                                                         tmp_path: Path) -> None:
+    # Blocks are aligned to the file, not to the segments: the block a segment boundary
+    # falls in is handed over by the later segment, none twice, and the file is exact.
+    handed: list[tuple[int, int]] = []
+
+    def writeback(fd: int, offset: int, length: int) -> None:
+        handed.append((offset, length))
+        if _WRITEBACK is not None:
+            _WRITEBACK(fd, offset, length)
+
+    transport = AiohttpTransport(trust_env=False)
+    try:
+        size = await download_to(
+            transport, f"{cdn.base_url}/o.mp4", tmp_path / "o.mp4", retry=FAST,
+            clock=SystemClock(), rand=random.Random(3).random,
+            now=lambda: datetime.now(UTC), segments=4, write_behind=2**20,
+            writeback=writeback)
+    finally:
+        await transport.aclose()
+    assert size == len(BODY) and _sha(tmp_path / "o.mp4") == hashlib.sha256(BODY).digest()
+    blocks = sorted(b for offset, length in handed
+                    for b in range(offset >> 20, (offset + length) >> 20))
+    assert blocks == list(range(len(BODY) >> 20))

@@ -10,6 +10,7 @@ write raises)."""
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import random
@@ -25,7 +26,7 @@ import pytest
 from loophelp import names
 
 from viggle_async import DownloadError, RetryPolicy, TransportError
-from viggle_async._download import download_to
+from viggle_async._download import _WRITEBACK, download_to
 from viggle_async._protocol import StreamedResponse
 from viggle_async.testing import ManualClock
 
@@ -201,3 +202,47 @@ async def test_a_body_longer_than_announced_is_fetched_again_from_zero(
         size = await _download(transport, tmp_path / "o.mp4", clock, write_path)
     assert size == len(BODY) and (tmp_path / "o.mp4").read_bytes() == BODY
     assert [r.get("Range") for r in transport.requests] == [None, None]  # not resumed
+
+
+class HandedToDisk:
+    """The write-behind seam: records each range handed to the disk, then starts its
+    writeback for real (where the platform can)."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.ranges: list[tuple[int, int]] = []
+        self.refuse = refuse
+
+    def __call__(self, fd: int, offset: int, length: int) -> None:
+        self.ranges.append((offset, length))
+        if self.refuse:  # a filesystem that takes no advice
+            raise OSError(errno.EINVAL, "Invalid argument")
+        if _WRITEBACK is not None:
+            _WRITEBACK(fd, offset, length)
+
+
+async def test_each_completed_block_goes_to_the_disk_once_while_downloading(
+        tmp_path: Path, write_path: str) -> None:
+    # 100,000-byte chunks straddle the 1 MiB blocks, and two drops resume mid-block
+    # (at 2,000,000 and 3,000,000): each whole block is handed over once, in order,
+    # as soon as its last byte is written; the tail (17 bytes) is left to the fsync.
+    transport = MemoryTransport()
+    transport.script = [{"fail_after": 2_000_000}, {"fail_after": 1_000_000}]
+    handed = HandedToDisk()
+    clock = ManualClock()
+    async with clock.autojump():
+        size = await _download(transport, tmp_path / "o.mp4", clock, write_path,
+                               write_behind=2**20, writeback=handed)
+    assert size == len(BODY) and (tmp_path / "o.mp4").read_bytes() == BODY
+    assert handed.ranges == [(i * 2**20, 2**20) for i in range(5)]
+
+
+async def test_a_filesystem_that_refuses_early_writeback_still_gets_the_file(
+        tmp_path: Path, write_path: str, caplog: pytest.LogCaptureFixture) -> None:
+    handed = HandedToDisk(refuse=True)
+    clock = ManualClock()
+    async with clock.autojump():
+        size = await _download(MemoryTransport(), tmp_path / "o.mp4", clock, write_path,
+                               write_behind=2**20, writeback=handed)
+    assert size == len(BODY) and (tmp_path / "o.mp4").read_bytes() == BODY
+    assert handed.ranges == [(0, 2**20)]  # asked once, then left alone
+    assert "no early writeback" in caplog.text
