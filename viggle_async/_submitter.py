@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
+import anyio.lowlevel
 import attrs
 
 from ._account import AccountState
@@ -284,6 +285,11 @@ class Submitter:
 
             async def before_last_bytes() -> None:
                 nonlocal marked, marking, journal_failed
+                # The last moment a cancel may still stop the job for free: nothing before
+                # this is sure to have suspended (a free slot is taken without a checkpoint,
+                # a create from URLs or ids prepares without I/O), so a block that failed
+                # just after scheduling would otherwise send, shielded, and be charged.
+                await anyio.lowlevel.checkpoint_if_cancelled()
                 # From here the job may exist: if we are cancelled now, still wait for the
                 # answer (bounded by the read timeout) so its id is journaled and, with
                 # cancel_remote, cancelled; otherwise a rerun could only call it ambiguous.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from suphelp import RENDER_KW
+from suphelp import RENDER_KW, ready_scene
 
 from viggle_async import Submitted, Supervisor, ViggleClient
 from viggle_async.testing import FakeViggle, ManualClock
@@ -66,3 +66,47 @@ async def test_cancelling_the_block(
         assert statuses <= {"queued", "processing"}
         assert fake.count("DELETE", "/api/render/{job_id}") == 0
         assert fake.balance() == 10_000 - JOBS * 4
+
+
+_IMG, _VID = "https://example.com/a.png", "https://example.com/b.mp4"
+
+
+def _schedule(sup: Supervisor, kind: str, i: int, scene_id: str) -> object:
+    if kind == "render from URLs":
+        return sup.render(key=f"r{i}", ref_image_url=_IMG, driving_video_url=_VID)
+    if kind == "render from a character and a scene id":
+        return sup.render(key=f"r{i}", character_id="char-1", scene_id=scene_id)
+    return sup.character(key=f"c{i}", name="Alice", image_url=_IMG)
+
+
+@pytest.mark.parametrize("journal", [False, True], ids=["no journal", "journal"])
+@pytest.mark.parametrize("ending", ["error", "cancel", "duplicate key"])
+@pytest.mark.parametrize("kind", ["render from URLs", "render from a character and a scene id",
+                                  "character from a URL"])
+async def test_a_block_that_ends_right_after_scheduling_sends_no_create(
+        kind: str, ending: str, journal: bool, clock: ManualClock, fake: FakeViggle,
+        client: ViggleClient, tmp_path: Path) -> None:
+    # Work scheduled from URLs or ids has nothing to upload: before, its tasks reached the
+    # shielded create without a checkpoint, so a block that failed (or was cancelled) just
+    # after scheduling still sent up to every create, and each was charged.
+    scene_id = await ready_scene(client, clock) if "scene" in kind else ""
+    creates = len(fake.creates)
+    balance = fake.balance()
+    sup = Supervisor(client, **RENDER_KW,  # type: ignore[arg-type]
+                     journal=tmp_path / "j.db" if journal else None)
+    handles: list[object] = []
+    raised: list[BaseException] = []
+    try:
+        with anyio.CancelScope() as scope:
+            async with clock.autojump(), sup:
+                for i in (0, 1, 2, 3, 3) if ending == "duplicate key" else (0, 1, 2):
+                    handles.append(_schedule(sup, kind, i, scene_id))
+                if ending == "error":
+                    raise RuntimeError("the app failed after scheduling")
+                scope.cancel()
+    except* (RuntimeError, ValueError) as group:
+        raised += group.exceptions
+    assert len(raised) == (ending != "cancel")
+    assert len(fake.creates) == creates and fake.balance() == balance
+    assert all(h.outcome.state == "cancelled" and h.outcome.job_id is None  # type: ignore[attr-defined]
+               for h in handles)
