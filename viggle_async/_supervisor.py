@@ -310,8 +310,10 @@ class Supervisor:
         queue = _EventQueue()
         if self._closed:
             queue.close()
+        # Readers that left are dropped here rather than on every event.
+        self._subscribers = [q for q in self._subscribers if not q.stopped]
         self._subscribers.append(queue)
-        return queue.iterate()
+        return _EventStream(queue)
 
     def _emit(self, event: Event) -> None:
         for queue in self._subscribers:
@@ -511,62 +513,92 @@ class Supervisor:
 
 
 class _EventQueue:
-    """One ``events()`` subscriber: an unbounded buffer that ends after ``close``.
+    """One ``events()`` subscriber's buffer: unbounded, ended by ``close`` (no more events
+    will come) or ``stop`` (the reader left: what comes is dropped, the buffer freed).
 
     Cheaper than an anyio memory stream (issue 13: about six events per render, 60,000 in
-    a 10,000-job run): a put is an append, and the reader yields what is buffered without
-    a loop round trip per event, waiting (on an Event made only then) when it is empty.
-    Every ``_BATCH`` events it still lets the loop run, so a consumer that never awaits
-    cannot starve the work, and a cancelled consumer stops there at the latest."""
+    a 10,000-job run): a put is an append, and the reader (``_EventStream``) takes what is
+    buffered without a loop round trip per event, waiting (on an Event made only then) when
+    it is empty."""
 
-    __slots__ = ("_closed", "_items", "_stopped", "_waiter")
-
-    _BATCH = 64
+    __slots__ = ("closed", "items", "stopped", "waiter")
 
     def __init__(self) -> None:
-        self._items: deque[Event] = deque()
-        self._waiter: anyio.Event | None = None
-        self._closed = False  # no more events will come
-        self._stopped = False  # the reader left: drop what comes
+        self.items: deque[Event] = deque()
+        self.waiter: anyio.Event | None = None
+        self.closed = False
+        self.stopped = False
 
     def put(self, event: Event) -> None:
-        if self._closed or self._stopped:
+        if self.closed or self.stopped:
             return
-        self._items.append(event)
-        waiter = self._waiter
+        self.items.append(event)
+        waiter = self.waiter
         if waiter is not None:
-            self._waiter = None
+            self.waiter = None
             waiter.set()
 
     def close(self) -> None:
-        self._closed = True
-        waiter = self._waiter
+        self.closed = True
+        waiter = self.waiter
         if waiter is not None:
-            self._waiter = None
+            self.waiter = None
             waiter.set()
 
-    async def iterate(self) -> AsyncIterator[Event]:
-        items = self._items
-        try:
+    def stop(self) -> None:
+        self.stopped = True
+        self.items.clear()
+        self.close()
+
+
+class _EventStream(AsyncIterator[Event]):
+    """What ``Supervisor.events()`` returns: the events of one ``_EventQueue``, in order.
+
+    An object rather than an async generator so that the reader leaving is seen however it
+    leaves: ``aclose()``, or the stream dropped (``__del__``; a ``break`` out of
+    ``async for sup.events()`` drops it at once on CPython), started or not. A generator's
+    ``finally`` never runs for one that was never started, and a break alone does not
+    close it. Every ``_BATCH`` events it still lets the loop run, so a consumer that never
+    awaits cannot starve the work, and a cancelled consumer stops there at the latest."""
+
+    __slots__ = ("_queue", "_since", "_started")
+
+    _BATCH = 64
+
+    def __init__(self, queue: _EventQueue) -> None:
+        self._queue = queue
+        self._since = 0
+        self._started = False
+
+    def __aiter__(self) -> _EventStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        queue = self._queue
+        items = queue.items
+        if not self._started:
+            self._started = True
             await anyio.lowlevel.checkpoint()
-            since = 0
-            while True:
-                if items:
-                    if since >= self._BATCH:
-                        since = 0
-                        await anyio.lowlevel.checkpoint()
-                        continue
-                    since += 1
-                    yield items.popleft()
-                elif self._closed:
-                    return
-                else:
-                    since = 0
-                    waiter = self._waiter = anyio.Event()
-                    await waiter.wait()
-        finally:
-            self._stopped = True
-            items.clear()
+        while True:
+            if items:
+                if self._since >= self._BATCH:
+                    self._since = 0
+                    await anyio.lowlevel.checkpoint()
+                    continue
+                self._since += 1
+                return items.popleft()
+            if queue.closed:
+                raise StopAsyncIteration
+            self._since = 0
+            waiter = queue.waiter = anyio.Event()
+            await waiter.wait()
+
+    async def aclose(self) -> None:
+        """Stop receiving: later events are dropped and the iteration ends."""
+        self._queue.stop()
+
+    def __del__(self) -> None:
+        self._queue.stop()
 
 
 def _reuse_rule(option: object) -> ReuseRule | None:

@@ -77,6 +77,7 @@ async def test_every_subscriber_sees_every_event_in_order_and_a_leaver_stops_rec
             async for event in streams[0]:
                 first.append(event)
                 break
+            await streams[0].aclose()  # type: ignore[attr-defined]
 
         async def collect(into: list[Event], yield_each: bool) -> None:
             async for event in streams[1 if yield_each else 2]:
@@ -90,7 +91,32 @@ async def test_every_subscriber_sees_every_event_in_order_and_a_leaver_stops_rec
         for i in range(24):
             sup.render(key=f"r{i}", ref_image=png, driving_video=videos[1 + i % 4])
     assert len(first) == 1 and isinstance(first[0], Queued)
+    assert [e async for e in streams[0]] == []  # closed: nothing was kept for it
     assert slow == fast and len(slow) > 64 * 2
     for i in range(24):
         kinds = [type(e) for e in slow if e.key == f"r{i}" and type(e) is not Uploading]
         assert kinds[0] is Queued and kinds[1] is Submitted and kinds[-1] is Completed
+
+
+async def test_a_stream_dropped_or_closed_stops_buffering(
+    clock: ManualClock, fake: FakeViggle, client: ViggleClient, png: Path,
+    videos: dict[int, Path],
+) -> None:
+    """Readers that leave however they leave (break out of a loop over a fresh stream,
+    never start one, aclose one) hold no events: a long run's memory stays flat."""
+    sup = Supervisor(client, **RENDER_KW)
+    async with clock.autojump(), sup:
+        kept = sup.events()
+        sup.render(key="first", ref_image=png, driving_video=videos[1])
+        async for _ in sup.events():
+            break  # the stream is dropped here
+        sup.events()  # never started, dropped at once
+        async for _ in kept:
+            break
+        await kept.aclose()  # type: ignore[attr-defined]
+        for i in range(6):
+            sup.render(key=f"r{i}", ref_image=png, driving_video=videos[1 + i % 4])
+        live = sup.events()
+    # Only the last reader, still subscribed, buffered the run's events.
+    assert sup._subscribers == [live._queue]  # type: ignore[attr-defined]
+    assert len([e async for e in live]) > 6
