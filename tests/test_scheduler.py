@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import math
@@ -701,3 +702,63 @@ async def test_a_scheduler_given_no_policy_predicts() -> None:
                                                                  jobs, hints)
     assert (await run_batch(None, jobs, hints))[0] < (await run_batch(PollPolicy(), jobs,
                                                                       hints))[0]
+
+
+@pytest.mark.parametrize(("arg", "value"), [
+    ("first_delay", math.nan), ("first_delay", -math.inf), ("deadline", math.nan),
+    ("expected_seconds", math.nan), ("expected_seconds", -1.0),
+    ("expected_seconds", math.inf)])
+async def test_times_the_timeline_cannot_place_are_refused_and_leave_no_job_behind(
+        arg: str, value: float) -> None:
+    # Before, -inf raised OverflowError after the job was registered with no poll
+    # scheduled: a later wait on the same id joined it and was never polled.
+    clock = ManualClock()
+    sim = Sim(clock)
+    sim.script("x", (0, "complete", 100.0))
+    async with sched(sim, policy=PollPolicy(jitter=0.0)) as s:
+        with pytest.raises(ValueError, match=arg):
+            await s.wait("x", **{arg: value})  # type: ignore[arg-type]
+        async with clock.autojump():
+            result = await s.wait("x", first_delay=1.0)
+    assert result.status == "complete" and sim.starts == {"x": [1.0]}
+
+
+@pytest.mark.parametrize("first_delay", [-5.0, -1e308, -0.0])
+async def test_a_first_poll_in_the_past_goes_out_at_once(first_delay: float) -> None:
+    clock = ManualClock(10.0)
+    sim = Sim(clock)
+    sim.script("x", (0, "complete", 100.0))
+    async with sched(sim, policy=PollPolicy(jitter=0.0)) as s, clock.autojump():
+        await s.wait("x", first_delay=first_delay)
+    assert sim.starts == {"x": [10.0]}
+
+
+@pytest.mark.parametrize("never", [math.inf, 1e308])
+async def test_a_never_due_wait_leaves_the_timeline_bucketed_and_ends_at_its_deadline(
+        never: float) -> None:
+    # A never-due entry used to lift the heap's horizon to infinity once pulled: every
+    # later poll then went into the heap (bucketing off for the scheduler's life).
+    clock = ManualClock()
+    sim = Sim(clock)
+    sim.script("never", (0, "queued", None))
+    sim.script("soon", (0, "complete", 100.0))
+    for i in range(200):
+        sim.script(f"j{i}", (0, "complete", 100.0))
+    seen: dict[str, float] = {}
+    async with sched(sim, policy=PollPolicy(jitter=0.0)) as s:
+
+        async def wait(job_id: str, **kw: float) -> None:
+            with contextlib.suppress(PollDeadlineExceeded):
+                await s.wait(job_id, **kw)
+            seen[job_id] = clock.now()
+
+        async with clock.autojump(), anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(wait, "never", first_delay=never, deadline=500.0))
+            tg.start_soon(functools.partial(wait, "soon", first_delay=1.0))
+            await clock.sleep(2.0)  # 'soon' done: only the never-due wait is left
+            for i in range(200):
+                tg.start_soon(functools.partial(wait, f"j{i}", first_delay=60.0 + i))
+            await clock.sleep(1.0)
+            assert s._horizon < math.inf and len(s._heap) < 10  # the far ones stay bucketed
+    assert "never" not in sim.starts and seen["never"] == 500.0
+    assert [seen[f"j{i}"] for i in range(200)] == [62.0 + i for i in range(200)]

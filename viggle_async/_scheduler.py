@@ -75,8 +75,6 @@ _TOKEN_RETRY = 1.0
 
 # Clock seconds per bucket of the far timeline (a power of two: bucket bounds are exact).
 _BUCKET = 0.25
-# The bucket of polls never due (e.g. ``first_delay=math.inf``): after every other.
-_NEVER = 2**1100
 
 # Policy states kept for waits that a failed poll ended (oldest dropped first).
 _MAX_KEPT = 4096
@@ -292,6 +290,8 @@ class PollScheduler(Generic[R]):
         """
         if self._tg is None or self._closed:
             raise PollSchedulerClosed("wait() needs an open PollScheduler context")
+        _check_times(first_delay=first_delay, deadline=deadline,
+                     expected_seconds=expected_seconds)
         now = self._clock.now()
         job = self._jobs.get(job_id)
         if job is None:
@@ -318,7 +318,7 @@ class PollScheduler(Generic[R]):
         job: _Job[R] = _Job(job_id, state)
         self._jobs[job_id] = job
         if first_delay is not None:
-            delay = first_delay
+            delay = max(first_delay, 0.0)  # a past first poll is one due now
         elif kept is not None:
             # A wait restarted after a failed poll: it goes on from what it knew.
             delay = min(kept.interval, policy.first_delay)
@@ -585,12 +585,17 @@ class PollScheduler(Generic[R]):
     def _schedule(self, job: _Job[R], due: float) -> None:
         job.gen += 1
         job.due = due
+        slot = due / _BUCKET
+        if slot == math.inf:
+            # Never due (first_delay=math.inf, or past 1e308 s): kept out of the timeline,
+            # where it would only lift the horizon to infinity; a deadline, the waiters
+            # leaving or a later schedule ends it.
+            return
         entry = (due, next(self._seq), job.gen, job)
         if due < self._horizon:
             heapq.heappush(self._heap, entry)
         else:
-            slot = due / _BUCKET
-            key = math.floor(slot) if slot != math.inf else _NEVER
+            key = math.floor(slot)
             bucket = self._far.get(key)
             if bucket is None:
                 self._far[key] = [entry]
@@ -612,7 +617,7 @@ class PollScheduler(Generic[R]):
             else:
                 heap.extend(bucket)  # the same list: callers hold it
                 heapq.heapify(heap)
-            self._horizon = (key + 1) * _BUCKET if key != _NEVER else math.inf
+            self._horizon = (key + 1) * _BUCKET
         return bool(heap)
 
     def _finish(self, waiter: _Waiter[R], *, error: BaseException | None = None) -> None:
@@ -631,3 +636,17 @@ class PollScheduler(Generic[R]):
             # it instead of polling it twice at once.
             if not job.polling:
                 del self._jobs[job.job_id]
+
+
+def _check_times(*, first_delay: float | None, deadline: float | None,
+                 expected_seconds: float | None) -> None:
+    """Refuse times the timeline cannot order (NaN) or place (-inf), naming the argument."""
+    if first_delay is not None and (math.isnan(first_delay) or first_delay == -math.inf):
+        raise ValueError(f"first_delay must be seconds >= 0 (math.inf: never), "
+                         f"not {first_delay!r}")
+    if deadline is not None and math.isnan(deadline):
+        raise ValueError("deadline must be a clock time in seconds (None: no deadline), "
+                         "not nan")
+    if expected_seconds is not None and not (0 <= expected_seconds < math.inf):
+        raise ValueError(f"expected_seconds must be the driving video's seconds (>= 0; "
+                         f"None: unknown), not {expected_seconds!r}")
