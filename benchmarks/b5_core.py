@@ -10,13 +10,16 @@ Round trips (client CPU only, against the fake server in its own process):
 a time and 32 in flight, with httpx ``AsyncClient.get`` + ``json()`` (the stack the vendor
 SDKs use) as a peer row measured the same way; and an ID-only ``client.renders.create``
 against the documented form post (urlencoded) with raw aiohttp. Every round trip variant
-gets a warm-up pass (connections opened, code paths warm), then rounds in rotated order.
+gets a warm-up pass (connections opened, code paths warm), then rounds in rotated order,
+each round after a full ``gc.collect()`` so a full collection (its timing an accident of
+which case ran when the old generation filled up) does not land in one case's round only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import gc
 import json
 import statistics
 import time
@@ -91,7 +94,7 @@ def run(ctx: Context) -> Outcome:
         figures.append(Figure("B5", label, "µs CPU", med(key), baseline,
                               med(f"{key}_baseline")))
     config = {"round_trips": n_rt, "in_flight": IN_FLIGHT, "runs": ctx.runs,
-              "order": "warm-up, then rotated rounds"}
+              "order": "warm-up, then rotated rounds, each after a full gc.collect()"}
     return Outcome("core cost", figures, {"config": config, "runs": per_run})
 
 
@@ -214,6 +217,14 @@ def _core(p: dict[str, Any]) -> dict[str, Any]:
             for i in range(3):  # rotated, so drift and other load hit every case alike
                 k = i % len(cases)
                 for key, fn, calls, per_call in cases[k:] + cases[:k]:
+                    # Every round starts from the same collector state. A full collection
+                    # of this process's heap (~56,000 objects) costs 25-40 ms, about 15 %
+                    # of a 32-in-flight round, and comes every two or three rounds of
+                    # whichever case runs then (the httpx rows allocate the most): left
+                    # alone, it decided the ratio (1.06x-1.38x across runs of the same
+                    # code). The young-generation collections a case's own allocations
+                    # trigger during its round stay measured.
+                    gc.collect()
                     us = await _acpu_us(fn, max(1, calls), 1)
                     out.setdefault(f"{key}_s", []).append(us / per_call)
 

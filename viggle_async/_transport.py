@@ -374,6 +374,84 @@ class _ReadWatch:
             self._handle = None
 
 
+class _Deadlines:
+    """One deadline of ``seconds`` for each request in flight, kept by one loop timer.
+
+    Every request here has the same length of deadline, so start order is deadline order:
+    the requests wait in a dict (insertion ordered) and a single ``call_at`` timer, armed
+    for the oldest, cancels each task whose deadline has passed and re-arms for the next
+    one. A request then costs a dict insert and delete, not a timer of its own. As in
+    ``asyncio.timeout``, the task's cancellation count tells our cancel from its owner's:
+    ``timed_out`` is True only when the cancel that arrived is ours alone.
+    """
+
+    __slots__ = ("_expired", "_handle", "_loop", "_seconds", "_waiting")
+
+    def __init__(self, seconds: float):
+        self._seconds = seconds
+        self._waiting: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def enter(self) -> tuple[asyncio.Task[Any], int] | None:
+        """Start the current task's deadline; None when there is no task to cancel (or it
+        already has a deadline here): the caller then uses a timeout of its own."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
+        if task is None or task in self._waiting:
+            return None
+        if loop is not self._loop:  # a transport is used from one loop; start afresh
+            self.stop()
+            self._loop = loop
+        deadline = loop.time() + self._seconds
+        self._waiting[task] = deadline
+        if self._handle is None:
+            self._handle = loop.call_at(deadline, self._fire)
+        return task, task.cancelling()
+
+    def timed_out(self, entry: tuple[asyncio.Task[Any], int]) -> bool:
+        """Called on CancelledError: True (and the cancel consumed) when our deadline,
+        and nothing else, cancelled the task."""
+        task, cancelling = entry
+        if task not in self._expired:
+            return False
+        self._expired.discard(task)
+        return task.uncancel() <= cancelling
+
+    def leave(self, entry: tuple[asyncio.Task[Any], int]) -> None:
+        task = entry[0]
+        self._waiting.pop(task, None)
+        if self._expired and task in self._expired:
+            # Expired but ended some other way (its own cancel came first): undo ours.
+            self._expired.discard(task)
+            task.uncancel()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._waiting.clear()
+        self._expired.clear()
+
+    def _fire(self) -> None:
+        self._handle = None
+        loop = self._loop
+        if loop is None:
+            return
+        now = loop.time()
+        waiting = self._waiting
+        while waiting:
+            task = next(iter(waiting))
+            deadline = waiting[task]
+            if deadline > now:
+                self._handle = loop.call_at(deadline, self._fire)
+                return
+            del waiting[task]
+            self._expired.add(task)
+            task.cancel()
+
+
 class _Streamed:
     """An aiohttp response as a ``StreamedResponse``; read errors become TransportError,
     and ``read`` seconds without a byte a RequestTimeoutError."""
@@ -436,9 +514,14 @@ class AiohttpTransport:
         # connect + read, capped by ``request``. ``sock_connect`` only runs when a new
         # connection is opened, so it costs nothing on a kept-alive one.
         plain_total = t.connect + t.read
-        self._plain_timeout = aiohttp.ClientTimeout(
-            total=plain_total if t.request is None else min(t.request, plain_total),
-            sock_connect=t.connect)
+        plain_total = plain_total if t.request is None else min(t.request, plain_total)
+        self._plain_timeout = aiohttp.ClientTimeout(total=plain_total, sock_connect=t.connect)
+        # Requests without a body (status polls, cancels, deletes) share one timer for that
+        # deadline (_Deadlines) and ask aiohttp for none: aiohttp's costs a TimeoutHandle,
+        # a TimerContext, a loop timer and two bound methods per request, all alive for
+        # the whole wait, which drives the cyclic GC at 32 polls in flight (issue 13, B5).
+        self._deadlines = _Deadlines(plain_total) if plain_total > 0 else None
+        self._untimed = aiohttp.ClientTimeout(total=None, sock_connect=t.connect)
         # An upload has no total (it would kill long uploads): connect and read timeouts,
         # plus the per-chunk stall watchdog.
         self._upload_timeout = aiohttp.ClientTimeout(
@@ -467,6 +550,8 @@ class AiohttpTransport:
         self._get_session()
 
     async def aclose(self) -> None:
+        if self._deadlines is not None:
+            self._deadlines.stop()
         if self._session is not None and self._owns_session:
             await self._session.close()
         self._session = None
@@ -506,18 +591,36 @@ class AiohttpTransport:
         # request may have reached the server.
         session = self._session or self._get_session()
         target = self._urls(url)
+        deadlines = self._deadlines
+        entry = deadlines.enter() if deadlines is not None else None
         try:
-            async with session.request(
-                request.method, target, params=request.params or None, data=None, json=request.json,
+            # Awaited, not ``async with``: the context manager costs two more coroutines
+            # per request (its __aenter__ alive for the whole wait); ``read`` releases the
+            # connection when the body is complete and closes it when reading fails.
+            resp = await session.request(
+                request.method, target, params=request.params or None, data=None,
+                json=request.json,
                 headers=headers, allow_redirects=False,
-                timeout=self._plain_timeout, proxy=self._proxies.for_url(target),
-            ) as resp:
-                # aiohttp's headers are already a case-insensitive mapping (lower-case
-                # look-ups work): no copy per poll.
-                return Response(resp.status, resp.headers, await resp.read())
+                timeout=self._plain_timeout if entry is None else self._untimed,
+                proxy=self._proxies.for_url(target))
+            try:
+                body = await resp.read()
+            finally:
+                resp.release()
+            # aiohttp's headers are already a case-insensitive mapping (lower-case
+            # look-ups work): no copy per poll.
+            return Response(resp.status, resp.headers, body)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise _mapped(exc, f"{request.method} {request.path}", _origin(url),
                           reached=True) from None
+        except asyncio.CancelledError:
+            if entry is not None and deadlines is not None and deadlines.timed_out(entry):
+                raise RequestTimeoutError(f"{request.method} {request.path}: no answer in "
+                                          "time", may_have_reached_server=True) from None
+            raise
+        finally:
+            if entry is not None and deadlines is not None:
+                deadlines.leave(entry)
 
     async def _send_body(self, request: Request, url: str, headers: Mapping[str, str],
                          observer: UploadObserver | None) -> Response:
