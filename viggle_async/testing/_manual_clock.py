@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import select
 import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -45,25 +44,6 @@ _THREAD_POLL = 0.0005
 # ...for at most this long in all (seconds): a thread that waits for manual time itself would
 # otherwise hang the test, so past this the clock treats the thread as blocked.
 _THREAD_PATIENCE = 30.0
-
-
-# Before an autojump moves time, how long (real seconds) it watches the loop's selector for
-# I/O already on its way: on a loaded machine the kernel may deliver a loopback request a
-# few milliseconds after it was sent (deferred softirq work), with every task blocked
-# meanwhile. Any event ends the watch at once; an idle loop pays this once per jump.
-_IO_SETTLE = 0.002
-
-
-def _io_arrives(loop: asyncio.AbstractEventLoop | None, timeout: float) -> bool:
-    """Whether the loop's selector reports an event within ``timeout`` seconds (blocking;
-    nothing else can run then anyway). False where the selector has no pollable fd."""
-    selector = getattr(loop, "_selector", None)
-    try:
-        fd = selector.fileno()  # type: ignore[union-attr]
-    except (AttributeError, OSError, ValueError):
-        return False
-    ready, _, _ = select.select([fd], [], [], timeout)
-    return bool(ready)
 
 
 class _ExecutorJobs:
@@ -272,14 +252,8 @@ class ManualClock:
             self._new_sleeper = None
 
     async def _autojump_loop(self) -> None:
-        try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:  # not asyncio (trio)
-            loop = None
         while True:
             await self.run_until_idle()
-            if _io_arrives(loop, 0.0 if self.next_deadline() is None else _IO_SETTLE):
-                continue  # not idle after all: let the loop handle it first
             nxt = self.next_deadline()
             if nxt is None:
                 self._new_sleeper = anyio.Event()
