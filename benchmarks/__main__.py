@@ -4,9 +4,10 @@
 Runs the benchmarks (see benchmarks/README.md), prints the Markdown table and writes
 ``PREFIX.json`` and ``PREFIX.md`` (default: ``benchmarks/results`` for a full run, a
 temporary folder for ``--quick``). Exits non-zero only when a benchmark could not run;
-a missed target is reported, not fatal (``--strict`` makes it fatal). With ``--merge``, the
-benchmarks run replace theirs in an existing ``PREFIX.json`` and the others are kept, each
-with the date and load of the run that measured it.
+a missed target is reported, not fatal (``--strict`` makes it fatal). Without ``--merge``
+the outputs hold only the benchmarks run; with it, those replace their own results in an
+existing ``PREFIX.json`` and the others' are kept, each with the date and load of the run
+that measured it (not with ``--quick``).
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(BENCHMARKS),
                         help="comma-separated subset, e.g. B1,B3")
     parser.add_argument("--merge", action="store_true",
-                        help="keep the other benchmarks' results already in PREFIX.json and "
-                             "replace only those run now (each keeps its own date and load)")
+                        help="update PREFIX.json: replace the results of the benchmarks run "
+                             "now, keep the others' (each with its own date and load); not "
+                             "with --quick")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (>= 3)")
     parser.add_argument("--out", type=Path, default=None,
                         help="output prefix (PREFIX.json, PREFIX.md)")

@@ -99,7 +99,7 @@ if TYPE_CHECKING:
     from ._resources import Characters, PreparedCreate, RenderInputs, Renders, Scenes
     from ._reuse import PlanTotals, ReusePlan, ReuseRule
     from ._scheduler import PollModel, PollPolicy
-    from ._supervisor import FastFallbackPolicy, Supervisor
+    from ._supervisor import EventStream, FastFallbackPolicy, Supervisor
     from ._transport import Timeouts
     from ._uploads import Limits
 
@@ -129,6 +129,7 @@ _LAZY: dict[str, str] = {
     "EntryState": "_journal",
     "Estimate": "_events",
     "Event": "_events",
+    "EventStream": "_supervisor",
     "Failed": "_events",
     "FastFallback": "_events",
     "FastFallbackPolicy": "_supervisor",
@@ -255,6 +256,7 @@ __all__ = [
     "EntryState",
     "Estimate",
     "Event",
+    "EventStream",
     "Failed",
     "FastFallback",
     "FastFallbackPolicy",

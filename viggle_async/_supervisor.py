@@ -56,7 +56,7 @@ from ._submitter import FastFallbackPolicy, Submitter, fingerprint
 if TYPE_CHECKING:
     from ._client import ViggleClient
 
-__all__ = ["FastFallbackPolicy", "Supervisor", "fingerprint"]
+__all__ = ["EventStream", "FastFallbackPolicy", "Supervisor", "fingerprint"]
 
 logger = logging.getLogger("viggle_async")
 
@@ -303,7 +303,7 @@ class Supervisor:
 
     # --- events ----------------------------------------------------------------------
 
-    def events(self) -> AsyncIterator[Event]:
+    def events(self) -> EventStream:
         """Every event from now on, until the supervisor closes (also when its block is
         cancelled: the iteration then ends after the last event, remote cancels included).
         Called after the block ended, it yields nothing."""
@@ -313,7 +313,7 @@ class Supervisor:
         # Readers that left are dropped here rather than on every event.
         self._subscribers = [q for q in self._subscribers if not q.stopped]
         self._subscribers.append(queue)
-        return _EventStream(queue)
+        return EventStream(queue)
 
     def _emit(self, event: Event) -> None:
         for queue in self._subscribers:
@@ -517,7 +517,7 @@ class _EventQueue:
     will come) or ``stop`` (the reader left: what comes is dropped, the buffer freed).
 
     Cheaper than an anyio memory stream (issue 13: about six events per render, 60,000 in
-    a 10,000-job run): a put is an append, and the reader (``_EventStream``) takes what is
+    a 10,000-job run): a put is an append, and the reader (``EventStream``) takes what is
     buffered without a loop round trip per event, waiting (on an Event made only then) when
     it is empty."""
 
@@ -551,8 +551,10 @@ class _EventQueue:
         self.close()
 
 
-class _EventStream(AsyncIterator[Event]):
-    """What ``Supervisor.events()`` returns: the events of one ``_EventQueue``, in order.
+class EventStream(AsyncIterator[Event]):
+    """What ``Supervisor.events()`` returns: this reader's events, in order, ending after
+    the supervisor's last event. ``await stream.aclose()`` stops receiving (later events
+    are dropped, the buffer is freed), as does dropping the stream.
 
     An object rather than an async generator so that the reader leaving is seen however it
     leaves: ``aclose()``, or the stream dropped (``__del__``; a ``break`` out of
@@ -570,7 +572,7 @@ class _EventStream(AsyncIterator[Event]):
         self._since = 0
         self._started = False
 
-    def __aiter__(self) -> _EventStream:
+    def __aiter__(self) -> EventStream:
         return self
 
     async def __anext__(self) -> Event:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
+import logging
 
 import aiohttp
 import pytest
@@ -242,3 +244,29 @@ async def test_mp4_outputs_are_never_smaller_than_their_headers(
     fake.settings.output_bytes = 16
     body = (await _get((await api.status(await _complete(api, clock, 2.0)))["cdn_url"]))[2]
     assert _media.probe_video(io.BytesIO(body)).duration_s == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("paced", [False, True], ids=["full speed", "paced"])
+async def test_a_client_that_stops_reading_early_is_counted_not_logged(
+    api: Api, clock: ManualClock, fake: FakeViggle, paced: bool,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A cancelled download or a segment that closes its answer early: a real CDN just sees
+    # the connection go. The fake used to print aiohttp's "Error handling request"
+    # traceback into the user's test output each time.
+    fake.settings.output_bytes = 32 * 1024 * 1024
+    fake.faults.cdn_bytes_per_s = 64 * 1024 * 1024 if paced else 0.0
+    job_id = await _complete(api, clock)
+    url = (await api.status(job_id))["cdn_url"]
+    for _ in range(3):
+        async with aiohttp.ClientSession() as session:
+            resp = await session.get(URL(url, encoded=True))
+            assert resp.status == 200
+            await resp.content.readexactly(64 * 1024)
+            resp.close()  # stop reading: the connection is closed under the server
+        await asyncio.sleep(0.05)  # the server's writer notices
+    assert fake.observations.cdn_client_closed >= 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    # The CDN still serves the whole body to the next client.
+    status, _, body = await _get(url)
+    assert status == 200 and len(body) == 32 * 1024 * 1024

@@ -77,7 +77,7 @@ async def test_every_subscriber_sees_every_event_in_order_and_a_leaver_stops_rec
             async for event in streams[0]:
                 first.append(event)
                 break
-            await streams[0].aclose()  # type: ignore[attr-defined]
+            await streams[0].aclose()
 
         async def collect(into: list[Event], yield_each: bool) -> None:
             async for event in streams[1 if yield_each else 2]:
@@ -113,7 +113,7 @@ async def test_a_stream_dropped_or_closed_stops_buffering(
         sup.events()  # never started, dropped at once
         async for _ in kept:
             break
-        await kept.aclose()  # type: ignore[attr-defined]
+        await kept.aclose()
         for i in range(6):
             sup.render(key=f"r{i}", ref_image=png, driving_video=videos[1 + i % 4])
         live = sup.events()

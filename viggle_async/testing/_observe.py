@@ -94,6 +94,8 @@ class Observations:
     #: CDN bodies cut off by Faults.cdn_drop_first_n; CDN answers failed on purpose.
     cdn_dropped: int = 0
     cdn_failed: int = 0
+    #: CDN bodies the client stopped reading before their end (it closed the connection).
+    cdn_client_closed: int = 0
     #: Creates committed but answered with a fault (Faults.create_fail_after_commit*).
     failed_after_commit: int = 0
     #: Status polls answered with Faults.status_error_next.
@@ -140,6 +142,7 @@ class Observations:
             ],
             "cdn_dropped": self.cdn_dropped,
             "cdn_failed": self.cdn_failed,
+            "cdn_client_closed": self.cdn_client_closed,
             "failed_after_commit": self.failed_after_commit,
             "status_errors": self.status_errors,
         }
