@@ -12,13 +12,15 @@ import os
 import queue
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
+from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
-from ._common import MARK, ROOT, loopback_env
+from ._common import RESULT_FILE_VAR, ROOT, loopback_env
 
 __all__ = ["BenchError", "ChildServer", "Server", "run_child"]
 
@@ -177,16 +179,18 @@ def _read_lines(proc: subprocess.Popen[str], count: int, timeout: float,
 def run_child(module: str, variant: str, params: dict[str, Any], *,
               timeout: float) -> dict[str, Any]:
     """Run one variant in a fresh client process; its result dict, or BenchError."""
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "benchmarks._child", module, variant],
-            input=json.dumps(params), capture_output=True, text=True, timeout=timeout,
-            cwd=ROOT, env=loopback_env(), check=False)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"{module}/{variant} took more than {timeout:g} s") from None
-    for line in reversed(done.stdout.splitlines()):
-        if line.startswith(MARK) and done.returncode == 0:
-            result: dict[str, Any] = json.loads(line[len(MARK):])
+    with tempfile.TemporaryDirectory(prefix="viggle-bench-child-") as tmp:
+        result_file = Path(tmp) / "result.json"
+        env = {**loopback_env(), RESULT_FILE_VAR: str(result_file)}
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "benchmarks._child", module, variant],
+                input=json.dumps(params), capture_output=True, text=True, timeout=timeout,
+                cwd=ROOT, env=env, check=False)
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"{module}/{variant} took more than {timeout:g} s") from None
+        if done.returncode == 0 and result_file.exists():
+            result: dict[str, Any] = json.loads(result_file.read_text())
             return result
     tail = "\n".join(done.stderr.strip().splitlines()[-15:])
     raise BenchError(f"{module}/{variant} failed (exit {done.returncode}):\n{tail}")
