@@ -1,8 +1,10 @@
 """``python -m benchmarks._child MODULE VARIANT < PARAMS.json``: one measured client run.
 
-Runs ``benchmarks.MODULE.VARIANTS[VARIANT](params)`` in this fresh process and prints its
-result dict on one line (see ``_common.emit``). With ``params["profile"]`` set to a path, the
-run is also profiled with cProfile and the top functions by cumulative time are written there.
+Runs ``benchmarks.MODULE.VARIANTS[VARIANT](params)`` in this fresh process and writes its
+result dict as JSON to the file ``run_child`` names in ``VIGGLE_BENCH_RESULT_FILE`` (run by
+hand without it, prints it on one line; see ``_common.emit``). With ``params["profile"]``
+set to a path, the run is also profiled with cProfile and the top functions by cumulative
+time are written there.
 """
 
 from __future__ import annotations
