@@ -259,3 +259,27 @@ async def test_a_journal_whose_jobs_the_server_does_not_know_fails_the_run(
                 assert "1 job from the journal is unknown to http" in rerun.err
                 assert "use a new --journal" in rerun.err
         assert other.creates == []  # never paid again silently
+
+
+@pytest.mark.parametrize("module", ["rich", "_app"])  # "_app": its relative import
+def test_ctrl_c_while_the_command_loads_is_one_line_and_exit_130(module: str) -> None:
+    # A newcomer's Ctrl-C in the first half second on a busy machine printed a 40-line
+    # import traceback. SIGINT is delivered while the command imports ``module``.
+    import subprocess
+    import sys
+
+    code = ("import builtins, os, signal, sys\n"
+            "import viggle_async.cli as cli\n"
+            "real = builtins.__import__\n"
+            "def imp(name, *a, **k):\n"
+            f"    if name == {module!r}:\n"
+            "        builtins.__import__ = real\n"
+            "        os.kill(os.getpid(), signal.SIGINT)\n"
+            "    return real(name, *a, **k)\n"
+            "builtins.__import__ = imp\n"
+            "sys.modules.pop('rich', None); sys.modules.pop('viggle_async.cli._app', None)\n"
+            "sys.exit(cli.main(['credits']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr == "interrupted while starting: nothing was sent\n"

@@ -23,14 +23,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Exit 2 with one line when the ``[cli]`` extra is not installed.
     """
-    for name in _CLI_REQUIREMENTS:
-        try:
-            __import__(name)
-        except ImportError:
-            sys.stderr.write(
-                f"error: the viggle-async command needs the '{name}' package, which comes "
-                "with the cli extra: pip install 'viggle-async[cli]'\n")
-            return 2
-    from ._app import main as run
-
+    try:
+        for name in _CLI_REQUIREMENTS:
+            try:
+                __import__(name)
+            except ImportError:
+                sys.stderr.write(
+                    f"error: the viggle-async command needs the '{name}' package, which "
+                    "comes with the cli extra: pip install 'viggle-async[cli]'\n")
+                return 2
+        from ._app import main as run
+    except KeyboardInterrupt:
+        # Ctrl-C while the command still loads (a busy machine takes a moment): nothing
+        # was read or sent yet, so one line, not an import traceback.
+        sys.stderr.write("interrupted while starting: nothing was sent\n")
+        return 130
     return run(argv)
